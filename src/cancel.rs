@@ -1,0 +1,150 @@
+//! Run-wide interruption state: Ctrl-C (SIGINT) or SIGTERM asks running cases to stop their
+//! containers gracefully and the rest not to start; a second signal asks for an immediate kill.
+//! Cases still remove what they started in both cases.
+
+use std::sync::atomic::{AtomicI32, AtomicU8, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Running = 0,
+    /// Stop gracefully: SIGTERM, grace period, SIGKILL.
+    Stop = 1,
+    /// Kill at once.
+    Kill = 2,
+}
+
+#[derive(Debug, Clone)]
+pub struct Cancel {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    level: AtomicU8,
+    signal: AtomicI32,
+    tx: watch::Sender<Level>,
+}
+
+impl Default for Cancel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Cancel {
+    pub fn new() -> Self {
+        let (tx, _rx) = watch::channel(Level::Running);
+        Self {
+            inner: Arc::new(Inner {
+                level: AtomicU8::new(0),
+                signal: AtomicI32::new(0),
+                tx,
+            }),
+        }
+    }
+
+    pub fn level(&self) -> Level {
+        match self.inner.level.load(Ordering::SeqCst) {
+            0 => Level::Running,
+            1 => Level::Stop,
+            _ => Level::Kill,
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.level() != Level::Running
+    }
+
+    /// The first signal received, if any (2 for SIGINT, 15 for SIGTERM).
+    pub fn signal(&self) -> Option<i32> {
+        match self.inner.signal.load(Ordering::SeqCst) {
+            0 => None,
+            s => Some(s),
+        }
+    }
+
+    /// Records a signal: the first asks to stop, the next asks to kill.
+    pub fn raise(&self, signal: i32) {
+        let _ = self
+            .inner
+            .signal
+            .compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+        let next = if self.level() == Level::Running {
+            Level::Stop
+        } else {
+            Level::Kill
+        };
+        self.inner.level.fetch_max(next as u8, Ordering::SeqCst);
+        self.inner.tx.send_replace(self.level());
+    }
+
+    /// Resolves once the level reaches at least `at_least`.
+    pub async fn reached(&self, at_least: Level) {
+        let mut rx = self.inner.tx.subscribe();
+        let _ = rx.wait_for(|l| *l >= at_least).await;
+    }
+
+    /// Listens for SIGINT and SIGTERM on the current tokio runtime for the rest of the run.
+    pub fn listen_for_signals(&self) -> std::io::Result<()> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let sig = tokio::select! {
+                    _ = int.recv() => libc::SIGINT,
+                    _ = term.recv() => libc::SIGTERM,
+                };
+                let first = !me.is_cancelled();
+                me.raise(sig);
+                if first {
+                    eprintln!(
+                        "zoo-runner: interrupted; stopping running containers (again to kill them at once)"
+                    );
+                } else {
+                    eprintln!("zoo-runner: killing running containers now");
+                }
+            }
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_signal_stops_second_kills() {
+        let c = Cancel::new();
+        assert_eq!(c.level(), Level::Running);
+        c.raise(libc::SIGTERM);
+        assert_eq!(c.level(), Level::Stop);
+        c.raise(libc::SIGINT);
+        assert_eq!(c.level(), Level::Kill);
+        assert_eq!(c.signal(), Some(libc::SIGTERM), "the first signal is kept");
+    }
+
+    #[test]
+    fn waiters_wake_up() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let c = Cancel::new();
+        let c2 = c.clone();
+        rt.block_on(async move {
+            let waiter = tokio::spawn(async move { c2.reached(Level::Stop).await });
+            tokio::task::yield_now().await;
+            c.raise(libc::SIGINT);
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                .await
+                .expect("waiter woke")
+                .unwrap();
+        });
+    }
+}

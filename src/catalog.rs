@@ -1,0 +1,316 @@
+//! The zoo's JSON catalogs, loaded into typed maps.
+//!
+//! A catalog folder holds:
+//! - `model-to-docker.json` (or its old name `model-group-to-docker.json`): model group, or a
+//!   single model, -> Docker image;
+//! - `docker-to-model.json`: image -> every model it serves;
+//! - `model-to-singularity.json` (optional): model group or model -> `{url, name, md5}` of a SIF.
+//!
+//! Lookups go exact key first (`MMSplice/mtsplice`), then the group (the part before the first
+//! `/`). Loading knows nothing of running.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// File names of a catalog folder, current name first.
+const MODEL_TO_DOCKER: [&str; 2] = ["model-to-docker.json", "model-group-to-docker.json"];
+const DOCKER_TO_MODEL: &str = "docker-to-model.json";
+const MODEL_TO_SINGULARITY: [&str; 2] = [
+    "model-to-singularity.json",
+    "model-group-to-singularity.json",
+];
+
+#[derive(Debug, Error)]
+pub enum CatalogError {
+    #[error("failed to read catalog file `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("catalog file `{path}` does not parse at line {line}, column {column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("catalog folder `{dir}` has no {wanted}")]
+    Missing { dir: PathBuf, wanted: String },
+}
+
+/// Where a SIF for a model group lives, as the catalog gives it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SifEntry {
+    pub url: String,
+    pub name: String,
+    pub md5: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Model group or model -> image.
+    model_to_image: BTreeMap<String, String>,
+    /// Image -> models it serves, in catalog order.
+    image_to_models: BTreeMap<String, Vec<String>>,
+    /// Model group or model -> SIF.
+    sif: BTreeMap<String, SifEntry>,
+}
+
+/// The group of a model: the part before the first `/` (the whole name when there is none).
+pub fn group_of(model: &str) -> &str {
+    model.split('/').next().unwrap_or(model)
+}
+
+impl Catalog {
+    pub fn load(dir: &Path) -> Result<Self, CatalogError> {
+        let m2d_path =
+            first_existing(dir, &MODEL_TO_DOCKER).ok_or_else(|| CatalogError::Missing {
+                dir: dir.to_path_buf(),
+                wanted: MODEL_TO_DOCKER.join(" or "),
+            })?;
+        let model_to_image: BTreeMap<String, String> = read_json(&m2d_path)?;
+        let d2m_path = dir.join(DOCKER_TO_MODEL);
+        if !d2m_path.is_file() {
+            return Err(CatalogError::Missing {
+                dir: dir.to_path_buf(),
+                wanted: DOCKER_TO_MODEL.to_string(),
+            });
+        }
+        let image_to_models: BTreeMap<String, Vec<String>> = read_json(&d2m_path)?;
+        let sif = match first_existing(dir, &MODEL_TO_SINGULARITY) {
+            Some(path) => read_json(&path)?,
+            None => BTreeMap::new(),
+        };
+        Ok(Self {
+            model_to_image,
+            image_to_models,
+            sif,
+        })
+    }
+
+    /// The key a model resolves through: itself if listed, else its group if listed.
+    fn key_for<'a, V>(map: &'a BTreeMap<String, V>, model: &str) -> Option<(&'a str, &'a V)> {
+        map.get_key_value(model)
+            .or_else(|| map.get_key_value(group_of(model)))
+            .map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// The Docker image a model runs in.
+    pub fn image_for(&self, model: &str) -> Option<&str> {
+        Self::key_for(&self.model_to_image, model).map(|(_, v)| v.as_str())
+    }
+
+    /// The SIF a model runs in, if the catalog has one.
+    pub fn sif_for(&self, model: &str) -> Option<&SifEntry> {
+        Self::key_for(&self.sif, model).map(|(_, v)| v)
+    }
+
+    /// Every model an image serves (docker-to-model.json), in catalog order.
+    pub fn models_of_image(&self, image: &str) -> Option<&[String]> {
+        self.image_to_models.get(image).map(Vec::as_slice)
+    }
+
+    /// Every image named in either file.
+    pub fn images(&self) -> Vec<&str> {
+        let mut all: Vec<&str> = self
+            .image_to_models
+            .keys()
+            .map(String::as_str)
+            .chain(self.model_to_image.values().map(String::as_str))
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// Every model named in docker-to-model.json.
+    pub fn models(&self) -> impl Iterator<Item = &str> {
+        self.image_to_models
+            .values()
+            .flat_map(|models| models.iter().map(String::as_str))
+    }
+
+    /// Every group named in model-to-docker.json (keys and the groups of single-model keys).
+    pub fn groups(&self) -> Vec<&str> {
+        let set: std::collections::BTreeSet<&str> =
+            self.model_to_image.keys().map(|k| group_of(k)).collect();
+        set.into_iter().collect()
+    }
+
+    /// True when the catalog knows the group (as a key, or as the group of a key).
+    pub fn has_group(&self, group: &str) -> bool {
+        self.model_to_image.keys().any(|k| group_of(k) == group)
+    }
+
+    /// Every model of a group that the catalog lists, in catalog order. A group that maps to an
+    /// image but has no models listed yields the group name itself (a single-model group).
+    pub fn models_of_group(&self, group: &str) -> Vec<String> {
+        let listed: Vec<String> = self
+            .model_to_image
+            .iter()
+            .filter(|(k, _)| group_of(k) == group)
+            .flat_map(|(_, image)| self.models_of_image(image).unwrap_or_default())
+            .filter(|m| group_of(m) == group)
+            .cloned()
+            .collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let unique: Vec<String> = listed
+            .into_iter()
+            .filter(|m| seen.insert(m.clone()))
+            .collect();
+        if unique.is_empty() && self.model_to_image.contains_key(group) {
+            vec![group.to_string()]
+        } else {
+            unique
+        }
+    }
+}
+
+fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
+    names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CatalogError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| CatalogError::Parse {
+        path: path.to_path_buf(),
+        line: e.line(),
+        column: e.column(),
+        message: strip_position(&e.to_string()),
+    })
+}
+
+/// serde_json appends " at line L column C" to its messages; we print the position ourselves.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+
+    fn sample() -> (tempfile::TempDir, Catalog) {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "model-to-docker.json",
+            r#"{"HAL": "img:shared", "Basset": "img:shared",
+                "MMSplice/mtsplice": "img:mtsplice", "MMSplice/deltaLogitPSI": "img:mmsplice",
+                "Solo": "img:solo"}"#,
+        );
+        write(
+            dir.path(),
+            "docker-to-model.json",
+            r#"{"img:shared": ["HAL", "Basset/a", "Basset/b"],
+                "img:mtsplice": ["MMSplice/mtsplice"],
+                "img:mmsplice": ["MMSplice/deltaLogitPSI", "MMSplice/pathogenicity"]}"#,
+        );
+        write(
+            dir.path(),
+            "model-to-singularity.json",
+            r#"{"HAL": {"url": "http://127.0.0.1/x.sif", "name": "x", "md5": "00"}}"#,
+        );
+        let cat = Catalog::load(dir.path()).unwrap();
+        (dir, cat)
+    }
+
+    #[test]
+    fn lookups_go_exact_key_then_group() {
+        let (_d, cat) = sample();
+        let cases = [
+            ("MMSplice/mtsplice", Some("img:mtsplice")),
+            ("MMSplice/deltaLogitPSI", Some("img:mmsplice")),
+            ("HAL", Some("img:shared")),
+            ("Basset/a", Some("img:shared")),
+            ("Nope/x", None),
+        ];
+        for (model, want) in cases {
+            assert_eq!(cat.image_for(model), want, "{model}");
+        }
+        assert_eq!(cat.sif_for("HAL").map(|s| s.name.as_str()), Some("x"));
+        assert!(cat.sif_for("Basset").is_none());
+    }
+
+    #[test]
+    fn groups_and_their_models() {
+        let (_d, cat) = sample();
+        assert_eq!(cat.models_of_group("Basset"), vec!["Basset/a", "Basset/b"]);
+        assert_eq!(
+            cat.models_of_group("MMSplice"),
+            vec![
+                "MMSplice/deltaLogitPSI",
+                "MMSplice/pathogenicity",
+                "MMSplice/mtsplice"
+            ]
+        );
+        assert_eq!(cat.models_of_group("Solo"), vec!["Solo"]);
+        assert!(cat.models_of_group("Nope").is_empty());
+        let groups = cat.groups();
+        assert_eq!(groups, vec!["Basset", "HAL", "MMSplice", "Solo"]);
+        assert!(cat.has_group("MMSplice") && !cat.has_group("MMS"));
+    }
+
+    #[test]
+    fn old_file_name_is_accepted() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "model-group-to-docker.json", r#"{"A": "img"}"#);
+        write(dir.path(), "docker-to-model.json", r#"{"img": ["A/1"]}"#);
+        let cat = Catalog::load(dir.path()).unwrap();
+        assert_eq!(cat.image_for("A/1"), Some("img"));
+    }
+
+    #[test]
+    fn parse_error_names_file_line_and_column() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "model-to-docker.json",
+            "{\n  \"A\": \"img\",\n  \"B\" \"x\"\n}",
+        );
+        write(dir.path(), "docker-to-model.json", "{}");
+        let err = Catalog::load(dir.path()).unwrap_err();
+        match &err {
+            CatalogError::Parse { line, column, .. } => assert_eq!((*line, *column), (3, 7)),
+            other => panic!("unexpected {other:?}"),
+        }
+        let text = err.to_string();
+        assert!(text.contains("model-to-docker.json") && text.contains("line 3, column 7"));
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "model-to-docker.json", "{}");
+        let err = Catalog::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("docker-to-model.json"), "{err}");
+    }
+
+    #[test]
+    fn real_kipoi_catalog_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("test-specs/kipoi");
+        let cat = Catalog::load(&dir).unwrap();
+        assert_eq!(
+            cat.image_for("Basenji"),
+            Some("kipoi/kipoi-docker:sharedpy3keras2tf1")
+        );
+        assert_eq!(
+            cat.image_for("MMSplice/mtsplice"),
+            Some("kipoi/kipoi-docker:mmsplice-mtsplice")
+        );
+        assert!(cat.models().count() > 2000);
+        assert!(cat.sif_for("HAL").is_some());
+    }
+}

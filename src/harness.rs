@@ -1,0 +1,196 @@
+//! Glue between the plan, the runtimes and the report: one libtest-mimic trial per case. Each
+//! trial runs its case on the shared tokio runtime (`block_on`, since libtest-mimic runs trials
+//! on its own threads), applies retries and the spec's marks, and records the result.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use libtest_mimic::{Completion, Failed, Trial};
+use tokio::runtime::Handle;
+
+use crate::cancel::Cancel;
+use crate::plan::{Case, RuntimeKind};
+use crate::record::{Attempt, Record, Status};
+use crate::runtime::docker::DockerRuntime;
+use crate::runtime::singularity::SingularityRuntime;
+use crate::runtime::{Execution, RunRequest};
+use crate::spec::Network;
+use crate::verdict::judge;
+
+/// Run-wide settings every case shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub env: Vec<String>,
+    pub network: Network,
+    pub grace: Duration,
+    pub slow_period: Duration,
+    pub keep: usize,
+    pub retries: u32,
+    pub fail_fast: bool,
+}
+
+pub struct Harness {
+    pub handle: Handle,
+    pub docker: Option<Arc<DockerRuntime>>,
+    pub singularity: Option<Arc<SingularityRuntime>>,
+    pub cancel: Cancel,
+    pub settings: Settings,
+    records: Arc<Mutex<Vec<Record>>>,
+    something_failed: Arc<AtomicBool>,
+}
+
+impl Harness {
+    pub fn new(
+        handle: Handle,
+        docker: Option<Arc<DockerRuntime>>,
+        singularity: Option<Arc<SingularityRuntime>>,
+        cancel: Cancel,
+        settings: Settings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            handle,
+            docker,
+            singularity,
+            cancel,
+            settings,
+            records: Arc::default(),
+            something_failed: Arc::default(),
+        })
+    }
+
+    pub fn trials(self: &Arc<Self>, cases: &[Case]) -> Vec<Trial> {
+        cases
+            .iter()
+            .map(|case| {
+                let me = Arc::clone(self);
+                let case = case.clone();
+                Trial::ignorable_test(case.name.clone(), move || me.run_case(&case))
+            })
+            .collect()
+    }
+
+    /// Everything recorded so far, in the order cases finished.
+    pub fn records(&self) -> Vec<Record> {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn run_case(&self, case: &Case) -> Result<Completion, Failed> {
+        let not_run = if let Some(reason) = &case.plan.skip {
+            Some(Status::Skipped {
+                reason: reason.clone(),
+            })
+        } else if self.cancel.is_cancelled() {
+            Some(Status::NotRun {
+                reason: "the run was interrupted before this case started".into(),
+            })
+        } else if self.settings.fail_fast && self.something_failed.load(Ordering::SeqCst) {
+            Some(Status::NotRun {
+                reason: "--fail-fast: an earlier case failed".into(),
+            })
+        } else {
+            None
+        };
+        if let Some(status) = not_run {
+            let summary = status.summary();
+            self.record(case, vec![attempt(status, None)], Vec::new());
+            return Ok(Completion::ignored_with(summary));
+        }
+
+        let mut attempts = Vec::new();
+        let mut properties = Vec::new();
+        for n in 0..=self.settings.retries {
+            if n > 0 {
+                if self.cancel.is_cancelled() {
+                    break;
+                }
+                eprintln!("zoo-runner: retrying {} (attempt {})", case.name, n + 1);
+            }
+            let exec = self.execute(case);
+            let status = judge(&exec, &case.plan);
+            properties = exec.properties.clone();
+            let bad = status.is_bad();
+            attempts.push(attempt(status, Some(&exec)));
+            if !bad {
+                break;
+            }
+        }
+        let status = attempts
+            .last()
+            .map(|a| a.status.clone())
+            .unwrap_or(Status::NotRun {
+                reason: "interrupted".into(),
+            });
+        let flaky = attempts.len() > 1 && status == Status::Passed;
+        self.record(case, attempts, properties);
+        match status {
+            Status::Passed if flaky => {
+                eprintln!(
+                    "zoo-runner: {} is flaky: passed after a failed attempt",
+                    case.name
+                );
+                Ok(Completion::Completed)
+            }
+            Status::Passed => Ok(Completion::Completed),
+            Status::Skipped { .. } | Status::ExpectedFailure { .. } | Status::NotRun { .. } => {
+                Ok(Completion::ignored_with(status.summary()))
+            }
+            bad => {
+                self.something_failed.store(true, Ordering::SeqCst);
+                Err(Failed::from(bad.summary()))
+            }
+        }
+    }
+
+    fn execute(&self, case: &Case) -> Execution {
+        let s = &self.settings;
+        let request = RunRequest {
+            case_name: case.name.clone(),
+            command: case.plan.command.clone(),
+            workdir: case.plan.workdir.clone(),
+            env: s.env.clone(),
+            network: s.network,
+            timeout: case.plan.timeout,
+            grace: s.grace,
+            slow_period: s.slow_period,
+            memory: case.plan.memory,
+            keep: s.keep,
+        };
+        match case.runtime {
+            RuntimeKind::Docker => match &self.docker {
+                Some(docker) => self.handle.block_on(docker.run(&case.image, &request)),
+                None => Execution::errored("the Docker runtime is not connected", s.keep),
+            },
+            RuntimeKind::Singularity => match &self.singularity {
+                Some(sing) => self.handle.block_on(sing.run(case, &request)),
+                None => Execution::errored("the Singularity runtime is not set up", s.keep),
+            },
+        }
+    }
+
+    fn record(&self, case: &Case, attempts: Vec<Attempt>, properties: Vec<(String, String)>) {
+        let record = Record {
+            model: case.model.clone(),
+            runtime: case.runtime,
+            image: case.image.clone(),
+            attempts,
+            properties,
+        };
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record);
+    }
+}
+
+fn attempt(status: Status, exec: Option<&Execution>) -> Attempt {
+    Attempt {
+        status,
+        stdout: exec.map(|e| e.stdout.render()).unwrap_or_default(),
+        stderr: exec.map(|e| e.stderr.render()).unwrap_or_default(),
+        duration: exec.map(|e| e.duration).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,266 @@
+//! zoo-runner: runs each model's example prediction inside its container (Docker or
+//! Apptainer/Singularity) and reports, per model, what broke.
+//!
+//! ```text
+//! catalogs (JSON) + test spec (TOML) --> plan (which cases) --> harness (libtest-mimic trials)
+//!                                                            --> runtime (docker | singularity)
+//!                                                            --> records --> JUnit (quick-junit)
+//! ```
+//! This file only parses, plans, runs, reports and picks the exit code.
+
+mod cancel;
+mod capture;
+mod catalog;
+mod cli;
+mod harness;
+mod plan;
+mod record;
+mod report;
+mod runtime;
+mod sif_cache;
+mod spec;
+mod units;
+mod verdict;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::cancel::Cancel;
+use crate::catalog::Catalog;
+use crate::cli::{Cli, DEFAULT_SPEC};
+use crate::harness::{Harness, Settings};
+use crate::plan::{Case, RuntimeKind, Selection};
+use crate::record::{Attempt, Record, Status};
+use crate::runtime::docker::DockerRuntime;
+use crate::runtime::singularity::{find_binary, SingularityRuntime};
+use crate::sif_cache::SifCache;
+use crate::spec::Spec;
+
+/// Exit codes besides libtest's 101 for failed tests.
+const EXIT_USAGE: u8 = 2;
+const EXIT_DOCKER: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Inputs are checked before anything runs: errors here exit with 2.
+fn load(cli: &Cli) -> anyhow::Result<(Spec, Catalog, Vec<Case>)> {
+    let spec_path = resolve_default(&cli.spec, DEFAULT_SPEC);
+    let spec = Spec::load(&spec_path)?;
+    let catalog_dir = cli
+        .catalog
+        .clone()
+        .or_else(|| spec.catalog.clone())
+        .with_context(|| {
+            format!(
+                "no catalog: pass --catalog DIR, or name one in `{}` (catalog = \"...\")",
+                spec_path.display()
+            )
+        })?;
+    let catalog = Catalog::load(&catalog_dir)?;
+    let selection = Selection {
+        images: cli.image.clone(),
+        models: cli.model.clone(),
+        groups: cli.modelgroup.clone(),
+        all_models: cli.all_models,
+        slim: cli.slim,
+        runtimes: cli.runtime.kinds(),
+        timeout: cli.timeout,
+    };
+    let cases = plan::plan(&catalog, &spec, &selection)?;
+    Ok((spec, catalog, cases))
+}
+
+/// The shipped default spec is found from the source tree when run from elsewhere.
+fn resolve_default(given: &Path, default: &str) -> PathBuf {
+    if given == Path::new(default) && !given.exists() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(default);
+        if shipped.exists() {
+            return shipped;
+        }
+    }
+    given.to_path_buf()
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let (spec, _catalog, cases) = load(&cli)?;
+    let args = cli.harness_args();
+    let run_id = format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or_default()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let cancel = Cancel::new();
+    let settings = Settings {
+        env: spec.container_env(|name| std::env::var(name).ok()),
+        network: spec.network,
+        grace: cli.grace,
+        slow_period: cli.slow_after,
+        keep: usize::try_from(cli.keep_output).unwrap_or(usize::MAX),
+        retries: cli.retries,
+        fail_fast: cli.fail_fast,
+    };
+
+    if args.list {
+        let harness = Harness::new(rt.handle().clone(), None, None, cancel, settings);
+        let _listed = libtest_mimic::run(&args, harness.trials(&cases));
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    // Only what the filters keep decides which runtimes must be up.
+    let probe = Harness::new(
+        rt.handle().clone(),
+        None,
+        None,
+        cancel.clone(),
+        settings.clone(),
+    );
+    let selected: Vec<&Case> = cases
+        .iter()
+        .zip(probe.trials(&cases))
+        .filter(|(_, t)| !args.is_filtered_out(t))
+        .map(|(c, _)| c)
+        .collect();
+    let needs = |kind| {
+        selected
+            .iter()
+            .any(|c| c.runtime == kind && c.plan.skip.is_none())
+    };
+
+    let mut extra = vec![
+        ("run-id".to_string(), run_id.clone()),
+        (
+            "zoo-runner-version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        ),
+        ("spec".to_string(), spec.path.display().to_string()),
+    ];
+    let docker = if needs(RuntimeKind::Docker) {
+        match rt.block_on(DockerRuntime::connect(&run_id, cancel.clone())) {
+            Ok(d) => {
+                if let Ok(n @ 1..) = rt.block_on(d.sweep_stale()) {
+                    eprintln!("zoo-runner: removed {n} container(s) left by earlier runs that were killed");
+                }
+                extra.push(("docker-version".to_string(), d.version().to_string()));
+                Some(Arc::new(d))
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                let reason = format!("not run: {e}");
+                write_junit(&cli.junit, &errored_records(&selected, &reason), &extra)?;
+                return Ok(ExitCode::from(EXIT_DOCKER));
+            }
+        }
+    } else {
+        None
+    };
+    let singularity = if needs(RuntimeKind::Singularity) {
+        let setup = find_binary(cli.singularity_bin.as_deref()).map(|bin| {
+            let dir = cli.sif_dir.clone().unwrap_or_else(SifCache::default_dir);
+            let cache = SifCache::new(dir).with_progress(true);
+            rt.block_on(SingularityRuntime::new(
+                bin,
+                cache,
+                cli.sif_from_docker,
+                cancel.clone(),
+            ))
+        });
+        match setup {
+            Ok(Ok(s)) => {
+                extra.push(("singularity-version".to_string(), s.version().to_string()));
+                Some(Arc::new(s))
+            }
+            // Each Singularity case then says why it could not run.
+            Ok(Err(e)) | Err(e) => {
+                eprintln!("error: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    {
+        let _guard = rt.enter();
+        cancel
+            .listen_for_signals()
+            .context("failed to listen for SIGINT/SIGTERM")?;
+    }
+    let harness = Harness::new(
+        rt.handle().clone(),
+        docker.clone(),
+        singularity,
+        cancel.clone(),
+        settings,
+    );
+    let conclusion = libtest_mimic::run(&args, harness.trials(&cases));
+    let records = harness.records();
+    write_junit(&cli.junit, &records, &extra)?;
+
+    if let Some(signal) = cancel.signal() {
+        return Ok(ExitCode::from((128 + signal) as u8));
+    }
+    let lost = records.iter().any(|r| {
+        matches!(r.status(), Status::Errored { message } if message.starts_with("lost the Docker daemon"))
+    });
+    if lost {
+        eprintln!(
+            "error: the Docker daemon was lost during the run; see {}",
+            cli.junit.display()
+        );
+        return Ok(ExitCode::from(EXIT_DOCKER));
+    }
+    Ok(
+        if conclusion.has_failed() || records.iter().any(|r| r.status().is_bad()) {
+            ExitCode::from(101)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
+}
+
+fn errored_records(cases: &[&Case], reason: &str) -> Vec<Record> {
+    cases
+        .iter()
+        .map(|c| Record {
+            model: c.model.clone(),
+            runtime: c.runtime,
+            image: c.image.clone(),
+            attempts: vec![Attempt {
+                status: Status::Errored {
+                    message: reason.to_string(),
+                },
+                stdout: String::new(),
+                stderr: String::new(),
+                duration: Default::default(),
+            }],
+            properties: Vec::new(),
+        })
+        .collect()
+}
+
+fn write_junit(path: &Path, records: &[Record], extra: &[(String, String)]) -> anyhow::Result<()> {
+    report::write(&report::build(records, extra), path)?;
+    eprintln!("zoo-runner: JUnit report written to {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,381 @@
+//! Which cases run: the command line's selection applied to the catalog and the spec.
+//!
+//! - `--image X`: every model X serves; on the spec's shared images only the first model of
+//!   each group unless `--all-models`.
+//! - `--model A,B`: exactly those models.
+//! - `--modelgroup G,H`: the models of every listed group (again one per group on shared images
+//!   unless `--all-models`).
+//! - nothing: every image of the catalog, as with `--image`.
+//!
+//! Each selected model becomes one case per runtime. Unknown names are errors that name the
+//! closest matches, before anything runs.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use thiserror::Error;
+
+use crate::catalog::{group_of, Catalog, SifEntry};
+use crate::spec::{CasePlan, Spec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RuntimeKind {
+    Docker,
+    Singularity,
+}
+
+impl RuntimeKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RuntimeKind::Docker => "docker",
+            RuntimeKind::Singularity => "singularity",
+        }
+    }
+}
+
+impl fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the user asked for on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub images: Vec<String>,
+    pub models: Vec<String>,
+    pub groups: Vec<String>,
+    pub all_models: bool,
+    pub slim: bool,
+    pub runtimes: Vec<RuntimeKind>,
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// One test: a model in one runtime.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// `runtime::model`, the name libtest-mimic shows and filters on.
+    pub name: String,
+    pub model: String,
+    pub runtime: RuntimeKind,
+    /// The Docker image (with `-slim` when asked); for Singularity, where the SIF comes from.
+    pub image: String,
+    pub sif: Option<SifEntry>,
+    pub plan: CasePlan,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("unknown model `{name}`{}", did_you_mean(.suggestions))]
+    UnknownModel {
+        name: String,
+        suggestions: Vec<String>,
+    },
+    #[error("unknown model group `{name}`{}", did_you_mean(.suggestions))]
+    UnknownGroup {
+        name: String,
+        suggestions: Vec<String>,
+    },
+    #[error("unknown image `{name}`{}", did_you_mean(.suggestions))]
+    UnknownImage {
+        name: String,
+        suggestions: Vec<String>,
+    },
+}
+
+fn did_you_mean(suggestions: &[String]) -> String {
+    match suggestions {
+        [] => " (no close match in the catalog)".to_string(),
+        [one] => format!("; did you mean `{one}`?"),
+        many => format!(
+            "; did you mean one of {}?",
+            many.iter()
+                .map(|s| format!("`{s}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+/// Up to three names from `candidates` close to `word`, best first.
+pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let unique: BTreeSet<&str> = candidates.into_iter().collect();
+    let list: Vec<&str> = unique.into_iter().collect();
+    let mut found: Vec<String> = similar::get_close_matches(word, &list, 3, 0.6)
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    // Case slips ("basenji") score low on character ratio; catch them directly.
+    if found.is_empty() {
+        found = list
+            .iter()
+            .filter(|c| c.eq_ignore_ascii_case(word))
+            .map(|c| c.to_string())
+            .collect();
+    }
+    found
+}
+
+pub fn plan(catalog: &Catalog, spec: &Spec, sel: &Selection) -> Result<Vec<Case>, PlanError> {
+    let mut models: Vec<String> = Vec::new();
+    let nothing_selected = sel.images.is_empty() && sel.models.is_empty() && sel.groups.is_empty();
+    let images: Vec<String> = if nothing_selected {
+        catalog.images().into_iter().map(str::to_string).collect()
+    } else {
+        sel.images.clone()
+    };
+    for image in &images {
+        models.extend(models_of_image(catalog, spec, image, sel.all_models)?);
+    }
+    for group in &sel.groups {
+        models.extend(models_of_group(catalog, spec, group, sel.all_models)?);
+    }
+    for model in &sel.models {
+        check_model(catalog, model)?;
+        models.push(model.clone());
+    }
+
+    let mut seen = BTreeSet::new();
+    models.retain(|m| seen.insert(m.clone()));
+    let runtimes = if sel.runtimes.is_empty() {
+        vec![RuntimeKind::Docker]
+    } else {
+        sel.runtimes.clone()
+    };
+    let mut cases = Vec::new();
+    for runtime in runtimes {
+        for model in &models {
+            let Some(base_image) = catalog.image_for(model) else {
+                continue; // images without a model-to-docker entry: checked above
+            };
+            let image = if sel.slim && !base_image.ends_with("-slim") {
+                format!("{base_image}-slim")
+            } else {
+                base_image.to_string()
+            };
+            cases.push(Case {
+                name: format!("{runtime}::{model}"),
+                model: model.clone(),
+                runtime,
+                image,
+                sif: catalog.sif_for(model).cloned(),
+                plan: spec.plan_for(model, sel.timeout),
+            });
+        }
+    }
+    Ok(cases)
+}
+
+fn models_of_image(
+    catalog: &Catalog,
+    spec: &Spec,
+    image: &str,
+    all_models: bool,
+) -> Result<Vec<String>, PlanError> {
+    // `--image X-slim` is the slim variant of X: same models.
+    let bare = image.strip_suffix("-slim").unwrap_or(image);
+    let models = catalog
+        .models_of_image(bare)
+        .ok_or_else(|| PlanError::UnknownImage {
+            name: image.to_string(),
+            suggestions: closest(image, catalog.images()),
+        })?;
+    let models: Vec<String> = models
+        .iter()
+        .filter(|m| catalog.image_for(m).is_some())
+        .cloned()
+        .collect();
+    Ok(if spec.is_shared_image(bare) && !all_models {
+        one_per_group(models)
+    } else {
+        models
+    })
+}
+
+fn models_of_group(
+    catalog: &Catalog,
+    spec: &Spec,
+    group: &str,
+    all_models: bool,
+) -> Result<Vec<String>, PlanError> {
+    if !catalog.has_group(group) {
+        return Err(PlanError::UnknownGroup {
+            name: group.to_string(),
+            suggestions: closest(group, catalog.groups()),
+        });
+    }
+    let models = catalog.models_of_group(group);
+    let shared = catalog
+        .image_for(group)
+        .is_some_and(|image| spec.is_shared_image(image));
+    Ok(if shared && !all_models {
+        one_per_group(models)
+    } else {
+        models
+    })
+}
+
+/// A model is known when the catalog maps it (or its group) to an image, and, where the image's
+/// model list is known, that list holds it.
+fn check_model(catalog: &Catalog, model: &str) -> Result<(), PlanError> {
+    let unknown = || PlanError::UnknownModel {
+        name: model.to_string(),
+        suggestions: closest(model, catalog.models().chain(catalog.groups())),
+    };
+    let image = catalog.image_for(model).ok_or_else(unknown)?;
+    match catalog.models_of_image(image) {
+        Some(listed)
+            if !listed.iter().any(|m| m == model) && catalog.models_of_group(model).is_empty() =>
+        {
+            Err(unknown())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn one_per_group(models: Vec<String>) -> Vec<String> {
+    let mut groups = BTreeSet::new();
+    models
+        .into_iter()
+        .filter(|m| groups.insert(group_of(m).to_string()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn kipoi() -> (Catalog, Spec) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let spec = Spec::load(&root.join("test-specs/kipoi.toml")).unwrap();
+        let catalog = Catalog::load(&root.join("test-specs/kipoi")).unwrap();
+        (catalog, spec)
+    }
+
+    fn names(cases: &[Case]) -> Vec<&str> {
+        cases.iter().map(|c| c.name.as_str()).collect()
+    }
+
+    #[test]
+    fn shared_image_runs_one_model_per_group() {
+        let (cat, spec) = kipoi();
+        let sel = Selection {
+            images: vec!["kipoi/kipoi-docker:sharedpy3keras2tf2".into()],
+            ..Default::default()
+        };
+        let cases = plan(&cat, &spec, &sel).unwrap();
+        let groups: BTreeSet<&str> = cases.iter().map(|c| group_of(&c.model)).collect();
+        assert_eq!(groups.len(), cases.len(), "one model per group");
+        assert!(groups.contains("HAL") && groups.contains("Basset"));
+        let all = plan(
+            &cat,
+            &spec,
+            &Selection {
+                all_models: true,
+                ..sel
+            },
+        )
+        .unwrap();
+        assert_eq!(all.len(), 618);
+    }
+
+    #[test]
+    fn non_shared_image_runs_every_model() {
+        let (cat, spec) = kipoi();
+        let sel = Selection {
+            images: vec!["kipoi/kipoi-docker:mmsplice".into()],
+            ..Default::default()
+        };
+        let cases = plan(&cat, &spec, &sel).unwrap();
+        assert_eq!(cases.len(), 4);
+        assert!(cases
+            .iter()
+            .all(|c| c.image == "kipoi/kipoi-docker:mmsplice"));
+    }
+
+    #[test]
+    fn models_run_exactly_with_their_extras() {
+        let (cat, spec) = kipoi();
+        let sel = Selection {
+            models: vec!["KipoiSplice/4".into(), "Basenji".into()],
+            ..Default::default()
+        };
+        let cases = plan(&cat, &spec, &sel).unwrap();
+        assert_eq!(names(&cases), ["docker::KipoiSplice/4", "docker::Basenji"]);
+        assert_eq!(cases[0].image, "kipoi/kipoi-docker:kipoisplice");
+        assert_eq!(cases[1].plan.command.last().unwrap(), "--batch_size=2");
+    }
+
+    #[test]
+    fn every_listed_group_runs() {
+        let (cat, spec) = kipoi();
+        let sel = Selection {
+            groups: vec!["HAL".into(), "Basset".into(), "MMSplice".into()],
+            ..Default::default()
+        };
+        let cases = plan(&cat, &spec, &sel).unwrap();
+        let groups: BTreeSet<&str> = cases.iter().map(|c| group_of(&c.model)).collect();
+        assert_eq!(groups, BTreeSet::from(["HAL", "Basset", "MMSplice"]));
+        // MMSplice is not on a shared image: all five models (two images).
+        assert_eq!(
+            cases
+                .iter()
+                .filter(|c| c.model.starts_with("MMSplice/"))
+                .count(),
+            5
+        );
+    }
+
+    #[test]
+    fn slim_and_runtimes_multiply_cases() {
+        let (cat, spec) = kipoi();
+        let sel = Selection {
+            models: vec!["Basenji".into()],
+            slim: true,
+            runtimes: vec![RuntimeKind::Docker, RuntimeKind::Singularity],
+            ..Default::default()
+        };
+        let cases = plan(&cat, &spec, &sel).unwrap();
+        assert_eq!(names(&cases), ["docker::Basenji", "singularity::Basenji"]);
+        assert_eq!(cases[0].image, "kipoi/kipoi-docker:sharedpy3keras2tf1-slim");
+        assert!(cases[1].sif.as_ref().unwrap().name.ends_with("-slim"));
+    }
+
+    #[test]
+    fn unknown_names_suggest_close_matches() {
+        let (cat, spec) = kipoi();
+        let run = |sel: Selection| plan(&cat, &spec, &sel).unwrap_err().to_string();
+        let err = run(Selection {
+            models: vec!["Basenj".into()],
+            ..Default::default()
+        });
+        assert!(
+            err.contains("unknown model `Basenj`") && err.contains("`Basenji`"),
+            "{err}"
+        );
+        let err = run(Selection {
+            models: vec!["KipoiSplice/44".into()],
+            ..Default::default()
+        });
+        assert!(err.contains("KipoiSplice/4"), "{err}");
+        let err = run(Selection {
+            groups: vec!["hal".into()],
+            ..Default::default()
+        });
+        assert!(
+            err.contains("group `hal`") && err.contains("`HAL`"),
+            "{err}"
+        );
+        let err = run(Selection {
+            images: vec!["kipoi/kipoi-docker:mmsplic".into()],
+            ..Default::default()
+        });
+        assert!(err.contains("`kipoi/kipoi-docker:mmsplice`"), "{err}");
+        let err = run(Selection {
+            models: vec!["zzzzzzzz".into()],
+            ..Default::default()
+        });
+        assert!(err.contains("no close match"), "{err}");
+    }
+}

@@ -1,0 +1,461 @@
+//! The Docker runtime, through the Engine API (bollard): ensure the image (pull once per run),
+//! create a labelled container (tty off, so stdout and stderr stay apart), start it, stream its
+//! logs into bounded captures while waiting with a timeout, then remove it, whatever happened.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bollard::container::LogOutput;
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use thiserror::Error;
+use tokio::sync::OnceCell;
+
+use super::{outcome_of_exit, Execution, Outcome, RunRequest};
+use crate::cancel::{Cancel, Level};
+use crate::capture::Captured;
+use crate::units::{show_duration, show_size};
+
+/// Labels on every container the runner creates.
+pub const LABEL_RUNNER: &str = "org.zoo-runner.runner";
+pub const LABEL_RUN: &str = "org.zoo-runner.run";
+pub const LABEL_PID: &str = "org.zoo-runner.pid";
+pub const LABEL_PID_START: &str = "org.zoo-runner.pid-start";
+pub const LABEL_CASE: &str = "org.zoo-runner.case";
+pub const RUNNER: &str = "zoo-runner";
+
+#[derive(Debug, Error)]
+pub enum DockerError {
+    #[error(
+        "cannot reach the Docker daemon at {host}: {source}\n\
+         start one (`sudo dockerd &`, or `sudo systemctl start docker`), or point DOCKER_HOST at one"
+    )]
+    Unreachable { host: String, source: BollardError },
+}
+
+/// Where the docker CLI would connect.
+pub fn docker_host() -> String {
+    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
+}
+
+type ImageSlot = Arc<OnceCell<Result<String, String>>>;
+
+pub struct DockerRuntime {
+    docker: Docker,
+    run_id: String,
+    version: String,
+    cancel: Cancel,
+    /// Image -> its id, or why it cannot be had; filled once per run.
+    images: Mutex<HashMap<String, ImageSlot>>,
+}
+
+impl DockerRuntime {
+    /// Connects as the docker CLI would (DOCKER_HOST, else the default socket), agrees on an API
+    /// version, and checks the daemon answers.
+    pub async fn connect(run_id: &str, cancel: Cancel) -> Result<Self, DockerError> {
+        let unreachable = |source| DockerError::Unreachable {
+            host: docker_host(),
+            source,
+        };
+        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let docker = docker.negotiate_version().await.map_err(unreachable)?;
+        let version = docker.version().await.map_err(unreachable)?;
+        Ok(Self {
+            docker,
+            run_id: run_id.to_string(),
+            version: version.version.unwrap_or_else(|| "unknown".into()),
+            cancel,
+            images: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The image's id, pulling it first if the daemon does not have it. Once per run per image.
+    pub async fn ensure_image(&self, image: &str) -> Result<String, String> {
+        let slot = {
+            let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
+            images.entry(image.to_string()).or_default().clone()
+        };
+        slot.get_or_init(|| self.inspect_or_pull(image))
+            .await
+            .clone()
+    }
+
+    async fn inspect_or_pull(&self, image: &str) -> Result<String, String> {
+        match self.docker.inspect_image(image).await {
+            Ok(info) => return Ok(info.id.unwrap_or_default()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(e) => return Err(format!("failed to inspect image `{image}`: {e}")),
+        }
+        eprintln!("zoo-runner: pulling image `{image}`");
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        let mut last = String::new();
+        while let Some(item) = progress.next().await {
+            match item {
+                Ok(info) => {
+                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
+                        return Err(format!("failed to pull image `{image}`: {detail}"));
+                    }
+                    let line = format!(
+                        "{} {}",
+                        info.id.unwrap_or_default(),
+                        info.status.unwrap_or_default()
+                    );
+                    if line != last {
+                        eprintln!("zoo-runner: pull `{image}`: {}", line.trim());
+                        last = line;
+                    }
+                }
+                Err(e) => return Err(format!("failed to pull image `{image}`: {}", short(&e))),
+            }
+        }
+        match self.docker.inspect_image(image).await {
+            Ok(info) => Ok(info.id.unwrap_or_default()),
+            Err(e) => Err(format!(
+                "image `{image}` is missing after its pull: {}",
+                short(&e)
+            )),
+        }
+    }
+
+    /// Runs one case in a fresh container and removes the container afterwards.
+    pub async fn run(&self, image: &str, req: &RunRequest) -> Execution {
+        let started = Instant::now();
+        let image_id = match self.ensure_image(image).await {
+            Ok(id) => id,
+            Err(reason) => return Execution::errored(reason, req.keep),
+        };
+        let mut properties = vec![
+            ("image".to_string(), image.to_string()),
+            ("image-id".to_string(), image_id),
+            ("docker-version".to_string(), self.version.clone()),
+            ("command".to_string(), req.command.join(" ")),
+        ];
+        let id = match self.create(image, req).await {
+            Ok(id) => id,
+            Err(e) => {
+                let mut exec = Execution::errored(
+                    format!("failed to create a container from `{image}`: {}", short(&e)),
+                    req.keep,
+                );
+                exec.properties = properties;
+                return exec;
+            }
+        };
+        properties.push(("container".to_string(), id.chars().take(12).collect()));
+        let mut exec = self.run_container(&id, req).await;
+        if let Err(e) = self.remove(&id).await {
+            eprintln!(
+                "zoo-runner: could not remove container {id}: {}; the next run will",
+                short(&e)
+            );
+        }
+        exec.duration = started.elapsed();
+        exec.properties.splice(0..0, properties);
+        exec
+    }
+
+    async fn create(&self, image: &str, req: &RunRequest) -> Result<String, BollardError> {
+        let labels = HashMap::from([
+            (LABEL_RUNNER.to_string(), RUNNER.to_string()),
+            (LABEL_RUN.to_string(), self.run_id.clone()),
+            (LABEL_PID.to_string(), std::process::id().to_string()),
+            (
+                LABEL_PID_START.to_string(),
+                process_start_time(std::process::id()).unwrap_or_default(),
+            ),
+            (LABEL_CASE.to_string(), req.case_name.clone()),
+        ]);
+        let host_config = HostConfig {
+            network_mode: Some(req.network.docker_mode().to_string()),
+            auto_remove: Some(false),
+            memory: req.memory.map(|m| m as i64),
+            // No swap beyond the limit, so the limit means what it says.
+            memory_swap: req.memory.map(|m| m as i64),
+            // The daemon's own copy of the logs is bounded too; we stream them as they come.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), "32m".to_string()),
+                    ("max-file".to_string(), "2".to_string()),
+                ])),
+            }),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: Some(req.command.clone()),
+            // The image's entrypoint would wrap our command; the spec's command is the whole story.
+            entrypoint: Some(vec![]),
+            working_dir: req.workdir.clone(),
+            env: Some(req.env.clone()),
+            labels: Some(labels),
+            tty: Some(false),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let created = self.docker.create_container(None, body).await?;
+        Ok(created.id)
+    }
+
+    async fn run_container(&self, id: &str, req: &RunRequest) -> Execution {
+        let mut stdout = Captured::new(req.keep);
+        let mut stderr = Captured::new(req.keep);
+        if let Err(e) = self.docker.start_container(id, None).await {
+            return Execution {
+                outcome: Outcome::Errored {
+                    reason: format!("failed to start the container: {}", short(&e)),
+                },
+                stdout,
+                stderr,
+                duration: Duration::ZERO,
+                properties: Vec::new(),
+            };
+        }
+        let logs = async {
+            let options = LogsOptionsBuilder::default()
+                .follow(true)
+                .stdout(true)
+                .stderr(true)
+                .build();
+            let mut stream = self.docker.logs(id, Some(options));
+            let mut error = None;
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                        stdout.push(&message)
+                    }
+                    Ok(LogOutput::StdErr { message }) => stderr.push(&message),
+                    Ok(LogOutput::StdIn { .. }) => {}
+                    Err(e) => {
+                        error = Some(short(&e));
+                        break;
+                    }
+                }
+            }
+            error
+        };
+        let (log_error, end) = tokio::join!(logs, self.wait(id, req));
+        let outcome = match end {
+            End::TimedOut => Outcome::TimedOut { after: req.timeout },
+            End::Interrupted => Outcome::Interrupted,
+            End::Lost(e) => Outcome::Errored {
+                reason: format!("lost the Docker daemon while the case ran: {e}"),
+            },
+            End::Exited => self.judge_exit(id, req).await,
+        };
+        if let Some(e) = log_error {
+            stderr.push(format!("\n[zoo-runner: reading the logs failed: {e}]\n").as_bytes());
+        }
+        Execution {
+            outcome,
+            stdout,
+            stderr,
+            duration: Duration::ZERO,
+            properties: Vec::new(),
+        }
+    }
+
+    /// Waits for the container to exit, stopping it at its timeout or on interruption.
+    async fn wait(&self, id: &str, req: &RunRequest) -> End {
+        let started = Instant::now();
+        let mut waiting = Box::pin(self.docker.wait_container(id, None));
+        let deadline = tokio::time::sleep(req.timeout);
+        tokio::pin!(deadline);
+        let mut slow = tokio::time::interval_at(
+            tokio::time::Instant::now() + req.slow_period,
+            req.slow_period,
+        );
+        let mut stopped: Option<End> = None;
+        loop {
+            tokio::select! {
+                item = waiting.next() => {
+                    return match item {
+                        // A non-zero exit comes back as an error from bollard; the code is read
+                        // from inspect afterwards either way.
+                        None | Some(Ok(_)) | Some(Err(BollardError::DockerContainerWaitError { .. })) => {
+                            stopped.unwrap_or(End::Exited)
+                        }
+                        Some(Err(e)) => stopped.unwrap_or(End::Lost(short(&e))),
+                    };
+                }
+                _ = &mut deadline, if stopped.is_none() => {
+                    eprintln!(
+                        "zoo-runner: {} timed out after {}; stopping it",
+                        req.case_name, show_duration(req.timeout)
+                    );
+                    stopped = Some(End::TimedOut);
+                    self.stop(id, req.grace).await;
+                }
+                _ = self.cancel.reached(Level::Stop), if stopped.is_none() => {
+                    stopped = Some(End::Interrupted);
+                    self.stop(id, req.grace).await;
+                }
+                _ = slow.tick(), if stopped.is_none() => {
+                    eprintln!(
+                        "zoo-runner: {} has been running for over {}",
+                        req.case_name, show_duration(started.elapsed())
+                    );
+                }
+            }
+        }
+    }
+
+    /// SIGTERM, a grace period, then SIGKILL (Docker's stop); a second interruption kills at once.
+    async fn stop(&self, id: &str, grace: Duration) {
+        let options = StopContainerOptionsBuilder::default()
+            .t(grace.as_secs().min(i32::MAX as u64) as i32)
+            .build();
+        tokio::select! {
+            _ = self.docker.stop_container(id, Some(options)) => {}
+            _ = self.cancel.reached(Level::Kill) => {
+                let kill = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+                let _ = self.docker.kill_container(id, Some(kill)).await;
+            }
+        }
+    }
+
+    async fn judge_exit(&self, id: &str, req: &RunRequest) -> Outcome {
+        let state = match self.docker.inspect_container(id, None).await {
+            Ok(info) => info.state.unwrap_or_default(),
+            Err(e) => {
+                return Outcome::Errored {
+                    reason: format!("failed to inspect the finished container: {}", short(&e)),
+                }
+            }
+        };
+        if state.oom_killed == Some(true) {
+            let limit = req
+                .memory
+                .map(|m| format!("its memory limit of {}", show_size(m)))
+                .unwrap_or_else(|| "the memory available".to_string());
+            return Outcome::Errored {
+                reason: format!("out of memory: the kernel killed the command at {limit}"),
+            };
+        }
+        outcome_of_exit(state.exit_code.unwrap_or(-1))
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), BollardError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // Already gone (removed by someone else, or a sweep): nothing left to do.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Removes containers left by runs whose runner process is gone (killed outright). Only
+    /// containers carrying the runner's label are considered; a live run's are left alone.
+    pub async fn sweep_stale(&self) -> Result<usize, BollardError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_RUNNER}={RUNNER}")],
+        )]);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let mut removed = 0;
+        for container in self.docker.list_containers(Some(options)).await? {
+            let labels = container.labels.unwrap_or_default();
+            if labels.get(LABEL_RUN) == Some(&self.run_id) || run_is_alive(&labels) {
+                continue;
+            }
+            if let Some(id) = container.id {
+                self.remove(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+enum End {
+    Exited,
+    TimedOut,
+    Interrupted,
+    Lost(String),
+}
+
+/// A run is alive when the process its labels name exists and started when the labels say (so a
+/// reused pid does not count).
+fn run_is_alive(labels: &HashMap<String, String>) -> bool {
+    let Some(pid) = labels.get(LABEL_PID).and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    match process_start_time(pid) {
+        None => false,
+        Some(start) => labels
+            .get(LABEL_PID_START)
+            .is_none_or(|want| want.is_empty() || *want == start),
+    }
+}
+
+/// The start time of a process (field 22 of /proc/PID/stat), or None when there is no such
+/// process.
+pub fn process_start_time(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19).map(str::to_string)
+}
+
+/// bollard's errors can be long (whole JSON bodies); keep what a person needs.
+fn short(e: &BollardError) -> String {
+    match e {
+        BollardError::DockerResponseServerError {
+            status_code,
+            message,
+        } => format!("{message} (HTTP {status_code})"),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_a_dead_one_is_not() {
+        let me = std::process::id();
+        let start = process_start_time(me).expect("own start time");
+        let labels = |pid: u32, start: &str| {
+            HashMap::from([
+                (LABEL_PID.to_string(), pid.to_string()),
+                (LABEL_PID_START.to_string(), start.to_string()),
+            ])
+        };
+        assert!(run_is_alive(&labels(me, &start)));
+        assert!(
+            !run_is_alive(&labels(me, "1")),
+            "same pid, other start: reused"
+        );
+        // Beyond the kernel's pid_max: no such process.
+        assert!(!run_is_alive(&labels(4_194_305, "")));
+        assert!(!run_is_alive(&HashMap::new()));
+    }
+}

@@ -1,0 +1,353 @@
+//! The Singularity / Apptainer runtime: fetch the model's SIF (verified, cached, once per run per
+//! file), then `BIN exec --cleanenv --pwd DIR SIF COMMAND...` in its own process group, with a
+//! clean environment, streaming its output into bounded captures. On timeout or interruption the
+//! whole process group gets SIGTERM, then SIGKILL after the grace period.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::{Child, Command};
+use tokio::sync::OnceCell;
+
+use super::{outcome_of_exit, signal_name, Execution, Outcome, RunRequest};
+use crate::cancel::{Cancel, Level};
+use crate::capture::Captured;
+use crate::plan::Case;
+use crate::sif_cache::{SifCache, SifSource};
+use crate::units::show_duration;
+
+#[derive(Debug, Error)]
+pub enum SingularityError {
+    #[error(
+        "neither `apptainer` nor `singularity` is on PATH; install one, or pass \
+         --singularity-bin PATH"
+    )]
+    NotFound,
+    #[error("`{bin}` does not run: {reason}")]
+    Broken { bin: PathBuf, reason: String },
+}
+
+type SifSlot = Arc<OnceCell<Result<PathBuf, String>>>;
+
+pub struct SingularityRuntime {
+    bin: PathBuf,
+    version: String,
+    cache: Arc<SifCache>,
+    sif_from_docker: bool,
+    cancel: Cancel,
+    /// SIF name -> its verified path (or why there is none); filled once per run.
+    sifs: Mutex<HashMap<String, SifSlot>>,
+}
+
+/// `--singularity-bin`, else `apptainer`, else `singularity`, on PATH.
+pub fn find_binary(choice: Option<&Path>) -> Result<PathBuf, SingularityError> {
+    if let Some(bin) = choice {
+        return Ok(bin.to_path_buf());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    ["apptainer", "singularity"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+        .ok_or(SingularityError::NotFound)
+}
+
+impl SingularityRuntime {
+    /// Checks the binary runs (`BIN --version`) and keeps its version for the report.
+    pub async fn new(
+        bin: PathBuf,
+        cache: SifCache,
+        sif_from_docker: bool,
+        cancel: Cancel,
+    ) -> Result<Self, SingularityError> {
+        let broken = |reason: String| SingularityError::Broken {
+            bin: bin.clone(),
+            reason,
+        };
+        let output = Command::new(&bin)
+            .arg("--version")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| broken(e.to_string()))?;
+        if !output.status.success() {
+            return Err(broken(format!(
+                "`--version` exited with {}: {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        let version = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        Ok(Self {
+            bin,
+            version,
+            cache: Arc::new(cache),
+            sif_from_docker,
+            cancel,
+            sifs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    pub async fn run(&self, case: &Case, req: &RunRequest) -> Execution {
+        let started = Instant::now();
+        let sif = match self.sif_for(case).await {
+            Ok(path) => path,
+            Err(reason) => return Execution::errored(reason, req.keep),
+        };
+        let mut args: Vec<String> = vec!["exec".into(), "--cleanenv".into()];
+        if let Some(dir) = &req.workdir {
+            args.extend(["--pwd".into(), dir.clone()]);
+        }
+        for pair in &req.env {
+            args.extend(["--env".into(), pair.clone()]);
+        }
+        args.push(sif.display().to_string());
+        args.extend(req.command.iter().cloned());
+
+        let mut exec = self.run_process(&args, req).await;
+        exec.duration = started.elapsed();
+        exec.properties = vec![
+            ("sif".into(), sif.display().to_string()),
+            ("singularity-version".into(), self.version.clone()),
+            ("command".into(), req.command.join(" ")),
+        ];
+        if let Some(src) = &case.sif {
+            exec.properties.push(("sif-md5".into(), src.md5.clone()));
+        }
+        exec
+    }
+
+    /// The verified SIF of a case: downloaded from the catalog's URL, or pulled from the Docker
+    /// image when asked to. Once per run per file, however many cases share it.
+    async fn sif_for(&self, case: &Case) -> Result<PathBuf, String> {
+        let key = match &case.sif {
+            Some(entry) => entry.name.clone(),
+            None if self.sif_from_docker => format!("docker://{}", case.image),
+            None => {
+                return Err(format!(
+                    "the catalog has no SIF for `{}` (model-to-singularity.json); pass \
+                     --sif-from-docker to build one from `{}`",
+                    case.model, case.image
+                ))
+            }
+        };
+        let slot = {
+            let mut sifs = self.sifs.lock().unwrap_or_else(|p| p.into_inner());
+            sifs.entry(key).or_default().clone()
+        };
+        slot.get_or_init(|| async {
+            match &case.sif {
+                Some(entry) => {
+                    let source = SifSource {
+                        url: entry.url.clone(),
+                        name: entry.name.clone(),
+                        md5: entry.md5.clone(),
+                    };
+                    let cache = Arc::clone(&self.cache);
+                    tokio::task::spawn_blocking(move || cache.fetch(&source))
+                        .await
+                        .map_err(|e| format!("the SIF download task failed: {e}"))?
+                        .map_err(|e| e.to_string())
+                }
+                None => self.pull_from_docker(&case.image).await,
+            }
+        })
+        .await
+        .clone()
+    }
+
+    /// `BIN pull DIR/NAME.sif docker://IMAGE`, for images the catalog has no SIF for.
+    async fn pull_from_docker(&self, image: &str) -> Result<PathBuf, String> {
+        let name: String = image
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let target = self.cache.dir().join(format!("{name}.sif"));
+        if target.is_file() {
+            return Ok(target);
+        }
+        eprintln!(
+            "zoo-runner: building {} from docker://{image}",
+            target.display()
+        );
+        let status = Command::new(&self.bin)
+            .arg("pull")
+            .arg(&target)
+            .arg(format!("docker://{image}"))
+            .stdin(Stdio::null())
+            .status()
+            .await
+            .map_err(|e| format!("failed to run `{} pull`: {e}", self.bin.display()))?;
+        if status.success() && target.is_file() {
+            Ok(target)
+        } else {
+            Err(format!(
+                "`{} pull {} docker://{image}` failed ({status})",
+                self.bin.display(),
+                target.display()
+            ))
+        }
+    }
+
+    async fn run_process(&self, args: &[String], req: &RunRequest) -> Execution {
+        let mut stdout = Captured::new(req.keep);
+        let mut stderr = Captured::new(req.keep);
+        let mut command = Command::new(&self.bin);
+        command
+            .args(args)
+            // Nothing of the host's environment but what apptainer itself needs to start.
+            .env_clear()
+            .envs(
+                ["PATH", "HOME", "USER", "TMPDIR"]
+                    .iter()
+                    .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
+            )
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                return Execution::errored(
+                    format!("failed to start `{}`: {e}", self.bin.display()),
+                    req.keep,
+                )
+            }
+        };
+        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+            return Execution::errored("the child process has no output pipes", req.keep);
+        };
+        let reading = async {
+            tokio::join!(pump(out, &mut stdout), pump(err, &mut stderr));
+        };
+        let (_, end) = tokio::join!(reading, self.wait(&mut child, req));
+        let outcome = match end {
+            Ok(End::Exited(status)) => match (status.code(), status_signal(&status)) {
+                (Some(code), _) => outcome_of_exit(code as i64),
+                (None, Some(sig)) => Outcome::Errored {
+                    reason: format!("the process was killed by {}", signal_name(sig as i64)),
+                },
+                (None, None) => Outcome::Errored {
+                    reason: format!("the process ended oddly: {status}"),
+                },
+            },
+            Ok(End::TimedOut) => Outcome::TimedOut { after: req.timeout },
+            Ok(End::Interrupted) => Outcome::Interrupted,
+            Err(e) => Outcome::Errored {
+                reason: format!("lost track of the process: {e}"),
+            },
+        };
+        Execution {
+            outcome,
+            stdout,
+            stderr,
+            duration: Duration::ZERO,
+            properties: Vec::new(),
+        }
+    }
+
+    async fn wait(&self, child: &mut Child, req: &RunRequest) -> std::io::Result<End> {
+        let started = Instant::now();
+        let deadline = tokio::time::sleep(req.timeout);
+        tokio::pin!(deadline);
+        let mut slow = tokio::time::interval_at(
+            tokio::time::Instant::now() + req.slow_period,
+            req.slow_period,
+        );
+        let pgid = child.id().map(|id| id as i32);
+        loop {
+            tokio::select! {
+                status = child.wait() => return Ok(End::Exited(status?)),
+                _ = &mut deadline => {
+                    eprintln!(
+                        "zoo-runner: {} timed out after {}; stopping it",
+                        req.case_name, show_duration(req.timeout)
+                    );
+                    self.stop_group(child, pgid, req.grace).await;
+                    return Ok(End::TimedOut);
+                }
+                _ = self.cancel.reached(Level::Stop) => {
+                    self.stop_group(child, pgid, req.grace).await;
+                    return Ok(End::Interrupted);
+                }
+                _ = slow.tick() => eprintln!(
+                    "zoo-runner: {} has been running for over {}",
+                    req.case_name, show_duration(started.elapsed())
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM to the whole process group, the grace period, then SIGKILL; a second
+    /// interruption skips the wait.
+    async fn stop_group(&self, child: &mut Child, pgid: Option<i32>, grace: Duration) {
+        let Some(pgid) = pgid else { return };
+        signal_group(pgid, libc::SIGTERM);
+        tokio::select! {
+            _ = child.wait() => {}
+            _ = tokio::time::sleep(grace) => {}
+            _ = self.cancel.reached(Level::Kill) => {}
+        }
+        // The leader may be gone while others of its group live on: kill the group regardless.
+        signal_group(pgid, libc::SIGKILL);
+        let _ = child.wait().await;
+    }
+}
+
+enum End {
+    Exited(std::process::ExitStatus),
+    TimedOut,
+    Interrupted,
+}
+
+fn signal_group(pgid: i32, signal: i32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
+    unsafe {
+        libc::kill(-pgid, signal);
+    }
+}
+
+fn status_signal(status: &std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal()
+}
+
+/// Copies a pipe into a bounded capture until it closes.
+async fn pump(mut reader: impl AsyncRead + Unpin, into: &mut Captured) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => into.push(&buf[..n]),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_binary_wins() {
+        let chosen = find_binary(Some(Path::new("/opt/x/apptainer"))).unwrap();
+        assert_eq!(chosen, PathBuf::from("/opt/x/apptainer"));
+    }
+}

@@ -1,0 +1,442 @@
+//! Test specs (`test-specs/*.toml`): how a zoo's model is tested.
+//!
+//! ```toml
+//! catalog = "kipoi"                                # catalog folder, relative to this file
+//! command = "kipoi test {model} --source=kipoi"    # {model} and {group} are filled in
+//! workdir = "/models/{model}"                      # optional
+//! network = "bridge"                               # none | host | bridge
+//! timeout = "30m"
+//! env = ["KIPOI_CACHE=/cache", "SOME_HOST_VAR"]    # nothing from the host unless named
+//! shared_images = ["kipoi/kipoi-docker:sharedpy3keras2tf2"]
+//!
+//! [models.Basenji]                                 # a model, or a whole group
+//! args = ["--batch_size=2"]
+//! [models.DeepBind]
+//! expect_failure = "example files live on sandbox.zenodo.org, which is gone"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::catalog::group_of;
+use crate::units::{parse_duration, parse_size};
+
+/// The timeout of a case when neither the spec nor the command line sets one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+#[derive(Debug, Error)]
+pub enum SpecError {
+    #[error("failed to read test spec `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("test spec `{path}` is invalid at line {line}, column {column}: {message}")]
+    Parse {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("test spec `{path}`: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// Which network a test container joins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// No network at all: for models whose files are all in the image.
+    None,
+    /// The host's network: to reach a server on 127.0.0.1.
+    Host,
+    /// Docker's default network: what real zoo models need to download weights.
+    #[default]
+    Bridge,
+}
+
+impl Network {
+    pub fn docker_mode(self) -> &'static str {
+        match self {
+            Network::None => "none",
+            Network::Host => "host",
+            Network::Bridge => "bridge",
+        }
+    }
+}
+
+/// What the file says, before checking.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    catalog: Option<String>,
+    command: String,
+    workdir: Option<String>,
+    #[serde(default)]
+    network: Network,
+    timeout: Option<String>,
+    memory: Option<String>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    shared_images: Vec<String>,
+    #[serde(default)]
+    models: BTreeMap<String, RawRule>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default)]
+    args: Vec<String>,
+    skip: Option<String>,
+    expect_failure: Option<String>,
+    timeout: Option<String>,
+    memory: Option<String>,
+    workdir: Option<String>,
+    command: Option<String>,
+}
+
+/// How one model is treated beyond the common command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ModelRule {
+    pub args: Vec<String>,
+    pub skip: Option<String>,
+    pub expect_failure: Option<String>,
+    pub timeout: Option<Duration>,
+    pub memory: Option<u64>,
+    pub workdir: Option<String>,
+    pub command: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub path: PathBuf,
+    /// Catalog folder the spec points at (already resolved against the spec's folder).
+    pub catalog: Option<PathBuf>,
+    pub command: Vec<String>,
+    pub workdir: Option<String>,
+    pub network: Network,
+    pub timeout: Duration,
+    pub memory: Option<u64>,
+    /// `NAME` (copied from the host when set) or `NAME=value`.
+    pub env: Vec<String>,
+    pub shared_images: Vec<String>,
+    models: BTreeMap<String, ModelRule>,
+}
+
+/// The command a case runs, with what the spec says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CasePlan {
+    pub command: Vec<String>,
+    pub workdir: Option<String>,
+    pub timeout: Duration,
+    pub memory: Option<u64>,
+    pub skip: Option<String>,
+    pub expect_failure: Option<String>,
+}
+
+impl Spec {
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, SpecError> {
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_and_column(text, span.start))
+                .unwrap_or((0, 0));
+            SpecError::Parse {
+                path: path.to_path_buf(),
+                line,
+                column,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        let invalid = |message: String| SpecError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let command = split_command(&raw.command);
+        if command.is_empty() {
+            return Err(invalid("`command` is empty".into()));
+        }
+        let duration =
+            |field: &str, text: &Option<String>| -> Result<Option<Duration>, SpecError> {
+                text.as_deref()
+                    .map(|t| parse_duration(t).map_err(|e| invalid(format!("`{field}`: {e}"))))
+                    .transpose()
+            };
+        let size = |field: &str, text: &Option<String>| -> Result<Option<u64>, SpecError> {
+            text.as_deref()
+                .map(|t| parse_size(t).map_err(|e| invalid(format!("`{field}`: {e}"))))
+                .transpose()
+        };
+        for entry in &raw.env {
+            let name = entry.split('=').next().unwrap_or_default();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(invalid(format!(
+                    "`env` entry `{entry}` must be NAME or NAME=value"
+                )));
+            }
+        }
+        let mut models = BTreeMap::new();
+        for (name, rule) in &raw.models {
+            if rule.skip.is_some() && rule.expect_failure.is_some() {
+                return Err(invalid(format!(
+                    "[models.\"{name}\"] sets both `skip` and `expect_failure`: choose one"
+                )));
+            }
+            let command = match &rule.command {
+                Some(c) if split_command(c).is_empty() => {
+                    return Err(invalid(format!("[models.\"{name}\"] `command` is empty")))
+                }
+                Some(c) => Some(split_command(c)),
+                None => None,
+            };
+            models.insert(
+                name.clone(),
+                ModelRule {
+                    args: rule.args.clone(),
+                    skip: rule.skip.clone(),
+                    expect_failure: rule.expect_failure.clone(),
+                    timeout: duration(&format!("models.{name}.timeout"), &rule.timeout)?,
+                    memory: size(&format!("models.{name}.memory"), &rule.memory)?,
+                    workdir: rule.workdir.clone(),
+                    command,
+                },
+            );
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        Ok(Self {
+            path: path.to_path_buf(),
+            catalog: raw.catalog.as_deref().map(|c| base.join(c)),
+            command,
+            workdir: raw.workdir.filter(|w| !w.is_empty()),
+            network: raw.network,
+            timeout: duration("timeout", &raw.timeout)?.unwrap_or(DEFAULT_TIMEOUT),
+            memory: size("memory", &raw.memory)?,
+            env: raw.env,
+            shared_images: raw.shared_images,
+            models,
+        })
+    }
+
+    /// The rule for a model: its own entry if there is one, else its group's.
+    pub fn rule_for(&self, model: &str) -> ModelRule {
+        self.models
+            .get(model)
+            .or_else(|| self.models.get(group_of(model)))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn is_shared_image(&self, image: &str) -> bool {
+        let bare = image.strip_suffix("-slim").unwrap_or(image);
+        self.shared_images.iter().any(|s| s == bare)
+    }
+
+    /// Everything needed to run one model: command, working directory, limits, marks.
+    /// `timeout_override` (from the command line) wins over the spec.
+    pub fn plan_for(&self, model: &str, timeout_override: Option<Duration>) -> CasePlan {
+        let rule = self.rule_for(model);
+        let fill = |t: &str| {
+            t.replace("{model}", model)
+                .replace("{group}", group_of(model))
+        };
+        let template = rule.command.as_ref().unwrap_or(&self.command);
+        let mut command: Vec<String> = template.iter().map(|t| fill(t)).collect();
+        command.extend(rule.args.iter().cloned());
+        CasePlan {
+            command,
+            workdir: rule
+                .workdir
+                .as_ref()
+                .or(self.workdir.as_ref())
+                .map(|w| fill(w)),
+            timeout: timeout_override.or(rule.timeout).unwrap_or(self.timeout),
+            memory: rule.memory.or(self.memory),
+            skip: rule.skip,
+            expect_failure: rule.expect_failure,
+        }
+    }
+
+    /// `NAME=value` pairs for the container: literal entries, and host variables named by the
+    /// spec that are set on the host. Nothing else of the host's environment gets in.
+    pub fn container_env(&self, host: impl Fn(&str) -> Option<String>) -> Vec<String> {
+        self.env
+            .iter()
+            .filter_map(|entry| {
+                if entry.contains('=') {
+                    Some(entry.clone())
+                } else {
+                    host(entry).map(|value| format!("{entry}={value}"))
+                }
+            })
+            .collect()
+    }
+}
+
+/// Splits a command template on whitespace. Placeholders are filled per word afterwards, so a
+/// model name can never split into two arguments.
+fn split_command(text: &str) -> Vec<String> {
+    text.split_whitespace().map(str::to_string).collect()
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .map(|l| l.chars().count())
+        .unwrap_or(0)
+        + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+catalog = "kipoi"
+command = "kipoi test {model} --source=kipoi"
+timeout = "30m"
+env = ["FIXED=1", "FROM_HOST", "UNSET_ON_HOST"]
+shared_images = ["img:shared"]
+
+[models.Basenji]
+args = ["--batch_size=2"]
+
+[models.DeepBind]
+expect_failure = "dead links"
+
+[models."DeepBind/x"]
+skip = "too big"
+timeout = "2h"
+memory = "2g"
+workdir = "/w/{model}"
+"#;
+
+    fn sample() -> Spec {
+        Spec::parse(Path::new("/specs/kipoi.toml"), SAMPLE).unwrap()
+    }
+
+    #[test]
+    fn command_is_filled_per_model_with_extras() {
+        let spec = sample();
+        let plan = spec.plan_for("Basenji", None);
+        assert_eq!(
+            plan.command,
+            [
+                "kipoi",
+                "test",
+                "Basenji",
+                "--source=kipoi",
+                "--batch_size=2"
+            ]
+        );
+        assert_eq!(plan.timeout, Duration::from_secs(1800));
+        let plan = spec.plan_for("HAL", Some(Duration::from_secs(5)));
+        assert_eq!(plan.command, ["kipoi", "test", "HAL", "--source=kipoi"]);
+        assert_eq!(plan.timeout, Duration::from_secs(5));
+        assert_eq!(spec.catalog.as_deref(), Some(Path::new("/specs/kipoi")));
+    }
+
+    #[test]
+    fn exact_rule_wins_over_group_rule() {
+        let spec = sample();
+        let group = spec.plan_for("DeepBind/y", None);
+        assert_eq!(group.expect_failure.as_deref(), Some("dead links"));
+        assert_eq!(group.skip, None);
+        let exact = spec.plan_for("DeepBind/x", None);
+        assert_eq!(exact.skip.as_deref(), Some("too big"));
+        assert_eq!(exact.expect_failure, None);
+        assert_eq!(exact.timeout, Duration::from_secs(7200));
+        assert_eq!(exact.memory, Some(2 << 30));
+        assert_eq!(exact.workdir.as_deref(), Some("/w/DeepBind/x"));
+    }
+
+    #[test]
+    fn only_named_host_variables_get_in() {
+        let spec = sample();
+        let host = |name: &str| match name {
+            "FROM_HOST" => Some("yes".to_string()),
+            "GITHUB_TOKEN" => Some("secret".to_string()),
+            _ => None,
+        };
+        assert_eq!(spec.container_env(host), ["FIXED=1", "FROM_HOST=yes"]);
+    }
+
+    #[test]
+    fn shared_images_match_slim_too() {
+        let spec = sample();
+        assert!(spec.is_shared_image("img:shared"));
+        assert!(spec.is_shared_image("img:shared-slim"));
+        assert!(!spec.is_shared_image("img:other"));
+    }
+
+    #[test]
+    fn parse_errors_name_line_and_column() {
+        let text = "command = \"kipoi test {model}\"\ntimeout = 30\n";
+        let err = Spec::parse(Path::new("s.toml"), text).unwrap_err();
+        match &err {
+            SpecError::Parse { line, column, .. } => assert_eq!((*line, *column), (2, 11)),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err.to_string().contains("s.toml"));
+        let text = "command = \"x\"\nbogus = 1\n";
+        let err = Spec::parse(Path::new("s.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 2") && err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_explained() {
+        let cases = [
+            ("command = \"\"", "`command` is empty"),
+            ("command = \"x\"\ntimeout = \"soon\"", "`timeout`"),
+            ("command = \"x\"\nenv = [\"A B\"]", "NAME or NAME=value"),
+            (
+                "command = \"x\"\n[models.A]\nskip = \"a\"\nexpect_failure = \"b\"",
+                "choose one",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = Spec::parse(Path::new("s.toml"), text)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn shipped_specs_parse() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let kipoi = Spec::load(&root.join("test-specs/kipoi.toml")).unwrap();
+        assert_eq!(
+            kipoi.plan_for("Basenji", None).command,
+            [
+                "kipoi",
+                "test",
+                "Basenji",
+                "--source=kipoi",
+                "--batch_size=2"
+            ]
+        );
+        assert!(kipoi.env.is_empty());
+        Spec::load(&root.join("fixtures/spec.toml")).unwrap();
+    }
+}
