@@ -1,0 +1,145 @@
+//! Shared helpers of the end-to-end tests: they run the built `zoo-runner` binary against the
+//! real Docker daemon and the fixture images that `fixtures/build.sh` builds.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const FIXTURE_IMAGE: &str = "local/kipoi-fixture:py3";
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_zoo-runner"))
+}
+
+/// Where fixtures/build.sh keeps what it builds (same rule as fixtures/lib.sh).
+pub fn fixture_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("FIXTURE_CACHE") {
+        return PathBuf::from(dir);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+    base.join("zoo-runner-fixtures")
+}
+
+/// Fails the test with a useful message when the daemon or the fixture image is missing: these
+/// tests are about real containers, never skipped silently.
+pub fn require_fixture_image() {
+    // The -slim tag too: a missing local image would make the daemon try a registry.
+    let out = Command::new("docker")
+        .args(["image", "inspect", "-f", "{{.Id}}", FIXTURE_IMAGE, &format!("{FIXTURE_IMAGE}-slim")])
+        .output()
+        .expect("the docker CLI runs");
+    assert!(
+        out.status.success(),
+        "fixture image {FIXTURE_IMAGE} is missing or the daemon is down; run `bash fixtures/build.sh` \
+         (the README's test command does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
+    }
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// The outcome libtest-mimic printed for a test (`ok`, `FAILED`, `ignored (...)`).
+pub fn status_of<'a>(stdout: &'a str, name: &str) -> Option<&'a str> {
+    stdout.lines().find_map(|line| {
+        let rest = line.strip_prefix("test ")?.strip_prefix(name)?;
+        rest.trim_start().strip_prefix("... ")
+    })
+}
+
+/// Runs the runner from the project root with the given arguments.
+pub fn runner(args: &[&str]) -> Run {
+    runner_env(args, &[])
+}
+
+pub fn runner_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(root()).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("zoo-runner starts").into()
+}
+
+/// A JUnit report path inside a fresh temporary folder.
+pub fn junit_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("junit.xml")
+}
+
+/// Reads and strictly parses a JUnit file; returns its text (roxmltree borrows it).
+pub fn read_junit(path: &Path) -> String {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("JUnit file {} exists: {e}", path.display()));
+    roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("JUnit parses: {e}\n{text}"));
+    text
+}
+
+/// The testcase element named `name` of a parsed report.
+pub fn testcase<'a, 'b>(doc: &'a roxmltree::Document<'b>, name: &str) -> roxmltree::Node<'a, 'b> {
+    doc.descendants()
+        .find(|n| n.has_tag_name("testcase") && n.attribute("name") == Some(name))
+        .unwrap_or_else(|| panic!("testcase {name} in report"))
+}
+
+pub fn child<'a, 'b>(node: roxmltree::Node<'a, 'b>, tag: &str) -> Option<roxmltree::Node<'a, 'b>> {
+    node.children().find(|n| n.has_tag_name(tag))
+}
+
+/// Writes a catalog folder: model -> image pairs; every image lists its models.
+pub fn write_catalog(dir: &Path, models: &[(&str, &str)], sif: Option<&str>) {
+    std::fs::create_dir_all(dir).unwrap();
+    let m2d: serde_json::Map<String, serde_json::Value> = models
+        .iter()
+        .map(|(m, i)| (m.to_string(), serde_json::Value::from(*i)))
+        .collect();
+    let mut d2m: serde_json::Map<String, serde_json::Value> = serde_json::Map::new();
+    for (m, i) in models {
+        let list = d2m
+            .entry(i.to_string())
+            .or_insert_with(|| serde_json::Value::Array(vec![]));
+        list.as_array_mut().unwrap().push(serde_json::Value::from(*m));
+    }
+    std::fs::write(dir.join("model-to-docker.json"), serde_json::to_string_pretty(&m2d).unwrap()).unwrap();
+    std::fs::write(dir.join("docker-to-model.json"), serde_json::to_string_pretty(&d2m).unwrap()).unwrap();
+    if let Some(sif) = sif {
+        std::fs::write(dir.join("model-to-singularity.json"), sif).unwrap();
+    }
+}
+
+/// Ids of containers carrying a label (all states).
+pub fn containers_with_label(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--no-trunc", "--filter", &format!("label={label}")])
+        .output()
+        .expect("docker ps runs");
+    assert!(out.status.success(), "docker ps: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
