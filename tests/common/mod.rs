@@ -2,6 +2,8 @@
 //! real Docker daemon and the fixture images that `fixtures/build.sh` builds.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
