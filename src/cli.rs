@@ -29,10 +29,12 @@ impl RuntimeChoice {
     }
 }
 
+const ABOUT: &str =
+    "Runs each model's example prediction inside its container and reports, per model, what broke.";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "zoo-runner",
-    about = "Runs each model's example prediction inside its container and reports, per model, what broke.",
     after_help = "Exit codes: 0 all passed; 101 a test failed; 2 usage or input error; \
                   3 the Docker daemon could not be reached (or was lost); 130/143 interrupted."
 )]
@@ -119,6 +121,26 @@ pub struct Cli {
 }
 
 impl Cli {
+    /// The clap command, with our own help layout: libtest-mimic's flattened arguments bring a
+    /// help template of their own that would hide our name and description.
+    pub fn command_with_help() -> clap::Command {
+        use clap::CommandFactory;
+        Cli::command()
+            .help_template(
+                "{name} {version}\n{about}\n\n{usage-heading} {usage}\n\n{all-args}{after-help}",
+            )
+            .version(env!("CARGO_PKG_VERSION"))
+            .about(ABOUT)
+            .long_about(ABOUT)
+    }
+
+    /// Parses the process's arguments; prints help or a usage error (exit 2) as clap does.
+    pub fn parse_args() -> Self {
+        use clap::FromArgMatches;
+        let matches = Self::command_with_help().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
     /// libtest-mimic's arguments, with our default of one test thread (containers are heavy).
     pub fn harness_args(&self) -> libtest_mimic::Arguments {
         let mut args = self.libtest.clone();
@@ -132,7 +154,14 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Cli {
-        Cli::try_parse_from(std::iter::once("zoo-runner").chain(args.iter().copied())).unwrap()
+        try_parse(args).unwrap()
+    }
+
+    fn try_parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        use clap::FromArgMatches;
+        let matches = Cli::command_with_help()
+            .try_get_matches_from(std::iter::once("zoo-runner").chain(args.iter().copied()))?;
+        Cli::from_arg_matches(&matches)
     }
 
     #[test]
@@ -179,6 +208,13 @@ mod tests {
         assert_eq!(cli.timeout, Some(Duration::from_secs(5400)));
         assert_eq!(cli.keep_output, 1 << 20);
         assert_eq!(cli.runtime.kinds().len(), 2);
-        assert!(Cli::try_parse_from(["zoo-runner", "--timeout", "soon"]).is_err());
+        assert!(try_parse(&["--timeout", "soon"]).is_err());
+        let help = Cli::command_with_help().render_long_help().to_string();
+        assert!(
+            help.contains(ABOUT)
+                && !help.contains("Command line arguments")
+                && help.contains("--modelgroup")
+                && help.contains("--exact")
+        );
     }
 }

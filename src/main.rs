@@ -27,7 +27,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use clap::Parser;
 
 use crate::cancel::Cancel;
 use crate::catalog::Catalog;
@@ -45,7 +44,7 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_DOCKER: u8 = 3;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

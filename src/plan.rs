@@ -64,23 +64,14 @@ pub struct Case {
     pub plan: CasePlan,
 }
 
+/// A name the catalog does not know, with the closest ones it does.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum PlanError {
-    #[error("unknown model `{name}`{}", did_you_mean(.suggestions))]
-    UnknownModel {
-        name: String,
-        suggestions: Vec<String>,
-    },
-    #[error("unknown model group `{name}`{}", did_you_mean(.suggestions))]
-    UnknownGroup {
-        name: String,
-        suggestions: Vec<String>,
-    },
-    #[error("unknown image `{name}`{}", did_you_mean(.suggestions))]
-    UnknownImage {
-        name: String,
-        suggestions: Vec<String>,
-    },
+#[error("unknown {kind} `{name}`{}", did_you_mean(.suggestions))]
+pub struct PlanError {
+    /// `model`, `model group` or `image`.
+    pub kind: &'static str,
+    pub name: String,
+    pub suggestions: Vec<String>,
 }
 
 fn did_you_mean(suggestions: &[String]) -> String {
@@ -174,12 +165,11 @@ fn models_of_image(
 ) -> Result<Vec<String>, PlanError> {
     // `--image X-slim` is the slim variant of X: same models.
     let bare = image.strip_suffix("-slim").unwrap_or(image);
-    let models = catalog
-        .models_of_image(bare)
-        .ok_or_else(|| PlanError::UnknownImage {
-            name: image.to_string(),
-            suggestions: closest(image, catalog.images()),
-        })?;
+    let models = catalog.models_of_image(bare).ok_or_else(|| PlanError {
+        kind: "image",
+        name: image.to_string(),
+        suggestions: closest(image, catalog.images()),
+    })?;
     let models: Vec<String> = models
         .iter()
         .filter(|m| catalog.image_for(m).is_some())
@@ -199,7 +189,8 @@ fn models_of_group(
     all_models: bool,
 ) -> Result<Vec<String>, PlanError> {
     if !catalog.has_group(group) {
-        return Err(PlanError::UnknownGroup {
+        return Err(PlanError {
+            kind: "model group",
             name: group.to_string(),
             suggestions: closest(group, catalog.groups()),
         });
@@ -218,7 +209,8 @@ fn models_of_group(
 /// A model is known when the catalog maps it (or its group) to an image, and, where the image's
 /// model list is known, that list holds it.
 fn check_model(catalog: &Catalog, model: &str) -> Result<(), PlanError> {
-    let unknown = || PlanError::UnknownModel {
+    let unknown = || PlanError {
+        kind: "model",
         name: model.to_string(),
         suggestions: closest(model, catalog.models().chain(catalog.groups())),
     };

@@ -55,8 +55,7 @@ pub fn model_message(stdout: &str, stderr: &str) -> Option<String> {
     let error_line = stdout
         .lines()
         .chain(stderr.lines())
-        .filter(|l| l.trim_start().starts_with("ERROR"))
-        .last();
+        .rfind(|l| l.trim_start().starts_with("ERROR"));
     let exception = stderr.lines().rev().find(|l| is_exception_line(l));
     let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
     let found = exception.or(error_line).or(last)?;

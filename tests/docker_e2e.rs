@@ -30,16 +30,34 @@ fn passing_and_broken_models_are_reported_truthfully() {
     let junit = junit_path(&dir);
     let run = runner(&["--spec", SPEC, "--junit", junit.to_str().unwrap()]);
     assert_eq!(run.code, 101, "a failed test exits 101\n{}", run.all());
-    assert_eq!(status_of(&run.stdout, "docker::tiny_linear"), Some("ok"), "{}", run.all());
-    assert_eq!(status_of(&run.stdout, "docker::tiny_fail_expect"), Some("FAILED"), "{}", run.all());
-    assert_eq!(status_of(&run.stdout, "docker::tiny_fail_raise"), Some("FAILED"), "{}", run.all());
+    assert_eq!(
+        status_of(&run.stdout, "docker::tiny_linear"),
+        Some("ok"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        status_of(&run.stdout, "docker::tiny_fail_expect"),
+        Some("FAILED"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        status_of(&run.stdout, "docker::tiny_fail_raise"),
+        Some("FAILED"),
+        "{}",
+        run.all()
+    );
     assert!(run.stdout.contains("1 passed; 2 failed"), "{}", run.all());
 
     let text = read_junit(&junit);
     let doc = roxmltree::Document::parse(&text).unwrap();
     let ok = testcase(&doc, "tiny_linear");
     assert!(child(ok, "failure").is_none() && child(ok, "error").is_none());
-    assert_eq!(ok.attribute("classname"), Some("docker:local/kipoi-fixture:py3"));
+    assert_eq!(
+        ok.attribute("classname"),
+        Some("docker:local/kipoi-fixture:py3")
+    );
     let image_id = doc
         .descendants()
         .find(|n| n.has_tag_name("property") && n.attribute("name") == Some("image-id"))
@@ -49,11 +67,20 @@ fn passing_and_broken_models_are_reported_truthfully() {
 
     let mismatch = child(testcase(&doc, "tiny_fail_expect"), "failure").expect("a failure element");
     let message = mismatch.attribute("message").unwrap();
-    assert!(message.contains("Model predictions don't match"), "{message}");
+    assert!(
+        message.contains("Model predictions don't match"),
+        "{message}"
+    );
 
     let raise = testcase(&doc, "tiny_fail_raise");
-    let message = child(raise, "failure").unwrap().attribute("message").unwrap();
-    assert!(message.contains("RuntimeError: fixture: deliberate failure"), "{message}");
+    let message = child(raise, "failure")
+        .unwrap()
+        .attribute("message")
+        .unwrap();
+    assert!(
+        message.contains("RuntimeError: fixture: deliberate failure"),
+        "{message}"
+    );
     // stdout and stderr stay apart: kipoi logs on stdout, the traceback on stderr.
     let err = child(raise, "system-err").unwrap().text().unwrap();
     let out = child(raise, "system-out").unwrap().text().unwrap();
@@ -61,7 +88,10 @@ fn passing_and_broken_models_are_reported_truthfully() {
     assert!(!out.contains("Traceback") && out.contains("kipoi"), "{out}");
     assert!(!out.contains('\u{1b}'), "ANSI codes do not reach the XML");
 
-    let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).unwrap();
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
     assert_eq!(suite.attribute("tests"), Some("3"));
     assert_eq!(suite.attribute("failures"), Some("2"));
     let run_id = doc
@@ -70,7 +100,10 @@ fn passing_and_broken_models_are_reported_truthfully() {
         .and_then(|n| n.attribute("value"))
         .unwrap();
     let left = containers_with_label(&format!("org.zoo-runner.run={run_id}"));
-    assert!(left.is_empty(), "containers of the run are removed: {left:?}");
+    assert!(
+        left.is_empty(),
+        "containers of the run are removed: {left:?}"
+    );
 }
 
 #[test]
@@ -80,20 +113,53 @@ fn libtest_filters_select_what_they_say() {
     let junit = junit_path(&dir);
     let j = junit.to_str().unwrap();
 
-    let run = runner(&["--spec", SPEC, "--junit", j, "--exact", "docker::tiny_linear"]);
+    let run = runner(&[
+        "--spec",
+        SPEC,
+        "--junit",
+        j,
+        "--exact",
+        "docker::tiny_linear",
+    ]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(run.stdout.contains("1 passed; 0 failed") && run.stdout.contains("2 filtered out"), "{}", run.all());
+    assert!(
+        run.stdout.contains("1 passed; 0 failed") && run.stdout.contains("2 filtered out"),
+        "{}",
+        run.all()
+    );
     let text = read_junit(&junit);
-    assert!(text.contains("tiny_linear") && !text.contains("tiny_fail"), "{text}");
+    assert!(
+        text.contains("tiny_linear") && !text.contains("tiny_fail"),
+        "{text}"
+    );
 
-    let run = runner(&["--spec", SPEC, "--junit", j, "--skip", "fail", "--test-threads", "2"]);
+    let run = runner(&[
+        "--spec",
+        SPEC,
+        "--junit",
+        j,
+        "--skip",
+        "fail",
+        "--test-threads",
+        "2",
+    ]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stdout.contains("running 1 test"), "{}", run.all());
 
     let run = runner(&["--spec", SPEC, "--junit", j, "--list", "tiny_fail"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    let listed: Vec<&str> = run.stdout.lines().filter(|l| l.ends_with(": test")).collect();
-    assert_eq!(listed, ["docker::tiny_fail_expect: test", "docker::tiny_fail_raise: test"]);
+    let listed: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.ends_with(": test"))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "docker::tiny_fail_expect: test",
+            "docker::tiny_fail_raise: test"
+        ]
+    );
 }
 
 #[test]
@@ -115,7 +181,11 @@ fn selection_flags_pick_models_groups_and_images() {
         ["docker::tiny_fail_raise", "docker::tiny_linear"]
     );
     assert_eq!(
-        list(&["--modelgroup", "tiny_linear", "--modelgroup=tiny_fail_expect"]),
+        list(&[
+            "--modelgroup",
+            "tiny_linear",
+            "--modelgroup=tiny_fail_expect"
+        ]),
         ["docker::tiny_linear", "docker::tiny_fail_expect"]
     );
     assert_eq!(list(&["--image", FIXTURE_IMAGE]).len(), 3);
@@ -130,9 +200,18 @@ fn unknown_names_are_usage_errors_with_suggestions() {
     let dir = tempfile::tempdir().unwrap();
     let junit = junit_path(&dir);
     let cases = [
-        (vec!["--model", "tiny_lnear"], "unknown model `tiny_lnear`; did you mean `tiny_linear`?"),
-        (vec!["--modelgroup", "tiny_fail_rise"], "did you mean one of `tiny_fail_raise`"),
-        (vec!["--image", "local/kipoi-fixture:py2"], "did you mean `local/kipoi-fixture:py3`?"),
+        (
+            vec!["--model", "tiny_lnear"],
+            "unknown model `tiny_lnear`; did you mean `tiny_linear`?",
+        ),
+        (
+            vec!["--modelgroup", "tiny_fail_rise"],
+            "did you mean one of `tiny_fail_raise`",
+        ),
+        (
+            vec!["--image", "local/kipoi-fixture:py2"],
+            "did you mean `local/kipoi-fixture:py3`?",
+        ),
     ];
     for (args, want) in cases {
         let mut all = vec!["--spec", SPEC, "--junit", junit.to_str().unwrap()];
@@ -140,7 +219,11 @@ fn unknown_names_are_usage_errors_with_suggestions() {
         let run = runner(&all);
         assert_eq!(run.code, 2, "{}", run.all());
         assert!(run.stderr.contains(want), "{}", run.all());
-        assert!(!run.stdout.contains("running"), "nothing ran\n{}", run.all());
+        assert!(
+            !run.stdout.contains("running"),
+            "nothing ran\n{}",
+            run.all()
+        );
         assert!(!junit.exists(), "no report for a usage error");
     }
 }
@@ -150,7 +233,11 @@ fn broken_catalog_and_spec_name_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog");
     std::fs::create_dir_all(&catalog).unwrap();
-    std::fs::write(catalog.join("model-to-docker.json"), "{\n  \"a\": \"img\"\n  \"b\": \"img\"\n}\n").unwrap();
+    std::fs::write(
+        catalog.join("model-to-docker.json"),
+        "{\n  \"a\": \"img\"\n  \"b\": \"img\"\n}\n",
+    )
+    .unwrap();
     std::fs::write(catalog.join("docker-to-model.json"), "{}").unwrap();
     let run = runner(&["--spec", SPEC, "--catalog", catalog.to_str().unwrap()]);
     assert_eq!(run.code, 2, "{}", run.all());
@@ -159,9 +246,18 @@ fn broken_catalog_and_spec_name_file_line_and_column() {
 
     let spec = dir.path().join("bad.toml");
     std::fs::write(&spec, "command = \"kipoi test {model}\"\ntimeout = 5\n").unwrap();
-    let run = runner(&["--spec", spec.to_str().unwrap(), "--catalog", "fixtures/catalog"]);
+    let run = runner(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--catalog",
+        "fixtures/catalog",
+    ]);
     assert_eq!(run.code, 2, "{}", run.all());
-    assert!(run.stderr.contains("bad.toml") && run.stderr.contains("line 2, column 11"), "{}", run.all());
+    assert!(
+        run.stderr.contains("bad.toml") && run.stderr.contains("line 2, column 11"),
+        "{}",
+        run.all()
+    );
 }
 
 #[test]
@@ -175,11 +271,24 @@ fn unreachable_daemon_has_its_own_exit_code_and_a_report() {
         &[("DOCKER_HOST", &host)],
     );
     assert_eq!(run.code, 3, "{}", run.all());
-    assert!(run.stderr.contains("cannot reach the Docker daemon"), "{}", run.all());
-    assert!(run.stderr.contains("dockerd"), "says how to start one\n{}", run.all());
+    assert!(
+        run.stderr.contains("cannot reach the Docker daemon"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.stderr.contains("dockerd"),
+        "says how to start one\n{}",
+        run.all()
+    );
     let text = read_junit(&junit);
     let doc = roxmltree::Document::parse(&text).unwrap();
-    assert_eq!(doc.descendants().filter(|n| n.has_tag_name("error")).count(), 3);
+    assert_eq!(
+        doc.descendants()
+            .filter(|n| n.has_tag_name("error"))
+            .count(),
+        3
+    );
 }
 
 #[test]
@@ -189,18 +298,40 @@ fn an_image_that_cannot_be_had_errors_its_cases_only() {
     let catalog = dir.path().join("catalog");
     // A registry on a closed loopback port: the pull fails at once, and nothing leaves the host.
     let missing = "127.0.0.1:9/zoo-runner/missing:1";
-    write_catalog(&catalog, &[("tiny_linear", FIXTURE_IMAGE), ("ghost", missing)], None);
-    let spec = write_spec(dir.path(), &catalog, "kipoi test /models/{model} --source=dir", "");
+    write_catalog(
+        &catalog,
+        &[("tiny_linear", FIXTURE_IMAGE), ("ghost", missing)],
+        None,
+    );
+    let spec = write_spec(
+        dir.path(),
+        &catalog,
+        "kipoi test /models/{model} --source=dir",
+        "",
+    );
     let junit = junit_path(&dir);
     let run = runner(&["--spec", &spec, "--junit", junit.to_str().unwrap()]);
     assert_eq!(run.code, 101, "{}", run.all());
-    assert_eq!(status_of(&run.stdout, "docker::tiny_linear"), Some("ok"), "{}", run.all());
-    assert_eq!(status_of(&run.stdout, "docker::ghost"), Some("FAILED"), "{}", run.all());
+    assert_eq!(
+        status_of(&run.stdout, "docker::tiny_linear"),
+        Some("ok"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        status_of(&run.stdout, "docker::ghost"),
+        Some("FAILED"),
+        "{}",
+        run.all()
+    );
     let text = read_junit(&junit);
     let doc = roxmltree::Document::parse(&text).unwrap();
     let error = child(testcase(&doc, "ghost"), "error").expect("an error, not a failure");
     let message = error.attribute("message").unwrap();
-    assert!(message.contains(missing) && message.contains("pull"), "{message}");
+    assert!(
+        message.contains(missing) && message.contains("pull"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -208,10 +339,21 @@ fn slim_runs_the_slim_tag() {
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let junit = junit_path(&dir);
-    let run = runner(&["--spec", SPEC, "--junit", junit.to_str().unwrap(), "--slim", "--model", "tiny_linear"]);
+    let run = runner(&[
+        "--spec",
+        SPEC,
+        "--junit",
+        junit.to_str().unwrap(),
+        "--slim",
+        "--model",
+        "tiny_linear",
+    ]);
     assert_eq!(run.code, 0, "{}", run.all());
     let text = read_junit(&junit);
-    assert!(text.contains("classname=\"docker:local/kipoi-fixture:py3-slim\""), "{text}");
+    assert!(
+        text.contains("classname=\"docker:local/kipoi-fixture:py3-slim\""),
+        "{text}"
+    );
 }
 
 #[test]
@@ -226,32 +368,70 @@ fn only_variables_the_spec_names_enter_the_container() {
     );
     let junit = junit_path(&dir);
     let run = runner_env(
-        &["--spec", &spec, "--junit", junit.to_str().unwrap(), "--model", "tiny_linear"],
+        &[
+            "--spec",
+            &spec,
+            "--junit",
+            junit.to_str().unwrap(),
+            "--model",
+            "tiny_linear",
+        ],
         &[("ZR_FROM_HOST", "yes"), ("GITHUB_TOKEN", "host-secret")],
     );
     assert_eq!(run.code, 0, "{}", run.all());
     let text = read_junit(&junit);
-    assert!(text.contains("ZR_FIXED=1") && text.contains("ZR_FROM_HOST=yes"), "{text}");
-    assert!(!text.contains("host-secret") && !text.contains("GITHUB_TOKEN"), "{text}");
+    assert!(
+        text.contains("ZR_FIXED=1") && text.contains("ZR_FROM_HOST=yes"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("host-secret") && !text.contains("GITHUB_TOKEN"),
+        "{text}"
+    );
 }
 
 #[test]
 fn garbled_output_still_makes_valid_xml() {
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(dir.path(), &root().join("fixtures/catalog"), "python3 /faults/garbled.py", "");
+    let spec = write_spec(
+        dir.path(),
+        &root().join("fixtures/catalog"),
+        "python3 /faults/garbled.py",
+        "",
+    );
     let junit = junit_path(&dir);
-    let run = runner(&["--spec", &spec, "--junit", junit.to_str().unwrap(), "--model", "tiny_linear"]);
+    let run = runner(&[
+        "--spec",
+        &spec,
+        "--junit",
+        junit.to_str().unwrap(),
+        "--model",
+        "tiny_linear",
+    ]);
     assert_eq!(run.code, 101, "exit code 3 is a failure\n{}", run.all());
     let text = read_junit(&junit);
     let doc = roxmltree::Document::parse(&text).unwrap();
     let case = testcase(&doc, "tiny_linear");
     let out = child(case, "system-out").unwrap().text().unwrap();
     let err = child(case, "system-err").unwrap().text().unwrap();
-    assert!(out.contains("red plain ]]> <tag> &") && out.contains("garbled: stdout only"), "{out}");
-    assert!(!out.contains("stderr only") && err.contains("garbled: stderr only"), "{err}");
-    assert!(out.contains('\u{fffd}'), "invalid UTF-8 became U+FFFD: {out}");
-    assert!(child(case, "failure").unwrap().attribute("message").unwrap().starts_with("exit code 3"));
+    assert!(
+        out.contains("red plain ]]> <tag> &") && out.contains("garbled: stdout only"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("stderr only") && err.contains("garbled: stderr only"),
+        "{err}"
+    );
+    assert!(
+        out.contains('\u{fffd}'),
+        "invalid UTF-8 became U+FFFD: {out}"
+    );
+    assert!(child(case, "failure")
+        .unwrap()
+        .attribute("message")
+        .unwrap()
+        .starts_with("exit code 3"));
 }
 
 #[test]
@@ -268,12 +448,24 @@ fn spec_marks_skip_and_expected_failure() {
     let junit = junit_path(&dir);
     let run = runner(&["--spec", &spec, "--junit", junit.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(run.stdout.contains("ignored (expected failure: raises on purpose)"), "{}", run.all());
-    assert!(run.stdout.contains("ignored (skipped: not today)"), "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("ignored (expected failure: raises on purpose)"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        run.stdout.contains("ignored (skipped: not today)"),
+        "{}",
+        run.all()
+    );
     let text = read_junit(&junit);
     let doc = roxmltree::Document::parse(&text).unwrap();
     let xfail = child(testcase(&doc, "tiny_fail_raise"), "skipped").unwrap();
-    assert!(xfail.attribute("message").unwrap().contains("RuntimeError"), "kipoi's words are kept");
+    assert!(
+        xfail.attribute("message").unwrap().contains("RuntimeError"),
+        "kipoi's words are kept"
+    );
     let skip = child(testcase(&doc, "tiny_fail_expect"), "skipped").unwrap();
     assert_eq!(skip.attribute("message"), Some("not today"));
 }

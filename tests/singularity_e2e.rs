@@ -18,17 +18,26 @@ const SIF_PATH: &str = "/sif/kipoi-fixture.sif";
 fn fixture_sif() -> Arc<Vec<u8>> {
     let path = fixture_cache().join("kipoi-fixture.sif");
     let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("fixture SIF {} is missing ({e}); run `bash fixtures/build.sh`", path.display())
+        panic!(
+            "fixture SIF {} is missing ({e}); run `bash fixtures/build.sh`",
+            path.display()
+        )
     });
     Arc::new(bytes)
 }
 
 fn md5_hex(bytes: &[u8]) -> String {
-    Md5::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    Md5::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn apptainer() -> String {
-    root().join("fixtures/apptainer/apptainer").display().to_string()
+    root()
+        .join("fixtures/apptainer/apptainer")
+        .display()
+        .to_string()
 }
 
 /// A catalog folder whose three fixture models share one SIF entry.
@@ -74,7 +83,14 @@ fn run_singularity(server: &Server, md5: &str, extra: &[&str]) -> SifRun {
     let bin = apptainer();
     let sif_dir_s = sif_dir.display().to_string();
     let junit_s = junit.display().to_string();
-    args.extend(["--singularity-bin", bin.as_str(), "--sif-dir", &sif_dir_s, "--junit", &junit_s]);
+    args.extend([
+        "--singularity-bin",
+        bin.as_str(),
+        "--sif-dir",
+        &sif_dir_s,
+        "--junit",
+        &junit_s,
+    ]);
     args.extend_from_slice(extra);
     let run = runner(&args);
     let junit = read_junit(&junit);
@@ -95,15 +111,40 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
     let r = run_singularity(&server, &md5_hex(&sif), &[]);
     let run = &r.run;
     assert_eq!(run.code, 101, "{}", run.all());
-    assert_eq!(status_of(&run.stdout, "singularity::tiny_linear"), Some("ok"), "{}", run.all());
-    assert_eq!(status_of(&run.stdout, "singularity::tiny_fail_expect"), Some("FAILED"), "{}", run.all());
-    assert_eq!(status_of(&run.stdout, "singularity::tiny_fail_raise"), Some("FAILED"), "{}", run.all());
-    assert_eq!(server.requests(SIF_PATH).len(), 1, "one download for three cases");
+    assert_eq!(
+        status_of(&run.stdout, "singularity::tiny_linear"),
+        Some("ok"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        status_of(&run.stdout, "singularity::tiny_fail_expect"),
+        Some("FAILED"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        status_of(&run.stdout, "singularity::tiny_fail_raise"),
+        Some("FAILED"),
+        "{}",
+        run.all()
+    );
+    assert_eq!(
+        server.requests(SIF_PATH).len(),
+        1,
+        "one download for three cases"
+    );
     assert!(r.sif_dir.join("kipoi-fixture.sif").is_file());
 
     let doc = roxmltree::Document::parse(&r.junit).unwrap();
-    let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).unwrap();
-    assert_eq!(suite.attribute("name"), Some("singularity:local/kipoi-fixture:py3"));
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite"))
+        .unwrap();
+    assert_eq!(
+        suite.attribute("name"),
+        Some("singularity:local/kipoi-fixture:py3")
+    );
     let version = doc
         .descendants()
         .find(|n| n.has_tag_name("property") && n.attribute("name") == Some("singularity-version"))
@@ -111,23 +152,54 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
         .unwrap();
     assert!(version.starts_with("apptainer version"), "{version}");
     let raise = testcase(&doc, "tiny_fail_raise");
-    let message = child(raise, "failure").unwrap().attribute("message").unwrap();
-    assert!(message.contains("RuntimeError: fixture: deliberate failure"), "{message}");
+    let message = child(raise, "failure")
+        .unwrap()
+        .attribute("message")
+        .unwrap();
+    assert!(
+        message.contains("RuntimeError: fixture: deliberate failure"),
+        "{message}"
+    );
     let expect = testcase(&doc, "tiny_fail_expect");
-    let message = child(expect, "failure").unwrap().attribute("message").unwrap();
-    assert!(message.contains("Model predictions don't match"), "{message}");
+    let message = child(expect, "failure")
+        .unwrap()
+        .attribute("message")
+        .unwrap();
+    assert!(
+        message.contains("Model predictions don't match"),
+        "{message}"
+    );
 
     // A second run reuses the cached file (after checking its md5): no request at all.
     let dir2 = tempfile::tempdir().unwrap();
-    let cat = catalog(dir2.path(), &server.url(SIF_PATH), &md5_hex(&sif), "kipoi-fixture");
+    let cat = catalog(
+        dir2.path(),
+        &server.url(SIF_PATH),
+        &md5_hex(&sif),
+        "kipoi-fixture",
+    );
     let run = runner(&[
-        "--spec", "fixtures/spec.toml", "--catalog", cat.to_str().unwrap(),
-        "--runtime", "singularity", "--singularity-bin", &apptainer(),
-        "--sif-dir", r.sif_dir.to_str().unwrap(), "--exact", "singularity::tiny_linear",
-        "--junit", junit_path(&dir2).to_str().unwrap(),
+        "--spec",
+        "fixtures/spec.toml",
+        "--catalog",
+        cat.to_str().unwrap(),
+        "--runtime",
+        "singularity",
+        "--singularity-bin",
+        &apptainer(),
+        "--sif-dir",
+        r.sif_dir.to_str().unwrap(),
+        "--exact",
+        "singularity::tiny_linear",
+        "--junit",
+        junit_path(&dir2).to_str().unwrap(),
     ]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert_eq!(server.requests(SIF_PATH).len(), 1, "the cached SIF was reused");
+    assert_eq!(
+        server.requests(SIF_PATH).len(),
+        1,
+        "the cached SIF was reused"
+    );
 }
 
 #[test]
@@ -138,12 +210,22 @@ fn a_wrong_md5_never_runs_and_names_both_sums() {
     let wrong = "0123456789abcdef0123456789abcdef";
     let r = run_singularity(&server, wrong, &["--exact", "singularity::tiny_linear"]);
     assert_eq!(r.run.code, 101, "{}", r.run.all());
-    assert_eq!(server.requests(SIF_PATH).len(), 2, "downloaded once more after the mismatch");
+    assert_eq!(
+        server.requests(SIF_PATH).len(),
+        2,
+        "downloaded once more after the mismatch"
+    );
     let doc = roxmltree::Document::parse(&r.junit).unwrap();
     let error = child(testcase(&doc, "tiny_linear"), "error").expect("an error, not a failure");
     let message = error.attribute("message").unwrap();
-    assert!(message.contains(wrong) && message.contains(&md5_hex(&sif)), "{message}");
-    assert!(!r.sif_dir.join("kipoi-fixture.sif").exists(), "a bad file is never used");
+    assert!(
+        message.contains(wrong) && message.contains(&md5_hex(&sif)),
+        "{message}"
+    );
+    assert!(
+        !r.sif_dir.join("kipoi-fixture.sif").exists(),
+        "a bad file is never used"
+    );
 }
 
 #[test]
@@ -154,10 +236,16 @@ fn a_missing_sif_is_an_error_naming_the_url() {
     assert_eq!(r.run.code, 101, "{}", r.run.all());
     assert_eq!(server.requests(SIF_PATH).len(), 1, "404 is not retried");
     let doc = roxmltree::Document::parse(&r.junit).unwrap();
-    let errors: Vec<_> = doc.descendants().filter(|n| n.has_tag_name("error")).collect();
+    let errors: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("error"))
+        .collect();
     assert_eq!(errors.len(), 3);
     let message = errors[0].attribute("message").unwrap();
-    assert!(message.contains(&server.url(SIF_PATH)) && message.contains("404"), "{message}");
+    assert!(
+        message.contains(&server.url(SIF_PATH)) && message.contains("404"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -174,7 +262,11 @@ fn transient_faults_are_retried_and_cut_downloads_resume() {
             Reply::File(Arc::clone(&sif)),
         ],
     );
-    let r = run_singularity(&server, &md5_hex(&sif), &["--exact", "singularity::tiny_linear"]);
+    let r = run_singularity(
+        &server,
+        &md5_hex(&sif),
+        &["--exact", "singularity::tiny_linear"],
+    );
     assert_eq!(r.run.code, 0, "{}", r.run.all());
     let requests = server.requests(SIF_PATH);
     assert_eq!(requests.len(), 4, "{requests:?}");
@@ -189,13 +281,28 @@ fn transient_faults_are_retried_and_cut_downloads_resume() {
 fn a_name_that_is_not_a_plain_file_name_is_rejected() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
-    let cat = catalog(dir.path(), &server.url(SIF_PATH), "0123456789abcdef0123456789abcdef", "../escape");
+    let cat = catalog(
+        dir.path(),
+        &server.url(SIF_PATH),
+        "0123456789abcdef0123456789abcdef",
+        "../escape",
+    );
     let junit = junit_path(&dir);
     let run = runner(&[
-        "--spec", "fixtures/spec.toml", "--catalog", cat.to_str().unwrap(),
-        "--runtime", "singularity", "--singularity-bin", &apptainer(),
-        "--sif-dir", dir.path().join("sifs").to_str().unwrap(),
-        "--junit", junit.to_str().unwrap(), "--exact", "singularity::tiny_linear",
+        "--spec",
+        "fixtures/spec.toml",
+        "--catalog",
+        cat.to_str().unwrap(),
+        "--runtime",
+        "singularity",
+        "--singularity-bin",
+        &apptainer(),
+        "--sif-dir",
+        dir.path().join("sifs").to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+        "--exact",
+        "singularity::tiny_linear",
     ]);
     assert_eq!(run.code, 101, "{}", run.all());
     assert!(server.requests(SIF_PATH).is_empty(), "nothing downloaded");
@@ -210,15 +317,35 @@ fn both_runtimes_run_side_by_side() {
     let sif = fixture_sif();
     let server = Server::start();
     server.script(SIF_PATH, vec![Reply::File(Arc::clone(&sif))]);
-    let r = run_singularity(&server, &md5_hex(&sif), &["--runtime", "all", "tiny_linear"]);
+    let r = run_singularity(
+        &server,
+        &md5_hex(&sif),
+        &["--runtime", "all", "tiny_linear"],
+    );
     assert_eq!(r.run.code, 0, "{}", r.run.all());
-    assert_eq!(status_of(&r.run.stdout, "docker::tiny_linear"), Some("ok"), "{}", r.run.all());
-    assert_eq!(status_of(&r.run.stdout, "singularity::tiny_linear"), Some("ok"), "{}", r.run.all());
+    assert_eq!(
+        status_of(&r.run.stdout, "docker::tiny_linear"),
+        Some("ok"),
+        "{}",
+        r.run.all()
+    );
+    assert_eq!(
+        status_of(&r.run.stdout, "singularity::tiny_linear"),
+        Some("ok"),
+        "{}",
+        r.run.all()
+    );
     let doc = roxmltree::Document::parse(&r.junit).unwrap();
     let suites: Vec<&str> = doc
         .descendants()
         .filter(|n| n.has_tag_name("testsuite"))
         .filter_map(|n| n.attribute("name"))
         .collect();
-    assert_eq!(suites, ["docker:local/kipoi-fixture:py3", "singularity:local/kipoi-fixture:py3"]);
+    assert_eq!(
+        suites,
+        [
+            "docker:local/kipoi-fixture:py3",
+            "singularity:local/kipoi-fixture:py3"
+        ]
+    );
 }

@@ -44,7 +44,11 @@ impl Server {
     }
 
     pub fn script(&self, path: &str, replies: Vec<Reply>) {
-        self.state.lock().unwrap().scripts.insert(path.to_string(), replies);
+        self.state
+            .lock()
+            .unwrap()
+            .scripts
+            .insert(path.to_string(), replies);
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -53,7 +57,12 @@ impl Server {
 
     pub fn requests(&self, path: &str) -> Vec<Option<String>> {
         let state = self.state.lock().unwrap();
-        state.seen.iter().filter(|(p, _)| p == path).map(|(_, r)| r.clone()).collect()
+        state
+            .seen
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, r)| r.clone())
+            .collect()
     }
 }
 
@@ -63,7 +72,11 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
     if reader.read_line(&mut request_line).is_err() {
         return;
     }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/").to_string();
+    let path = request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .to_string();
     let mut range = None;
     loop {
         let mut line = String::new();

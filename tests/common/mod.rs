@@ -24,7 +24,9 @@ pub fn fixture_cache() -> PathBuf {
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
+        });
     base.join("zoo-runner-fixtures")
 }
 
@@ -33,7 +35,14 @@ pub fn fixture_cache() -> PathBuf {
 pub fn require_fixture_image() {
     // The -slim tag too: a missing local image would make the daemon try a registry.
     let out = Command::new("docker")
-        .args(["image", "inspect", "-f", "{{.Id}}", FIXTURE_IMAGE, &format!("{FIXTURE_IMAGE}-slim")])
+        .args([
+            "image",
+            "inspect",
+            "-f",
+            "{{.Id}}",
+            FIXTURE_IMAGE,
+            &format!("{FIXTURE_IMAGE}-slim"),
+        ])
         .output()
         .expect("the docker CLI runs");
     assert!(
@@ -124,10 +133,20 @@ pub fn write_catalog(dir: &Path, models: &[(&str, &str)], sif: Option<&str>) {
         let list = d2m
             .entry(i.to_string())
             .or_insert_with(|| serde_json::Value::Array(vec![]));
-        list.as_array_mut().unwrap().push(serde_json::Value::from(*m));
+        list.as_array_mut()
+            .unwrap()
+            .push(serde_json::Value::from(*m));
     }
-    std::fs::write(dir.join("model-to-docker.json"), serde_json::to_string_pretty(&m2d).unwrap()).unwrap();
-    std::fs::write(dir.join("docker-to-model.json"), serde_json::to_string_pretty(&d2m).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("model-to-docker.json"),
+        serde_json::to_string_pretty(&m2d).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("docker-to-model.json"),
+        serde_json::to_string_pretty(&d2m).unwrap(),
+    )
+    .unwrap();
     if let Some(sif) = sif {
         std::fs::write(dir.join("model-to-singularity.json"), sif).unwrap();
     }
@@ -136,10 +155,20 @@ pub fn write_catalog(dir: &Path, models: &[(&str, &str)], sif: Option<&str>) {
 /// Ids of containers carrying a label (all states).
 pub fn containers_with_label(label: &str) -> Vec<String> {
     let out = Command::new("docker")
-        .args(["ps", "-aq", "--no-trunc", "--filter", &format!("label={label}")])
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label={label}"),
+        ])
         .output()
         .expect("docker ps runs");
-    assert!(out.status.success(), "docker ps: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "docker ps: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)
