@@ -109,7 +109,7 @@ impl Harness {
                 }
                 eprintln!("zoo-runner: retrying {} (attempt {})", case.name, n + 1);
             }
-            let exec = self.execute(case);
+            let exec = self.execute(case, n + 1);
             let status = judge(&exec, &case.plan);
             properties = exec.properties.clone();
             let bad = status.is_bad();
@@ -145,11 +145,17 @@ impl Harness {
         }
     }
 
-    fn execute(&self, case: &Case) -> Execution {
+    /// Runs one attempt (numbered from 1; `{attempt}` in the command becomes that number).
+    fn execute(&self, case: &Case, attempt: u32) -> Execution {
         let s = &self.settings;
         let request = RunRequest {
             case_name: case.name.clone(),
-            command: case.plan.command.clone(),
+            command: case
+                .plan
+                .command
+                .iter()
+                .map(|word| word.replace("{attempt}", &attempt.to_string()))
+                .collect(),
             workdir: case.plan.workdir.clone(),
             env: s.env.clone(),
             network: s.network,

@@ -219,9 +219,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(signal) = cancel.signal() {
         return Ok(ExitCode::from((128 + signal) as u8));
     }
-    let lost = records.iter().any(|r| {
-        matches!(r.status(), Status::Errored { message } if message.starts_with("lost the Docker daemon"))
-    });
+    let lost = docker.as_ref().is_some_and(|d| d.daemon_lost());
     if lost {
         eprintln!(
             "error: the Docker daemon was lost during the run; see {}",

@@ -2,7 +2,7 @@
 //!
 //! ```toml
 //! catalog = "kipoi"                                # catalog folder, relative to this file
-//! command = "kipoi test {model} --source=kipoi"    # {model} and {group} are filled in
+//! command = "kipoi test {model} --source=kipoi"    # {model}, {group}, {attempt} filled in
 //! workdir = "/models/{model}"                      # optional
 //! network = "bridge"                               # none | host | bridge
 //! timeout = "30m"

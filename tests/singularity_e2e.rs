@@ -349,3 +349,74 @@ fn both_runtimes_run_side_by_side() {
         ]
     );
 }
+
+#[test]
+fn a_hanging_apptainer_case_is_killed_with_its_process_group() {
+    require_fixture_image();
+    let sif = fixture_sif();
+    let server = Server::start();
+    server.script(SIF_PATH, vec![Reply::File(Arc::clone(&sif))]);
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(
+        dir.path(),
+        &server.url(SIF_PATH),
+        &md5_hex(&sif),
+        "kipoi-fixture",
+    );
+    let spec = dir.path().join("hang.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "catalog = {:?}\ncommand = \"python3 /faults/hang.py\"\n",
+            cat.display().to_string()
+        ),
+    )
+    .unwrap();
+    let junit = junit_path(&dir);
+    let sif_dir = dir.path().join("sifs");
+    let run = runner(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--runtime",
+        "singularity",
+        "--singularity-bin",
+        &apptainer(),
+        "--sif-dir",
+        sif_dir.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+        "--exact",
+        "singularity::tiny_linear",
+        "--timeout",
+        "5s",
+        "--grace",
+        "2s",
+    ]);
+    assert_eq!(run.code, 101, "{}", run.all());
+    let text = read_junit(&junit);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let case = testcase(&doc, "tiny_linear");
+    assert_eq!(
+        child(case, "error").unwrap().attribute("type"),
+        Some("timeout")
+    );
+    assert!(child(case, "system-out")
+        .unwrap()
+        .text()
+        .unwrap()
+        .contains("hang: started"));
+    // The launcher's container (the one that mounts this test's SIF folder) went with the
+    // process group.
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("volume={}", sif_dir.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let left = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(left.is_empty(), "launcher containers left: {left}");
+}

@@ -1,8 +1,9 @@
 //! The Docker runtime, through the Engine API (bollard): ensure the image (pull once per run),
-//! create a labelled container (tty off, so stdout and stderr stay apart), start it, stream its
-//! logs into bounded captures while waiting with a timeout, then remove it, whatever happened.
+//! create a labelled container (tty off, so stdout and stderr stay apart), attach to it, start
+//! it, stream its output into bounded captures while waiting with a timeout, then remove it, whatever happened.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,8 @@ use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
-    CreateImageOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
@@ -54,6 +55,8 @@ pub struct DockerRuntime {
     cancel: Cancel,
     /// Image -> its id, or why it cannot be had; filled once per run.
     images: Mutex<HashMap<String, ImageSlot>>,
+    /// Set when the daemon stopped answering mid-run: later cases error at once.
+    lost: AtomicBool,
 }
 
 impl DockerRuntime {
@@ -73,11 +76,17 @@ impl DockerRuntime {
             version: version.version.unwrap_or_else(|| "unknown".into()),
             cancel,
             images: Mutex::new(HashMap::new()),
+            lost: AtomicBool::new(false),
         })
     }
 
     pub fn version(&self) -> &str {
         &self.version
+    }
+
+    /// True once the daemon was lost during the run.
+    pub fn daemon_lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
     }
 
     /// The image's id, pulling it first if the daemon does not have it. Once per run per image.
@@ -136,6 +145,15 @@ impl DockerRuntime {
     /// Runs one case in a fresh container and removes the container afterwards.
     pub async fn run(&self, image: &str, req: &RunRequest) -> Execution {
         let started = Instant::now();
+        if self.daemon_lost() {
+            return Execution::errored(
+                format!(
+                    "not run: the Docker daemon at {} was lost earlier in this run",
+                    docker_host()
+                ),
+                req.keep,
+            );
+        }
         let image_id = match self.ensure_image(image).await {
             Ok(id) => id,
             Err(reason) => return Execution::errored(reason, req.keep),
@@ -187,14 +205,15 @@ impl DockerRuntime {
             memory: req.memory.map(|m| m as i64),
             // No swap beyond the limit, so the limit means what it says.
             memory_swap: req.memory.map(|m| m as i64),
-            // The daemon's own copy of the logs is bounded too; we stream them as they come.
+            // Output is read through an attachment made before start; the daemon keeps no copy,
+            // so a container that prints gigabytes costs no disk.
             log_config: Some(HostConfigLogConfig {
-                typ: Some("json-file".into()),
-                config: Some(HashMap::from([
-                    ("max-size".to_string(), "32m".to_string()),
-                    ("max-file".to_string(), "2".to_string()),
-                ])),
+                typ: Some("none".into()),
+                config: None,
             }),
+            // An init process as PID 1 forwards signals and lets the command die of its own
+            // signals (PID 1 ignores signals it has no handler for).
+            init: Some(true),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -218,26 +237,33 @@ impl DockerRuntime {
     async fn run_container(&self, id: &str, req: &RunRequest) -> Execution {
         let mut stdout = Captured::new(req.keep);
         let mut stderr = Captured::new(req.keep);
+        let failed = |reason: String, stdout, stderr| Execution {
+            outcome: Outcome::Errored { reason },
+            stdout,
+            stderr,
+            duration: Duration::ZERO,
+            properties: Vec::new(),
+        };
+        // Attached before start, so nothing the command prints is missed.
+        let options = AttachContainerOptionsBuilder::default()
+            .stream(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut attached = match self.docker.attach_container(id, Some(options)).await {
+            Ok(a) => a.output,
+            Err(e) => {
+                let reason = format!("failed to attach to the container: {}", short(&e));
+                return failed(reason, stdout, stderr);
+            }
+        };
         if let Err(e) = self.docker.start_container(id, None).await {
-            return Execution {
-                outcome: Outcome::Errored {
-                    reason: format!("failed to start the container: {}", short(&e)),
-                },
-                stdout,
-                stderr,
-                duration: Duration::ZERO,
-                properties: Vec::new(),
-            };
+            let reason = format!("failed to start the container: {}", short(&e));
+            return failed(reason, stdout, stderr);
         }
         let logs = async {
-            let options = LogsOptionsBuilder::default()
-                .follow(true)
-                .stdout(true)
-                .stderr(true)
-                .build();
-            let mut stream = self.docker.logs(id, Some(options));
             let mut error = None;
-            while let Some(item) = stream.next().await {
+            while let Some(item) = attached.next().await {
                 match item {
                     Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
                         stdout.push(&message)
@@ -256,13 +282,16 @@ impl DockerRuntime {
         let outcome = match end {
             End::TimedOut => Outcome::TimedOut { after: req.timeout },
             End::Interrupted => Outcome::Interrupted,
-            End::Lost(e) => Outcome::Errored {
-                reason: format!("lost the Docker daemon while the case ran: {e}"),
-            },
+            End::Lost(e) => {
+                self.lost.store(true, Ordering::SeqCst);
+                Outcome::Errored {
+                    reason: format!("lost the Docker daemon while the case ran: {e}"),
+                }
+            }
             End::Exited => self.judge_exit(id, req).await,
         };
         if let Some(e) = log_error {
-            stderr.push(format!("\n[zoo-runner: reading the logs failed: {e}]\n").as_bytes());
+            stderr.push(format!("\n[zoo-runner: reading the output failed: {e}]\n").as_bytes());
         }
         Execution {
             outcome,
