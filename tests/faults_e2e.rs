@@ -457,7 +457,7 @@ fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
     let _ = finish(process);
     assert_eq!(
         containers_of(pid, None),
-        [left.clone()],
+        std::slice::from_ref(&left),
         "SIGKILL leaves the labelled container"
     );
 
