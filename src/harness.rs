@@ -18,6 +18,9 @@ use crate::runtime::{Execution, RunRequest};
 use crate::spec::Network;
 use crate::verdict::judge;
 
+/// A runtime ready to run cases, or why it is not (each of its cases then says so).
+pub type Runtime<T> = Result<Arc<T>, String>;
+
 /// Run-wide settings every case shares.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -32,8 +35,8 @@ pub struct Settings {
 
 pub struct Harness {
     pub handle: Handle,
-    pub docker: Option<Arc<DockerRuntime>>,
-    pub singularity: Option<Arc<SingularityRuntime>>,
+    pub docker: Runtime<DockerRuntime>,
+    pub singularity: Runtime<SingularityRuntime>,
     pub cancel: Cancel,
     pub settings: Settings,
     records: Arc<Mutex<Vec<Record>>>,
@@ -43,8 +46,8 @@ pub struct Harness {
 impl Harness {
     pub fn new(
         handle: Handle,
-        docker: Option<Arc<DockerRuntime>>,
-        singularity: Option<Arc<SingularityRuntime>>,
+        docker: Runtime<DockerRuntime>,
+        singularity: Runtime<SingularityRuntime>,
         cancel: Cancel,
         settings: Settings,
     ) -> Arc<Self> {
@@ -167,12 +170,12 @@ impl Harness {
         };
         match case.runtime {
             RuntimeKind::Docker => match &self.docker {
-                Some(docker) => self.handle.block_on(docker.run(&case.image, &request)),
-                None => Execution::errored("the Docker runtime is not connected", s.keep),
+                Ok(docker) => self.handle.block_on(docker.run(&case.image, &request)),
+                Err(why) => Execution::errored(why.as_str(), s.keep),
             },
             RuntimeKind::Singularity => match &self.singularity {
-                Some(sing) => self.handle.block_on(sing.run(case, &request)),
-                None => Execution::errored("the Singularity runtime is not set up", s.keep),
+                Ok(sing) => self.handle.block_on(sing.run(case, &request)),
+                Err(why) => Execution::errored(why.as_str(), s.keep),
             },
         }
     }

@@ -121,24 +121,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
 
     if args.list {
-        let harness = Harness::new(rt.handle().clone(), None, None, cancel, settings);
+        let harness = Harness::new(rt.handle().clone(), unused(), unused(), cancel, settings);
         let _listed = libtest_mimic::run(&args, harness.trials(&cases));
         return Ok(ExitCode::SUCCESS);
     }
 
     // Only what the filters keep decides which runtimes must be up.
-    let probe = Harness::new(
-        rt.handle().clone(),
-        None,
-        None,
-        cancel.clone(),
-        settings.clone(),
-    );
     let selected: Vec<&Case> = cases
         .iter()
-        .zip(probe.trials(&cases))
-        .filter(|(_, t)| !args.is_filtered_out(t))
-        .map(|(c, _)| c)
+        .filter(|c| !args.is_filtered_out(&libtest_mimic::Trial::test(c.name.clone(), || Ok(()))))
         .collect();
     let needs = |kind| {
         selected
@@ -161,7 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     eprintln!("zoo-runner: removed {n} container(s) left by earlier runs that were killed");
                 }
                 extra.push(("docker-version".to_string(), d.version().to_string()));
-                Some(Arc::new(d))
+                Ok(Arc::new(d))
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -171,7 +162,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
     } else {
-        None
+        unused()
     };
     let singularity = if needs(RuntimeKind::Singularity) {
         let setup = find_binary(cli.singularity_bin.as_deref()).map(|bin| {
@@ -187,16 +178,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         match setup {
             Ok(Ok(s)) => {
                 extra.push(("singularity-version".to_string(), s.version().to_string()));
-                Some(Arc::new(s))
+                Ok(Arc::new(s))
             }
             // Each Singularity case then says why it could not run.
             Ok(Err(e)) | Err(e) => {
                 eprintln!("error: {e}");
-                None
+                Err(e.to_string())
             }
         }
     } else {
-        None
+        unused()
     };
 
     {
@@ -219,7 +210,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(signal) = cancel.signal() {
         return Ok(ExitCode::from((128 + signal) as u8));
     }
-    let lost = docker.as_ref().is_some_and(|d| d.daemon_lost());
+    let lost = docker.as_ref().is_ok_and(|d| d.daemon_lost());
     if lost {
         eprintln!(
             "error: the Docker daemon was lost during the run; see {}",
@@ -234,6 +225,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ExitCode::SUCCESS
         },
     )
+}
+
+/// A runtime no selected case needs.
+fn unused<T>() -> harness::Runtime<T> {
+    Err("this runtime was not set up: no selected case needed it".to_string())
 }
 
 fn errored_records(cases: &[&Case], reason: &str) -> Vec<Record> {
