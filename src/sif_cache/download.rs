@@ -1,0 +1,349 @@
+//! The HTTP side of the cache: one `ureq` agent, download attempts that resume a
+//! `.part` file with a `Range` request, and the retry policy for transient failures.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::thread;
+use std::time::Duration;
+
+use super::error::{io_error, SifError};
+use super::progress::Progress;
+use super::CHUNK;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest silence tolerated while reading a response.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// Upper bound for a server's `Retry-After`, so a server cannot stall a test run.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+/// Upper bound for one backoff pause, however many attempts are configured.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How often and how patiently transient failures are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct RetryPolicy {
+    /// Total number of tries, including the first one (0 is treated as 1).
+    pub(super) attempts: u32,
+    /// Pause before the first retry; doubled for every further retry.
+    pub(super) first_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 5,
+            first_backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Pause before retry number `retry` (0 = first retry): `first_backoff * 2^retry`,
+    /// at most [`MAX_BACKOFF`].
+    fn backoff(&self, retry: u32) -> Duration {
+        let factor = 2u32.saturating_pow(retry);
+        self.first_backoff.saturating_mul(factor).min(MAX_BACKOFF)
+    }
+}
+
+/// Downloads one URL into a `.part` file, retrying transient failures.
+#[derive(Debug)]
+pub(super) struct Downloader {
+    agent: ureq::Agent,
+    pub(super) retry: RetryPolicy,
+    /// Draw a progress line on stderr while downloading.
+    pub(super) progress: bool,
+}
+
+impl Downloader {
+    pub(super) fn new() -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(CONNECT_TIMEOUT)
+            .timeout_read(READ_TIMEOUT)
+            .build();
+        Downloader {
+            agent,
+            retry: RetryPolicy::default(),
+            progress: false,
+        }
+    }
+
+    /// Runs [`Self::download_once`] until it succeeds, fails for good, or runs out of attempts.
+    pub(super) fn download_with_retry(
+        &self,
+        url: &str,
+        part: &Path,
+        label: &str,
+    ) -> Result<(), SifError> {
+        let attempts = self.retry.attempts.max(1);
+        let mut last = String::new();
+        for attempt in 0..attempts {
+            match self.download_once(url, part, label) {
+                Ok(()) => return Ok(()),
+                Err(Failure::Fatal(err)) => return Err(err),
+                Err(Failure::Retry {
+                    reason,
+                    retry_after,
+                }) => {
+                    last = reason;
+                    if attempt + 1 < attempts {
+                        thread::sleep(retry_after.unwrap_or_else(|| self.retry.backoff(attempt)));
+                    }
+                }
+            }
+        }
+        Err(SifError::Transient {
+            url: url.to_owned(),
+            attempts,
+            last,
+        })
+    }
+
+    /// One HTTP exchange: continues an existing `.part` file if the server allows it.
+    fn download_once(&self, url: &str, part: &Path, label: &str) -> Result<(), Failure> {
+        let (response, offset) = self.request_rest(url, part)?;
+        let start = match response.status() {
+            200 => 0,
+            206 => {
+                let resumed_at = response
+                    .header("Content-Range")
+                    .and_then(content_range_start);
+                if resumed_at != Some(offset) {
+                    // We cannot trust how the pieces fit together: start over next attempt.
+                    remove_if_exists(part)?;
+                    return Err(Failure::Retry {
+                        reason: format!(
+                            "server resumed at an unexpected position \
+                             (asked for byte {offset}, got {:?})",
+                            response.header("Content-Range")
+                        ),
+                        retry_after: None,
+                    });
+                }
+                offset
+            }
+            status => {
+                return Err(Failure::Fatal(SifError::Http {
+                    url: url.to_owned(),
+                    status,
+                }))
+            }
+        };
+        let total = response
+            .header("Content-Length")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|len| len + start);
+
+        let mut file = open_part(part, start)?;
+        let mut progress = Progress::new(self.progress, label, total);
+        copy_body(
+            response.into_reader(),
+            &mut file,
+            part,
+            start,
+            &mut progress,
+        )
+    }
+
+    /// Sends the GET, asking only for the missing bytes when a `.part` file exists.
+    /// Returns the response and the offset that was asked for.
+    fn request_rest(&self, url: &str, part: &Path) -> Result<(ureq::Response, u64), Failure> {
+        loop {
+            let offset = file_len(part)?;
+            let mut request = self
+                .agent
+                .get(url)
+                // Byte ranges only make sense on the unencoded file.
+                .set("Accept-Encoding", "identity");
+            if offset > 0 {
+                request = request.set("Range", &format!("bytes={offset}-"));
+            }
+            match request.call() {
+                Ok(response) => return Ok((response, offset)),
+                // 416: the server cannot continue our `.part`; drop it and ask for everything.
+                Err(ureq::Error::Status(416, _)) if offset > 0 => remove_if_exists(part)?,
+                Err(err) => return Err(classify(url, err)),
+            }
+        }
+    }
+}
+
+/// Outcome of a failed download attempt.
+enum Failure {
+    /// Worth another attempt, possibly after the delay the server asked for.
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    Fatal(SifError),
+}
+
+impl From<SifError> for Failure {
+    fn from(err: SifError) -> Self {
+        Failure::Fatal(err)
+    }
+}
+
+/// Sorts an error from ureq into "try again" and "give up".
+fn classify(url: &str, err: ureq::Error) -> Failure {
+    match err {
+        ureq::Error::Status(404, _) => Failure::Fatal(SifError::NotFound {
+            url: url.to_owned(),
+        }),
+        ureq::Error::Status(status, response) if status == 429 || (500..600).contains(&status) => {
+            Failure::Retry {
+                reason: format!("server answered {status} {}", response.status_text()),
+                retry_after: response.header("Retry-After").and_then(parse_retry_after),
+            }
+        }
+        ureq::Error::Status(status, _) => Failure::Fatal(SifError::Http {
+            url: url.to_owned(),
+            status,
+        }),
+        ureq::Error::Transport(transport) => {
+            let reason = describe_transport(&transport);
+            match transport.kind() {
+                ureq::ErrorKind::ConnectionFailed | ureq::ErrorKind::Io => Failure::Retry {
+                    reason,
+                    retry_after: None,
+                },
+                _ => Failure::Fatal(SifError::Request {
+                    url: url.to_owned(),
+                    reason,
+                }),
+            }
+        }
+    }
+}
+
+/// A lowercase description of a transport error, without the URL (callers add it).
+fn describe_transport(transport: &ureq::Transport) -> String {
+    use ureq::ErrorKind as K;
+    let mut text = match transport.kind() {
+        K::InvalidUrl => "invalid url",
+        K::UnknownScheme => "unsupported url scheme",
+        K::Dns => "could not resolve the host name",
+        K::ConnectionFailed => "could not connect",
+        K::TooManyRedirects => "too many redirects",
+        K::BadStatus => "malformed response status line",
+        K::BadHeader => "malformed response header",
+        K::Io => "network error",
+        _ => "request failed",
+    }
+    .to_owned();
+    if let Some(message) = transport.message() {
+        text.push_str(": ");
+        text.push_str(message);
+    }
+    if let Some(source) = std::error::Error::source(transport) {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+    }
+    text
+}
+
+/// Streams the body into `file`; a read error (reset, timeout, early close) is retryable
+/// and the bytes written so far stay in the `.part` file for the next attempt to resume.
+fn copy_body(
+    mut body: impl Read,
+    file: &mut File,
+    part: &Path,
+    mut written: u64,
+    progress: &mut Progress,
+) -> Result<(), Failure> {
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = match body.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) => {
+                return Err(Failure::Retry {
+                    reason: format!("connection lost after {written} bytes: {err}"),
+                    retry_after: None,
+                })
+            }
+        };
+        file.write_all(&buf[..n])
+            .map_err(io_error("write to", part))?;
+        written += n as u64;
+        progress.update(written);
+    }
+    progress.finish(written);
+    Ok(())
+}
+
+/// Opens the `.part` file for appending at `start`, or truncated when `start` is 0.
+fn open_part(part: &Path, start: u64) -> Result<File, SifError> {
+    let mut options = OpenOptions::new();
+    if start == 0 {
+        options.write(true).create(true).truncate(true);
+    } else {
+        options.append(true);
+    }
+    options
+        .open(part)
+        .map_err(io_error("open download file", part))
+}
+
+/// Length of `path`, or 0 if it does not exist.
+fn file_len(path: &Path) -> Result<u64, SifError> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok(meta.len()),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(err) => Err(io_error("inspect download file", path)(err)),
+    }
+}
+
+fn remove_if_exists(path: &Path) -> Result<(), SifError> {
+    match fs::remove_file(path) {
+        Err(err) if err.kind() != io::ErrorKind::NotFound => {
+            Err(io_error("remove stale download", path)(err))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Seconds form of `Retry-After`, capped; the HTTP-date form falls back to our backoff.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs = value.trim().parse::<u64>().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+/// First byte of a `Content-Range: bytes <first>-<last>/<total>` header.
+fn content_range_start(value: &str) -> Option<u64> {
+    let range = value.trim().strip_prefix("bytes ")?;
+    let (first, _) = range.split_once('-')?;
+    first.trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_parsed_and_capped() {
+        assert_eq!(parse_retry_after("0"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after(" 5 "), Some(Duration::from_secs(5)));
+        assert_eq!(parse_retry_after("120"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+    }
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.attempts, 5);
+        assert_eq!(policy.backoff(0), Duration::from_millis(500));
+        assert_eq!(policy.backoff(1), Duration::from_secs(1));
+        assert_eq!(policy.backoff(3), Duration::from_secs(4));
+        assert_eq!(policy.backoff(7), Duration::from_secs(60));
+        assert_eq!(policy.backoff(200), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn content_range_start_is_parsed() {
+        assert_eq!(content_range_start("bytes 100-299/300"), Some(100));
+        assert_eq!(content_range_start("bytes */300"), None);
+        assert_eq!(content_range_start("items 1-2/3"), None);
+    }
+}

@@ -1,0 +1,719 @@
+//! Tests of the cache as a whole, against a scripted HTTP server on 127.0.0.1.
+//! Tests of pure helpers live next to them (`download.rs`, `progress.rs`).
+
+use super::*;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+// ---------- a scripted HTTP server on 127.0.0.1 ----------
+
+/// What the server saw in one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    path: String,
+    /// Value of the `Range` header, if any.
+    range: Option<String>,
+}
+
+/// What the server does with one request.
+enum Reply {
+    /// 200 with the file, or 206/416 when a `Range: bytes=N-` header is present.
+    File(Vec<u8>),
+    /// Always 200 with the whole file: a server without range support.
+    FileIgnoringRange(Vec<u8>),
+    /// Announces all of `data` in Content-Length, then closes after `sent` bytes.
+    Truncated { data: Vec<u8>, sent: usize },
+    /// An empty response with this status and these extra headers.
+    Status(u16, Vec<(&'static str, String)>),
+}
+
+struct Server {
+    base: String,
+    hits: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Server {
+    /// `script(n, request)` chooses the reply to the n-th request (counting from 0).
+    fn start(script: impl Fn(usize, &Seen) -> Reply + Send + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (thread_hits, thread_seen) = (Arc::clone(&hits), Arc::clone(&seen));
+        // The thread lives until the test binary exits; it only blocks in accept().
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let Some(request) = read_request(&stream) else {
+                    continue;
+                };
+                let n = thread_hits.fetch_add(1, Ordering::SeqCst);
+                thread_seen.lock().unwrap().push(request.clone());
+                send_reply(stream, &request, script(n, &request));
+            }
+        });
+        Server { base, hits, seen }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    fn ranges(&self) -> Vec<Option<String>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.range.clone())
+            .collect()
+    }
+}
+
+fn read_request(stream: &TcpStream) -> Option<Seen> {
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1)?.to_owned();
+    let mut range = None;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.trim().eq_ignore_ascii_case("range") {
+                range = Some(value.trim().to_owned());
+            }
+        }
+    }
+    Some(Seen { path, range })
+}
+
+fn send_reply(mut stream: TcpStream, request: &Seen, reply: Reply) {
+    let (status, headers, body, sent) = match reply {
+        Reply::File(data) => file_reply(data, request.range.as_deref()),
+        Reply::FileIgnoringRange(data) => {
+            let len = data.len();
+            (200, vec![], data, len)
+        }
+        Reply::Truncated { data, sent } => (200, vec![], data, sent),
+        Reply::Status(status, headers) => (status, headers, vec![], 0),
+    };
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reason(status),
+        body.len()
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    // The client may legitimately hang up early; errors are of no interest here.
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(&body[..sent]);
+    let _ = stream.flush();
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+type Response = (u16, Vec<(&'static str, String)>, Vec<u8>, usize);
+
+fn file_reply(data: Vec<u8>, range: Option<&str>) -> Response {
+    let len = data.len();
+    let Some(first) = range.and_then(|r| r.strip_prefix("bytes=")) else {
+        return (200, vec![], data, len);
+    };
+    let first: usize = first.trim_end_matches('-').parse().unwrap();
+    if first >= len {
+        return (
+            416,
+            vec![("Content-Range", format!("bytes */{len}"))],
+            vec![],
+            0,
+        );
+    }
+    let content_range = format!("bytes {first}-{}/{len}", len - 1);
+    let rest = data[first..].to_vec();
+    let sent = rest.len();
+    (206, vec![("Content-Range", content_range)], rest, sent)
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        206 => "Partial Content",
+        403 => "Forbidden",
+        404 => "Not Found",
+        416 => "Range Not Satisfiable",
+        429 => "Too Many Requests",
+        503 => "Service Unavailable",
+        _ => "Whatever",
+    }
+}
+
+// ---------- helpers ----------
+
+const SIZE: usize = 300 * 1024;
+
+/// Deterministic pseudo-random bytes (xorshift64).
+fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    format!("{:x}", Md5::digest(data))
+}
+
+fn fast_retry(attempts: u32) -> RetryPolicy {
+    RetryPolicy {
+        attempts,
+        first_backoff: Duration::from_millis(1),
+    }
+}
+
+fn cache(dir: &Path) -> SifCache {
+    SifCache::new(dir).with_retry(fast_retry(5))
+}
+
+fn source(server: &Server, data: &[u8]) -> SifSource {
+    SifSource {
+        url: server.url("/images/img.sif"),
+        name: "img".to_owned(),
+        md5: md5_hex(data),
+    }
+}
+
+/// Files in `dir` whose names start with `img.sif.bad-`.
+fn bad_files(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("img.sif.bad-")
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn assert_verified(path: &Path, dir: &Path, data: &[u8]) {
+    assert_eq!(path, dir.join("img.sif"));
+    assert!(
+        fs::read(path).unwrap() == data,
+        "cached file differs from the payload"
+    );
+    assert!(!dir.join("img.sif.part").exists(), ".part file left behind");
+}
+
+// ---------- downloading and reuse ----------
+
+#[test]
+fn fetch_downloads_and_verifies() {
+    let data = payload(SIZE, 1);
+    let server = Server::start({
+        let data = data.clone();
+        move |_, _| Reply::File(data.clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = cache(dir.path()).fetch(&source(&server, &data)).unwrap();
+    assert_verified(&path, dir.path(), &data);
+    assert_eq!(server.hits(), 1);
+    assert_eq!(server.ranges(), vec![None]);
+    assert_eq!(server.seen.lock().unwrap()[0].path, "/images/img.sif");
+}
+
+#[test]
+fn new_creates_missing_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a").join("b");
+    let cache = SifCache::new(&nested);
+    assert!(nested.is_dir());
+    assert_eq!(cache.dir(), nested);
+}
+
+#[test]
+fn second_fetch_reuses_cached_file_without_requests() {
+    let data = payload(SIZE, 2);
+    let server = Server::start({
+        let data = data.clone();
+        move |_, _| Reply::File(data.clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(&server, &data);
+    let cache = cache(dir.path());
+    cache.fetch(&src).unwrap();
+    let again = cache.fetch(&src).unwrap();
+    // A fresh cache on the same folder, as in a later run, reuses it too.
+    let later = SifCache::new(dir.path()).fetch(&src).unwrap();
+    assert_eq!(server.hits(), 1);
+    assert_verified(&again, dir.path(), &data);
+    assert_eq!(later, again);
+}
+
+#[test]
+fn md5_is_compared_case_insensitively() {
+    let data = payload(SIZE, 3);
+    let server = Server::start({
+        let data = data.clone();
+        move |_, _| Reply::File(data.clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = source(&server, &data);
+    src.md5 = src.md5.to_ascii_uppercase();
+    let cache = cache(dir.path());
+    cache.fetch(&src).unwrap();
+    cache.fetch(&src).unwrap();
+    assert_eq!(server.hits(), 1);
+    assert!(bad_files(dir.path()).is_empty());
+}
+
+#[test]
+fn corrupted_cached_file_is_moved_aside_and_redownloaded() {
+    let data = payload(SIZE, 4);
+    let server = Server::start({
+        let data = data.clone();
+        move |_, _| Reply::File(data.clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(&server, &data);
+    let cache = cache(dir.path());
+    let path = cache.fetch(&src).unwrap();
+
+    let mut corrupted = fs::read(&path).unwrap();
+    corrupted[1000] ^= 0xff;
+    fs::write(&path, &corrupted).unwrap();
+
+    let path = cache.fetch(&src).unwrap();
+    assert_eq!(server.hits(), 2);
+    assert_eq!(server.ranges(), vec![None, None]);
+    assert_verified(&path, dir.path(), &data);
+    let bad = bad_files(dir.path());
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert!(
+        fs::read(&bad[0]).unwrap() == corrupted,
+        "evidence was altered"
+    );
+}
+
+// ---------- md5 mismatches ----------
+
+#[test]
+fn md5_mismatch_twice_keeps_evidence_and_names_both_hashes() {
+    let good = payload(SIZE, 5);
+    let wrong = payload(SIZE, 6);
+    let server = Server::start({
+        let wrong = wrong.clone();
+        move |_, _| Reply::File(wrong.clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(&server, &good);
+    let err = cache(dir.path()).fetch(&src).unwrap_err();
+
+    let message = err.to_string();
+    let SifError::Md5Mismatch {
+        url,
+        expected,
+        actual,
+        path_of_bad_file,
+    } = err
+    else {
+        panic!("expected Md5Mismatch, got {message}");
+    };
+    assert_eq!(url, src.url);
+    assert_eq!(expected, md5_hex(&good));
+    assert_eq!(actual, md5_hex(&wrong));
+    assert!(
+        message.contains(&expected) && message.contains(&actual),
+        "{message}"
+    );
+    assert!(fs::read(&path_of_bad_file).unwrap() == wrong);
+
+    assert_eq!(server.hits(), 2);
+    // The second download started from scratch rather than resuming.
+    assert_eq!(server.ranges(), vec![None, None]);
+    // Both bad downloads are kept, neither overwrote the other.
+    assert_eq!(bad_files(dir.path()).len(), 2);
+    assert!(bad_files(dir.path()).contains(&path_of_bad_file));
+    assert!(!dir.path().join("img.sif").exists());
+    assert!(!dir.path().join("img.sif.part").exists());
+}
+
+#[test]
+fn bad_first_download_is_replaced_by_a_fresh_second_one() {
+    let good = payload(SIZE, 7);
+    let wrong = payload(SIZE, 8);
+    let server = Server::start({
+        let (good, wrong) = (good.clone(), wrong.clone());
+        move |n, _| Reply::File(if n == 0 { wrong.clone() } else { good.clone() })
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = cache(dir.path()).fetch(&source(&server, &good)).unwrap();
+    assert_verified(&path, dir.path(), &good);
+    assert_eq!(server.hits(), 2);
+    assert_eq!(server.ranges(), vec![None, None]);
+    let bad = bad_files(dir.path());
+    assert_eq!(bad.len(), 1);
+    assert!(fs::read(&bad[0]).unwrap() == wrong);
+}
+
+// ---------- HTTP errors ----------
+
+#[test]
+fn not_found_fails_at_once() {
+    let server = Server::start(|_, _| Reply::Status(404, vec![]));
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(&server, b"anything");
+    let err = cache(dir.path()).fetch(&src).unwrap_err();
+    assert!(
+        matches!(&err, SifError::NotFound { url } if *url == src.url),
+        "{err:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&src.url) && message.contains("404"),
+        "{message}"
+    );
+    assert_eq!(server.hits(), 1);
+}
+
+#[test]
+fn other_client_errors_fail_at_once() {
+    let server = Server::start(|_, _| Reply::Status(403, vec![]));
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(&server, b"anything");
+    let err = cache(dir.path()).fetch(&src).unwrap_err();
+    assert!(
+        matches!(&err, SifError::Http { url, status: 403 } if *url == src.url),
+        "{err:?}"
+    );
+    assert_eq!(server.hits(), 1);
+}
+
+#[test]
+fn retries_503_then_succeeds() {
+    let data = payload(SIZE, 9);
+    let server = Server::start({
+        let data = data.clone();
+        move |n, _| match n {
+            0 | 1 => Reply::Status(503, vec![]),
+            _ => Reply::File(data.clone()),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = cache(dir.path()).fetch(&source(&server, &data)).unwrap();
+    assert_verified(&path, dir.path(), &data);
+    assert_eq!(server.hits(), 3);
+}
+
+#[test]
+fn honours_retry_after_on_429() {
+    let data = payload(SIZE, 10);
+    let server = Server::start({
+        let data = data.clone();
+        move |n, _| match n {
+            0 => Reply::Status(429, vec![("Retry-After", "0".to_owned())]),
+            _ => Reply::File(data.clone()),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // Without Retry-After the pause would be 30 s.
+    let cache = SifCache::new(dir.path()).with_retry(RetryPolicy {
+        attempts: 3,
+        first_backoff: Duration::from_secs(30),
+    });
+    let started = Instant::now();
+    let path = cache.fetch(&source(&server, &data)).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_verified(&path, dir.path(), &data);
+    assert_eq!(server.hits(), 2);
+}
+
+#[test]
+fn always_503_gives_transient_error_after_all_attempts() {
+    let server = Server::start(|_, _| Reply::Status(503, vec![]));
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(&server, b"anything");
+    let err = SifCache::new(dir.path())
+        .with_retry(fast_retry(3))
+        .fetch(&src)
+        .unwrap_err();
+    let message = err.to_string();
+    match err {
+        SifError::Transient {
+            url,
+            attempts,
+            last,
+        } => {
+            assert_eq!(url, src.url);
+            assert_eq!(attempts, 3);
+            assert!(last.contains("503"), "{last}");
+        }
+        other => panic!("expected Transient, got {other:?}"),
+    }
+    assert!(message.contains(&src.url), "{message}");
+    assert_eq!(server.hits(), 3);
+    assert!(!dir.path().join("img.sif").exists());
+}
+
+#[test]
+fn refused_connection_is_retried_then_reported() {
+    // Bind and drop to get a loopback port that nobody listens on.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let src = SifSource {
+        url: format!("http://127.0.0.1:{port}/img.sif"),
+        name: "img".to_owned(),
+        md5: md5_hex(b"x"),
+    };
+    let err = SifCache::new(dir.path())
+        .with_retry(fast_retry(2))
+        .fetch(&src)
+        .unwrap_err();
+    assert!(
+        matches!(&err, SifError::Transient { attempts: 2, last, .. } if last.contains("connect")),
+        "{err:?}"
+    );
+}
+
+// ---------- resuming ----------
+
+#[test]
+fn truncated_download_resumes_with_range() {
+    let data = payload(SIZE, 11);
+    let half = SIZE / 2;
+    let server = Server::start({
+        let data = data.clone();
+        move |n, _| match n {
+            0 => Reply::Truncated {
+                data: data.clone(),
+                sent: half,
+            },
+            _ => Reply::File(data.clone()),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let path = cache(dir.path()).fetch(&source(&server, &data)).unwrap();
+    assert_verified(&path, dir.path(), &data);
+    assert_eq!(server.ranges(), vec![None, Some(format!("bytes={half}-"))]);
+}
+
+#[test]
+fn leftover_part_file_is_resumed() {
+    let data = payload(SIZE, 12);
+    let server = Server::start({
+        let data = data.clone();
+        move |_, _| Reply::File(data.clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("img.sif.part"), &data[..100_000]).unwrap();
+    let path = cache(dir.path())
+        .with_progress(true)
+        .fetch(&source(&server, &data))
+        .unwrap();
+    assert_verified(&path, dir.path(), &data);
+    assert_eq!(server.ranges(), vec![Some("bytes=100000-".to_owned())]);
+}
+
+#[test]
+fn server_without_range_support_restarts_from_zero() {
+    let data = payload(SIZE, 13);
+    let server = Server::start({
+        let data = data.clone();
+        move |_, _| Reply::FileIgnoringRange(data.clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // Garbage that would break the md5 if the 200 body were appended to it.
+    fs::write(dir.path().join("img.sif.part"), vec![0xAA; 1000]).unwrap();
+    let path = cache(dir.path()).fetch(&source(&server, &data)).unwrap();
+    assert_verified(&path, dir.path(), &data);
+    assert_eq!(server.ranges(), vec![Some("bytes=1000-".to_owned())]);
+    assert!(bad_files(dir.path()).is_empty());
+}
+
+#[test]
+fn range_not_satisfiable_restarts_from_zero() {
+    let data = payload(SIZE, 14);
+    let server = Server::start({
+        let data = data.clone();
+        move |_, _| Reply::File(data.clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // Longer than the real file, so the server answers 416.
+    let too_long = SIZE + 10;
+    fs::write(dir.path().join("img.sif.part"), vec![0; too_long]).unwrap();
+    let path = cache(dir.path()).fetch(&source(&server, &data)).unwrap();
+    assert_verified(&path, dir.path(), &data);
+    assert_eq!(
+        server.ranges(),
+        vec![Some(format!("bytes={too_long}-")), None]
+    );
+}
+
+// ---------- input validation ----------
+
+#[test]
+fn bad_names_are_rejected_without_request_or_disk_access() {
+    let server = Server::start(|_, _| Reply::Status(500, vec![]));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path());
+    for name in [
+        "../x", "a/b", "", "..", ".", "a\\b", "x\0y", "..hidden", "/abs",
+    ] {
+        let src = SifSource {
+            url: server.url("/img.sif"),
+            name: name.to_owned(),
+            md5: md5_hex(b"x"),
+        };
+        match cache.fetch(&src) {
+            Err(SifError::BadName { name: got }) => assert_eq!(got, name),
+            other => panic!("name {name:?} gave {other:?}"),
+        }
+    }
+    assert_eq!(server.hits(), 0);
+    assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn plain_names_are_accepted() {
+    for name in [
+        "Basset",
+        "DeepSEA.v0.94",
+        "kipoi-docker_shared-env",
+        "a..b",
+        ".hidden",
+    ] {
+        assert!(validate_name(name).is_ok(), "{name}");
+    }
+}
+
+#[test]
+fn bad_md5_is_rejected_without_request() {
+    let server = Server::start(|_, _| Reply::Status(500, vec![]));
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path());
+    let not_hex = "z".repeat(32);
+    let too_long = "a".repeat(33);
+    for md5 in ["", "abc", not_hex.as_str(), too_long.as_str()] {
+        let src = SifSource {
+            url: server.url("/img.sif"),
+            name: "img".to_owned(),
+            md5: md5.to_owned(),
+        };
+        let err = cache.fetch(&src).unwrap_err();
+        assert!(
+            matches!(&err, SifError::BadMd5 { md5: got, .. } if got == md5),
+            "{err:?}"
+        );
+    }
+    assert_eq!(server.hits(), 0);
+}
+
+// ---------- concurrency ----------
+
+#[test]
+fn concurrent_fetches_of_same_name_download_once() {
+    let data = payload(SIZE, 15);
+    let server = Server::start({
+        let data = data.clone();
+        move |_, _| {
+            // Keep the first download busy so the second thread arrives meanwhile.
+            thread::sleep(Duration::from_millis(200));
+            Reply::File(data.clone())
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path());
+    let src = source(&server, &data);
+    let results: Vec<_> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..2).map(|_| scope.spawn(|| cache.fetch(&src))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for result in results {
+        assert_verified(&result.unwrap(), dir.path(), &data);
+    }
+    assert_eq!(server.hits(), 1);
+}
+
+// ---------- pure helpers ----------
+
+#[test]
+fn md5_file_matches_known_vectors_and_streams() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    fs::write(&path, b"").unwrap();
+    assert_eq!(md5_file(&path).unwrap(), "d41d8cd98f00b204e9800998ecf8427e");
+    fs::write(&path, b"abc").unwrap();
+    assert_eq!(md5_file(&path).unwrap(), "900150983cd24fb0d6963f7d28e17f72");
+    // Larger than one chunk, so several reads are combined.
+    let big = payload(2 * CHUNK + 7, 16);
+    fs::write(&path, &big).unwrap();
+    assert_eq!(md5_file(&path).unwrap(), md5_hex(&big));
+    assert!(md5_file(&dir.path().join("missing")).is_err());
+}
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+    let map: HashMap<String, OsString> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), OsString::from(v)))
+        .collect();
+    move |key| map.get(key).cloned()
+}
+
+#[test]
+fn default_dir_prefers_singularity_pull_folder() {
+    let env = env_of(&[
+        ("SINGULARITY_PULL_FOLDER", "/pull"),
+        ("XDG_CACHE_HOME", "/xdg"),
+        ("HOME", "/home/u"),
+    ]);
+    assert_eq!(default_dir_from(env), Some(PathBuf::from("/pull")));
+}
+
+#[test]
+fn default_dir_uses_xdg_cache_home_when_pull_folder_is_empty() {
+    let env = env_of(&[
+        ("SINGULARITY_PULL_FOLDER", ""),
+        ("XDG_CACHE_HOME", "/xdg"),
+        ("HOME", "/home/u"),
+    ]);
+    assert_eq!(
+        default_dir_from(env),
+        Some(PathBuf::from("/xdg/zoo-runner/sif"))
+    );
+}
+
+#[test]
+fn default_dir_falls_back_to_home() {
+    let env = env_of(&[("XDG_CACHE_HOME", ""), ("HOME", "/home/u")]);
+    assert_eq!(
+        default_dir_from(env),
+        Some(PathBuf::from("/home/u/.cache/zoo-runner/sif"))
+    );
+    assert_eq!(default_dir_from(env_of(&[])), None);
+}
