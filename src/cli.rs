@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::partition::Partition;
 use crate::plan::RuntimeKind;
 use crate::units::{parse_duration, parse_size};
 
@@ -103,6 +104,10 @@ pub struct Cli {
     /// Start no new case after the first failure; the rest are reported not run.
     #[arg(long)]
     pub fail_fast: bool,
+
+    /// Keep one shard of the cases for a CI matrix: hash:M/N (stable by name) or count:M/N.
+    #[arg(long, value_name = "SCHEME:M/N")]
+    pub partition: Option<Partition>,
 
     /// Folder for downloaded SIF files (default: $SINGULARITY_PULL_FOLDER, else a user cache).
     #[arg(long, value_name = "DIR")]
@@ -209,6 +214,13 @@ mod tests {
         assert_eq!(cli.keep_output, 1 << 20);
         assert_eq!(cli.runtime.kinds().len(), 2);
         assert!(try_parse(&["--timeout", "soon"]).is_err());
+        assert_eq!(
+            parse(&["--partition", "hash:1/3"])
+                .partition
+                .map(|p| p.total),
+            Some(3)
+        );
+        assert!(try_parse(&["--partition", "hash:4/3"]).is_err());
         let help = Cli::command_with_help().render_long_help().to_string();
         assert!(
             help.contains(ABOUT)

@@ -13,6 +13,7 @@ mod capture;
 mod catalog;
 mod cli;
 mod harness;
+mod partition;
 mod plan;
 mod record;
 mod report;
@@ -77,6 +78,7 @@ fn load(cli: &Cli) -> anyhow::Result<(Spec, Catalog, Vec<Case>)> {
         slim: cli.slim,
         runtimes: cli.runtime.kinds(),
         timeout: cli.timeout,
+        partition: cli.partition,
     };
     let cases = plan::plan(&catalog, &spec, &selection)?;
     Ok((spec, catalog, cases))

@@ -16,6 +16,7 @@ use std::fmt;
 use thiserror::Error;
 
 use crate::catalog::{group_of, Catalog, SifEntry};
+use crate::partition::Partition;
 use crate::spec::{CasePlan, Spec};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -49,6 +50,7 @@ pub struct Selection {
     pub slim: bool,
     pub runtimes: Vec<RuntimeKind>,
     pub timeout: Option<std::time::Duration>,
+    pub partition: Option<Partition>,
 }
 
 /// One test: a model in one runtime.
@@ -154,7 +156,10 @@ pub fn plan(catalog: &Catalog, spec: &Spec, sel: &Selection) -> Result<Vec<Case>
             });
         }
     }
-    Ok(cases)
+    Ok(match sel.partition {
+        Some(p) => p.keep(cases, |c| c.name.as_str()),
+        None => cases,
+    })
 }
 
 fn models_of_image(
@@ -332,6 +337,23 @@ mod tests {
         assert_eq!(names(&cases), ["docker::Basenji", "singularity::Basenji"]);
         assert_eq!(cases[0].image, "kipoi/kipoi-docker:sharedpy3keras2tf1-slim");
         assert!(cases[1].sif.as_ref().unwrap().name.ends_with("-slim"));
+    }
+
+    #[test]
+    fn partitions_split_the_plan() {
+        let (cat, spec) = kipoi();
+        let all = plan(&cat, &spec, &Selection::default()).unwrap();
+        let mut seen = 0;
+        for m in 1..=3 {
+            let sel = Selection {
+                partition: Some(format!("hash:{m}/3").parse().unwrap()),
+                ..Default::default()
+            };
+            let shard = plan(&cat, &spec, &sel).unwrap();
+            assert!(shard.len() < all.len());
+            seen += shard.len();
+        }
+        assert_eq!(seen, all.len());
     }
 
     #[test]
