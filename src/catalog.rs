@@ -126,6 +126,11 @@ impl Catalog {
         all
     }
 
+    /// The images docker-to-model.json lists models for.
+    pub fn served_images(&self) -> impl Iterator<Item = &str> {
+        self.image_to_models.keys().map(String::as_str)
+    }
+
     /// Every model named in docker-to-model.json.
     pub fn models(&self) -> impl Iterator<Item = &str> {
         self.image_to_models

@@ -97,20 +97,24 @@ fn resolve_default(given: &Path, default: &str) -> PathBuf {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let (spec, _catalog, cases) = load(&cli)?;
-    let args = cli.harness_args();
-    let run_id = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or_default()
-    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
+    let code = execute(&cli, &spec, &cases, &rt);
+    // A SIF download abandoned on Ctrl-C may still hold a blocking thread: don't wait for it.
+    rt.shutdown_background();
+    code
+}
+
+fn execute(
+    cli: &Cli,
+    spec: &Spec,
+    cases: &[Case],
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<ExitCode> {
+    let args = cli.harness_args();
     let cancel = Cancel::new();
     let settings = Settings {
         env: spec.container_env(|name| std::env::var(name).ok()),
@@ -121,10 +125,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         retries: cli.retries,
         fail_fast: cli.fail_fast,
     };
-
     if args.list {
         let harness = Harness::new(rt.handle().clone(), unused(), unused(), cancel, settings);
-        let _listed = libtest_mimic::run(&args, harness.trials(&cases));
+        let _listed = libtest_mimic::run(&args, harness.trials(cases));
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -138,7 +141,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .iter()
             .any(|c| c.runtime == kind && c.plan.skip.is_none())
     };
-
+    let run_id = new_run_id();
     let mut extra = vec![
         ("run-id".to_string(), run_id.clone()),
         (
@@ -148,13 +151,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         ("spec".to_string(), spec.path.display().to_string()),
     ];
     let docker = if needs(RuntimeKind::Docker) {
-        match rt.block_on(DockerRuntime::connect(&run_id, cancel.clone())) {
+        match rt.block_on(connect_docker(&run_id, &cancel)) {
             Ok(d) => {
-                if let Ok(n @ 1..) = rt.block_on(d.sweep_stale()) {
-                    eprintln!("zoo-runner: removed {n} container(s) left by earlier runs that were killed");
-                }
                 extra.push(("docker-version".to_string(), d.version().to_string()));
-                Ok(Arc::new(d))
+                Ok(d)
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -167,27 +167,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         unused()
     };
     let singularity = if needs(RuntimeKind::Singularity) {
-        let setup = find_binary(cli.singularity_bin.as_deref()).map(|bin| {
-            let dir = cli.sif_dir.clone().unwrap_or_else(SifCache::default_dir);
-            let cache = SifCache::new(dir).with_progress(true);
-            rt.block_on(SingularityRuntime::new(
-                bin,
-                cache,
-                cli.sif_from_docker,
-                cancel.clone(),
-            ))
-        });
-        match setup {
-            Ok(Ok(s)) => {
-                extra.push(("singularity-version".to_string(), s.version().to_string()));
-                Ok(Arc::new(s))
-            }
-            // Each Singularity case then says why it could not run.
-            Ok(Err(e)) | Err(e) => {
-                eprintln!("error: {e}");
-                Err(e.to_string())
-            }
+        let setup = rt.block_on(setup_singularity(cli, &cancel));
+        if let Ok(s) = &setup {
+            extra.push(("singularity-version".to_string(), s.version().to_string()));
         }
+        setup
     } else {
         unused()
     };
@@ -205,28 +189,65 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         cancel.clone(),
         settings,
     );
-    let conclusion = libtest_mimic::run(&args, harness.trials(&cases));
+    let conclusion = libtest_mimic::run(&args, harness.trials(cases));
     let records = harness.records();
     write_junit(&cli.junit, &records, &extra)?;
 
     if let Some(signal) = cancel.signal() {
         return Ok(ExitCode::from((128 + signal) as u8));
     }
-    let lost = docker.as_ref().is_ok_and(|d| d.daemon_lost());
-    if lost {
+    if docker.as_ref().is_ok_and(|d| d.daemon_lost()) {
         eprintln!(
             "error: the Docker daemon was lost during the run; see {}",
             cli.junit.display()
         );
         return Ok(ExitCode::from(EXIT_DOCKER));
     }
-    Ok(
-        if conclusion.has_failed() || records.iter().any(|r| r.status().is_bad()) {
-            ExitCode::from(101)
-        } else {
-            ExitCode::SUCCESS
-        },
-    )
+    let failed = conclusion.has_failed() || records.iter().any(|r| r.status().is_bad());
+    Ok(if failed {
+        ExitCode::from(101)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Unique per run: the runner's pid and the start time.
+fn new_run_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or_default();
+    format!("{}-{millis}", std::process::id())
+}
+
+/// Connects to the daemon and removes what killed runs left behind.
+async fn connect_docker(
+    run_id: &str,
+    cancel: &Cancel,
+) -> Result<Arc<DockerRuntime>, runtime::docker::DockerError> {
+    let docker = DockerRuntime::connect(run_id, cancel.clone()).await?;
+    match docker.sweep_stale().await {
+        Ok(0) => {}
+        Ok(n) => {
+            eprintln!("zoo-runner: removed {n} container(s) left by earlier runs that were killed")
+        }
+        Err(e) => eprintln!("zoo-runner: could not look for containers of killed runs: {e}"),
+    }
+    Ok(Arc::new(docker))
+}
+
+/// Finds and checks the Apptainer/Singularity binary; on failure each Singularity case says why.
+async fn setup_singularity(cli: &Cli, cancel: &Cancel) -> harness::Runtime<SingularityRuntime> {
+    let setup = async {
+        let bin = find_binary(cli.singularity_bin.as_deref())?;
+        let dir = cli.sif_dir.clone().unwrap_or_else(SifCache::default_dir);
+        let cache = SifCache::new(dir).with_progress(true);
+        SingularityRuntime::new(bin, cache, cli.sif_from_docker, cancel.clone()).await
+    };
+    setup.await.map(Arc::new).map_err(|e| {
+        eprintln!("error: {e}");
+        e.to_string()
+    })
 }
 
 /// A runtime no selected case needs.

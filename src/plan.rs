@@ -110,26 +110,33 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
 }
 
 pub fn plan(catalog: &Catalog, spec: &Spec, sel: &Selection) -> Result<Vec<Case>, PlanError> {
-    let mut models: Vec<String> = Vec::new();
+    // (model, image it runs in): `--image` runs a model in the image named, the other modes in
+    // the image the catalog maps the model to.
+    let mut picked: Vec<(String, String)> = Vec::new();
     let nothing_selected = sel.images.is_empty() && sel.models.is_empty() && sel.groups.is_empty();
     let images: Vec<String> = if nothing_selected {
-        catalog.images().into_iter().map(str::to_string).collect()
+        catalog.served_images().map(str::to_string).collect()
     } else {
         sel.images.clone()
     };
     for image in &images {
-        models.extend(models_of_image(catalog, spec, image, sel.all_models)?);
+        for model in models_of_image(catalog, spec, image, sel.all_models)? {
+            picked.push((model, image.clone()));
+        }
     }
     for group in &sel.groups {
-        models.extend(models_of_group(catalog, spec, group, sel.all_models)?);
+        for model in models_of_group(catalog, spec, group, sel.all_models)? {
+            let image = catalog.image_for(&model).unwrap_or_default().to_string();
+            picked.push((model, image));
+        }
     }
     for model in &sel.models {
-        check_model(catalog, model)?;
-        models.push(model.clone());
+        let image = check_model(catalog, model)?;
+        picked.push((model.clone(), image.to_string()));
     }
 
     let mut seen = BTreeSet::new();
-    models.retain(|m| seen.insert(m.clone()));
+    picked.retain(|(m, _)| seen.insert(m.clone()));
     let runtimes = if sel.runtimes.is_empty() {
         vec![RuntimeKind::Docker]
     } else {
@@ -137,14 +144,11 @@ pub fn plan(catalog: &Catalog, spec: &Spec, sel: &Selection) -> Result<Vec<Case>
     };
     let mut cases = Vec::new();
     for runtime in runtimes {
-        for model in &models {
-            let Some(base_image) = catalog.image_for(model) else {
-                continue; // images without a model-to-docker entry: checked above
-            };
-            let image = if sel.slim && !base_image.ends_with("-slim") {
-                format!("{base_image}-slim")
+        for (model, image) in &picked {
+            let image = if sel.slim && !image.ends_with("-slim") {
+                format!("{image}-slim")
             } else {
-                base_image.to_string()
+                image.clone()
             };
             cases.push(Case {
                 name: format!("{runtime}::{model}"),
@@ -175,11 +179,7 @@ fn models_of_image(
         name: image.to_string(),
         suggestions: closest(image, catalog.images()),
     })?;
-    let models: Vec<String> = models
-        .iter()
-        .filter(|m| catalog.image_for(m).is_some())
-        .cloned()
-        .collect();
+    let models = models.to_vec();
     Ok(if spec.is_shared_image(bare) && !all_models {
         one_per_group(models)
     } else {
@@ -212,8 +212,8 @@ fn models_of_group(
 }
 
 /// A model is known when the catalog maps it (or its group) to an image, and, where the image's
-/// model list is known, that list holds it.
-fn check_model(catalog: &Catalog, model: &str) -> Result<(), PlanError> {
+/// model list is known, that list holds it. Returns the image.
+fn check_model<'a>(catalog: &'a Catalog, model: &str) -> Result<&'a str, PlanError> {
     let unknown = || PlanError {
         kind: "model",
         name: model.to_string(),
@@ -226,7 +226,7 @@ fn check_model(catalog: &Catalog, model: &str) -> Result<(), PlanError> {
         {
             Err(unknown())
         }
-        _ => Ok(()),
+        _ => Ok(image),
     }
 }
 
@@ -337,6 +337,23 @@ mod tests {
         assert_eq!(names(&cases), ["docker::Basenji", "singularity::Basenji"]);
         assert_eq!(cases[0].image, "kipoi/kipoi-docker:sharedpy3keras2tf1-slim");
         assert!(cases[1].sif.as_ref().unwrap().name.ends_with("-slim"));
+    }
+
+    #[test]
+    fn an_image_named_on_the_command_line_is_the_one_used() {
+        let (cat, spec) = kipoi();
+        let sel = Selection {
+            images: vec!["kipoi/kipoi-docker:mmsplice-slim".into()],
+            ..Default::default()
+        };
+        let cases = plan(&cat, &spec, &sel).unwrap();
+        assert_eq!(cases.len(), 4);
+        assert!(cases
+            .iter()
+            .all(|c| c.image == "kipoi/kipoi-docker:mmsplice-slim"));
+        let everything = plan(&cat, &spec, &Selection::default()).unwrap();
+        let images: BTreeSet<&str> = everything.iter().map(|c| c.image.as_str()).collect();
+        assert_eq!(images.len(), 19);
     }
 
     #[test]

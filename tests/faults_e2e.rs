@@ -5,9 +5,8 @@
 
 mod common;
 
-use std::io::Read;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -16,43 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const FAULTS: &str = "fixtures/faults/spec.toml";
-
-fn spawn_runner(args: &[&str], env: &[(&str, &str)]) -> Child {
-    let mut cmd = Command::new(bin());
-    cmd.current_dir(root())
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.spawn().expect("zoo-runner starts")
-}
-
-/// Collects a spawned runner's exit code and output.
-fn finish(mut child: Child) -> Run {
-    let mut stdout = String::new();
-    let mut stderr = String::new();
-    let out = child.stdout.take();
-    let err = child.stderr.take();
-    let t = thread::spawn(move || {
-        let mut s = String::new();
-        if let Some(mut e) = err {
-            let _ = e.read_to_string(&mut s);
-        }
-        s
-    });
-    if let Some(mut o) = out {
-        let _ = o.read_to_string(&mut stdout);
-    }
-    stderr.push_str(&t.join().unwrap());
-    let status = child.wait().unwrap();
-    Run {
-        code: status.code().unwrap_or(-1),
-        stdout,
-        stderr,
-    }
-}
 
 /// Containers (any state) created by the runner process `pid`, optionally for one case.
 fn containers_of(pid: u32, case: Option<&str>) -> Vec<String> {
@@ -87,12 +49,6 @@ fn wait_for_container(pid: u32, case: &str) -> String {
         );
         thread::sleep(Duration::from_millis(200));
     }
-}
-
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill(2) on a child process we spawned.
-    let rc = unsafe { libc::kill(pid as i32, sig) };
-    assert_eq!(rc, 0, "signal delivered");
 }
 
 fn error_of<'a>(doc: &'a roxmltree::Document<'a>, model: &str) -> roxmltree::Node<'a, 'a> {

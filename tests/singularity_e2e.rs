@@ -420,3 +420,65 @@ fn a_hanging_apptainer_case_is_killed_with_its_process_group() {
     let left = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(left.is_empty(), "launcher containers left: {left}");
 }
+
+#[test]
+fn an_interrupt_does_not_wait_for_a_stalled_download() {
+    let sif = fixture_sif();
+    let server = Server::start();
+    server.script(SIF_PATH, vec![Reply::Stall(Arc::clone(&sif))]);
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog(
+        dir.path(),
+        &server.url(SIF_PATH),
+        &md5_hex(&sif),
+        "kipoi-fixture",
+    );
+    let junit = junit_path(&dir);
+    let process = spawn_runner(
+        &[
+            "--spec",
+            "fixtures/spec.toml",
+            "--catalog",
+            cat.to_str().unwrap(),
+            "--runtime",
+            "singularity",
+            "--singularity-bin",
+            &apptainer(),
+            "--sif-dir",
+            dir.path().join("sifs").to_str().unwrap(),
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let start = std::time::Instant::now();
+    while server.requests(SIF_PATH).is_empty() {
+        assert!(start.elapsed().as_secs() < 60, "the download started");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let interrupted = std::time::Instant::now();
+    signal(process.id(), libc::SIGINT);
+    let run = finish(process);
+    // The stalled server holds the connection for 60 s; the runner must not.
+    assert!(
+        interrupted.elapsed().as_secs() < 30,
+        "{:?}\n{}",
+        interrupted.elapsed(),
+        run.all()
+    );
+    assert_eq!(run.code, 130, "{}", run.all());
+    let text = read_junit(&junit);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let skipped: Vec<_> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("skipped"))
+        .collect();
+    assert_eq!(skipped.len(), 3, "{text}");
+    assert!(
+        skipped
+            .iter()
+            .all(|n| n.attribute("type") == Some("not-run")),
+        "{text}"
+    );
+}

@@ -154,9 +154,15 @@ impl DockerRuntime {
                 req.keep,
             );
         }
-        let image_id = match self.ensure_image(image).await {
-            Ok(id) => id,
-            Err(reason) => return Execution::errored(reason, req.keep),
+        // A pull can take long: an interruption does not wait for it.
+        let image_id = tokio::select! {
+            ready = self.ensure_image(image) => match ready {
+                Ok(id) => id,
+                Err(reason) => return Execution::errored(reason, req.keep),
+            },
+            _ = self.cancel.reached(Level::Stop) => {
+                return Execution::before_start(Outcome::Interrupted, req.keep)
+            }
         };
         let mut properties = vec![
             ("image".to_string(), image.to_string()),

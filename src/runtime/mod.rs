@@ -64,10 +64,18 @@ pub struct Execution {
 impl Execution {
     /// An error before anything ran.
     pub fn errored(reason: impl Into<String>, keep: usize) -> Self {
-        Self {
-            outcome: Outcome::Errored {
+        Self::before_start(
+            Outcome::Errored {
                 reason: reason.into(),
             },
+            keep,
+        )
+    }
+
+    /// An end reached before the command started (no output).
+    pub fn before_start(outcome: Outcome, keep: usize) -> Self {
+        Self {
+            outcome,
             stdout: Captured::new(keep),
             stderr: Captured::new(keep),
             duration: Duration::ZERO,

@@ -99,9 +99,15 @@ impl SingularityRuntime {
 
     pub async fn run(&self, case: &Case, req: &RunRequest) -> Execution {
         let started = Instant::now();
-        let sif = match self.sif_for(case).await {
-            Ok(path) => path,
-            Err(reason) => return Execution::errored(reason, req.keep),
+        // A download can take long: an interruption does not wait for it.
+        let sif = tokio::select! {
+            ready = self.sif_for(case) => match ready {
+                Ok(path) => path,
+                Err(reason) => return Execution::errored(reason, req.keep),
+            },
+            _ = self.cancel.reached(Level::Stop) => {
+                return Execution::before_start(Outcome::Interrupted, req.keep)
+            }
         };
         let mut args: Vec<String> = vec!["exec".into(), "--cleanenv".into()];
         if let Some(dir) = &req.workdir {

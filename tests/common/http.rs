@@ -14,6 +14,8 @@ pub enum Reply {
     /// Announce the whole file, send half, close.
     CutHalfWay(Arc<Vec<u8>>),
     Status(u16),
+    /// Announce the whole file, send a little, then say nothing for a minute.
+    Stall(Arc<Vec<u8>>),
 }
 
 #[derive(Default)]
@@ -111,6 +113,17 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                 body.len()
             );
             out.write_all(&body[..body.len() / 2])
+        }
+        Reply::Stall(body) => {
+            let _ = write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = out.write_all(&body[..1024.min(body.len())]);
+            let _ = out.flush();
+            thread::sleep(std::time::Duration::from_secs(60));
+            Ok(())
         }
         Reply::File(body) => {
             let start = range

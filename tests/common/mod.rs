@@ -4,8 +4,9 @@
 
 pub mod http;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 
 pub const FIXTURE_IMAGE: &str = "local/kipoi-fixture:py3";
 
@@ -173,4 +174,49 @@ pub fn containers_with_label(label: &str) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// Starts the runner from the project root without waiting for it.
+pub fn spawn_runner(args: &[&str], env: &[(&str, &str)]) -> Child {
+    let mut cmd = Command::new(bin());
+    cmd.current_dir(root())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("zoo-runner starts")
+}
+
+/// Collects a spawned runner's exit code and output.
+pub fn finish(mut child: Child) -> Run {
+    let mut stdout = String::new();
+    let mut stderr = String::new();
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let t = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut e) = err {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    if let Some(mut o) = out {
+        let _ = o.read_to_string(&mut stdout);
+    }
+    stderr.push_str(&t.join().unwrap());
+    let status = child.wait().unwrap();
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout,
+        stderr,
+    }
+}
+
+/// Sends a signal to a process the test spawned.
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on a child process we spawned.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "signal delivered");
 }
