@@ -30,24 +30,9 @@ fn passing_and_broken_models_are_reported_truthfully() {
     let junit = junit_path(&dir);
     let run = runner(&["--spec", SPEC, "--junit", junit.to_str().unwrap()]);
     assert_eq!(run.code, 101, "a failed test exits 101\n{}", run.all());
-    assert_eq!(
-        status_of(&run.stdout, "docker::tiny_linear"),
-        Some("ok"),
-        "{}",
-        run.all()
-    );
-    assert_eq!(
-        status_of(&run.stdout, "docker::tiny_fail_expect"),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
-    assert_eq!(
-        status_of(&run.stdout, "docker::tiny_fail_raise"),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
+    assert_status(&run, "docker::tiny_linear", "ok");
+    assert_status(&run, "docker::tiny_fail_expect", "FAILED");
+    assert_status(&run, "docker::tiny_fail_raise", "FAILED");
     assert!(run.stdout.contains("1 passed; 2 failed"), "{}", run.all());
 
     let text = read_junit(&junit);
@@ -312,18 +297,8 @@ fn an_image_that_cannot_be_had_errors_its_cases_only() {
     let junit = junit_path(&dir);
     let run = runner(&["--spec", &spec, "--junit", junit.to_str().unwrap()]);
     assert_eq!(run.code, 101, "{}", run.all());
-    assert_eq!(
-        status_of(&run.stdout, "docker::tiny_linear"),
-        Some("ok"),
-        "{}",
-        run.all()
-    );
-    assert_eq!(
-        status_of(&run.stdout, "docker::ghost"),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
+    assert_status(&run, "docker::tiny_linear", "ok");
+    assert_status(&run, "docker::ghost", "FAILED");
     let text = read_junit(&junit);
     let doc = roxmltree::Document::parse(&text).unwrap();
     let error = child(testcase(&doc, "ghost"), "error").expect("an error, not a failure");

@@ -8,13 +8,22 @@ mod common;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 const FAULTS: &str = "fixtures/faults/spec.toml";
+
+/// A runner removes the containers of dead runs when it starts. The SIGKILL test needs a moment
+/// in which no other runner of this file starts (it checks what a killed run left), so it takes
+/// this lock for writing and every other test for reading.
+static RUNNERS: RwLock<()> = RwLock::new(());
+
+fn shared_slot() -> RwLockReadGuard<'static, ()> {
+    RUNNERS.read().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Containers (any state) created by the runner process `pid`, optionally for one case.
 fn containers_of(pid: u32, case: Option<&str>) -> Vec<String> {
@@ -58,6 +67,7 @@ fn error_of<'a>(doc: &'a roxmltree::Document<'a>, model: &str) -> roxmltree::Nod
 #[test]
 fn a_hanging_case_times_out_is_stopped_and_keeps_its_output() {
     require_fixture_image();
+    let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let junit = junit_path(&dir);
     let run = runner(&[
@@ -112,6 +122,7 @@ fn a_hanging_case_times_out_is_stopped_and_keeps_its_output() {
 #[test]
 fn out_of_memory_and_signals_are_errors_that_say_so() {
     require_fixture_image();
+    let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let junit = junit_path(&dir);
     let run = runner(&[
@@ -141,6 +152,7 @@ fn out_of_memory_and_signals_are_errors_that_say_so() {
 #[test]
 fn retries_report_a_flaky_case_with_every_attempt() {
     require_fixture_image();
+    let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let junit = junit_path(&dir);
     let j = junit.to_str().unwrap();
@@ -182,6 +194,7 @@ fn retries_report_a_flaky_case_with_every_attempt() {
 #[test]
 fn fail_fast_reports_the_rest_as_not_run() {
     require_fixture_image();
+    let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let junit = junit_path(&dir);
     let run = runner(&[
@@ -192,17 +205,11 @@ fn fail_fast_reports_the_rest_as_not_run() {
         "--fail-fast",
     ]);
     assert_eq!(run.code, 101, "{}", run.all());
-    assert_eq!(
-        status_of(&run.stdout, "docker::tiny_fail_expect"),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
-    assert_eq!(
-        status_of(&run.stdout, "docker::tiny_fail_raise"),
-        Some("ignored (not run: --fail-fast: an earlier case failed)"),
-        "{}",
-        run.all()
+    assert_status(&run, "docker::tiny_fail_expect", "FAILED");
+    assert_status(
+        &run,
+        "docker::tiny_fail_raise",
+        "ignored (not run: --fail-fast: an earlier case failed)",
     );
     let text = read_junit(&junit);
     let doc = roxmltree::Document::parse(&text).unwrap();
@@ -223,6 +230,7 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
 #[test]
 fn a_two_gigabyte_log_flood_keeps_memory_bounded() {
     require_fixture_image();
+    let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let junit = junit_path(&dir);
     let process = spawn_runner(
@@ -289,6 +297,7 @@ fn child_text(doc: &roxmltree::Document<'_>, model: &str, tag: &str) -> String {
 /// Runs tiny_linear, then hang, then signal_exit; interrupts while hang runs.
 fn interrupted_run(signals: &[i32], grace: &str) -> (Run, String, u32, Duration) {
     require_fixture_image();
+    let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let junit = junit_path(&dir);
     let process = spawn_runner(
@@ -394,6 +403,7 @@ fn a_second_interrupt_kills_at_once_and_still_removes() {
 #[test]
 fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
     require_fixture_image();
+    let _alone = RUNNERS.write().unwrap_or_else(|p| p.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let junit = junit_path(&dir);
     let process = spawn_runner(
@@ -533,6 +543,7 @@ fn pipe(mut from: UnixStream, mut to: UnixStream) {
 #[test]
 fn losing_the_daemon_mid_run_is_an_error_with_its_own_exit_code() {
     require_fixture_image();
+    let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let proxy = DaemonProxy::start(dir.path());
     let junit = junit_path(&dir);

@@ -111,24 +111,9 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
     let r = run_singularity(&server, &md5_hex(&sif), &[]);
     let run = &r.run;
     assert_eq!(run.code, 101, "{}", run.all());
-    assert_eq!(
-        status_of(&run.stdout, "singularity::tiny_linear"),
-        Some("ok"),
-        "{}",
-        run.all()
-    );
-    assert_eq!(
-        status_of(&run.stdout, "singularity::tiny_fail_expect"),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
-    assert_eq!(
-        status_of(&run.stdout, "singularity::tiny_fail_raise"),
-        Some("FAILED"),
-        "{}",
-        run.all()
-    );
+    assert_status(run, "singularity::tiny_linear", "ok");
+    assert_status(run, "singularity::tiny_fail_expect", "FAILED");
+    assert_status(run, "singularity::tiny_fail_raise", "FAILED");
     assert_eq!(
         server.requests(SIF_PATH).len(),
         1,
@@ -323,18 +308,8 @@ fn both_runtimes_run_side_by_side() {
         &["--runtime", "all", "tiny_linear"],
     );
     assert_eq!(r.run.code, 0, "{}", r.run.all());
-    assert_eq!(
-        status_of(&r.run.stdout, "docker::tiny_linear"),
-        Some("ok"),
-        "{}",
-        r.run.all()
-    );
-    assert_eq!(
-        status_of(&r.run.stdout, "singularity::tiny_linear"),
-        Some("ok"),
-        "{}",
-        r.run.all()
-    );
+    assert_status(&r.run, "docker::tiny_linear", "ok");
+    assert_status(&r.run, "singularity::tiny_linear", "ok");
     let doc = roxmltree::Document::parse(&r.junit).unwrap();
     let suites: Vec<&str> = doc
         .descendants()

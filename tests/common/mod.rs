@@ -84,6 +84,16 @@ pub fn status_of<'a>(stdout: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Asserts the outcome libtest-mimic printed for a test, showing all output when it differs.
+pub fn assert_status(run: &Run, name: &str, want: &str) {
+    assert_eq!(
+        status_of(&run.stdout, name),
+        Some(want),
+        "{name}\n{}",
+        run.all()
+    );
+}
+
 /// Runs the runner from the project root with the given arguments.
 pub fn runner(args: &[&str]) -> Run {
     runner_env(args, &[])
