@@ -114,9 +114,9 @@ impl Harness {
             }
             let exec = self.execute(case, n + 1);
             let status = judge(&exec, &case.plan);
-            properties = exec.properties.clone();
             let bad = status.is_bad();
             attempts.push(attempt(status, Some(&exec)));
+            properties = exec.properties;
             if !bad {
                 break;
             }

@@ -32,7 +32,7 @@ pub fn judge(exec: &Execution, plan: &CasePlan) -> Status {
             ),
         },
         Outcome::Interrupted => Status::NotRun {
-            reason: "interrupted while running; its container was stopped".into(),
+            reason: "interrupted while running, and stopped".into(),
         },
     };
     match (&plan.expect_failure, status) {
