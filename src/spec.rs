@@ -42,8 +42,6 @@ pub enum SpecError {
         column: usize,
         message: String,
     },
-    #[error("test spec `{path}`: {message}")]
-    Invalid { path: PathBuf, message: String },
 }
 
 /// Which network a test container joins.
@@ -69,23 +67,27 @@ impl Network {
     }
 }
 
-/// What the file says, before checking.
+/// What the file says. Values are checked while they are read, so a bad one is reported with
+/// its line and column.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSpec {
     catalog: Option<String>,
-    command: String,
+    #[serde(deserialize_with = "de_command")]
+    command: Vec<String>,
     workdir: Option<String>,
     #[serde(default)]
     network: Network,
-    timeout: Option<String>,
-    memory: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_duration")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_size")]
+    memory: Option<u64>,
+    #[serde(default, deserialize_with = "de_env")]
     env: Vec<String>,
     #[serde(default)]
     shared_images: Vec<String>,
     #[serde(default)]
-    models: BTreeMap<String, RawRule>,
+    models: BTreeMap<String, toml::Spanned<RawRule>>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -95,10 +97,55 @@ struct RawRule {
     args: Vec<String>,
     skip: Option<String>,
     expect_failure: Option<String>,
-    timeout: Option<String>,
-    memory: Option<String>,
+    #[serde(default, deserialize_with = "de_duration")]
+    timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "de_size")]
+    memory: Option<u64>,
     workdir: Option<String>,
-    command: Option<String>,
+    #[serde(default, deserialize_with = "de_some_command")]
+    command: Option<Vec<String>>,
+}
+
+fn de_command<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    let words = split_command(&text);
+    if words.is_empty() {
+        return Err(serde::de::Error::custom("the command is empty"));
+    }
+    Ok(words)
+}
+
+fn de_some_command<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    de_command(d).map(Some)
+}
+
+fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_duration(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_size(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+fn de_env<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    for entry in &entries {
+        let name = entry.split('=').next().unwrap_or_default();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(serde::de::Error::custom(format!(
+                "env entry `{entry}` must be NAME or NAME=value"
+            )));
+        }
+    }
+    Ok(entries)
 }
 
 /// How one model is treated beyond the common command.
@@ -150,69 +197,41 @@ impl Spec {
     }
 
     pub fn parse(path: &Path, text: &str) -> Result<Self, SpecError> {
-        let raw: RawSpec = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|span| line_and_column(text, span.start))
-                .unwrap_or((0, 0));
+        let at = |offset: usize, message: String| {
+            let (line, column) = line_and_column(text, offset);
             SpecError::Parse {
                 path: path.to_path_buf(),
                 line,
                 column,
-                message: e.message().trim().to_string(),
+                message,
             }
+        };
+        let raw: RawSpec = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|span| span.start).unwrap_or(0);
+            at(offset, e.message().trim().to_string())
         })?;
-        let invalid = |message: String| SpecError::Invalid {
-            path: path.to_path_buf(),
-            message,
-        };
-        let command = split_command(&raw.command);
-        if command.is_empty() {
-            return Err(invalid("`command` is empty".into()));
-        }
-        let duration =
-            |field: &str, text: &Option<String>| -> Result<Option<Duration>, SpecError> {
-                text.as_deref()
-                    .map(|t| parse_duration(t).map_err(|e| invalid(format!("`{field}`: {e}"))))
-                    .transpose()
-            };
-        let size = |field: &str, text: &Option<String>| -> Result<Option<u64>, SpecError> {
-            text.as_deref()
-                .map(|t| parse_size(t).map_err(|e| invalid(format!("`{field}`: {e}"))))
-                .transpose()
-        };
-        for entry in &raw.env {
-            let name = entry.split('=').next().unwrap_or_default();
-            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(invalid(format!(
-                    "`env` entry `{entry}` must be NAME or NAME=value"
-                )));
-            }
-        }
         let mut models = BTreeMap::new();
-        for (name, rule) in &raw.models {
+        for (name, spanned) in raw.models {
+            let rule = spanned.get_ref();
             if rule.skip.is_some() && rule.expect_failure.is_some() {
-                return Err(invalid(format!(
-                    "[models.\"{name}\"] sets both `skip` and `expect_failure`: choose one"
-                )));
+                return Err(at(
+                    spanned.span().start,
+                    format!(
+                        "[models.\"{name}\"] sets both `skip` and `expect_failure`: choose one"
+                    ),
+                ));
             }
-            let command = match &rule.command {
-                Some(c) if split_command(c).is_empty() => {
-                    return Err(invalid(format!("[models.\"{name}\"] `command` is empty")))
-                }
-                Some(c) => Some(split_command(c)),
-                None => None,
-            };
+            let rule = spanned.into_inner();
             models.insert(
-                name.clone(),
+                name,
                 ModelRule {
-                    args: rule.args.clone(),
-                    skip: rule.skip.clone(),
-                    expect_failure: rule.expect_failure.clone(),
-                    timeout: duration(&format!("models.{name}.timeout"), &rule.timeout)?,
-                    memory: size(&format!("models.{name}.memory"), &rule.memory)?,
-                    workdir: rule.workdir.clone(),
-                    command,
+                    args: rule.args,
+                    skip: rule.skip,
+                    expect_failure: rule.expect_failure,
+                    timeout: rule.timeout,
+                    memory: rule.memory,
+                    workdir: rule.workdir,
+                    command: rule.command,
                 },
             );
         }
@@ -220,11 +239,11 @@ impl Spec {
         Ok(Self {
             path: path.to_path_buf(),
             catalog: raw.catalog.as_deref().map(|c| base.join(c)),
-            command,
+            command: raw.command,
             workdir: raw.workdir.filter(|w| !w.is_empty()),
             network: raw.network,
-            timeout: duration("timeout", &raw.timeout)?.unwrap_or(DEFAULT_TIMEOUT),
-            memory: size("memory", &raw.memory)?,
+            timeout: raw.timeout.unwrap_or(DEFAULT_TIMEOUT),
+            memory: raw.memory,
             env: raw.env,
             shared_images: raw.shared_images,
             models,
@@ -404,21 +423,47 @@ workdir = "/w/{model}"
     }
 
     #[test]
-    fn invalid_values_are_explained() {
+    fn invalid_values_are_explained_with_their_position() {
         let cases = [
-            ("command = \"\"", "`command` is empty"),
-            ("command = \"x\"\ntimeout = \"soon\"", "`timeout`"),
-            ("command = \"x\"\nenv = [\"A B\"]", "NAME or NAME=value"),
+            (
+                "command = \"\"",
+                "line 1, column 11",
+                "the command is empty",
+            ),
+            (
+                "command = \"x\"\ntimeout = \"soon\"",
+                "line 2, column 11",
+                "not a duration",
+            ),
+            (
+                "command = \"x\"\nmemory = \"lots\"",
+                "line 2, column 10",
+                "not a size",
+            ),
+            (
+                "command = \"x\"\nenv = [\"A B\"]",
+                "line 2, column 7",
+                "NAME or NAME=value",
+            ),
+            (
+                "command = \"x\"\n[models.A]\ntimeout = \"1x\"",
+                "line 3, column 11",
+                "not a duration",
+            ),
             (
                 "command = \"x\"\n[models.A]\nskip = \"a\"\nexpect_failure = \"b\"",
+                "line 2, column 1",
                 "choose one",
             ),
         ];
-        for (text, want) in cases {
+        for (text, position, want) in cases {
             let err = Spec::parse(Path::new("s.toml"), text)
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains(want), "{text}: {err}");
+            assert!(
+                err.contains(want) && err.contains(position),
+                "{text}: {err}"
+            );
         }
     }
 
