@@ -135,6 +135,7 @@ impl Cli {
                 "{name} {version}\n{about}\n\n{usage-heading} {usage}\n\n{all-args}{after-help}",
             )
             .version(env!("CARGO_PKG_VERSION"))
+            .disable_version_flag(false)
             .about(ABOUT)
             .long_about(ABOUT)
     }
@@ -147,10 +148,18 @@ impl Cli {
     }
 
     /// libtest-mimic's arguments, with our default of one test thread (containers are heavy).
+    /// Spec-skipped cases are ignored at run time (so the reason shows), not flagged ignored:
+    /// `--ignored` is applied by the plan instead (see `main`), and libtest must not filter on it.
     pub fn harness_args(&self) -> libtest_mimic::Arguments {
         let mut args = self.libtest.clone();
         args.test_threads = Some(args.test_threads.unwrap_or(1));
+        args.ignored = false;
         args
+    }
+
+    /// `--ignored` or `--include-ignored`: run the cases the spec marks `skip`.
+    pub fn run_skipped(&self) -> bool {
+        self.libtest.ignored || self.libtest.include_ignored
     }
 }
 
@@ -221,6 +230,8 @@ mod tests {
             Some(3)
         );
         assert!(try_parse(&["--partition", "hash:4/3"]).is_err());
+        let version = try_parse(&["--version"]).unwrap_err();
+        assert_eq!(version.kind(), clap::error::ErrorKind::DisplayVersion);
         let help = Cli::command_with_help().render_long_help().to_string();
         assert!(
             help.contains(ABOUT)

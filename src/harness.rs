@@ -31,6 +31,8 @@ pub struct Settings {
     pub keep: usize,
     pub retries: u32,
     pub fail_fast: bool,
+    /// `--ignored` / `--include-ignored`: run the cases the spec marks `skip` too.
+    pub run_skipped: bool,
 }
 
 pub struct Harness {
@@ -82,7 +84,12 @@ impl Harness {
     }
 
     fn run_case(&self, case: &Case) -> Result<Completion, Failed> {
-        let not_run = if let Some(reason) = &case.plan.skip {
+        let not_run = if let Some(reason) = case
+            .plan
+            .skip
+            .as_ref()
+            .filter(|_| !self.settings.run_skipped)
+        {
             Some(Status::Skipped {
                 reason: reason.clone(),
             })

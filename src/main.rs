@@ -80,7 +80,11 @@ fn load(cli: &Cli) -> anyhow::Result<(Spec, Catalog, Vec<Case>)> {
         timeout: cli.timeout,
         partition: cli.partition,
     };
-    let cases = plan::plan(&catalog, &spec, &selection)?;
+    let mut cases = plan::plan(&catalog, &spec, &selection)?;
+    if cli.libtest.ignored {
+        // libtest's `--ignored`: only what the spec marks skip.
+        cases.retain(|c| c.plan.skip.is_some());
+    }
     Ok((spec, catalog, cases))
 }
 
@@ -124,6 +128,7 @@ fn execute(
         keep: usize::try_from(cli.keep_output).unwrap_or(usize::MAX),
         retries: cli.retries,
         fail_fast: cli.fail_fast,
+        run_skipped: cli.run_skipped(),
     };
     if args.list {
         let harness = Harness::new(rt.handle().clone(), unused(), unused(), cancel, settings);
@@ -139,7 +144,7 @@ fn execute(
     let needs = |kind| {
         selected
             .iter()
-            .any(|c| c.runtime == kind && c.plan.skip.is_none())
+            .any(|c| c.runtime == kind && (c.plan.skip.is_none() || cli.run_skipped()))
     };
     let run_id = new_run_id();
     let mut extra = vec![

@@ -444,3 +444,34 @@ fn spec_marks_skip_and_expected_failure() {
     let skip = child(testcase(&doc, "tiny_fail_expect"), "skipped").unwrap();
     assert_eq!(skip.attribute("message"), Some("not today"));
 }
+
+#[test]
+fn ignored_flags_run_what_the_spec_skips() {
+    require_fixture_image();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(
+        dir.path(),
+        &root().join("fixtures/catalog"),
+        "kipoi test /models/{model} --source=dir",
+        "[models.tiny_fail_expect]\nskip = \"not today\"\n",
+    );
+    let junit = junit_path(&dir);
+    let j = junit.to_str().unwrap();
+    let run = runner(&["--spec", &spec, "--junit", j, "--ignored"]);
+    assert_eq!(run.code, 101, "{}", run.all());
+    assert!(run.stdout.contains("running 1 test"), "{}", run.all());
+    assert_status(&run, "docker::tiny_fail_expect", "FAILED");
+
+    let run = runner(&[
+        "--spec",
+        &spec,
+        "--junit",
+        j,
+        "--include-ignored",
+        "--skip",
+        "raise",
+    ]);
+    assert_eq!(run.code, 101, "{}", run.all());
+    assert_status(&run, "docker::tiny_linear", "ok");
+    assert_status(&run, "docker::tiny_fail_expect", "FAILED");
+}
