@@ -25,10 +25,11 @@ const MODEL_TO_SINGULARITY: [&str; 2] = [
 
 #[derive(Debug, Error)]
 pub enum CatalogError {
-    #[error("failed to read catalog file `{path}`: {source}")]
+    #[error("failed to read catalog file `{path}`: {reason}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        /// Shown in the message, so not chained as a source as well.
+        reason: std::io::Error,
     },
     #[error("catalog file `{path}` does not parse at line {line}, column {column}: {message}")]
     Parse {
@@ -179,9 +180,9 @@ fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CatalogError> {
-    let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Read {
+    let text = std::fs::read_to_string(path).map_err(|reason| CatalogError::Read {
         path: path.to_path_buf(),
-        source,
+        reason,
     })?;
     serde_json::from_str(&text).map_err(|e| CatalogError::Parse {
         path: path.to_path_buf(),

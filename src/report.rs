@@ -21,10 +21,11 @@ use crate::record::{Attempt, Record, Status};
 
 #[derive(Debug, Error)]
 pub enum ReportError {
-    #[error("failed to write the JUnit report `{path}`: {source}")]
+    #[error("failed to write the JUnit report `{path}`: {reason}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        /// Shown in the message, so not chained as a source as well.
+        reason: std::io::Error,
     },
     #[error("failed to serialize the JUnit report: {0}")]
     Serialize(#[from] quick_junit::SerializeError),
@@ -127,9 +128,9 @@ fn rerun(a: &Attempt) -> Option<TestRerun> {
 /// Writes the report next to its final path, then renames it into place, so a reader never
 /// sees half a file.
 pub fn write(report: &Report, path: &Path) -> Result<(), ReportError> {
-    let io_err = |source| ReportError::Write {
+    let io_err = |reason| ReportError::Write {
         path: path.to_path_buf(),
-        source,
+        reason,
     };
     let xml = report.to_string()?;
     let dir = path

@@ -30,10 +30,11 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Error)]
 pub enum SpecError {
-    #[error("failed to read test spec `{path}`: {source}")]
+    #[error("failed to read test spec `{path}`: {reason}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        /// Shown in the message, so not chained as a source as well.
+        reason: std::io::Error,
     },
     #[error("test spec `{path}` is invalid at line {line}, column {column}: {message}")]
     Parse {
@@ -189,9 +190,9 @@ pub struct CasePlan {
 
 impl Spec {
     pub fn load(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read {
+        let text = std::fs::read_to_string(path).map_err(|reason| SpecError::Read {
             path: path.to_path_buf(),
-            source,
+            reason,
         })?;
         Self::parse(path, &text)
     }
