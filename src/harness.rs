@@ -26,6 +26,7 @@ pub type Runtime<T> = Result<Arc<T>, String>;
 pub struct Settings {
     pub env: Vec<String>,
     pub network: Network,
+    pub volumes: Vec<String>,
     pub grace: Duration,
     pub slow_period: Duration,
     pub keep: usize,
@@ -169,6 +170,7 @@ impl Harness {
             workdir: case.plan.workdir.clone(),
             env: s.env.clone(),
             network: s.network,
+            volumes: s.volumes.clone(),
             timeout: case.plan.timeout,
             grace: s.grace,
             slow_period: s.slow_period,

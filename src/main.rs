@@ -123,6 +123,7 @@ fn execute(
     let settings = Settings {
         env: spec.container_env(|name| std::env::var(name).ok()),
         network: spec.network,
+        volumes: spec.volumes.clone(),
         grace: cli.grace,
         slow_period: cli.slow_after,
         keep: usize::try_from(cli.keep_output).unwrap_or(usize::MAX),

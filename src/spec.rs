@@ -8,6 +8,7 @@
 //! timeout = "30m"
 //! env = ["KIPOI_CACHE=/cache", "SOME_HOST_VAR"]    # nothing from the host unless named
 //! shared_images = ["kipoi/kipoi-docker:sharedpy3keras2tf2"]
+//! volumes = ["kipoi-models:/root/.kipoi/models"]   # kept between cases: NAME or /host/path
 //!
 //! [models.Basenji]                                 # a model, or a whole group
 //! args = ["--batch_size=2"]
@@ -87,6 +88,8 @@ struct RawSpec {
     env: Vec<String>,
     #[serde(default)]
     shared_images: Vec<String>,
+    #[serde(default, deserialize_with = "de_volumes")]
+    volumes: Vec<String>,
     #[serde(default)]
     models: BTreeMap<String, toml::Spanned<RawRule>>,
 }
@@ -136,6 +139,27 @@ fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Err
         .map_err(serde::de::Error::custom)
 }
 
+/// `SOURCE:/container/path[:ro|:rw]`, SOURCE a Docker volume name or an absolute host path.
+fn de_volumes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    for entry in &entries {
+        let parts: Vec<&str> = entry.split(':').collect();
+        let ok = match parts.as_slice() {
+            [source, target] | [source, target, "ro" | "rw"] => {
+                !source.is_empty() && target.starts_with('/')
+            }
+            _ => false,
+        };
+        if !ok {
+            return Err(serde::de::Error::custom(format!(
+                "volume `{entry}` must be SOURCE:/container/path[:ro], SOURCE a volume name or \
+                 an absolute host path"
+            )));
+        }
+    }
+    Ok(entries)
+}
+
 fn de_env<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let entries = Vec::<String>::deserialize(d)?;
     for entry in &entries {
@@ -174,6 +198,8 @@ pub struct Spec {
     /// `NAME` (copied from the host when set) or `NAME=value`.
     pub env: Vec<String>,
     pub shared_images: Vec<String>,
+    /// Mounted in every container and kept between cases and runs (a cache, typically).
+    pub volumes: Vec<String>,
     models: BTreeMap<String, ModelRule>,
 }
 
@@ -247,6 +273,7 @@ impl Spec {
             memory: raw.memory,
             env: raw.env,
             shared_images: raw.shared_images,
+            volumes: raw.volumes,
             models,
         })
     }

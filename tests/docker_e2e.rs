@@ -475,3 +475,43 @@ fn ignored_flags_run_what_the_spec_skips() {
     assert_status(&run, "docker::tiny_linear", "ok");
     assert_status(&run, "docker::tiny_fail_expect", "FAILED");
 }
+
+#[test]
+fn spec_volumes_are_kept_between_cases() {
+    require_fixture_image();
+    let dir = tempfile::tempdir().unwrap();
+    let volume = format!("zoo-runner-test-{}", std::process::id());
+    let spec = write_spec(
+        dir.path(),
+        &root().join("fixtures/catalog"),
+        "ls /cache",
+        &format!(
+            "volumes = [\"{volume}:/cache\"]\n\
+             [models.tiny_linear]\ncommand = \"touch /cache/left-by-tiny_linear\"\n"
+        ),
+    );
+    let junit = junit_path(&dir);
+    let run = runner(&[
+        "--spec",
+        &spec,
+        "--junit",
+        junit.to_str().unwrap(),
+        "--model",
+        "tiny_linear,tiny_fail_raise",
+    ]);
+    let _ = std::process::Command::new("docker")
+        .args(["volume", "rm", "-f", &volume])
+        .output();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let text = read_junit(&junit);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let listed = child(testcase(&doc, "tiny_fail_raise"), "system-out")
+        .and_then(|n| n.text())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        listed.trim(),
+        "left-by-tiny_linear",
+        "the second case sees the first's file"
+    );
+}

@@ -207,6 +207,7 @@ impl DockerRuntime {
         ]);
         let host_config = HostConfig {
             network_mode: Some(req.network.docker_mode().to_string()),
+            binds: Some(req.volumes.clone()),
             auto_remove: Some(false),
             memory: req.memory.map(|m| m as i64),
             // No swap beyond the limit, so the limit means what it says.

@@ -21,6 +21,8 @@ pub struct RunRequest {
     /// `NAME=value` pairs: all the container sees of an environment.
     pub env: Vec<String>,
     pub network: Network,
+    /// `SOURCE:/path[:ro]` mounts (Docker volume names or host paths).
+    pub volumes: Vec<String>,
     pub timeout: Duration,
     /// How long after SIGTERM before SIGKILL.
     pub grace: Duration,

@@ -116,6 +116,11 @@ impl SingularityRuntime {
         for pair in &req.env {
             args.extend(["--env".into(), pair.clone()]);
         }
+        // Host folders only: Docker volume names mean nothing to Apptainer (which binds $HOME,
+        // the usual cache place, by itself).
+        for volume in req.volumes.iter().filter(|v| v.starts_with('/')) {
+            args.extend(["--bind".into(), volume.clone()]);
+        }
         args.push(sif.display().to_string());
         args.extend(req.command.iter().cloned());
 
