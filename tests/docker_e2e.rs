@@ -26,64 +26,46 @@ fn write_spec(dir: &Path, catalog: &Path, command: &str, extra: &str) -> String 
 #[test]
 fn passing_and_broken_models_are_reported_truthfully() {
     require_fixture_image();
-    let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
-    let run = runner(&["--spec", SPEC, "--junit", junit.to_str().unwrap()]);
+    let (run, report) = run_reported(&["--spec", SPEC], &[]);
     assert_eq!(run.code, 101, "a failed test exits 101\n{}", run.all());
     assert_status(&run, "docker::tiny_linear", "ok");
     assert_status(&run, "docker::tiny_fail_expect", "FAILED");
     assert_status(&run, "docker::tiny_fail_raise", "FAILED");
     assert!(run.stdout.contains("1 passed; 2 failed"), "{}", run.all());
 
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
+    let doc = report.doc();
     let ok = testcase(&doc, "tiny_linear");
     assert!(child(ok, "failure").is_none() && child(ok, "error").is_none());
     assert_eq!(
         ok.attribute("classname"),
         Some("docker:local/kipoi-fixture:py3")
     );
-    let image_id = doc
-        .descendants()
-        .find(|n| n.has_tag_name("property") && n.attribute("name") == Some("image-id"))
-        .and_then(|n| n.attribute("value"))
-        .unwrap();
+    let image_id = property(&doc, "image-id");
     assert!(image_id.starts_with("sha256:"), "{image_id}");
 
-    let mismatch = child(testcase(&doc, "tiny_fail_expect"), "failure").expect("a failure element");
-    let message = mismatch.attribute("message").unwrap();
+    let message = child_message(testcase(&doc, "tiny_fail_expect"), "failure");
     assert!(
         message.contains("Model predictions don't match"),
         "{message}"
     );
 
     let raise = testcase(&doc, "tiny_fail_raise");
-    let message = child(raise, "failure")
-        .unwrap()
-        .attribute("message")
-        .unwrap();
+    let message = child_message(raise, "failure");
     assert!(
         message.contains("RuntimeError: fixture: deliberate failure"),
         "{message}"
     );
     // stdout and stderr stay apart: kipoi logs on stdout, the traceback on stderr.
-    let err = child(raise, "system-err").unwrap().text().unwrap();
-    let out = child(raise, "system-out").unwrap().text().unwrap();
+    let err = child_text(raise, "system-err");
+    let out = child_text(raise, "system-out");
     assert!(err.contains("Traceback"), "{err}");
     assert!(!out.contains("Traceback") && out.contains("kipoi"), "{out}");
     assert!(!out.contains('\u{1b}'), "ANSI codes do not reach the XML");
 
-    let suite = doc
-        .descendants()
-        .find(|n| n.has_tag_name("testsuite"))
-        .unwrap();
+    let suite = elements(&doc, "testsuite")[0];
     assert_eq!(suite.attribute("tests"), Some("3"));
     assert_eq!(suite.attribute("failures"), Some("2"));
-    let run_id = doc
-        .descendants()
-        .find(|n| n.has_tag_name("property") && n.attribute("name") == Some("run-id"))
-        .and_then(|n| n.attribute("value"))
-        .unwrap();
+    let run_id = property(&doc, "run-id");
     let left = containers_with_label(&format!("org.zoo-runner.run={run_id}"));
     assert!(
         left.is_empty(),
@@ -94,44 +76,27 @@ fn passing_and_broken_models_are_reported_truthfully() {
 #[test]
 fn libtest_filters_select_what_they_say() {
     require_fixture_image();
-    let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
-    let j = junit.to_str().unwrap();
-
-    let run = runner(&[
-        "--spec",
-        SPEC,
-        "--junit",
-        j,
-        "--exact",
-        "docker::tiny_linear",
-    ]);
+    let (run, report) = run_reported(&["--spec", SPEC, "--exact", "docker::tiny_linear"], &[]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(
         run.stdout.contains("1 passed; 0 failed") && run.stdout.contains("2 filtered out"),
         "{}",
         run.all()
     );
-    let text = read_junit(&junit);
+    let text = report.text();
     assert!(
         text.contains("tiny_linear") && !text.contains("tiny_fail"),
         "{text}"
     );
 
-    let run = runner(&[
-        "--spec",
-        SPEC,
-        "--junit",
-        j,
-        "--skip",
-        "fail",
-        "--test-threads",
-        "2",
-    ]);
+    let (run, _) = run_reported(
+        &["--spec", SPEC, "--skip", "fail", "--test-threads", "2"],
+        &[],
+    );
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stdout.contains("running 1 test"), "{}", run.all());
 
-    let run = runner(&["--spec", SPEC, "--junit", j, "--list", "tiny_fail"]);
+    let (run, _) = run_reported(&["--spec", SPEC, "--list", "tiny_fail"], &[]);
     assert_eq!(run.code, 0, "{}", run.all());
     let listed: Vec<&str> = run
         .stdout
@@ -182,8 +147,6 @@ fn selection_flags_pick_models_groups_and_images() {
 
 #[test]
 fn unknown_names_are_usage_errors_with_suggestions() {
-    let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
     let cases = [
         (
             vec!["--model", "tiny_lnear"],
@@ -199,9 +162,9 @@ fn unknown_names_are_usage_errors_with_suggestions() {
         ),
     ];
     for (args, want) in cases {
-        let mut all = vec!["--spec", SPEC, "--junit", junit.to_str().unwrap()];
+        let mut all = vec!["--spec", SPEC];
         all.extend(args);
-        let run = runner(&all);
+        let (run, report) = run_reported(&all, &[]);
         assert_eq!(run.code, 2, "{}", run.all());
         assert!(run.stderr.contains(want), "{}", run.all());
         assert!(
@@ -209,7 +172,7 @@ fn unknown_names_are_usage_errors_with_suggestions() {
             "nothing ran\n{}",
             run.all()
         );
-        assert!(!junit.exists(), "no report for a usage error");
+        assert!(!report.exists(), "no report for a usage error");
     }
 }
 
@@ -248,13 +211,9 @@ fn broken_catalog_and_spec_name_file_line_and_column() {
 #[test]
 fn unreachable_daemon_has_its_own_exit_code_and_a_report() {
     let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
     let socket = dir.path().join("no-daemon.sock");
     let host = format!("unix://{}", socket.display());
-    let run = runner_env(
-        &["--spec", SPEC, "--junit", junit.to_str().unwrap()],
-        &[("DOCKER_HOST", &host)],
-    );
+    let (run, report) = run_reported(&["--spec", SPEC], &[("DOCKER_HOST", &host)]);
     assert_eq!(run.code, 3, "{}", run.all());
     assert!(
         run.stderr.contains("cannot reach the Docker daemon"),
@@ -266,14 +225,7 @@ fn unreachable_daemon_has_its_own_exit_code_and_a_report() {
         "says how to start one\n{}",
         run.all()
     );
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
-    assert_eq!(
-        doc.descendants()
-            .filter(|n| n.has_tag_name("error"))
-            .count(),
-        3
-    );
+    assert_eq!(elements(&report.doc(), "error").len(), 3);
 }
 
 #[test]
@@ -294,15 +246,12 @@ fn an_image_that_cannot_be_had_errors_its_cases_only() {
         "kipoi test /models/{model} --source=dir",
         "",
     );
-    let junit = junit_path(&dir);
-    let run = runner(&["--spec", &spec, "--junit", junit.to_str().unwrap()]);
+    let (run, report) = run_reported(&["--spec", &spec], &[]);
     assert_eq!(run.code, 101, "{}", run.all());
     assert_status(&run, "docker::tiny_linear", "ok");
     assert_status(&run, "docker::ghost", "FAILED");
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
-    let error = child(testcase(&doc, "ghost"), "error").expect("an error, not a failure");
-    let message = error.attribute("message").unwrap();
+    let doc = report.doc();
+    let message = child_message(testcase(&doc, "ghost"), "error");
     assert!(
         message.contains(missing) && message.contains("pull"),
         "{message}"
@@ -312,19 +261,9 @@ fn an_image_that_cannot_be_had_errors_its_cases_only() {
 #[test]
 fn slim_runs_the_slim_tag() {
     require_fixture_image();
-    let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
-    let run = runner(&[
-        "--spec",
-        SPEC,
-        "--junit",
-        junit.to_str().unwrap(),
-        "--slim",
-        "--model",
-        "tiny_linear",
-    ]);
+    let (run, report) = run_reported(&["--spec", SPEC, "--slim", "--model", "tiny_linear"], &[]);
     assert_eq!(run.code, 0, "{}", run.all());
-    let text = read_junit(&junit);
+    let text = report.text();
     assert!(
         text.contains("classname=\"docker:local/kipoi-fixture:py3-slim\""),
         "{text}"
@@ -341,20 +280,12 @@ fn only_variables_the_spec_names_enter_the_container() {
         "env",
         "env = [\"ZR_FIXED=1\", \"ZR_FROM_HOST\"]",
     );
-    let junit = junit_path(&dir);
-    let run = runner_env(
-        &[
-            "--spec",
-            &spec,
-            "--junit",
-            junit.to_str().unwrap(),
-            "--model",
-            "tiny_linear",
-        ],
+    let (run, report) = run_reported(
+        &["--spec", &spec, "--model", "tiny_linear"],
         &[("ZR_FROM_HOST", "yes"), ("GITHUB_TOKEN", "host-secret")],
     );
     assert_eq!(run.code, 0, "{}", run.all());
-    let text = read_junit(&junit);
+    let text = report.text();
     assert!(
         text.contains("ZR_FIXED=1") && text.contains("ZR_FROM_HOST=yes"),
         "{text}"
@@ -375,21 +306,12 @@ fn garbled_output_still_makes_valid_xml() {
         "python3 /faults/garbled.py",
         "",
     );
-    let junit = junit_path(&dir);
-    let run = runner(&[
-        "--spec",
-        &spec,
-        "--junit",
-        junit.to_str().unwrap(),
-        "--model",
-        "tiny_linear",
-    ]);
+    let (run, report) = run_reported(&["--spec", &spec, "--model", "tiny_linear"], &[]);
     assert_eq!(run.code, 101, "exit code 3 is a failure\n{}", run.all());
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
+    let doc = report.doc();
     let case = testcase(&doc, "tiny_linear");
-    let out = child(case, "system-out").unwrap().text().unwrap();
-    let err = child(case, "system-err").unwrap().text().unwrap();
+    let out = child_text(case, "system-out");
+    let err = child_text(case, "system-err");
     assert!(
         out.contains("red plain ]]> <tag> &") && out.contains("garbled: stdout only"),
         "{out}"
@@ -402,11 +324,7 @@ fn garbled_output_still_makes_valid_xml() {
         out.contains('\u{fffd}'),
         "invalid UTF-8 became U+FFFD: {out}"
     );
-    assert!(child(case, "failure")
-        .unwrap()
-        .attribute("message")
-        .unwrap()
-        .starts_with("exit code 3"));
+    assert!(child_message(case, "failure").starts_with("exit code 3"));
 }
 
 #[test]
@@ -420,8 +338,7 @@ fn spec_marks_skip_and_expected_failure() {
         "[models.tiny_fail_raise]\nexpect_failure = \"raises on purpose\"\n\
          [models.tiny_fail_expect]\nskip = \"not today\"\n",
     );
-    let junit = junit_path(&dir);
-    let run = runner(&["--spec", &spec, "--junit", junit.to_str().unwrap()]);
+    let (run, report) = run_reported(&["--spec", &spec], &[]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(
         run.stdout
@@ -434,13 +351,9 @@ fn spec_marks_skip_and_expected_failure() {
         "{}",
         run.all()
     );
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
-    let xfail = child(testcase(&doc, "tiny_fail_raise"), "skipped").unwrap();
-    assert!(
-        xfail.attribute("message").unwrap().contains("RuntimeError"),
-        "kipoi's words are kept"
-    );
+    let doc = report.doc();
+    let xfail = child_message(testcase(&doc, "tiny_fail_raise"), "skipped");
+    assert!(xfail.contains("RuntimeError"), "kipoi's words are kept");
     let skip = child(testcase(&doc, "tiny_fail_expect"), "skipped").unwrap();
     assert_eq!(skip.attribute("message"), Some("not today"));
 }
@@ -455,22 +368,15 @@ fn ignored_flags_run_what_the_spec_skips() {
         "kipoi test /models/{model} --source=dir",
         "[models.tiny_fail_expect]\nskip = \"not today\"\n",
     );
-    let junit = junit_path(&dir);
-    let j = junit.to_str().unwrap();
-    let run = runner(&["--spec", &spec, "--junit", j, "--ignored"]);
+    let (run, _) = run_reported(&["--spec", &spec, "--ignored"], &[]);
     assert_eq!(run.code, 101, "{}", run.all());
     assert!(run.stdout.contains("running 1 test"), "{}", run.all());
     assert_status(&run, "docker::tiny_fail_expect", "FAILED");
 
-    let run = runner(&[
-        "--spec",
-        &spec,
-        "--junit",
-        j,
-        "--include-ignored",
-        "--skip",
-        "raise",
-    ]);
+    let (run, _) = run_reported(
+        &["--spec", &spec, "--include-ignored", "--skip", "raise"],
+        &[],
+    );
     assert_eq!(run.code, 101, "{}", run.all());
     assert_status(&run, "docker::tiny_linear", "ok");
     assert_status(&run, "docker::tiny_fail_expect", "FAILED");
@@ -490,25 +396,16 @@ fn spec_volumes_are_kept_between_cases() {
              [models.tiny_linear]\ncommand = \"touch /cache/left-by-tiny_linear\"\n"
         ),
     );
-    let junit = junit_path(&dir);
-    let run = runner(&[
-        "--spec",
-        &spec,
-        "--junit",
-        junit.to_str().unwrap(),
-        "--model",
-        "tiny_linear,tiny_fail_raise",
-    ]);
+    let (run, report) = run_reported(
+        &["--spec", &spec, "--model", "tiny_linear,tiny_fail_raise"],
+        &[],
+    );
     let _ = std::process::Command::new("docker")
         .args(["volume", "rm", "-f", &volume])
         .output();
     assert_eq!(run.code, 0, "{}", run.all());
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
-    let listed = child(testcase(&doc, "tiny_fail_raise"), "system-out")
-        .and_then(|n| n.text())
-        .unwrap_or_default()
-        .to_string();
+    let doc = report.doc();
+    let listed = child_text(testcase(&doc, "tiny_fail_raise"), "system-out");
     assert_eq!(
         listed.trim(),
         "left-by-tiny_linear",

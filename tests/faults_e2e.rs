@@ -60,30 +60,25 @@ fn wait_for_container(pid: u32, case: &str) -> String {
     }
 }
 
-fn error_of<'a>(doc: &'a roxmltree::Document<'a>, model: &str) -> roxmltree::Node<'a, 'a> {
-    child(testcase(doc, model), "error").unwrap_or_else(|| panic!("{model} has an error element"))
-}
-
 #[test]
 fn a_hanging_case_times_out_is_stopped_and_keeps_its_output() {
     require_fixture_image();
     let _slot = shared_slot();
-    let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
-    let run = runner(&[
-        "--spec",
-        FAULTS,
-        "--junit",
-        junit.to_str().unwrap(),
-        "--exact",
-        "docker::hang",
-        "--timeout",
-        "4s",
-        "--grace",
-        "1s",
-        "--slow-after",
-        "1s",
-    ]);
+    let (run, report) = run_reported(
+        &[
+            "--spec",
+            FAULTS,
+            "--exact",
+            "docker::hang",
+            "--timeout",
+            "4s",
+            "--grace",
+            "1s",
+            "--slow-after",
+            "1s",
+        ],
+        &[],
+    );
     assert_eq!(run.code, 101, "{}", run.all());
     assert!(
         run.stderr
@@ -96,25 +91,13 @@ fn a_hanging_case_times_out_is_stopped_and_keeps_its_output() {
         "{}",
         run.all()
     );
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
-    let error = error_of(&doc, "hang");
-    assert_eq!(error.attribute("type"), Some("timeout"));
-    assert!(error
-        .attribute("message")
-        .unwrap()
-        .contains("timeout of 4s"));
+    let doc = report.doc();
     let case = testcase(&doc, "hang");
-    assert!(child(case, "system-out")
-        .unwrap()
-        .text()
-        .unwrap()
-        .contains("hang: started"));
-    assert!(child(case, "system-err")
-        .unwrap()
-        .text()
-        .unwrap()
-        .contains("stderr before the wait"));
+    let error = child(case, "error").expect("hang has an error element");
+    assert_eq!(error.attribute("type"), Some("timeout"));
+    assert!(child_message(case, "error").contains("timeout of 4s"));
+    assert!(child_text(case, "system-out").contains("hang: started"));
+    assert!(child_text(case, "system-err").contains("stderr before the wait"));
     let time: f64 = case.attribute("time").unwrap().parse().unwrap();
     assert!(time >= 4.0, "ran until its timeout: {time}");
 }
@@ -123,25 +106,15 @@ fn a_hanging_case_times_out_is_stopped_and_keeps_its_output() {
 fn out_of_memory_and_signals_are_errors_that_say_so() {
     require_fixture_image();
     let _slot = shared_slot();
-    let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
-    let run = runner(&[
-        "--spec",
-        FAULTS,
-        "--junit",
-        junit.to_str().unwrap(),
-        "--model",
-        "oom,signal_exit",
-    ]);
+    let (run, report) = run_reported(&["--spec", FAULTS, "--model", "oom,signal_exit"], &[]);
     assert_eq!(run.code, 101, "{}", run.all());
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
-    let oom = error_of(&doc, "oom").attribute("message").unwrap();
+    let doc = report.doc();
+    let oom = child_message(testcase(&doc, "oom"), "error");
     assert!(
         oom.contains("out of memory") && oom.contains("kernel") && oom.contains("128.0 MiB"),
         "{oom}"
     );
-    let sig = error_of(&doc, "signal_exit").attribute("message").unwrap();
+    let sig = child_message(testcase(&doc, "signal_exit"), "error");
     assert!(sig.contains("SIGSEGV"), "{sig}");
     assert!(
         child(testcase(&doc, "oom"), "failure").is_none(),
@@ -153,10 +126,7 @@ fn out_of_memory_and_signals_are_errors_that_say_so() {
 fn retries_report_a_flaky_case_with_every_attempt() {
     require_fixture_image();
     let _slot = shared_slot();
-    let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
-    let j = junit.to_str().unwrap();
-    let run = runner(&["--spec", FAULTS, "--junit", j, "--exact", "docker::flaky"]);
+    let (run, _) = run_reported(&["--spec", FAULTS, "--exact", "docker::flaky"], &[]);
     assert_eq!(
         run.code,
         101,
@@ -164,29 +134,29 @@ fn retries_report_a_flaky_case_with_every_attempt() {
         run.all()
     );
 
-    let run = runner(&[
-        "--spec",
-        FAULTS,
-        "--junit",
-        j,
-        "--exact",
-        "docker::flaky",
-        "--retries",
-        "2",
-    ]);
+    let (run, report) = run_reported(
+        &[
+            "--spec",
+            FAULTS,
+            "--exact",
+            "docker::flaky",
+            "--retries",
+            "2",
+        ],
+        &[],
+    );
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(
         run.stderr.contains("docker::flaky is flaky"),
         "{}",
         run.all()
     );
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
+    let doc = report.doc();
     let case = testcase(&doc, "flaky");
     let flaky = child(case, "flakyFailure").expect("the failed attempt is kept");
-    let first = child(flaky, "system-out").unwrap().text().unwrap();
+    let first = child_text(flaky, "system-out");
     assert!(first.contains("attempt 1 fails"), "{first}");
-    let last = child(case, "system-out").unwrap().text().unwrap();
+    let last = child_text(case, "system-out");
     assert!(last.contains("attempt 2 passes"), "{last}");
     assert!(child(case, "failure").is_none());
 }
@@ -195,15 +165,7 @@ fn retries_report_a_flaky_case_with_every_attempt() {
 fn fail_fast_reports_the_rest_as_not_run() {
     require_fixture_image();
     let _slot = shared_slot();
-    let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
-    let run = runner(&[
-        "--spec",
-        "fixtures/spec.toml",
-        "--junit",
-        junit.to_str().unwrap(),
-        "--fail-fast",
-    ]);
+    let (run, report) = run_reported(&["--spec", "fixtures/spec.toml", "--fail-fast"], &[]);
     assert_eq!(run.code, 101, "{}", run.all());
     assert_status(&run, "docker::tiny_fail_expect", "FAILED");
     assert_status(
@@ -211,8 +173,7 @@ fn fail_fast_reports_the_rest_as_not_run() {
         "docker::tiny_fail_raise",
         "ignored (not run: --fail-fast: an earlier case failed)",
     );
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
+    let doc = report.doc();
     let skipped = child(testcase(&doc, "tiny_fail_raise"), "skipped").unwrap();
     assert_eq!(skipped.attribute("type"), Some("not-run"));
 }
@@ -231,14 +192,10 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
 fn a_two_gigabyte_log_flood_keeps_memory_bounded() {
     require_fixture_image();
     let _slot = shared_slot();
-    let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
-    let process = spawn_runner(
+    let (process, report) = spawn_reported(
         &[
             "--spec",
             FAULTS,
-            "--junit",
-            junit.to_str().unwrap(),
             "--exact",
             "docker::flood",
             "--keep-output",
@@ -271,14 +228,14 @@ fn a_two_gigabyte_log_flood_keeps_memory_bounded() {
         peak_mib < 256,
         "peak RSS {peak_mib} MiB under a 2 GiB flood"
     );
-    let text = read_junit(&junit);
+    let text = report.text();
     assert!(
         text.len() < 1 << 20,
         "the report stays small: {} bytes",
         text.len()
     );
-    let doc = roxmltree::Document::parse(&text).unwrap();
-    let out = child_text(&doc, "flood", "system-out");
+    let doc = report.doc();
+    let out = child_text(testcase(&doc, "flood"), "system-out");
     assert!(out.starts_with("flood: head marker"), "the head is kept");
     assert!(
         out.trim_end().ends_with("flood: tail marker"),
@@ -287,25 +244,14 @@ fn a_two_gigabyte_log_flood_keeps_memory_bounded() {
     assert!(out.contains("bytes of output cut here"), "the cut is said");
 }
 
-fn child_text(doc: &roxmltree::Document<'_>, model: &str, tag: &str) -> String {
-    child(testcase(doc, model), tag)
-        .and_then(|n| n.text())
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Runs tiny_linear, then hang, then signal_exit; interrupts while hang runs.
 fn interrupted_run(signals: &[i32], grace: &str) -> (Run, String, u32, Duration) {
     require_fixture_image();
     let _slot = shared_slot();
-    let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
-    let process = spawn_runner(
+    let (process, report) = spawn_reported(
         &[
             "--spec",
             FAULTS,
-            "--junit",
-            junit.to_str().unwrap(),
             "--model",
             "tiny_linear,hang,signal_exit",
             "--grace",
@@ -325,7 +271,7 @@ fn interrupted_run(signals: &[i32], grace: &str) -> (Run, String, u32, Duration)
     }
     let run = finish(process);
     let took = started.elapsed();
-    let text = read_junit(&junit);
+    let text = report.text().to_string();
     (run, text, pid, took)
 }
 
@@ -338,14 +284,11 @@ fn assert_interrupted_report(text: &str) {
             && child(ok, "skipped").is_none()
     );
     for model in ["hang", "signal_exit"] {
-        let skipped =
-            child(testcase(&doc, model), "skipped").unwrap_or_else(|| panic!("{model} not run"));
+        let case = testcase(&doc, model);
+        let skipped = child(case, "skipped").unwrap_or_else(|| panic!("{model} not run"));
         assert_eq!(skipped.attribute("type"), Some("not-run"), "{model}");
         assert!(
-            skipped
-                .attribute("message")
-                .unwrap()
-                .contains("interrupted"),
+            child_message(case, "skipped").contains("interrupted"),
             "{model}"
         );
     }
@@ -404,19 +347,8 @@ fn a_second_interrupt_kills_at_once_and_still_removes() {
 fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
     require_fixture_image();
     let _alone = RUNNERS.write().unwrap_or_else(|p| p.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
-    let process = spawn_runner(
-        &[
-            "--spec",
-            FAULTS,
-            "--junit",
-            junit.to_str().unwrap(),
-            "--exact",
-            "docker::hang",
-        ],
-        &[],
-    );
+    // The killed run writes no report; `_report` keeps its folder until the end all the same.
+    let (process, _report) = spawn_reported(&["--spec", FAULTS, "--exact", "docker::hang"], &[]);
     let pid = process.id();
     let left = wait_for_container(pid, "docker::hang");
     signal(pid, libc::SIGKILL);
@@ -465,14 +397,7 @@ fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
         format!("org.zoo-runner.pid-start={my_start}"),
     ]);
 
-    let run = runner(&[
-        "--spec",
-        FAULTS,
-        "--junit",
-        junit.to_str().unwrap(),
-        "--exact",
-        "docker::tiny_linear",
-    ]);
+    let (run, _) = run_reported(&["--spec", FAULTS, "--exact", "docker::tiny_linear"], &[]);
     let remaining = containers_with_label(&format!("zr-test={tag}"));
     let _ = Command::new("docker")
         .args(["rm", "-f", &foreign, &alive])
@@ -546,17 +471,9 @@ fn losing_the_daemon_mid_run_is_an_error_with_its_own_exit_code() {
     let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let proxy = DaemonProxy::start(dir.path());
-    let junit = junit_path(&dir);
     let host = format!("unix://{}", proxy.path.display());
-    let process = spawn_runner(
-        &[
-            "--spec",
-            FAULTS,
-            "--junit",
-            junit.to_str().unwrap(),
-            "--model",
-            "hang,tiny_linear",
-        ],
+    let (process, report) = spawn_reported(
+        &["--spec", FAULTS, "--model", "hang,tiny_linear"],
         &[("DOCKER_HOST", &host)],
     );
     let pid = process.id();
@@ -572,9 +489,8 @@ fn losing_the_daemon_mid_run_is_an_error_with_its_own_exit_code() {
         "{}",
         run.all()
     );
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
-    let message = error_of(&doc, "hang").attribute("message").unwrap();
+    let doc = report.doc();
+    let message = child_message(testcase(&doc, "hang"), "error");
     assert!(message.contains("lost the Docker daemon"), "{message}");
     assert!(
         child(testcase(&doc, "tiny_linear"), "error").is_some(),

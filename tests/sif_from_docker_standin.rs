@@ -37,7 +37,6 @@ fn an_image_without_a_sif_is_pulled_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let (script, log) = standin(dir.path());
     let sif_dir = dir.path().join("sifs");
-    let junit = junit_path(&dir);
     let common_args = [
         "--spec",
         "fixtures/spec.toml",
@@ -47,16 +46,14 @@ fn an_image_without_a_sif_is_pulled_when_asked() {
         script.to_str().unwrap(),
         "--sif-dir",
         sif_dir.to_str().unwrap(),
-        "--junit",
-        junit.to_str().unwrap(),
         "--exact",
         "singularity::tiny_linear",
     ];
 
     // The fixture catalog has no model-to-singularity.json.
-    let run = runner(&common_args);
+    let (run, report) = run_reported(&common_args, &[]);
     assert_eq!(run.code, 101, "{}", run.all());
-    let text = read_junit(&junit);
+    let text = report.text();
     assert!(
         text.contains("--sif-from-docker"),
         "the error says how to get a SIF: {text}"
@@ -64,7 +61,7 @@ fn an_image_without_a_sif_is_pulled_when_asked() {
 
     let mut args = common_args.to_vec();
     args.push("--sif-from-docker");
-    let run = runner(&args);
+    let (run, _) = run_reported(&args, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
     let calls = std::fs::read_to_string(&log).unwrap();
     let target = sif_dir.join("local_kipoi-fixture_py3.sif");
@@ -81,25 +78,22 @@ fn an_image_without_a_sif_is_pulled_when_asked() {
 #[test]
 fn a_missing_binary_errors_each_case_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let junit = junit_path(&dir);
     let missing = dir.path().join("no/such/apptainer");
-    let run = runner(&[
-        "--spec",
-        "fixtures/spec.toml",
-        "--runtime",
-        "singularity",
-        "--singularity-bin",
-        missing.to_str().unwrap(),
-        "--junit",
-        junit.to_str().unwrap(),
-    ]);
+    let (run, report) = run_reported(
+        &[
+            "--spec",
+            "fixtures/spec.toml",
+            "--runtime",
+            "singularity",
+            "--singularity-bin",
+            missing.to_str().unwrap(),
+        ],
+        &[],
+    );
     assert_eq!(run.code, 101, "{}", run.all());
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
-    let errors: Vec<_> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("error"))
-        .collect();
+    let text = report.text();
+    let doc = report.doc();
+    let errors = elements(&doc, "error");
     assert_eq!(errors.len(), 3);
     assert!(
         errors[0]

@@ -61,7 +61,7 @@ fn catalog(dir: &Path, url: &str, md5: &str, name: &str) -> PathBuf {
 
 struct SifRun {
     run: Run,
-    junit: String,
+    report: Report,
     sif_dir: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -70,7 +70,6 @@ fn run_singularity(server: &Server, md5: &str, extra: &[&str]) -> SifRun {
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog(dir.path(), &server.url(SIF_PATH), md5, "kipoi-fixture");
     let sif_dir = dir.path().join("sifs");
-    let junit = junit_path(&dir);
     let mut args = vec![
         "--spec",
         "fixtures/spec.toml",
@@ -82,21 +81,13 @@ fn run_singularity(server: &Server, md5: &str, extra: &[&str]) -> SifRun {
     }
     let bin = apptainer();
     let sif_dir_s = sif_dir.display().to_string();
-    let junit_s = junit.display().to_string();
-    args.extend([
-        "--singularity-bin",
-        bin.as_str(),
-        "--sif-dir",
-        &sif_dir_s,
-        "--junit",
-        &junit_s,
-    ]);
+    args.extend(["--singularity-bin", bin.as_str(), "--sif-dir", &sif_dir_s]);
     args.extend_from_slice(extra);
-    let run = runner(&args);
-    let junit = read_junit(&junit);
+    let (run, report) = run_reported(&args, &[]);
+    report.text(); // every run writes a well-formed report
     SifRun {
         run,
-        junit,
+        report,
         sif_dir,
         _dir: dir,
     }
@@ -121,35 +112,20 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
     );
     assert!(r.sif_dir.join("kipoi-fixture.sif").is_file());
 
-    let doc = roxmltree::Document::parse(&r.junit).unwrap();
-    let suite = doc
-        .descendants()
-        .find(|n| n.has_tag_name("testsuite"))
-        .unwrap();
+    let doc = r.report.doc();
+    let suite = elements(&doc, "testsuite")[0];
     assert_eq!(
         suite.attribute("name"),
         Some("singularity:local/kipoi-fixture:py3")
     );
-    let version = doc
-        .descendants()
-        .find(|n| n.has_tag_name("property") && n.attribute("name") == Some("singularity-version"))
-        .and_then(|n| n.attribute("value"))
-        .unwrap();
+    let version = property(&doc, "singularity-version");
     assert!(version.starts_with("apptainer version"), "{version}");
-    let raise = testcase(&doc, "tiny_fail_raise");
-    let message = child(raise, "failure")
-        .unwrap()
-        .attribute("message")
-        .unwrap();
+    let message = child_message(testcase(&doc, "tiny_fail_raise"), "failure");
     assert!(
         message.contains("RuntimeError: fixture: deliberate failure"),
         "{message}"
     );
-    let expect = testcase(&doc, "tiny_fail_expect");
-    let message = child(expect, "failure")
-        .unwrap()
-        .attribute("message")
-        .unwrap();
+    let message = child_message(testcase(&doc, "tiny_fail_expect"), "failure");
     assert!(
         message.contains("Model predictions don't match"),
         "{message}"
@@ -163,22 +139,23 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
         &md5_hex(&sif),
         "kipoi-fixture",
     );
-    let run = runner(&[
-        "--spec",
-        "fixtures/spec.toml",
-        "--catalog",
-        cat.to_str().unwrap(),
-        "--runtime",
-        "singularity",
-        "--singularity-bin",
-        &apptainer(),
-        "--sif-dir",
-        r.sif_dir.to_str().unwrap(),
-        "--exact",
-        "singularity::tiny_linear",
-        "--junit",
-        junit_path(&dir2).to_str().unwrap(),
-    ]);
+    let (run, _) = run_reported(
+        &[
+            "--spec",
+            "fixtures/spec.toml",
+            "--catalog",
+            cat.to_str().unwrap(),
+            "--runtime",
+            "singularity",
+            "--singularity-bin",
+            &apptainer(),
+            "--sif-dir",
+            r.sif_dir.to_str().unwrap(),
+            "--exact",
+            "singularity::tiny_linear",
+        ],
+        &[],
+    );
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(
         server.requests(SIF_PATH).len(),
@@ -200,9 +177,8 @@ fn a_wrong_md5_never_runs_and_names_both_sums() {
         2,
         "downloaded once more after the mismatch"
     );
-    let doc = roxmltree::Document::parse(&r.junit).unwrap();
-    let error = child(testcase(&doc, "tiny_linear"), "error").expect("an error, not a failure");
-    let message = error.attribute("message").unwrap();
+    let doc = r.report.doc();
+    let message = child_message(testcase(&doc, "tiny_linear"), "error");
     assert!(
         message.contains(wrong) && message.contains(&md5_hex(&sif)),
         "{message}"
@@ -220,11 +196,8 @@ fn a_missing_sif_is_an_error_naming_the_url() {
     let r = run_singularity(&server, "0123456789abcdef0123456789abcdef", &[]);
     assert_eq!(r.run.code, 101, "{}", r.run.all());
     assert_eq!(server.requests(SIF_PATH).len(), 1, "404 is not retried");
-    let doc = roxmltree::Document::parse(&r.junit).unwrap();
-    let errors: Vec<_> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("error"))
-        .collect();
+    let doc = r.report.doc();
+    let errors = elements(&doc, "error");
     assert_eq!(errors.len(), 3);
     let message = errors[0].attribute("message").unwrap();
     assert!(
@@ -272,26 +245,26 @@ fn a_name_that_is_not_a_plain_file_name_is_rejected() {
         "0123456789abcdef0123456789abcdef",
         "../escape",
     );
-    let junit = junit_path(&dir);
-    let run = runner(&[
-        "--spec",
-        "fixtures/spec.toml",
-        "--catalog",
-        cat.to_str().unwrap(),
-        "--runtime",
-        "singularity",
-        "--singularity-bin",
-        &apptainer(),
-        "--sif-dir",
-        dir.path().join("sifs").to_str().unwrap(),
-        "--junit",
-        junit.to_str().unwrap(),
-        "--exact",
-        "singularity::tiny_linear",
-    ]);
+    let (run, report) = run_reported(
+        &[
+            "--spec",
+            "fixtures/spec.toml",
+            "--catalog",
+            cat.to_str().unwrap(),
+            "--runtime",
+            "singularity",
+            "--singularity-bin",
+            &apptainer(),
+            "--sif-dir",
+            dir.path().join("sifs").to_str().unwrap(),
+            "--exact",
+            "singularity::tiny_linear",
+        ],
+        &[],
+    );
     assert_eq!(run.code, 101, "{}", run.all());
     assert!(server.requests(SIF_PATH).is_empty(), "nothing downloaded");
-    let text = read_junit(&junit);
+    let text = report.text();
     assert!(text.contains("../escape"), "{text}");
     assert!(!dir.path().join("escape.sif").exists());
 }
@@ -310,10 +283,9 @@ fn both_runtimes_run_side_by_side() {
     assert_eq!(r.run.code, 0, "{}", r.run.all());
     assert_status(&r.run, "docker::tiny_linear", "ok");
     assert_status(&r.run, "singularity::tiny_linear", "ok");
-    let doc = roxmltree::Document::parse(&r.junit).unwrap();
-    let suites: Vec<&str> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("testsuite"))
+    let doc = r.report.doc();
+    let suites: Vec<&str> = elements(&doc, "testsuite")
+        .iter()
         .filter_map(|n| n.attribute("name"))
         .collect();
     assert_eq!(
@@ -347,39 +319,34 @@ fn a_hanging_apptainer_case_is_killed_with_its_process_group() {
         ),
     )
     .unwrap();
-    let junit = junit_path(&dir);
     let sif_dir = dir.path().join("sifs");
-    let run = runner(&[
-        "--spec",
-        spec.to_str().unwrap(),
-        "--runtime",
-        "singularity",
-        "--singularity-bin",
-        &apptainer(),
-        "--sif-dir",
-        sif_dir.to_str().unwrap(),
-        "--junit",
-        junit.to_str().unwrap(),
-        "--exact",
-        "singularity::tiny_linear",
-        "--timeout",
-        "5s",
-        "--grace",
-        "2s",
-    ]);
+    let (run, report) = run_reported(
+        &[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--runtime",
+            "singularity",
+            "--singularity-bin",
+            &apptainer(),
+            "--sif-dir",
+            sif_dir.to_str().unwrap(),
+            "--exact",
+            "singularity::tiny_linear",
+            "--timeout",
+            "5s",
+            "--grace",
+            "2s",
+        ],
+        &[],
+    );
     assert_eq!(run.code, 101, "{}", run.all());
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
+    let doc = report.doc();
     let case = testcase(&doc, "tiny_linear");
     assert_eq!(
         child(case, "error").unwrap().attribute("type"),
         Some("timeout")
     );
-    assert!(child(case, "system-out")
-        .unwrap()
-        .text()
-        .unwrap()
-        .contains("hang: started"));
+    assert!(child_text(case, "system-out").contains("hang: started"));
     // The launcher's container (the one that mounts this test's SIF folder) went with the
     // process group.
     let out = std::process::Command::new("docker")
@@ -408,8 +375,7 @@ fn an_interrupt_does_not_wait_for_a_stalled_download() {
         &md5_hex(&sif),
         "kipoi-fixture",
     );
-    let junit = junit_path(&dir);
-    let process = spawn_runner(
+    let (process, report) = spawn_reported(
         &[
             "--spec",
             "fixtures/spec.toml",
@@ -421,8 +387,6 @@ fn an_interrupt_does_not_wait_for_a_stalled_download() {
             &apptainer(),
             "--sif-dir",
             dir.path().join("sifs").to_str().unwrap(),
-            "--junit",
-            junit.to_str().unwrap(),
         ],
         &[],
     );
@@ -443,12 +407,9 @@ fn an_interrupt_does_not_wait_for_a_stalled_download() {
         run.all()
     );
     assert_eq!(run.code, 130, "{}", run.all());
-    let text = read_junit(&junit);
-    let doc = roxmltree::Document::parse(&text).unwrap();
-    let skipped: Vec<_> = doc
-        .descendants()
-        .filter(|n| n.has_tag_name("skipped"))
-        .collect();
+    let text = report.text();
+    let doc = report.doc();
+    let skipped = elements(&doc, "skipped");
     assert_eq!(skipped.len(), 3, "{text}");
     assert!(
         skipped

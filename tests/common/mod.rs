@@ -4,6 +4,7 @@
 
 pub mod http;
 
+use std::cell::OnceCell;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -121,6 +122,64 @@ pub fn read_junit(path: &Path) -> String {
     text
 }
 
+/// Where a run writes its JUnit report: `junit.xml` in a temporary folder that lives as long
+/// as this value. The report is read (and strictly parsed) on first use only.
+pub struct Report {
+    _dir: tempfile::TempDir,
+    path: String,
+    text: OnceCell<String>,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Report {
+    pub fn new() -> Report {
+        let dir = tempfile::tempdir().unwrap();
+        let path = junit_path(&dir).to_str().unwrap().to_string();
+        Report {
+            _dir: dir,
+            path,
+            text: OnceCell::new(),
+        }
+    }
+
+    /// The value for `--junit`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn exists(&self) -> bool {
+        Path::new(&self.path).exists()
+    }
+
+    /// The report's text; panics when there is no report or it is not well-formed XML.
+    pub fn text(&self) -> &str {
+        self.text.get_or_init(|| read_junit(Path::new(&self.path)))
+    }
+
+    pub fn doc(&self) -> roxmltree::Document<'_> {
+        roxmltree::Document::parse(self.text()).unwrap()
+    }
+}
+
+/// Runs the runner like `runner_env`, with `--junit <fresh temporary folder>/junit.xml`
+/// appended to `args`.
+pub fn run_reported(args: &[&str], env: &[(&str, &str)]) -> (Run, Report) {
+    with_report(args, |all| runner_env(all, env))
+}
+
+/// Calls `start` with `args` and `--junit <fresh temporary folder>/junit.xml`.
+fn with_report<T>(args: &[&str], start: impl FnOnce(&[&str]) -> T) -> (T, Report) {
+    let report = Report::new();
+    let mut all = args.to_vec();
+    all.extend(["--junit", report.path()]);
+    (start(&all), report)
+}
+
 /// The testcase element named `name` of a parsed report.
 pub fn testcase<'a, 'b>(doc: &'a roxmltree::Document<'b>, name: &str) -> roxmltree::Node<'a, 'b> {
     doc.descendants()
@@ -130,6 +189,44 @@ pub fn testcase<'a, 'b>(doc: &'a roxmltree::Document<'b>, name: &str) -> roxmltr
 
 pub fn child<'a, 'b>(node: roxmltree::Node<'a, 'b>, tag: &str) -> Option<roxmltree::Node<'a, 'b>> {
     node.children().find(|n| n.has_tag_name(tag))
+}
+
+/// Every element `tag` of a parsed report, in document order.
+pub fn elements<'a, 'b>(
+    doc: &'a roxmltree::Document<'b>,
+    tag: &str,
+) -> Vec<roxmltree::Node<'a, 'b>> {
+    doc.descendants().filter(|n| n.has_tag_name(tag)).collect()
+}
+
+/// The value of the report property `name` (`image-id`, `run-id`, ...).
+pub fn property<'a>(doc: &'a roxmltree::Document<'_>, name: &str) -> &'a str {
+    doc.descendants()
+        .find(|n| n.has_tag_name("property") && n.attribute("name") == Some(name))
+        .and_then(|n| n.attribute("value"))
+        .unwrap_or_else(|| panic!("property {name} in report"))
+}
+
+/// `node`'s child `tag`, panicking with both names when it is missing.
+fn required_child<'a, 'b>(node: roxmltree::Node<'a, 'b>, tag: &str) -> roxmltree::Node<'a, 'b> {
+    child(node, tag).unwrap_or_else(|| {
+        let name = node.attribute("name").unwrap_or(node.tag_name().name());
+        panic!("{name} has a <{tag}> element")
+    })
+}
+
+/// The `message` attribute of `node`'s `failure`, `error` or `skipped` child (`tag`).
+pub fn child_message<'a>(node: roxmltree::Node<'a, '_>, tag: &str) -> &'a str {
+    required_child(node, tag)
+        .attribute("message")
+        .unwrap_or_else(|| panic!("<{tag}> has a message"))
+}
+
+/// The text of `node`'s `system-out` or `system-err` child (`tag`).
+pub fn child_text<'a>(node: roxmltree::Node<'a, '_>, tag: &str) -> &'a str {
+    required_child(node, tag)
+        .text()
+        .unwrap_or_else(|| panic!("<{tag}> has text"))
 }
 
 /// Writes a catalog folder: model -> image pairs; every image lists its models.
@@ -197,6 +294,12 @@ pub fn spawn_runner(args: &[&str], env: &[(&str, &str)]) -> Child {
         cmd.env(k, v);
     }
     cmd.spawn().expect("zoo-runner starts")
+}
+
+/// Starts the runner like `spawn_runner`, with `--junit <fresh temporary folder>/junit.xml`
+/// appended to `args`.
+pub fn spawn_reported(args: &[&str], env: &[(&str, &str)]) -> (Child, Report) {
+    with_report(args, |all| spawn_runner(all, env))
 }
 
 /// Collects a spawned runner's exit code and output.
