@@ -163,6 +163,12 @@ fn reason(status: u16) -> &'static str {
 const SIZE: usize = 300 * 1024;
 
 /// Deterministic pseudo-random bytes (xorshift64).
+/// A server that always answers with the whole file (honouring Range).
+fn serve_file(data: &[u8]) -> Server {
+    let data = data.to_vec();
+    Server::start(move |_, _| Reply::File(data.clone()))
+}
+
 fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
@@ -228,10 +234,7 @@ fn assert_verified(path: &Path, dir: &Path, data: &[u8]) {
 #[test]
 fn fetch_downloads_and_verifies() {
     let data = payload(SIZE, 1);
-    let server = Server::start({
-        let data = data.clone();
-        move |_, _| Reply::File(data.clone())
-    });
+    let server = serve_file(&data);
     let dir = tempfile::tempdir().unwrap();
     let path = cache(dir.path()).fetch(&source(&server, &data)).unwrap();
     assert_verified(&path, dir.path(), &data);
@@ -252,10 +255,7 @@ fn new_creates_missing_folder() {
 #[test]
 fn second_fetch_reuses_cached_file_without_requests() {
     let data = payload(SIZE, 2);
-    let server = Server::start({
-        let data = data.clone();
-        move |_, _| Reply::File(data.clone())
-    });
+    let server = serve_file(&data);
     let dir = tempfile::tempdir().unwrap();
     let src = source(&server, &data);
     let cache = cache(dir.path());
@@ -271,10 +271,7 @@ fn second_fetch_reuses_cached_file_without_requests() {
 #[test]
 fn md5_is_compared_case_insensitively() {
     let data = payload(SIZE, 3);
-    let server = Server::start({
-        let data = data.clone();
-        move |_, _| Reply::File(data.clone())
-    });
+    let server = serve_file(&data);
     let dir = tempfile::tempdir().unwrap();
     let mut src = source(&server, &data);
     src.md5 = src.md5.to_ascii_uppercase();
@@ -288,10 +285,7 @@ fn md5_is_compared_case_insensitively() {
 #[test]
 fn corrupted_cached_file_is_moved_aside_and_redownloaded() {
     let data = payload(SIZE, 4);
-    let server = Server::start({
-        let data = data.clone();
-        move |_, _| Reply::File(data.clone())
-    });
+    let server = serve_file(&data);
     let dir = tempfile::tempdir().unwrap();
     let src = source(&server, &data);
     let cache = cache(dir.path());
@@ -526,10 +520,7 @@ fn truncated_download_resumes_with_range() {
 #[test]
 fn leftover_part_file_is_resumed() {
     let data = payload(SIZE, 12);
-    let server = Server::start({
-        let data = data.clone();
-        move |_, _| Reply::File(data.clone())
-    });
+    let server = serve_file(&data);
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("img.sif.part"), &data[..100_000]).unwrap();
     let path = cache(dir.path())
@@ -559,10 +550,7 @@ fn server_without_range_support_restarts_from_zero() {
 #[test]
 fn range_not_satisfiable_restarts_from_zero() {
     let data = payload(SIZE, 14);
-    let server = Server::start({
-        let data = data.clone();
-        move |_, _| Reply::File(data.clone())
-    });
+    let server = serve_file(&data);
     let dir = tempfile::tempdir().unwrap();
     // Longer than the real file, so the server answers 416.
     let too_long = SIZE + 10;
