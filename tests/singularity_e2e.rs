@@ -59,6 +59,35 @@ fn catalog(dir: &Path, url: &str, md5: &str, name: &str) -> PathBuf {
     cat
 }
 
+/// The arguments of a Singularity run through the real Apptainer launcher, then `extra`; a
+/// `--runtime` in `extra` replaces `--runtime singularity`.
+fn singularity_args(
+    spec: &str,
+    catalog: Option<&Path>,
+    sif_dir: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut args = vec!["--spec".to_string(), spec.to_string()];
+    if let Some(cat) = catalog {
+        args.extend(["--catalog".to_string(), cat.display().to_string()]);
+    }
+    if !extra.contains(&"--runtime") {
+        args.extend(["--runtime".to_string(), "singularity".to_string()]);
+    }
+    args.extend([
+        "--singularity-bin".to_string(),
+        apptainer(),
+        "--sif-dir".to_string(),
+        sif_dir.display().to_string(),
+    ]);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 struct SifRun {
     run: Run,
     report: Report,
@@ -70,20 +99,8 @@ fn run_singularity(server: &Server, md5: &str, extra: &[&str]) -> SifRun {
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog(dir.path(), &server.url(SIF_PATH), md5, "kipoi-fixture");
     let sif_dir = dir.path().join("sifs");
-    let mut args = vec![
-        "--spec",
-        "fixtures/spec.toml",
-        "--catalog",
-        cat.to_str().unwrap(),
-    ];
-    if !extra.contains(&"--runtime") {
-        args.extend(["--runtime", "singularity"]);
-    }
-    let bin = apptainer();
-    let sif_dir_s = sif_dir.display().to_string();
-    args.extend(["--singularity-bin", bin.as_str(), "--sif-dir", &sif_dir_s]);
-    args.extend_from_slice(extra);
-    let (run, report) = run_reported(&args, &[]);
+    let args = singularity_args("fixtures/spec.toml", Some(&cat), &sif_dir, extra);
+    let (run, report) = run_reported(&strs(&args), &[]);
     report.text(); // every run writes a well-formed report
     SifRun {
         run,
@@ -140,20 +157,12 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
         "kipoi-fixture",
     );
     let (run, _) = run_reported(
-        &[
-            "--spec",
+        &strs(&singularity_args(
             "fixtures/spec.toml",
-            "--catalog",
-            cat.to_str().unwrap(),
-            "--runtime",
-            "singularity",
-            "--singularity-bin",
-            &apptainer(),
-            "--sif-dir",
-            r.sif_dir.to_str().unwrap(),
-            "--exact",
-            "singularity::tiny_linear",
-        ],
+            Some(&cat),
+            &r.sif_dir,
+            &["--exact", "singularity::tiny_linear"],
+        )),
         &[],
     );
     assert_eq!(run.code, 0, "{}", run.all());
@@ -246,20 +255,12 @@ fn a_name_that_is_not_a_plain_file_name_is_rejected() {
         "../escape",
     );
     let (run, report) = run_reported(
-        &[
-            "--spec",
+        &strs(&singularity_args(
             "fixtures/spec.toml",
-            "--catalog",
-            cat.to_str().unwrap(),
-            "--runtime",
-            "singularity",
-            "--singularity-bin",
-            &apptainer(),
-            "--sif-dir",
-            dir.path().join("sifs").to_str().unwrap(),
-            "--exact",
-            "singularity::tiny_linear",
-        ],
+            Some(&cat),
+            &dir.path().join("sifs"),
+            &["--exact", "singularity::tiny_linear"],
+        )),
         &[],
     );
     assert_eq!(run.code, 101, "{}", run.all());
@@ -321,22 +322,19 @@ fn a_hanging_apptainer_case_is_killed_with_its_process_group() {
     .unwrap();
     let sif_dir = dir.path().join("sifs");
     let (run, report) = run_reported(
-        &[
-            "--spec",
+        &strs(&singularity_args(
             spec.to_str().unwrap(),
-            "--runtime",
-            "singularity",
-            "--singularity-bin",
-            &apptainer(),
-            "--sif-dir",
-            sif_dir.to_str().unwrap(),
-            "--exact",
-            "singularity::tiny_linear",
-            "--timeout",
-            "5s",
-            "--grace",
-            "2s",
-        ],
+            None,
+            &sif_dir,
+            &[
+                "--exact",
+                "singularity::tiny_linear",
+                "--timeout",
+                "5s",
+                "--grace",
+                "2s",
+            ],
+        )),
         &[],
     );
     assert_eq!(run.code, 101, "{}", run.all());
@@ -376,18 +374,12 @@ fn an_interrupt_does_not_wait_for_a_stalled_download() {
         "kipoi-fixture",
     );
     let (process, report) = spawn_reported(
-        &[
-            "--spec",
+        &strs(&singularity_args(
             "fixtures/spec.toml",
-            "--catalog",
-            cat.to_str().unwrap(),
-            "--runtime",
-            "singularity",
-            "--singularity-bin",
-            &apptainer(),
-            "--sif-dir",
-            dir.path().join("sifs").to_str().unwrap(),
-        ],
+            Some(&cat),
+            &dir.path().join("sifs"),
+            &[],
+        )),
         &[],
     );
     let start = std::time::Instant::now();
