@@ -46,7 +46,18 @@ pub fn docker_host() -> String {
     std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
 }
 
-type ImageSlot = Arc<OnceCell<Result<String, String>>>;
+/// Why an image cannot be had. Cloned to every case of the image, hence reasons as text.
+#[derive(Debug, Clone, Error)]
+pub enum ImageError {
+    #[error("failed to inspect image `{image}`: {reason}")]
+    Inspect { image: String, reason: String },
+    #[error("failed to pull image `{image}`: {reason}")]
+    Pull { image: String, reason: String },
+    #[error("image `{image}` is missing after its pull: {reason}")]
+    MissingAfterPull { image: String, reason: String },
+}
+
+type ImageSlot = Arc<OnceCell<Result<String, ImageError>>>;
 
 pub struct DockerRuntime {
     docker: Docker,
@@ -90,7 +101,7 @@ impl DockerRuntime {
     }
 
     /// The image's id, pulling it first if the daemon does not have it. Once per run per image.
-    pub async fn ensure_image(&self, image: &str) -> Result<String, String> {
+    pub async fn ensure_image(&self, image: &str) -> Result<String, ImageError> {
         let slot = {
             let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
             images.entry(image.to_string()).or_default().clone()
@@ -100,13 +111,22 @@ impl DockerRuntime {
             .clone()
     }
 
-    async fn inspect_or_pull(&self, image: &str) -> Result<String, String> {
+    async fn inspect_or_pull(&self, image: &str) -> Result<String, ImageError> {
+        let pull_failed = |reason: String| ImageError::Pull {
+            image: image.to_string(),
+            reason,
+        };
         match self.docker.inspect_image(image).await {
             Ok(info) => return Ok(info.id.unwrap_or_default()),
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => {}
-            Err(e) => return Err(format!("failed to inspect image `{image}`: {e}")),
+            Err(e) => {
+                return Err(ImageError::Inspect {
+                    image: image.to_string(),
+                    reason: short(&e),
+                })
+            }
         }
         eprintln!("zoo-runner: pulling image `{image}`");
         let options = CreateImageOptionsBuilder::default()
@@ -118,7 +138,7 @@ impl DockerRuntime {
             match item {
                 Ok(info) => {
                     if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                        return Err(format!("failed to pull image `{image}`: {detail}"));
+                        return Err(pull_failed(detail));
                     }
                     let line = format!(
                         "{} {}",
@@ -130,15 +150,15 @@ impl DockerRuntime {
                         last = line;
                     }
                 }
-                Err(e) => return Err(format!("failed to pull image `{image}`: {}", short(&e))),
+                Err(e) => return Err(pull_failed(short(&e))),
             }
         }
         match self.docker.inspect_image(image).await {
             Ok(info) => Ok(info.id.unwrap_or_default()),
-            Err(e) => Err(format!(
-                "image `{image}` is missing after its pull: {}",
-                short(&e)
-            )),
+            Err(e) => Err(ImageError::MissingAfterPull {
+                image: image.to_string(),
+                reason: short(&e),
+            }),
         }
     }
 
@@ -158,7 +178,7 @@ impl DockerRuntime {
         let image_id = tokio::select! {
             ready = self.ensure_image(image) => match ready {
                 Ok(id) => id,
-                Err(reason) => return Execution::errored(reason, req.keep),
+                Err(e) => return Execution::errored(e.to_string(), req.keep),
             },
             _ = self.cancel.reached(Level::Stop) => {
                 return Execution::before_start(Outcome::Interrupted, req.keep)

@@ -18,7 +18,7 @@ use super::{outcome_of_exit, signal_name, Execution, Outcome, RunRequest};
 use crate::cancel::{Cancel, Level};
 use crate::capture::Captured;
 use crate::plan::Case;
-use crate::sif_cache::{SifCache, SifSource};
+use crate::sif_cache::{SifCache, SifError, SifSource};
 use crate::units::show_duration;
 
 #[derive(Debug, Error)]
@@ -32,7 +32,23 @@ pub enum SingularityError {
     Broken { bin: PathBuf, reason: String },
 }
 
-type SifSlot = Arc<OnceCell<Result<PathBuf, String>>>;
+/// Why a case has no SIF to run. Shared by every case of the file, hence `Arc` and text.
+#[derive(Debug, Clone, Error)]
+pub enum SifUnavailable {
+    #[error(
+        "the catalog has no SIF for `{model}` (model-to-singularity.json); pass \
+         --sif-from-docker to build one from `{image}`"
+    )]
+    NotInCatalog { model: String, image: String },
+    #[error(transparent)]
+    Download(Arc<SifError>),
+    #[error("the SIF download task failed: {0}")]
+    Task(String),
+    #[error("`{command}` failed: {reason}")]
+    Pull { command: String, reason: String },
+}
+
+type SifSlot = Arc<OnceCell<Result<PathBuf, SifUnavailable>>>;
 
 pub struct SingularityRuntime {
     bin: PathBuf,
@@ -103,7 +119,7 @@ impl SingularityRuntime {
         let sif = tokio::select! {
             ready = self.sif_for(case) => match ready {
                 Ok(path) => path,
-                Err(reason) => return Execution::errored(reason, req.keep),
+                Err(e) => return Execution::errored(e.to_string(), req.keep),
             },
             _ = self.cancel.reached(Level::Stop) => {
                 return Execution::before_start(Outcome::Interrupted, req.keep)
@@ -139,16 +155,15 @@ impl SingularityRuntime {
 
     /// The verified SIF of a case: downloaded from the catalog's URL, or pulled from the Docker
     /// image when asked to. Once per run per file, however many cases share it.
-    async fn sif_for(&self, case: &Case) -> Result<PathBuf, String> {
+    async fn sif_for(&self, case: &Case) -> Result<PathBuf, SifUnavailable> {
         let key = match &case.sif {
             Some(entry) => entry.name.clone(),
             None if self.sif_from_docker => format!("docker://{}", case.image),
             None => {
-                return Err(format!(
-                    "the catalog has no SIF for `{}` (model-to-singularity.json); pass \
-                     --sif-from-docker to build one from `{}`",
-                    case.model, case.image
-                ))
+                return Err(SifUnavailable::NotInCatalog {
+                    model: case.model.clone(),
+                    image: case.image.clone(),
+                })
             }
         };
         let slot = {
@@ -166,8 +181,8 @@ impl SingularityRuntime {
                     let cache = Arc::clone(&self.cache);
                     tokio::task::spawn_blocking(move || cache.fetch(&source))
                         .await
-                        .map_err(|e| format!("the SIF download task failed: {e}"))?
-                        .map_err(|e| e.to_string())
+                        .map_err(|e| SifUnavailable::Task(e.to_string()))?
+                        .map_err(|e| SifUnavailable::Download(Arc::new(e)))
                 }
                 None => self.pull_from_docker(&case.image).await,
             }
@@ -177,7 +192,7 @@ impl SingularityRuntime {
     }
 
     /// `BIN pull DIR/NAME.sif docker://IMAGE`, for images the catalog has no SIF for.
-    async fn pull_from_docker(&self, image: &str) -> Result<PathBuf, String> {
+    async fn pull_from_docker(&self, image: &str) -> Result<PathBuf, SifUnavailable> {
         let name: String = image
             .chars()
             .map(|c| {
@@ -196,6 +211,15 @@ impl SingularityRuntime {
             "zoo-runner: building {} from docker://{image}",
             target.display()
         );
+        let command = format!(
+            "{} pull {} docker://{image}",
+            self.bin.display(),
+            target.display()
+        );
+        let failed = |reason: String| SifUnavailable::Pull {
+            command: command.clone(),
+            reason,
+        };
         let status = Command::new(&self.bin)
             .arg("pull")
             .arg(&target)
@@ -203,15 +227,11 @@ impl SingularityRuntime {
             .stdin(Stdio::null())
             .status()
             .await
-            .map_err(|e| format!("failed to run `{} pull`: {e}", self.bin.display()))?;
+            .map_err(|e| failed(e.to_string()))?;
         if status.success() && target.is_file() {
             Ok(target)
         } else {
-            Err(format!(
-                "`{} pull {} docker://{image}` failed ({status})",
-                self.bin.display(),
-                target.display()
-            ))
+            Err(failed(status.to_string()))
         }
     }
 
