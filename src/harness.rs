@@ -107,36 +107,31 @@ impl Harness {
         };
         if let Some(status) = not_run {
             let summary = status.summary();
-            self.record(case, vec![attempt(status, None)], Vec::new());
+            self.record(Record::new(
+                case,
+                Vec::new(),
+                Attempt::not_started(status),
+                Vec::new(),
+            ));
             return Ok(Completion::ignored_with(summary));
         }
 
-        let mut attempts = Vec::new();
-        let mut properties = Vec::new();
-        for n in 0..=self.settings.retries {
-            if n > 0 {
-                if self.cancel.is_cancelled() {
-                    break;
-                }
-                eprintln!("zoo-runner: retrying {} (attempt {})", case.name, n + 1);
+        let mut earlier = Vec::new();
+        let mut n = 1;
+        let (last, properties) = loop {
+            let exec = self.execute(case, n);
+            let this = attempt(judge(&exec, &case.plan), &exec);
+            let retry = this.status.is_bad() && n <= self.settings.retries;
+            if !retry || self.cancel.is_cancelled() {
+                break (this, exec.properties);
             }
-            let exec = self.execute(case, n + 1);
-            let status = judge(&exec, &case.plan);
-            let bad = status.is_bad();
-            attempts.push(attempt(status, Some(&exec)));
-            properties = exec.properties;
-            if !bad {
-                break;
-            }
-        }
-        let status = attempts
-            .last()
-            .map(|a| a.status.clone())
-            .unwrap_or(Status::NotRun {
-                reason: "interrupted".into(),
-            });
-        let flaky = attempts.len() > 1 && status == Status::Passed;
-        self.record(case, attempts, properties);
+            earlier.push(this);
+            n += 1;
+            eprintln!("zoo-runner: retrying {} (attempt {n})", case.name);
+        };
+        let status = last.status.clone();
+        let flaky = !earlier.is_empty() && status == Status::Passed;
+        self.record(Record::new(case, earlier, last, properties));
         match status {
             Status::Passed if flaky => {
                 eprintln!(
@@ -189,14 +184,7 @@ impl Harness {
         }
     }
 
-    fn record(&self, case: &Case, attempts: Vec<Attempt>, properties: Vec<(String, String)>) {
-        let record = Record {
-            model: case.model.clone(),
-            runtime: case.runtime,
-            image: case.image.clone(),
-            attempts,
-            properties,
-        };
+    fn record(&self, record: Record) {
         self.records
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -204,11 +192,11 @@ impl Harness {
     }
 }
 
-fn attempt(status: Status, exec: Option<&Execution>) -> Attempt {
+fn attempt(status: Status, exec: &Execution) -> Attempt {
     Attempt {
         status,
-        stdout: exec.map(|e| e.stdout.render()).unwrap_or_default(),
-        stderr: exec.map(|e| e.stderr.render()).unwrap_or_default(),
-        duration: exec.map(|e| e.duration).unwrap_or_default(),
+        stdout: exec.stdout.render(),
+        stderr: exec.stderr.render(),
+        duration: exec.duration,
     }
 }

@@ -264,19 +264,11 @@ fn unused<T>() -> harness::Runtime<T> {
 fn errored_records(cases: &[&Case], reason: &str) -> Vec<Record> {
     cases
         .iter()
-        .map(|c| Record {
-            model: c.model.clone(),
-            runtime: c.runtime,
-            image: c.image.clone(),
-            attempts: vec![Attempt {
-                status: Status::Errored {
-                    message: reason.to_string(),
-                },
-                stdout: String::new(),
-                stderr: String::new(),
-                duration: Default::default(),
-            }],
-            properties: Vec::new(),
+        .map(|c| {
+            let status = Status::Errored {
+                message: reason.to_string(),
+            };
+            Record::new(c, Vec::new(), Attempt::not_started(status), Vec::new())
         })
         .collect()
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::plan::RuntimeKind;
+use crate::plan::{Case, RuntimeKind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
@@ -67,31 +67,56 @@ pub struct Attempt {
     pub duration: Duration,
 }
 
+impl Attempt {
+    /// A case that never started (skipped, not run, or kept from running): no output, no time.
+    pub fn not_started(status: Status) -> Self {
+        Self {
+            status,
+            stdout: String::new(),
+            stderr: String::new(),
+            duration: Duration::ZERO,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Record {
     pub model: String,
     pub runtime: RuntimeKind,
     pub image: String,
-    /// Attempts in order; the last one decides, the earlier ones are reruns.
-    pub attempts: Vec<Attempt>,
+    /// Failed or errored attempts before the last one (with --retries).
+    pub earlier: Vec<Attempt>,
+    /// The attempt that decides the case.
+    pub last: Attempt,
     pub properties: Vec<(String, String)>,
 }
 
 impl Record {
-    pub fn last(&self) -> Option<&Attempt> {
-        self.attempts.last()
+    pub fn new(
+        case: &Case,
+        earlier: Vec<Attempt>,
+        last: Attempt,
+        properties: Vec<(String, String)>,
+    ) -> Self {
+        Self {
+            model: case.model.clone(),
+            runtime: case.runtime,
+            image: case.image.clone(),
+            earlier,
+            last,
+            properties,
+        }
     }
 
     pub fn status(&self) -> &Status {
-        static NOT_RUN: std::sync::OnceLock<Status> = std::sync::OnceLock::new();
-        self.last().map(|a| &a.status).unwrap_or_else(|| {
-            NOT_RUN.get_or_init(|| Status::NotRun {
-                reason: "never attempted".into(),
-            })
-        })
+        &self.last.status
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.earlier.len() + 1
     }
 
     pub fn total_duration(&self) -> Duration {
-        self.attempts.iter().map(|a| a.duration).sum()
+        self.earlier.iter().map(|a| a.duration).sum::<Duration>() + self.last.duration
     }
 }

@@ -68,9 +68,8 @@ fn test_case(r: &Record) -> TestCase {
         ),
         Status::NotRun { reason } => skipped("not-run", reason),
     };
-    let earlier = &r.attempts[..r.attempts.len().saturating_sub(1)];
-    if !earlier.is_empty() {
-        status.add_reruns(earlier.iter().filter_map(rerun));
+    if !r.earlier.is_empty() {
+        status.add_reruns(r.earlier.iter().filter_map(rerun));
         status.set_rerun_kind(FlakyOrRerun::Rerun);
     }
     let mut case = TestCase::new(r.model.as_str(), status);
@@ -81,16 +80,14 @@ fn test_case(r: &Record) -> TestCase {
             .iter()
             .map(|(k, v)| Property::new(k.as_str(), v.as_str())),
     );
-    if r.attempts.len() > 1 {
-        case.add_property(Property::new("attempts", r.attempts.len().to_string()));
+    if r.attempts() > 1 {
+        case.add_property(Property::new("attempts", r.attempts().to_string()));
     }
-    if let Some(last) = r.last() {
-        if !last.stdout.is_empty() {
-            case.set_system_out(last.stdout.as_str());
-        }
-        if !last.stderr.is_empty() {
-            case.set_system_err(last.stderr.as_str());
-        }
+    if !r.last.stdout.is_empty() {
+        case.set_system_out(r.last.stdout.as_str());
+    }
+    if !r.last.stderr.is_empty() {
+        case.set_system_err(r.last.stderr.as_str());
     }
     case
 }
@@ -159,20 +156,23 @@ mod tests {
     use std::time::Duration;
 
     fn record(model: &str, attempts: Vec<Status>) -> Record {
+        let mut attempts: Vec<Attempt> = attempts
+            .into_iter()
+            .enumerate()
+            .map(|(i, status)| Attempt {
+                status,
+                stdout: format!("out {i} \u{1b}[31mred\u{1b}[0m ]]> <&> \u{0}\u{7}"),
+                stderr: format!("err {i} \u{fffd}"),
+                duration: Duration::from_millis(5),
+            })
+            .collect();
+        let last = attempts.pop().expect("a test record has an attempt");
         Record {
             model: model.into(),
             runtime: RuntimeKind::Docker,
             image: "img:1".into(),
-            attempts: attempts
-                .into_iter()
-                .enumerate()
-                .map(|(i, status)| Attempt {
-                    status,
-                    stdout: format!("out {i} \u{1b}[31mred\u{1b}[0m ]]> <&> \u{0}\u{7}"),
-                    stderr: format!("err {i} \u{fffd}"),
-                    duration: Duration::from_millis(5),
-                })
-                .collect(),
+            earlier: attempts,
+            last,
             properties: vec![("image-id".into(), "sha256:abc".into())],
         }
     }
