@@ -23,6 +23,11 @@ fn write_spec(dir: &Path, catalog: &Path, command: &str, extra: &str) -> String 
     path.display().to_string()
 }
 
+/// A spec for the fixture catalog (fixtures/catalog) with the given command and extra TOML.
+fn fixture_spec(dir: &Path, command: &str, extra: &str) -> String {
+    write_spec(dir, &root().join("fixtures/catalog"), command, extra)
+}
+
 #[test]
 fn passing_and_broken_models_are_reported_truthfully() {
     require_fixture_image();
@@ -274,9 +279,8 @@ fn slim_runs_the_slim_tag() {
 fn only_variables_the_spec_names_enter_the_container() {
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = fixture_spec(
         dir.path(),
-        &root().join("fixtures/catalog"),
         "env",
         "env = [\"ZR_FIXED=1\", \"ZR_FROM_HOST\"]",
     );
@@ -300,12 +304,7 @@ fn only_variables_the_spec_names_enter_the_container() {
 fn garbled_output_still_makes_valid_xml() {
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
-        dir.path(),
-        &root().join("fixtures/catalog"),
-        "python3 /faults/garbled.py",
-        "",
-    );
+    let spec = fixture_spec(dir.path(), "python3 /faults/garbled.py", "");
     let (run, report) = run_reported(&["--spec", &spec, "--model", "tiny_linear"], &[]);
     assert_eq!(run.code, 101, "exit code 3 is a failure\n{}", run.all());
     let doc = report.doc();
@@ -331,9 +330,8 @@ fn garbled_output_still_makes_valid_xml() {
 fn spec_marks_skip_and_expected_failure() {
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = fixture_spec(
         dir.path(),
-        &root().join("fixtures/catalog"),
         "kipoi test /models/{model} --source=dir",
         "[models.tiny_fail_raise]\nexpect_failure = \"raises on purpose\"\n\
          [models.tiny_fail_expect]\nskip = \"not today\"\n",
@@ -362,9 +360,8 @@ fn spec_marks_skip_and_expected_failure() {
 fn ignored_flags_run_what_the_spec_skips() {
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_spec(
+    let spec = fixture_spec(
         dir.path(),
-        &root().join("fixtures/catalog"),
         "kipoi test /models/{model} --source=dir",
         "[models.tiny_fail_expect]\nskip = \"not today\"\n",
     );
@@ -387,9 +384,8 @@ fn spec_volumes_are_kept_between_cases() {
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let volume = format!("zoo-runner-test-{}", std::process::id());
-    let spec = write_spec(
+    let spec = fixture_spec(
         dir.path(),
-        &root().join("fixtures/catalog"),
         "ls /cache",
         &format!(
             "volumes = [\"{volume}:/cache\"]\n\

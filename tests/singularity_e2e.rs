@@ -88,6 +88,11 @@ fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
+/// A catalog whose SIF entry is the fixture SIF served by `server`, with its right md5.
+fn good_catalog(dir: &Path, server: &Server, sif: &[u8]) -> PathBuf {
+    catalog(dir, &server.url(SIF_PATH), &md5_hex(sif), "kipoi-fixture")
+}
+
 struct SifRun {
     run: Run,
     report: Report,
@@ -150,12 +155,7 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
 
     // A second run reuses the cached file (after checking its md5): no request at all.
     let dir2 = tempfile::tempdir().unwrap();
-    let cat = catalog(
-        dir2.path(),
-        &server.url(SIF_PATH),
-        &md5_hex(&sif),
-        "kipoi-fixture",
-    );
+    let cat = good_catalog(dir2.path(), &server, &sif);
     let (run, _) = run_reported(
         &strs(&singularity_args(
             "fixtures/spec.toml",
@@ -305,12 +305,7 @@ fn a_hanging_apptainer_case_is_killed_with_its_process_group() {
     let server = Server::start();
     server.script(SIF_PATH, vec![Reply::File(Arc::clone(&sif))]);
     let dir = tempfile::tempdir().unwrap();
-    let cat = catalog(
-        dir.path(),
-        &server.url(SIF_PATH),
-        &md5_hex(&sif),
-        "kipoi-fixture",
-    );
+    let cat = good_catalog(dir.path(), &server, &sif);
     let spec = dir.path().join("hang.toml");
     std::fs::write(
         &spec,
@@ -367,12 +362,7 @@ fn an_interrupt_does_not_wait_for_a_stalled_download() {
     let server = Server::start();
     server.script(SIF_PATH, vec![Reply::Stall(Arc::clone(&sif))]);
     let dir = tempfile::tempdir().unwrap();
-    let cat = catalog(
-        dir.path(),
-        &server.url(SIF_PATH),
-        &md5_hex(&sif),
-        "kipoi-fixture",
-    );
+    let cat = good_catalog(dir.path(), &server, &sif);
     let (process, report) = spawn_reported(
         &strs(&singularity_args(
             "fixtures/spec.toml",
