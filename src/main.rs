@@ -11,6 +11,7 @@
 mod cancel;
 mod capture;
 mod catalog;
+mod error_chain;
 mod cli;
 mod harness;
 mod partition;

@@ -10,6 +10,88 @@ pub enum UnitError {
     Duration(String),
     #[error("`{0}` is not a size: write a number and an optional unit, like 512m, 2g or 64k")]
     Size(String),
+    #[error("`{text}` is zero: {what} must be more than that")]
+    Zero { text: String, what: &'static str },
+    #[error("`{text}` is too large: {what} can be at most {max}")]
+    TooLarge {
+        text: String,
+        what: &'static str,
+        max: String,
+    },
+    #[error("`{text}` is too small: {what} must be at least {min}")]
+    TooSmall {
+        text: String,
+        what: &'static str,
+        min: String,
+    },
+}
+
+/// The longest duration any flag or spec key accepts: a case that needs more than a month is a
+/// typo, and larger values overflow the clocks they are added to.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Parses a duration that must be more than zero and at most `max`.
+pub fn parse_positive_duration(
+    text: &str,
+    what: &'static str,
+    max: Duration,
+) -> Result<Duration, UnitError> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(UnitError::Zero {
+            text: text.to_string(),
+            what,
+        });
+    }
+    check_max_duration(text, d, what, max)
+}
+
+/// Fails when `d` is above `max`.
+pub fn check_max_duration(
+    text: &str,
+    d: Duration,
+    what: &'static str,
+    max: Duration,
+) -> Result<Duration, UnitError> {
+    if d > max {
+        return Err(UnitError::TooLarge {
+            text: text.to_string(),
+            what,
+            max: show_duration(max),
+        });
+    }
+    Ok(d)
+}
+
+/// Parses a size that must lie within `min..=max` bytes.
+pub fn parse_size_within(
+    text: &str,
+    what: &'static str,
+    min: u64,
+    max: u64,
+) -> Result<u64, UnitError> {
+    let size = parse_size(text)?;
+    if size == 0 {
+        return Err(UnitError::Zero {
+            text: text.to_string(),
+            what,
+        });
+    }
+    if size < min {
+        return Err(UnitError::TooSmall {
+            text: text.to_string(),
+            what,
+            min: show_size(min),
+        });
+    }
+    if size > max {
+        return Err(UnitError::TooLarge {
+            text: text.to_string(),
+            what,
+            max: show_size(max),
+        });
+    }
+    Ok(size)
 }
 
 /// Parses `1h30m`, `30m`, `90s`, `500ms`, `2h`. A bare number is seconds.
@@ -19,8 +101,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
     if t.is_empty() {
         return Err(bad());
     }
-    if let Ok(secs) = t.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
+    let overflow = || UnitError::TooLarge {
+        text: text.to_string(),
+        what: "a duration",
+        max: show_duration(MAX_DURATION),
+    };
+    if t.bytes().all(|b| b.is_ascii_digit()) {
+        return t.parse::<u64>().map(Duration::from_secs).map_err(|_| overflow());
     }
     let mut total = Duration::ZERO;
     let mut rest = t;
@@ -29,21 +116,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
         if digits == 0 {
             return Err(bad());
         }
-        let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        let value: u64 = rest[..digits].parse().map_err(|_| overflow())?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit())
             .unwrap_or(rest.len());
         let unit = &rest[..unit_len];
         rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(value),
-            "s" => Duration::from_secs(value),
-            "m" | "min" => Duration::from_secs(value.saturating_mul(60)),
-            "h" => Duration::from_secs(value.saturating_mul(3600)),
+        let secs_per = match unit {
+            "ms" => None,
+            "s" => Some(1),
+            "m" | "min" => Some(60),
+            "h" => Some(3600),
+            "d" => Some(86400),
             _ => return Err(bad()),
         };
-        total = total.saturating_add(part);
+        let part = match secs_per {
+            None => Duration::from_millis(value),
+            Some(k) => Duration::from_secs(value.checked_mul(k).ok_or_else(overflow)?),
+        };
+        total = total.checked_add(part).ok_or_else(overflow)?;
     }
     Ok(total)
 }
@@ -59,8 +151,17 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
         Some('g') => (&t[..t.len() - 1], 30),
         _ => (t, 0),
     };
-    let value: u64 = number.trim().parse().map_err(|_| bad())?;
-    value.checked_mul(1u64 << shift).ok_or_else(bad)
+    let number = number.trim();
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let too_large = || UnitError::TooLarge {
+        text: text.to_string(),
+        what: "a size",
+        max: "16 EiB".to_string(),
+    };
+    let value: u64 = number.parse().map_err(|_| too_large())?;
+    value.checked_mul(1u64 << shift).ok_or_else(too_large)
 }
 
 /// `1h 5m 3s`-style text for messages, to the second (milliseconds under one second).
@@ -124,6 +225,44 @@ mod tests {
         for bad in ["", "m", "10x", "1.5h", "-3s", "h1"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+    }
+
+    #[test]
+    fn overflowing_durations_and_sizes_are_errors_not_saturated() {
+        for huge in [
+            "99999999999999999999s",
+            "18446744073709551615h",
+            "5124095576030432h",
+            "18446744073709551615s1s",
+            "99999999999999999999",
+        ] {
+            let err = parse_duration(huge).unwrap_err();
+            assert!(matches!(err, UnitError::TooLarge { .. }), "{huge}: {err}");
+        }
+        let err = parse_size("99999999999999999999g").unwrap_err();
+        assert!(err.to_string().contains("too large"), "{err}");
+        assert!(parse_size("17179869184g").is_err());
+    }
+
+    #[test]
+    fn bounds_name_what_they_check() {
+        let max = Duration::from_secs(60);
+        let zero = parse_positive_duration("0s", "--slow-after", max).unwrap_err();
+        assert!(zero.to_string().contains("--slow-after"), "{zero}");
+        assert!(matches!(zero, UnitError::Zero { .. }));
+        let big = parse_positive_duration("2m", "--timeout", max).unwrap_err();
+        assert!(big.to_string().contains("at most 1m"), "{big}");
+        assert_eq!(
+            parse_positive_duration("1m", "x", max),
+            Ok(Duration::from_secs(60))
+        );
+        assert!(parse_size_within("0", "--keep-output", 1, 10).is_err());
+        let big = parse_size_within("11", "--keep-output", 1, 10).unwrap_err();
+        assert!(big.to_string().contains("at most 10 B"), "{big}");
+        assert_eq!(parse_size_within("10", "x", 1, 10), Ok(10));
+        let small = parse_size_within("1m", "memory", 6 << 20, u64::MAX).unwrap_err();
+        assert!(small.to_string().contains("at least 6.0 MiB"), "{small}");
     }
 
     #[test]
