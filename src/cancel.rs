@@ -1,4 +1,4 @@
-//! Run-wide interruption state: Ctrl-C (SIGINT) or SIGTERM asks running cases to stop their
+//! Run-wide interruption state: Ctrl-C (SIGINT), SIGTERM or SIGHUP asks running cases to stop their
 //! containers gracefully and the rest not to start; a second signal asks for an immediate kill.
 //! Cases still remove what they started in both cases.
 
@@ -58,7 +58,7 @@ impl Cancel {
         self.level() != Level::Running
     }
 
-    /// The first signal received, if any (2 for SIGINT, 15 for SIGTERM).
+    /// The first signal received, if any (2 for SIGINT, 15 for SIGTERM, 1 for SIGHUP).
     pub fn signal(&self) -> Option<i32> {
         match self.inner.signal.load(Ordering::SeqCst) {
             0 => None,
@@ -87,17 +87,25 @@ impl Cancel {
         let _ = rx.wait_for(|l| *l >= at_least).await;
     }
 
-    /// Listens for SIGINT and SIGTERM on the current tokio runtime for the rest of the run.
+    /// Listens for SIGINT, SIGTERM and SIGHUP on the current tokio runtime for the rest of the
+    /// run. SIGHUP (a CI job's terminal that closes) is treated as SIGTERM; if the terminal is
+    /// gone, the runner's own output goes to /dev/null from then on, so that printing cannot
+    /// end the run before the containers are stopped and the report is written.
     pub fn listen_for_signals(&self) -> std::io::Result<()> {
         use tokio::signal::unix::{signal, SignalKind};
         let mut int = signal(SignalKind::interrupt())?;
         let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
         let me = self.clone();
         tokio::spawn(async move {
             loop {
                 let sig = tokio::select! {
                     _ = int.recv() => libc::SIGINT,
                     _ = term.recv() => libc::SIGTERM,
+                    _ = hup.recv() => {
+                        silence_lost_terminal();
+                        libc::SIGHUP
+                    }
                 };
                 let first = !me.is_cancelled();
                 me.raise(sig);
@@ -111,6 +119,24 @@ impl Cancel {
             }
         });
         Ok(())
+    }
+}
+
+/// Points stdout and stderr at /dev/null where they are a terminal: after a hangup, writes to
+/// it fail, and a failed print would end the run.
+fn silence_lost_terminal() {
+    use std::os::fd::AsRawFd;
+    let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+        return;
+    };
+    for fd in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: isatty and dup2 on the process's own standard descriptors and a file we
+        // opened; no memory is shared.
+        unsafe {
+            if libc::isatty(fd) == 1 {
+                libc::dup2(null.as_raw_fd(), fd);
+            }
+        }
     }
 }
 

@@ -8,7 +8,57 @@ use clap::{Parser, ValueEnum};
 
 use crate::partition::Partition;
 use crate::plan::RuntimeKind;
-use crate::units::{parse_duration, parse_size};
+use crate::report::Flavor;
+use crate::units::{
+    check_max_duration, parse_duration, parse_positive_duration, parse_size_within, UnitError,
+    MAX_DURATION,
+};
+
+/// The most test threads: each runs a container, and more than this is a typo.
+pub const MAX_TEST_THREADS: usize = 256;
+/// The most reruns of a failing case.
+pub const MAX_RETRIES: u32 = 100;
+/// The longest grace period between SIGTERM and SIGKILL.
+pub const MAX_GRACE: Duration = Duration::from_secs(3600);
+/// The most output kept at each end of a stream (held in memory while a case runs).
+pub const MAX_KEEP: u64 = 1 << 30;
+
+fn parse_timeout(text: &str) -> Result<Duration, UnitError> {
+    parse_positive_duration(text, "--timeout", MAX_DURATION)
+}
+
+fn parse_slow_after(text: &str) -> Result<Duration, UnitError> {
+    parse_positive_duration(text, "--slow-after", MAX_DURATION)
+}
+
+/// Zero is allowed here: SIGKILL right after SIGTERM.
+fn parse_grace(text: &str) -> Result<Duration, UnitError> {
+    check_max_duration(text, parse_duration(text)?, "--grace", MAX_GRACE)
+}
+
+fn parse_keep(text: &str) -> Result<u64, UnitError> {
+    parse_size_within(text, "--keep-output", 1, MAX_KEEP)
+}
+
+fn parse_retries(text: &str) -> Result<u32, String> {
+    let n: u32 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number from 0 to {MAX_RETRIES}"))?;
+    if n > MAX_RETRIES {
+        return Err(format!("`{text}` is too many: --retries can be at most {MAX_RETRIES}"));
+    }
+    Ok(n)
+}
+
+/// Checks on libtest's own flags, which come with their own parsers.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CliError {
+    #[error("--test-threads 0 runs nothing: give 1 or more")]
+    ZeroThreads,
+    #[error("--test-threads {0} is too many: at most {MAX_TEST_THREADS} (each runs a container)")]
+    TooManyThreads(usize),
+}
 
 /// The Kipoi test spec, as shipped with the runner.
 pub const DEFAULT_SPEC: &str = "test-specs/kipoi.toml";
@@ -81,24 +131,35 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = RuntimeChoice::Docker)]
     pub runtime: RuntimeChoice,
 
-    /// Stop a case after this long (overrides the spec), e.g. 90s, 30m, 1h30m.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    /// Stop a case after this long (overrides the spec), e.g. 90s, 30m, 1h30m; at most 30d.
+    #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
     pub timeout: Option<Duration>,
 
-    /// After a timeout or interruption, how long between SIGTERM and SIGKILL.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
+    /// After a timeout or interruption, how long between SIGTERM and SIGKILL (0s to 1h).
+    #[arg(long, value_name = "DURATION", value_parser = parse_grace, default_value = "10s")]
     pub grace: Duration,
 
     /// Report a case as slow after this long, and again each period.
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "60s")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_slow_after, default_value = "60s")]
     pub slow_after: Duration,
 
-    /// Bytes of each output stream kept at its head and at its tail, e.g. 64k, 1m.
-    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64k")]
+    /// Bytes of each output stream kept at its head and at its tail, e.g. 64k, 1m (at most 1g).
+    #[arg(long, value_name = "SIZE", value_parser = parse_keep, default_value = "64k")]
     pub keep_output: u64,
 
-    /// Rerun a failed or errored case up to N more times; a later pass is reported flaky.
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Keep the output of passing cases in the report too (by default only cases that did not
+    /// pass keep theirs).
+    #[arg(long)]
+    pub store_success_output: bool,
+
+    /// JUnit dialect: `strict` validates against Jenkins' junit-10.xsd; `extended` adds
+    /// per-case properties inside each testcase.
+    #[arg(long, value_enum, value_name = "FLAVOR", default_value_t = Flavor::Strict)]
+    pub junit_flavor: Flavor,
+
+    /// Rerun a failed or errored case up to N more times (at most 100); a later pass is
+    /// reported flaky.
+    #[arg(long, value_name = "N", value_parser = parse_retries, default_value = "0")]
     pub retries: u32,
 
     /// Start no new case after the first failure; the rest are reported not run.
@@ -161,6 +222,15 @@ impl Cli {
     pub fn run_skipped(&self) -> bool {
         self.libtest.ignored || self.libtest.include_ignored
     }
+
+    /// Checks what clap's parsers cannot (libtest-mimic's flags bring their own).
+    pub fn validate(&self) -> Result<(), CliError> {
+        match self.libtest.test_threads {
+            Some(0) => Err(CliError::ZeroThreads),
+            Some(n) if n > MAX_TEST_THREADS => Err(CliError::TooManyThreads(n)),
+            _ => Ok(()),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -210,6 +280,40 @@ mod tests {
     }
 
     #[test]
+    fn bad_numbers_are_refused_naming_the_flag() {
+        let refused = [
+            (&["--timeout", "0s"][..], "--timeout"),
+            (&["--timeout", "31d"][..], "--timeout"),
+            (&["--timeout", "99999999999999999999h"][..], "too large"),
+            (&["--slow-after", "0s"][..], "--slow-after"),
+            (&["--slow-after", "0"][..], "--slow-after"),
+            (&["--grace", "2h"][..], "--grace"),
+            (&["--keep-output", "0"][..], "--keep-output"),
+            (&["--keep-output", "2g"][..], "--keep-output"),
+            (&["--keep-output", "99999999999999999999g"][..], "too large"),
+            (&["--retries", "101"][..], "--retries"),
+            (&["--retries", "many"][..], "--retries"),
+            (&["--partition", "hash:0/0"][..], "--partition"),
+        ];
+        for (args, want) in refused {
+            let err = try_parse(args).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{args:?}");
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let text = err.to_string();
+            assert!(text.contains(want), "{args:?}: {text}");
+        }
+        assert_eq!(
+            parse(&["--test-threads", "0"]).validate(),
+            Err(CliError::ZeroThreads)
+        );
+        assert_eq!(
+            parse(&["--test-threads", "100000"]).validate(),
+            Err(CliError::TooManyThreads(100000))
+        );
+        assert_eq!(parse(&["--test-threads", "4"]).validate(), Ok(()));
+    }
+
+    #[test]
     fn durations_and_sizes_parse() {
         let cli = parse(&[
             "--timeout",
@@ -223,6 +327,7 @@ mod tests {
         assert_eq!(cli.keep_output, 1 << 20);
         assert_eq!(cli.runtime.kinds().len(), 2);
         assert!(try_parse(&["--timeout", "soon"]).is_err());
+        assert_eq!(parse(&["--grace", "0s"]).grace, Duration::ZERO);
         assert_eq!(
             parse(&["--partition", "hash:1/3"])
                 .partition

@@ -14,8 +14,8 @@ use crate::plan::{Case, RuntimeKind};
 use crate::record::{Attempt, Record, Status};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::singularity::SingularityRuntime;
-use crate::runtime::{Execution, RunRequest};
-use crate::spec::Network;
+use crate::runtime::{Execution, Outcome, RunRequest};
+use crate::spec::{CasePlan, Network};
 use crate::verdict::judge;
 
 /// A runtime ready to run cases, or why it is not (each of its cases then says so).
@@ -34,6 +34,8 @@ pub struct Settings {
     pub fail_fast: bool,
     /// `--ignored` / `--include-ignored`: run the cases the spec marks `skip` too.
     pub run_skipped: bool,
+    /// `--store-success-output`: keep the output of passing cases in the report too.
+    pub store_success_output: bool,
 }
 
 pub struct Harness {
@@ -76,12 +78,9 @@ impl Harness {
             .collect()
     }
 
-    /// Everything recorded so far, in the order cases finished.
-    pub fn records(&self) -> Vec<Record> {
-        self.records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// Everything recorded so far, in the order cases finished; the harness keeps none.
+    pub fn take_records(&self) -> Vec<Record> {
+        std::mem::take(&mut *self.records.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn run_case(&self, case: &Case) -> Result<Completion, Failed> {
@@ -118,18 +117,23 @@ impl Harness {
 
         let mut earlier = Vec::new();
         let mut n = 1;
-        let (last, properties) = loop {
-            let exec = self.execute(case, n);
-            let this = attempt(judge(&exec, &case.plan), &exec);
+        let (mut last, properties) = loop {
+            let (this, properties) = finish(self.execute(case, n), &case.plan);
             let retry = this.status.is_bad() && n <= self.settings.retries;
             if !retry || self.cancel.is_cancelled() {
-                break (this, exec.properties);
+                break (this, properties);
             }
             earlier.push(this);
             n += 1;
             eprintln!("zoo-runner: retrying {} (attempt {n})", case.name);
         };
         let status = last.status.clone();
+        if status == Status::Passed && !self.settings.store_success_output {
+            // As cargo-nextest's JUnit: a pass keeps no output unless asked (failed earlier
+            // attempts of a flaky case keep theirs).
+            last.stdout.discard();
+            last.stderr.discard();
+        }
         let flaky = !earlier.is_empty() && status == Status::Passed;
         self.record(Record::new(case, earlier, last, properties));
         match status {
@@ -192,11 +196,21 @@ impl Harness {
     }
 }
 
-fn attempt(status: Status, exec: &Execution) -> Attempt {
-    Attempt {
+/// Ends an attempt: its output streams are closed (spooled on disk) and judged.
+fn finish(exec: Execution, plan: &CasePlan) -> (Attempt, Vec<(String, String)>) {
+    let stdout = exec.stdout.finish();
+    let stderr = exec.stderr.finish();
+    // Only a failure quotes the model, so only a failure reads its output back.
+    let status = if matches!(exec.outcome, Outcome::Failed { .. }) {
+        judge(&exec.outcome, &stdout.text(), &stderr.text(), plan)
+    } else {
+        judge(&exec.outcome, "", "", plan)
+    };
+    let attempt = Attempt {
         status,
-        stdout: exec.stdout.render(),
-        stderr: exec.stderr.render(),
+        stdout,
+        stderr,
         duration: exec.duration,
-    }
+    };
+    (attempt, exec.properties)
 }

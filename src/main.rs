@@ -32,10 +32,12 @@ use anyhow::Context;
 
 use crate::cancel::Cancel;
 use crate::catalog::Catalog;
+use crate::error_chain::chain;
 use crate::cli::{Cli, DEFAULT_SPEC};
 use crate::harness::{Harness, Settings};
 use crate::plan::{Case, RuntimeKind, Selection};
 use crate::record::{Attempt, Record, Status};
+use crate::report::ReportTarget;
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::singularity::{find_binary, SingularityRuntime};
 use crate::sif_cache::SifCache;
@@ -44,6 +46,8 @@ use crate::spec::Spec;
 /// Exit codes besides libtest's 101 for failed tests.
 const EXIT_USAGE: u8 = 2;
 const EXIT_DOCKER: u8 = 3;
+/// The cases ran, but the JUnit report could not be written: their results are lost to CI.
+const EXIT_REPORT_LOST: u8 = 4;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -101,6 +105,7 @@ fn resolve_default(given: &Path, default: &str) -> PathBuf {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    cli.validate()?;
     let (spec, _catalog, cases) = load(&cli)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -131,11 +136,25 @@ fn execute(
         retries: cli.retries,
         fail_fast: cli.fail_fast,
         run_skipped: cli.run_skipped(),
+        store_success_output: cli.store_success_output,
     };
     if args.list {
         let harness = Harness::new(rt.handle().clone(), unused(), unused(), cancel, settings);
         let _listed = libtest_mimic::run(&args, harness.trials(cases));
         return Ok(ExitCode::SUCCESS);
+    }
+
+    // Everything that could keep the report from being written is checked before any case
+    // runs; the cases' output is spooled next to it.
+    let target = ReportTarget::prepare(&cli.junit)?;
+    capture::set_spool_dir(target.spool_dir().to_path_buf());
+    // Signals are caught from here on: an interruption during the daemon connection or the
+    // sweep still ends in a report and a clean exit.
+    {
+        let _guard = rt.enter();
+        cancel
+            .listen_for_signals()
+            .context("failed to listen for SIGINT/SIGTERM/SIGHUP")?;
     }
 
     // Only what the filters keep decides which runtimes must be up.
@@ -158,16 +177,17 @@ fn execute(
         ("spec".to_string(), spec.path.display().to_string()),
     ];
     let docker = if needs(RuntimeKind::Docker) {
-        match rt.block_on(connect_docker(&run_id, &cancel)) {
+        match rt.block_on(connect_docker(&run_id, cli.grace, &cancel)) {
             Ok(d) => {
                 extra.push(("docker-version".to_string(), d.version().to_string()));
                 Ok(d)
             }
             Err(e) => {
+                let e = chain(&e);
                 eprintln!("error: {e}");
                 let reason = format!("not run: {e}");
-                write_junit(&cli.junit, &errored_records(&selected, &reason), &extra)?;
-                return Ok(ExitCode::from(EXIT_DOCKER));
+                let records = errored_records(&selected, &reason);
+                return Ok(write_report(target, &records, &extra, cli).unwrap_or(EXIT_DOCKER.into()));
             }
         }
     } else {
@@ -183,12 +203,6 @@ fn execute(
         unused()
     };
 
-    {
-        let _guard = rt.enter();
-        cancel
-            .listen_for_signals()
-            .context("failed to listen for SIGINT/SIGTERM")?;
-    }
     let harness = Harness::new(
         rt.handle().clone(),
         docker.clone(),
@@ -197,25 +211,55 @@ fn execute(
         settings,
     );
     let conclusion = libtest_mimic::run(&args, harness.trials(cases));
-    let records = harness.records();
-    write_junit(&cli.junit, &records, &extra)?;
-
-    if let Some(signal) = cancel.signal() {
-        return Ok(ExitCode::from((128 + signal) as u8));
+    let records = harness.take_records();
+    let failed = conclusion.has_failed() || records.iter().any(|r| r.status().is_bad());
+    // Removals still in flight end before the verdict.
+    if let Ok(d) = &docker {
+        rt.block_on(d.finish());
     }
-    if docker.as_ref().is_ok_and(|d| d.daemon_lost()) {
+    let lost = docker.as_ref().is_ok_and(|d| d.daemon_lost());
+    let verdict = if let Some(signal) = cancel.signal() {
+        ExitCode::from((128 + signal) as u8)
+    } else if lost {
         eprintln!(
-            "error: the Docker daemon was lost during the run; see {}",
+            "error: the Docker daemon at {} was lost during the run; see {}",
+            runtime::docker::docker_host(),
             cli.junit.display()
         );
-        return Ok(ExitCode::from(EXIT_DOCKER));
-    }
-    let failed = conclusion.has_failed() || records.iter().any(|r| r.status().is_bad());
-    Ok(if failed {
+        ExitCode::from(EXIT_DOCKER)
+    } else if failed {
         ExitCode::from(101)
     } else {
         ExitCode::SUCCESS
-    })
+    };
+    Ok(write_report(target, &records, &extra, cli).unwrap_or(verdict))
+}
+
+/// Writes the report; on failure says so (with what the tests did) and gives the exit code that
+/// says the report is lost.
+fn write_report(
+    target: ReportTarget,
+    records: &[Record],
+    extra: &[(String, String)],
+    cli: &Cli,
+) -> Option<ExitCode> {
+    let path = target.path().to_path_buf();
+    match target.write(records, extra, cli.junit_flavor) {
+        Ok(()) => {
+            eprintln!("zoo-runner: JUnit report written to {}", path.display());
+            None
+        }
+        Err(e) => {
+            let bad = records.iter().filter(|r| r.status().is_bad()).count();
+            eprintln!(
+                "error: {}; the report is lost ({} of {} cases failed, errored or timed out)",
+                chain(&e),
+                bad,
+                records.len()
+            );
+            Some(ExitCode::from(EXIT_REPORT_LOST))
+        }
+    }
 }
 
 /// Unique per run: the runner's pid and the start time.
@@ -230,15 +274,19 @@ fn new_run_id() -> String {
 /// Connects to the daemon and removes what killed runs left behind.
 async fn connect_docker(
     run_id: &str,
+    grace: std::time::Duration,
     cancel: &Cancel,
 ) -> Result<Arc<DockerRuntime>, runtime::docker::DockerError> {
-    let docker = DockerRuntime::connect(run_id, cancel.clone()).await?;
-    match docker.sweep_stale().await {
-        Ok(0) => {}
-        Ok(n) => {
-            eprintln!("zoo-runner: removed {n} container(s) left by earlier runs that were killed")
-        }
-        Err(e) => eprintln!("zoo-runner: could not look for containers of killed runs: {e}"),
+    let docker = DockerRuntime::connect(run_id, grace, cancel.clone()).await?;
+    let sweep = docker.sweep_stale().await;
+    if sweep.removed > 0 {
+        eprintln!(
+            "zoo-runner: removed {} container(s) left by earlier runs that were killed",
+            sweep.removed
+        );
+    }
+    for problem in &sweep.problems {
+        eprintln!("zoo-runner: sweep: {problem}");
     }
     Ok(Arc::new(docker))
 }
@@ -274,8 +322,3 @@ fn errored_records(cases: &[&Case], reason: &str) -> Vec<Record> {
         .collect()
 }
 
-fn write_junit(path: &Path, records: &[Record], extra: &[(String, String)]) -> anyhow::Result<()> {
-    report::write(&report::build(records, extra), path)?;
-    eprintln!("zoo-runner: JUnit report written to {}", path.display());
-    Ok(())
-}

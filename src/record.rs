@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::capture::Output;
 use crate::plan::{Case, RuntimeKind};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,12 +59,12 @@ impl Status {
     }
 }
 
-/// One attempt at a case (several with --retries).
-#[derive(Debug, Clone)]
+/// One attempt at a case (several with --retries). Its output is spooled on disk.
+#[derive(Debug)]
 pub struct Attempt {
     pub status: Status,
-    pub stdout: String,
-    pub stderr: String,
+    pub stdout: Output,
+    pub stderr: Output,
     pub duration: Duration,
 }
 
@@ -72,14 +73,15 @@ impl Attempt {
     pub fn not_started(status: Status) -> Self {
         Self {
             status,
-            stdout: String::new(),
-            stderr: String::new(),
+            stdout: Output::empty(),
+            stderr: Output::empty(),
             duration: Duration::ZERO,
         }
     }
 }
 
-#[derive(Debug, Clone)]
+/// What the report keeps of a case. Small: the output stays in spool files.
+#[derive(Debug)]
 pub struct Record {
     pub model: String,
     pub runtime: RuntimeKind,

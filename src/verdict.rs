@@ -2,20 +2,19 @@
 //! and kipoi's own words pulled out of the output for the failure message.
 
 use crate::record::Status;
-use crate::runtime::{Execution, Outcome};
+use crate::runtime::Outcome;
 use crate::spec::CasePlan;
 use crate::units::show_duration;
 
 /// Longest failure message shown on one line.
 const MESSAGE_MAX: usize = 400;
 
-pub fn judge(exec: &Execution, plan: &CasePlan) -> Status {
-    let stdout = exec.stdout.render();
-    let stderr = exec.stderr.render();
-    let status = match &exec.outcome {
+/// `stdout` and `stderr` are what was kept of the case's output (kipoi's message is found there).
+pub fn judge(outcome: &Outcome, stdout: &str, stderr: &str, plan: &CasePlan) -> Status {
+    let status = match outcome {
         Outcome::Passed => Status::Passed,
         Outcome::Failed { exit_code } => {
-            let said = model_message(&stdout, &stderr)
+            let said = model_message(stdout, stderr)
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default();
             Status::Failed {
@@ -112,21 +111,17 @@ pub fn strip_ansi(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::capture::Captured;
     use std::time::Duration;
 
-    fn exec(outcome: Outcome, stdout: &str, stderr: &str) -> Execution {
-        let mut out = Captured::new(4096);
-        out.push(stdout.as_bytes());
-        let mut err = Captured::new(4096);
-        err.push(stderr.as_bytes());
-        Execution {
-            outcome,
-            stdout: out,
-            stderr: err,
-            duration: Duration::ZERO,
-            properties: vec![],
-        }
+    /// What a runtime saw, as `judge` takes it.
+    struct Seen<'a>(Outcome, &'a str, &'a str);
+
+    fn exec<'a>(outcome: Outcome, stdout: &'a str, stderr: &'a str) -> Seen<'a> {
+        Seen(outcome, stdout, stderr)
+    }
+
+    fn judge(seen: &Seen<'_>, plan: &CasePlan) -> Status {
+        super::judge(&seen.0, seen.1, seen.2, plan)
     }
 
     fn plan(expect_failure: Option<&str>) -> CasePlan {

@@ -22,6 +22,8 @@ use tokio::sync::OnceCell;
 use super::{outcome_of_exit, Execution, Outcome, RunRequest};
 use crate::cancel::{Cancel, Level};
 use crate::capture::Captured;
+use crate::error_chain::chain;
+use crate::runtime::identity::Identity;
 use crate::units::{show_duration, show_size};
 
 /// Labels on every container the runner creates.
@@ -30,15 +32,31 @@ pub const LABEL_RUN: &str = "org.zoo-runner.run";
 pub const LABEL_PID: &str = "org.zoo-runner.pid";
 pub const LABEL_PID_START: &str = "org.zoo-runner.pid-start";
 pub const LABEL_CASE: &str = "org.zoo-runner.case";
+/// The boot id of the machine the runner runs on.
+pub const LABEL_BOOT: &str = "org.zoo-runner.boot-id";
+/// The PID namespace the runner's pid is valid in.
+pub const LABEL_PID_NS: &str = "org.zoo-runner.pid-ns";
 pub const RUNNER: &str = "zoo-runner";
+
+/// How long the daemon gets to answer a request (bollard's default) when no stop needs longer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long after a stop's grace period the runner still waits for the container to exit
+/// before it kills it itself, and again after that kill before it gives up on it.
+const STOP_SLACK: Duration = Duration::from_secs(30);
+/// How long the output stream may go on after the container has exited.
+const DRAIN: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Error)]
 pub enum DockerError {
     #[error(
-        "cannot reach the Docker daemon at {host}: {source}\n\
-         start one (`sudo dockerd &`, or `sudo systemctl start docker`), or point DOCKER_HOST at one"
+        "cannot reach the Docker daemon at {host} (start one: `sudo dockerd &` or \
+         `sudo systemctl start docker`; or point DOCKER_HOST at one)"
     )]
-    Unreachable { host: String, source: BollardError },
+    Unreachable {
+        host: String,
+        #[source]
+        source: BollardError,
+    },
 }
 
 /// Where the docker CLI would connect.
@@ -64,6 +82,9 @@ pub struct DockerRuntime {
     run_id: String,
     version: String,
     cancel: Cancel,
+    identity: Identity,
+    /// Removals of finished containers, done while the next case runs; awaited by `finish`.
+    removals: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Image -> its id, or why it cannot be had; filled once per run.
     images: Mutex<HashMap<String, ImageSlot>>,
     /// Set when the daemon stopped answering mid-run: later cases error at once.
@@ -73,12 +94,15 @@ pub struct DockerRuntime {
 impl DockerRuntime {
     /// Connects as the docker CLI would (DOCKER_HOST, else the default socket), agrees on an API
     /// version, and checks the daemon answers.
-    pub async fn connect(run_id: &str, cancel: Cancel) -> Result<Self, DockerError> {
+    /// Requests may take as long as the longest stop (`grace`) and some.
+    pub async fn connect(run_id: &str, grace: Duration, cancel: Cancel) -> Result<Self, DockerError> {
         let unreachable = |source| DockerError::Unreachable {
             host: docker_host(),
             source,
         };
-        let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+        let docker = Docker::connect_with_defaults()
+            .map_err(unreachable)?
+            .with_timeout(REQUEST_TIMEOUT.max(grace + STOP_SLACK * 2));
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         let version = docker.version().await.map_err(unreachable)?;
         Ok(Self {
@@ -86,9 +110,27 @@ impl DockerRuntime {
             run_id: run_id.to_string(),
             version: version.version.unwrap_or_else(|| "unknown".into()),
             cancel,
+            identity: Identity::of_this_process(),
+            removals: Mutex::new(Vec::new()),
             images: Mutex::new(HashMap::new()),
             lost: AtomicBool::new(false),
         })
+    }
+
+    /// Waits for every container removal still in flight.
+    pub async fn finish(&self) {
+        let pending = std::mem::take(&mut *self.removals.lock().unwrap_or_else(|p| p.into_inner()));
+        for removal in pending {
+            let _ = removal.await;
+        }
+    }
+
+    /// Notes that the daemon stopped answering when `e` says the connection failed (not that the
+    /// daemon refused a request): the rest of the run is then not attempted.
+    fn note_if_lost(&self, e: &BollardError) {
+        if is_connection_error(e) {
+            self.lost.store(true, Ordering::SeqCst);
+        }
     }
 
     pub fn version(&self) -> &str {
@@ -122,10 +164,11 @@ impl DockerRuntime {
                 status_code: 404, ..
             }) => {}
             Err(e) => {
+                self.note_if_lost(&e);
                 return Err(ImageError::Inspect {
                     image: image.to_string(),
                     reason: short(&e),
-                })
+                });
             }
         }
         eprintln!("zoo-runner: pulling image `{image}`");
@@ -193,23 +236,25 @@ impl DockerRuntime {
         let id = match self.create(image, req).await {
             Ok(id) => id,
             Err(e) => {
-                let mut exec = Execution::errored(
-                    format!("failed to create a container from `{image}`: {}", short(&e)),
-                    req.keep,
-                );
+                self.note_if_lost(&e);
+                let reason = if self.daemon_lost() {
+                    format!(
+                        "not run: lost the Docker daemon at {}: {}",
+                        docker_host(),
+                        short(&e)
+                    )
+                } else {
+                    format!("failed to create a container from `{image}`: {}", short(&e))
+                };
+                let mut exec = Execution::errored(reason, req.keep);
                 exec.properties = properties;
                 return exec;
             }
         };
         properties.push(("container".to_string(), id.chars().take(12).collect()));
         let mut exec = self.run_container(&id, req).await;
-        if let Err(e) = self.remove(&id).await {
-            eprintln!(
-                "zoo-runner: could not remove container {id}: {}; the next run will",
-                short(&e)
-            );
-        }
         exec.duration = started.elapsed();
+        self.remove_later(id);
         exec.properties.splice(0..0, properties);
         exec
     }
@@ -223,6 +268,8 @@ impl DockerRuntime {
                 LABEL_PID_START.to_string(),
                 process_start_time(std::process::id()).unwrap_or_default(),
             ),
+            (LABEL_BOOT.to_string(), self.identity.boot_id.clone()),
+            (LABEL_PID_NS.to_string(), self.identity.pid_ns.clone()),
             (LABEL_CASE.to_string(), req.case_name.clone()),
         ]);
         let host_config = HostConfig {
@@ -280,32 +327,66 @@ impl DockerRuntime {
         let mut attached = match self.docker.attach_container(id, Some(options)).await {
             Ok(a) => a.output,
             Err(e) => {
+                self.note_if_lost(&e);
                 let reason = format!("failed to attach to the container: {}", short(&e));
                 return failed(reason, stdout, stderr);
             }
         };
         if let Err(e) = self.docker.start_container(id, None).await {
+            self.note_if_lost(&e);
             let reason = format!("failed to start the container: {}", short(&e));
             return failed(reason, stdout, stderr);
         }
-        let logs = async {
-            let mut error = None;
-            while let Some(item) = attached.next().await {
-                match item {
-                    Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
-                        stdout.push(&message)
-                    }
-                    Ok(LogOutput::StdErr { message }) => stderr.push(&message),
-                    Ok(LogOutput::StdIn { .. }) => {}
-                    Err(e) => {
-                        error = Some(short(&e));
-                        break;
+        let started = Instant::now();
+        let (end, log_error) = {
+            let logs = async {
+                let mut error = None;
+                while let Some(item) = attached.next().await {
+                    match item {
+                        Ok(LogOutput::StdOut { message }) | Ok(LogOutput::Console { message }) => {
+                            stdout.push(&message)
+                        }
+                        Ok(LogOutput::StdErr { message }) => stderr.push(&message),
+                        Ok(LogOutput::StdIn { .. }) => {}
+                        Err(e) => {
+                            error = Some(short(&e));
+                            break;
+                        }
                     }
                 }
+                error
+            };
+            tokio::pin!(logs);
+            tokio::select! {
+                end = self.wait(id, req, started) => {
+                    // The output ends with the container; should it not (a daemon that keeps
+                    // the stream open), it gets a bounded time after the exit.
+                    let log_error = match tokio::time::timeout(DRAIN, &mut logs).await {
+                        Ok(e) => e,
+                        Err(_) => Some(format!(
+                            "the output stream stayed open {} after the container ended; \
+                             stopped reading",
+                            show_duration(DRAIN)
+                        )),
+                    };
+                    (end, log_error)
+                }
+                // The stream ended first: the container has exited or is about to.
+                log_error = &mut logs => (self.wait(id, req, started).await, log_error),
             }
-            error
         };
-        let (log_error, end) = tokio::join!(logs, self.wait(id, req));
+        self.conclude(id, req, end, log_error, stdout, stderr).await
+    }
+
+    async fn conclude(
+        &self,
+        id: &str,
+        req: &RunRequest,
+        end: End,
+        log_error: Option<String>,
+        stdout: Captured,
+        mut stderr: Captured,
+    ) -> Execution {
         let outcome = match end {
             End::TimedOut => Outcome::TimedOut { after: req.timeout },
             End::Interrupted => Outcome::Interrupted,
@@ -315,6 +396,12 @@ impl DockerRuntime {
                     reason: format!("lost the Docker daemon while the case ran: {e}"),
                 }
             }
+            End::Stuck => Outcome::Errored {
+                reason: format!(
+                    "the container did not exit within {} of its stop and a SIGKILL; removed by force",
+                    show_duration(req.grace + STOP_SLACK * 2)
+                ),
+            },
             End::Exited => self.judge_exit(id, req).await,
         };
         if let Some(e) = log_error {
@@ -329,17 +416,20 @@ impl DockerRuntime {
         }
     }
 
-    /// Waits for the container to exit, stopping it at its timeout or on interruption.
-    async fn wait(&self, id: &str, req: &RunRequest) -> End {
-        let started = Instant::now();
+    /// Waits for the container to exit, stopping it at its timeout or on interruption. Every
+    /// wait has a deadline: a container still there `STOP_SLACK` after its stop is killed, and
+    /// one still there `STOP_SLACK` after that is given up on (and removed by force).
+    async fn wait(&self, id: &str, req: &RunRequest, started: Instant) -> End {
         let mut waiting = Box::pin(self.docker.wait_container(id, None));
-        let deadline = tokio::time::sleep(req.timeout);
+        let deadline = tokio::time::sleep_until(deadline_after(started, req.timeout));
         tokio::pin!(deadline);
         let mut slow = tokio::time::interval_at(
-            tokio::time::Instant::now() + req.slow_period,
+            deadline_after(started, req.slow_period),
             req.slow_period,
         );
         let mut stopped: Option<End> = None;
+        let mut give_up: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let mut killed = false;
         loop {
             tokio::select! {
                 item = waiting.next() => {
@@ -359,10 +449,21 @@ impl DockerRuntime {
                     );
                     stopped = Some(End::TimedOut);
                     self.stop(id, req.grace).await;
+                    give_up = Some(Box::pin(tokio::time::sleep(STOP_SLACK)));
                 }
                 _ = self.cancel.reached(Level::Stop), if stopped.is_none() => {
                     stopped = Some(End::Interrupted);
                     self.stop(id, req.grace).await;
+                    give_up = Some(Box::pin(tokio::time::sleep(STOP_SLACK)));
+                }
+                _ = async { give_up.as_mut().expect("guarded").await }, if give_up.is_some() => {
+                    if killed {
+                        return End::Stuck;
+                    }
+                    killed = true;
+                    let kill = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
+                    let _ = self.docker.kill_container(id, Some(kill)).await;
+                    give_up = Some(Box::pin(tokio::time::sleep(STOP_SLACK)));
                 }
                 _ = slow.tick(), if stopped.is_none() => {
                     eprintln!(
@@ -410,23 +511,34 @@ impl DockerRuntime {
     }
 
     async fn remove(&self, id: &str) -> Result<(), BollardError> {
-        let options = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        match self.docker.remove_container(id, Some(options)).await {
-            Ok(()) => Ok(()),
-            // Already gone (removed by someone else, or a sweep): nothing left to do.
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(()),
-            Err(e) => Err(e),
-        }
+        remove_container(&self.docker, id).await
     }
 
-    /// Removes containers left by runs whose runner process is gone (killed outright). Only
-    /// containers carrying the runner's label are considered; a live run's are left alone.
-    pub async fn sweep_stale(&self) -> Result<usize, BollardError> {
+    /// Removes a finished container in the background, so the next case need not wait for it;
+    /// `finish` waits for every such removal before the run ends.
+    fn remove_later(&self, id: String) {
+        let docker = self.docker.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = remove_container(&docker, &id).await {
+                eprintln!(
+                    "zoo-runner: could not remove container {id}: {}; the next run will",
+                    short(&e)
+                );
+            }
+        });
+        self.removals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+    }
+
+    /// Removes containers left by runs whose runner process is provably gone (killed outright).
+    /// Only containers carrying the runner's label, made on this machine since its last boot and
+    /// in this PID namespace, are judged: a pid means nothing elsewhere, so containers of
+    /// runners in other namespaces or on other hosts sharing the daemon are never touched. One
+    /// failed removal does not end the sweep.
+    pub async fn sweep_stale(&self) -> Sweep {
+        let mut sweep = Sweep::default();
         let filters = HashMap::from([(
             "label".to_string(),
             vec![format!("{LABEL_RUNNER}={RUNNER}")],
@@ -435,19 +547,72 @@ impl DockerRuntime {
             .all(true)
             .filters(&filters)
             .build();
-        let mut removed = 0;
-        for container in self.docker.list_containers(Some(options)).await? {
+        let containers = match self.docker.list_containers(Some(options)).await {
+            Ok(list) => list,
+            Err(e) => {
+                sweep.problems.push(format!(
+                    "could not list containers of earlier runs: {}",
+                    short(&e)
+                ));
+                return sweep;
+            }
+        };
+        for container in containers {
             let labels = container.labels.unwrap_or_default();
-            if labels.get(LABEL_RUN) == Some(&self.run_id) || run_is_alive(&labels) {
+            if labels.get(LABEL_RUN) == Some(&self.run_id)
+                || !self.identity.made(&labels)
+                || run_is_alive(&labels)
+            {
                 continue;
             }
-            if let Some(id) = container.id {
-                self.remove(&id).await?;
-                removed += 1;
+            let Some(id) = container.id else { continue };
+            match self.remove(&id).await {
+                Ok(()) => sweep.removed += 1,
+                Err(e) => sweep.problems.push(format!(
+                    "could not remove container {} of a killed run: {}",
+                    id.chars().take(12).collect::<String>(),
+                    short(&e)
+                )),
             }
         }
-        Ok(removed)
+        sweep
     }
+}
+
+/// What a sweep did.
+#[derive(Debug, Default)]
+pub struct Sweep {
+    pub removed: usize,
+    /// Failures, each a sentence; the sweep went on after each.
+    pub problems: Vec<String>,
+}
+
+/// Removes a container (and its anonymous volumes); one already gone counts as removed.
+async fn remove_container(docker: &Docker, id: &str) -> Result<(), BollardError> {
+    let options = RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .v(true)
+        .build();
+    match docker.remove_container(id, Some(options)).await {
+        Ok(()) => Ok(()),
+        // Already gone (removed by someone else, or a sweep): nothing left to do.
+        Err(BollardError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// True when the request never got an answer from the daemon (as opposed to an answer that
+/// refuses it).
+fn is_connection_error(e: &BollardError) -> bool {
+    !matches!(
+        e,
+        BollardError::DockerResponseServerError { .. }
+            | BollardError::DockerContainerWaitError { .. }
+            | BollardError::JsonDataError { .. }
+            | BollardError::JsonSerdeError { .. }
+    )
 }
 
 enum End {
@@ -455,6 +620,16 @@ enum End {
     TimedOut,
     Interrupted,
     Lost(String),
+    /// Still there after its stop, a SIGKILL and two deadlines.
+    Stuck,
+}
+
+/// `start + after` on tokio's clock, or a far future where that would overflow.
+fn deadline_after(start: Instant, after: Duration) -> tokio::time::Instant {
+    let start = tokio::time::Instant::from_std(start);
+    start
+        .checked_add(after)
+        .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
 /// A run is alive when the process its labels name exists and started when the labels say (so a
@@ -480,14 +655,15 @@ pub fn process_start_time(pid: u32) -> Option<String> {
     after.split_whitespace().nth(19).map(str::to_string)
 }
 
-/// bollard's errors can be long (whole JSON bodies); keep what a person needs.
+/// bollard's errors can be long (whole JSON bodies); keep what a person needs, with the causes
+/// of transport errors ("error trying to connect: because No such file or directory").
 fn short(e: &BollardError) -> String {
     match e {
         BollardError::DockerResponseServerError {
             status_code,
             message,
         } => format!("{message} (HTTP {status_code})"),
-        other => other.to_string(),
+        other => chain(other),
     }
 }
 

@@ -5,6 +5,7 @@
 //! daemon gone, out-of-memory kill, signal), or it ran past its timeout.
 
 pub mod docker;
+pub mod identity;
 pub mod singularity;
 
 use std::time::Duration;
@@ -53,7 +54,7 @@ pub enum Outcome {
 }
 
 /// What a runtime reports for one case.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Execution {
     pub outcome: Outcome,
     pub stdout: Captured,
