@@ -247,7 +247,9 @@ impl Output {
         let read = self.reader().and_then(|mut r| r.read_to_end(&mut bytes));
         let mut text = String::from_utf8_lossy(&bytes).into_owned();
         if let Err(e) = read {
-            text.push_str(&format!("\n[zoo-runner: reading the spooled output failed: {e}]\n"));
+            text.push_str(&format!(
+                "\n[zoo-runner: reading the spooled output failed: {e}]\n"
+            ));
         }
         if let Some(note) = &self.note {
             text.push_str(&format!("\n[zoo-runner: {note}]\n"));
@@ -298,7 +300,10 @@ mod tests {
             c.push(&chunk);
         }
         assert_eq!(c.tail.len(), 1024, "only the tail is in memory");
-        assert!(matches!(c.body, Body::File(_)), "the head went to a spool file");
+        assert!(
+            matches!(c.body, Body::File(_)),
+            "the head went to a spool file"
+        );
         assert_eq!(c.total, 200 * 65536);
         let out = c.finish();
         assert!(out.text().len() < 3000);

@@ -46,7 +46,9 @@ fn parse_retries(text: &str) -> Result<u32, String> {
         .parse()
         .map_err(|_| format!("`{text}` is not a whole number from 0 to {MAX_RETRIES}"))?;
     if n > MAX_RETRIES {
-        return Err(format!("`{text}` is too many: --retries can be at most {MAX_RETRIES}"));
+        return Err(format!(
+            "`{text}` is too many: --retries can be at most {MAX_RETRIES}"
+        ));
     }
     Ok(n)
 }
@@ -297,7 +299,11 @@ mod tests {
         ];
         for (args, want) in refused {
             let err = try_parse(args).unwrap_err();
-            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{args:?}");
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{args:?}"
+            );
             assert_eq!(err.exit_code(), 2, "{args:?}");
             let text = err.to_string();
             assert!(text.contains(want), "{args:?}: {text}");

@@ -11,8 +11,8 @@
 mod cancel;
 mod capture;
 mod catalog;
-mod error_chain;
 mod cli;
+mod error_chain;
 mod harness;
 mod partition;
 mod plan;
@@ -32,8 +32,8 @@ use anyhow::Context;
 
 use crate::cancel::Cancel;
 use crate::catalog::Catalog;
-use crate::error_chain::chain;
 use crate::cli::{Cli, DEFAULT_SPEC};
+use crate::error_chain::chain;
 use crate::harness::{Harness, Settings};
 use crate::plan::{Case, RuntimeKind, Selection};
 use crate::record::{Attempt, Record, Status};
@@ -187,7 +187,9 @@ fn execute(
                 eprintln!("error: {e}");
                 let reason = format!("not run: {e}");
                 let records = errored_records(&selected, &reason);
-                return Ok(write_report(target, &records, &extra, cli).unwrap_or(EXIT_DOCKER.into()));
+                return Ok(
+                    write_report(target, &records, &extra, cli).unwrap_or(EXIT_DOCKER.into())
+                );
             }
         }
     } else {
@@ -321,4 +323,3 @@ fn errored_records(cases: &[&Case], reason: &str) -> Vec<Record> {
         })
         .collect()
 }
-

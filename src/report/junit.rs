@@ -160,10 +160,7 @@ fn image_properties(records: &[&Record]) -> Vec<(String, String)> {
             found.push((key.to_string(), values));
         }
     }
-    found
-        .into_iter()
-        .map(|(k, v)| (k, v.join(" ")))
-        .collect()
+    found.into_iter().map(|(k, v)| (k, v.join(" "))).collect()
 }
 
 /// The per-case facts: everything that is not an image-level property, plus the attempt count.
@@ -314,7 +311,10 @@ fn write_stream(
         }
         match output.reader() {
             Ok(reader) => xml::text_from(out, reader)?,
-            Err(e) => xml::text(out, &format!("[zoo-runner: the spooled output is lost: {e}]"))?,
+            Err(e) => xml::text(
+                out,
+                &format!("[zoo-runner: the spooled output is lost: {e}]"),
+            )?,
         }
     }
     writeln!(out, "</{tag}>")
@@ -328,7 +328,9 @@ pub(crate) mod tests {
     fn attempt(status: Status, i: usize) -> Attempt {
         Attempt {
             status,
-            stdout: Output::from_text(&format!("out {i} \u{1b}[31mred\u{1b}[0m ]]> <&> \u{0}\u{7}")),
+            stdout: Output::from_text(&format!(
+                "out {i} \u{1b}[31mred\u{1b}[0m ]]> <&> \u{0}\u{7}"
+            )),
             stderr: Output::from_text(&format!("err {i} \u{fffd}")),
             duration: Duration::from_millis(5),
         }
@@ -456,8 +458,15 @@ pub(crate) mod tests {
         let xml = render(&[record("ok", vec![Status::Passed])], Flavor::Strict);
         let doc = parse(&xml);
         let root = doc.root_element();
-        assert_eq!(root.attribute("skipped"), None, "junit-10.xsd has no skipped here");
-        let case = doc.descendants().find(|n| n.has_tag_name("testcase")).unwrap();
+        assert_eq!(
+            root.attribute("skipped"),
+            None,
+            "junit-10.xsd has no skipped here"
+        );
+        let case = doc
+            .descendants()
+            .find(|n| n.has_tag_name("testcase"))
+            .unwrap();
         assert!(
             !case.children().any(|n| n.has_tag_name("properties")),
             "no properties inside testcase"
@@ -469,7 +478,9 @@ pub(crate) mod tests {
             .text()
             .unwrap();
         assert!(
-            out.starts_with("[zoo-runner] command: kipoi test x\n[zoo-runner] container: 0123456789ab\n"),
+            out.starts_with(
+                "[zoo-runner] command: kipoi test x\n[zoo-runner] container: 0123456789ab\n"
+            ),
             "{out}"
         );
         let suite_props: Vec<(&str, &str)> = doc
@@ -479,7 +490,11 @@ pub(crate) mod tests {
             .collect();
         assert_eq!(
             suite_props,
-            [("run-id", "r1"), ("image", "img:1"), ("image-id", "sha256:abc")]
+            [
+                ("run-id", "r1"),
+                ("image", "img:1"),
+                ("image-id", "sha256:abc")
+            ]
         );
     }
 
@@ -487,8 +502,14 @@ pub(crate) mod tests {
     fn extended_flavor_keeps_testcase_properties() {
         let xml = render(&[record("ok", vec![Status::Passed])], Flavor::Extended);
         let doc = parse(&xml);
-        let case = doc.descendants().find(|n| n.has_tag_name("testcase")).unwrap();
-        let props = case.children().find(|n| n.has_tag_name("properties")).unwrap();
+        let case = doc
+            .descendants()
+            .find(|n| n.has_tag_name("testcase"))
+            .unwrap();
+        let props = case
+            .children()
+            .find(|n| n.has_tag_name("properties"))
+            .unwrap();
         assert!(props
             .children()
             .any(|n| n.attribute("name") == Some("command")));
@@ -547,7 +568,10 @@ pub(crate) mod tests {
         r.last.stderr.discard();
         let xml = render(&[r], Flavor::Strict);
         let doc = parse(&xml);
-        let case = doc.descendants().find(|n| n.has_tag_name("testcase")).unwrap();
+        let case = doc
+            .descendants()
+            .find(|n| n.has_tag_name("testcase"))
+            .unwrap();
         let out = case
             .children()
             .find(|n| n.has_tag_name("system-out"))

@@ -55,17 +55,13 @@ impl ReportTarget {
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
-            .map_err(|e| unwritable(format!("cannot create its folder `{}`: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            unwritable(format!("cannot create its folder `{}`: {e}", dir.display()))
+        })?;
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{name}.tmp-"))
             .tempfile_in(dir)
-            .map_err(|e| {
-                unwritable(format!(
-                    "cannot create a file in `{}`: {e}",
-                    dir.display()
-                ))
-            })?;
+            .map_err(|e| unwritable(format!("cannot create a file in `{}`: {e}", dir.display())))?;
         let spool = tempfile::Builder::new()
             .prefix(&format!(".{name}.spool-"))
             .tempdir_in(dir)

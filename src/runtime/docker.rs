@@ -95,7 +95,11 @@ impl DockerRuntime {
     /// Connects as the docker CLI would (DOCKER_HOST, else the default socket), agrees on an API
     /// version, and checks the daemon answers.
     /// Requests may take as long as the longest stop (`grace`) and some.
-    pub async fn connect(run_id: &str, grace: Duration, cancel: Cancel) -> Result<Self, DockerError> {
+    pub async fn connect(
+        run_id: &str,
+        grace: Duration,
+        cancel: Cancel,
+    ) -> Result<Self, DockerError> {
         let unreachable = |source| DockerError::Unreachable {
             host: docker_host(),
             source,
@@ -423,10 +427,8 @@ impl DockerRuntime {
         let mut waiting = Box::pin(self.docker.wait_container(id, None));
         let deadline = tokio::time::sleep_until(deadline_after(started, req.timeout));
         tokio::pin!(deadline);
-        let mut slow = tokio::time::interval_at(
-            deadline_after(started, req.slow_period),
-            req.slow_period,
-        );
+        let mut slow =
+            tokio::time::interval_at(deadline_after(started, req.slow_period), req.slow_period);
         let mut stopped: Option<End> = None;
         let mut give_up: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let mut killed = false;

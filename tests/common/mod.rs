@@ -114,12 +114,39 @@ pub fn junit_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("junit.xml")
 }
 
-/// Reads and strictly parses a JUnit file; returns its text (roxmltree borrows it).
+/// Reads and strictly parses a JUnit file, and validates it against Jenkins' junit-10.xsd
+/// (the default flavour must); returns its text (roxmltree borrows it).
 pub fn read_junit(path: &Path) -> String {
+    let text = read_junit_unvalidated(path);
+    validate_junit(path);
+    text
+}
+
+/// Reads and strictly parses a JUnit file that need not follow junit-10.xsd (the extended
+/// flavour).
+pub fn read_junit_unvalidated(path: &Path) -> String {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("JUnit file {} exists: {e}", path.display()));
     roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("JUnit parses: {e}\n{text}"));
     text
+}
+
+/// Fails the test unless `xmllint` finds the file valid against the vendored junit-10.xsd.
+pub fn validate_junit(path: &Path) {
+    let schema = root().join("fixtures/junit-10.xsd");
+    let out = Command::new("xmllint")
+        .arg("--noout")
+        .arg("--schema")
+        .arg(&schema)
+        .arg(path)
+        .output()
+        .expect("xmllint runs (Debian's libxml2-utils; the README's test command installs it)");
+    assert!(
+        out.status.success(),
+        "{} is not valid against junit-10.xsd:\n{}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Where a run writes its JUnit report: `junit.xml` in a temporary folder that lives as long
