@@ -106,6 +106,7 @@ struct RawSpec {
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
+    #[serde(default, deserialize_with = "de_args")]
     args: Option<Vec<String>>,
     skip: Option<String>,
     expect_failure: Option<String>,
@@ -196,6 +197,16 @@ fn de_some_command<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Vec<String>>, D::Error> {
     de_command(d).map(Some)
+}
+
+/// Extra words after the command, taken as they are (no shell splitting), placeholders filled.
+fn de_args<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let words = Vec::<String>::deserialize(d)?;
+    for word in &words {
+        check_placeholders(word, "args", &COMMAND_PLACEHOLDERS)
+            .map_err(serde::de::Error::custom)?;
+    }
+    Ok(Some(words))
 }
 
 fn de_workdir<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -442,7 +453,7 @@ impl Spec {
         };
         let template = rule.command.as_ref().unwrap_or(&self.command);
         let mut command: Vec<String> = template.iter().map(|t| fill(t)).collect();
-        command.extend(rule.args.iter().cloned());
+        command.extend(rule.args.iter().map(|a| fill(a)));
         CasePlan {
             command,
             workdir: rule
@@ -801,6 +812,11 @@ workdir = "/w/{model}"
                 "line 3, column 11",
                 "`{x}` in `workdir`",
             ),
+            (
+                "command = \"x\"\n[models.A]\nargs = [\"--ok={attempt}\", \"--m={mod}\"]",
+                "line 3, column 8",
+                "`{mod}` in `args`",
+            ),
         ];
         for (text, position, want) in cases {
             let err = refused(text);
@@ -896,7 +912,7 @@ timeout = "1h"
 memory = "1g"
 workdir = "/g"
 [models."G/args"]
-args = ["--own"]
+args = ["--own={group}"]
 [models."G/noargs"]
 args = []
 [models."G/skip"]
@@ -913,7 +929,7 @@ expect_failure = "broken"
         // Adding args keeps the group's mark, limits and workdir; the model's args replace the
         // group's.
         let plan = spec.plan_for("G/args", None);
-        assert_eq!(plan.command, ["run", "G/args", "--own"]);
+        assert_eq!(plan.command, ["run", "G/args", "--own=G"]);
         assert_eq!(plan.expect_failure.as_deref(), Some("dead links"));
         assert_eq!(plan.timeout, Duration::from_secs(3600));
         assert_eq!(plan.memory, Some(1 << 30));
@@ -957,5 +973,11 @@ expect_failure = "broken"
         );
         assert!(kipoi.env.is_empty());
         Spec::load(&root.join("fixtures/spec.toml")).unwrap();
+        let faults = Spec::load(&root.join("fixtures/faults/spec.toml")).unwrap();
+        assert_eq!(
+            faults.plan_for("flaky", None).command,
+            ["python3", "/faults/flaky.py", "{attempt}"]
+        );
+        assert_eq!(faults.plan_for("oom", None).memory, Some(128 << 20));
     }
 }
