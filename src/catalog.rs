@@ -8,6 +8,10 @@
 //!
 //! Lookups go exact key first (`MMSplice/mtsplice`), then the group (the part before the first
 //! `/`). Loading knows nothing of running.
+//!
+//! Errors say what is wrong where: a folder that does not exist, a file it lacks, a syntax error
+//! at its line and column, or a value of the wrong type at the value's line and column with its
+//! key path (`img[1]`) and what the file should hold.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,9 +42,35 @@ pub enum CatalogError {
         column: usize,
         message: String,
     },
+    #[error(
+        "catalog file `{path}` has a wrong value at line {line}, column {column} (key `{key}`): \
+         {message}; {shape}"
+    )]
+    Type {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        /// Where the value sits, like `img[1]`; `.` for the whole file.
+        key: String,
+        message: String,
+        /// What the file should hold.
+        shape: &'static str,
+    },
+    #[error("catalog folder `{dir}` does not exist")]
+    NoFolder { dir: PathBuf },
+    #[error("catalog folder `{dir}` is not a folder")]
+    NotAFolder { dir: PathBuf },
     #[error("catalog folder `{dir}` has no {wanted}")]
     Missing { dir: PathBuf, wanted: String },
 }
+
+/// What each catalog file holds, for type errors.
+const MODEL_TO_DOCKER_SHAPE: &str =
+    "the file maps each model group or model to an image name, like {\"HAL\": \"repo/image:tag\"}";
+const DOCKER_TO_MODEL_SHAPE: &str =
+    "the file maps each image name to a list of model names, like {\"repo/image:tag\": [\"HAL\"]}";
+const MODEL_TO_SINGULARITY_SHAPE: &str = "the file maps each model group or model to \
+     {\"url\": ..., \"name\": ..., \"md5\": ...}";
 
 /// Where a SIF for a model group lives, as the catalog gives it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -67,12 +97,22 @@ pub fn group_of(model: &str) -> &str {
 
 impl Catalog {
     pub fn load(dir: &Path) -> Result<Self, CatalogError> {
+        if !dir.exists() {
+            return Err(CatalogError::NoFolder {
+                dir: dir.to_path_buf(),
+            });
+        }
+        if !dir.is_dir() {
+            return Err(CatalogError::NotAFolder {
+                dir: dir.to_path_buf(),
+            });
+        }
         let m2d_path =
             first_existing(dir, &MODEL_TO_DOCKER).ok_or_else(|| CatalogError::Missing {
                 dir: dir.to_path_buf(),
                 wanted: MODEL_TO_DOCKER.join(" or "),
             })?;
-        let model_to_image: BTreeMap<String, String> = read_json(&m2d_path)?;
+        let model_to_image: BTreeMap<String, String> = read_json(&m2d_path, MODEL_TO_DOCKER_SHAPE)?;
         let d2m_path = dir.join(DOCKER_TO_MODEL);
         if !d2m_path.is_file() {
             return Err(CatalogError::Missing {
@@ -80,9 +120,10 @@ impl Catalog {
                 wanted: DOCKER_TO_MODEL.to_string(),
             });
         }
-        let image_to_models: BTreeMap<String, Vec<String>> = read_json(&d2m_path)?;
+        let image_to_models: BTreeMap<String, Vec<String>> =
+            read_json(&d2m_path, DOCKER_TO_MODEL_SHAPE)?;
         let sif = match first_existing(dir, &MODEL_TO_SINGULARITY) {
-            Some(path) => read_json(&path)?,
+            Some(path) => read_json(&path, MODEL_TO_SINGULARITY_SHAPE)?,
             None => BTreeMap::new(),
         };
         Ok(Self {
@@ -179,17 +220,69 @@ fn first_existing(dir: &Path, names: &[&str]) -> Option<PathBuf> {
     names.iter().map(|n| dir.join(n)).find(|p| p.is_file())
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, CatalogError> {
+fn read_json<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    shape: &'static str,
+) -> Result<T, CatalogError> {
     let text = std::fs::read_to_string(path).map_err(|reason| CatalogError::Read {
         path: path.to_path_buf(),
         reason,
     })?;
-    serde_json::from_str(&text).map_err(|e| CatalogError::Parse {
+    let syntax = |e: serde_json::Error| CatalogError::Parse {
         path: path.to_path_buf(),
         line: e.line(),
         column: e.column(),
         message: strip_position(&e.to_string()),
-    })
+    };
+    let mut de = serde_json::Deserializer::from_str(&text);
+    let value = match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => value,
+        Err(e) if e.inner().classify() == serde_json::error::Category::Data => {
+            let (line, column) = value_start(&text, e.inner().line(), e.inner().column());
+            return Err(CatalogError::Type {
+                path: path.to_path_buf(),
+                line,
+                column,
+                key: e.path().to_string(),
+                message: strip_position(&e.inner().to_string()),
+                shape,
+            });
+        }
+        Err(e) => return Err(syntax(e.into_inner())),
+    };
+    de.end().map_err(syntax)?;
+    Ok(value)
+}
+
+/// serde_json places a type error on the last character it read: the value itself for a
+/// number or a string, but the character before it (a space, `:`, or column 0 for the whole
+/// file) when it refused the value on sight, as with a list where a map belongs. This moves such
+/// a position on to the value.
+fn value_start(text: &str, line: usize, column: usize) -> (usize, usize) {
+    let Some(line_text) = text.lines().nth(line.saturating_sub(1)) else {
+        return (line, column.max(1));
+    };
+    let chars: Vec<char> = line_text.chars().collect();
+    let at = |col: usize| chars.get(col.wrapping_sub(1)).copied();
+    let before_value = column == 0 || at(column).is_some_and(|c| c.is_whitespace() || c == ':');
+    if !before_value {
+        return (line, column);
+    }
+    // Scan forward, across lines if need be, to the first character that can start a value.
+    let mut col = column;
+    for (n, l) in text.lines().enumerate().skip(line.saturating_sub(1)) {
+        let chars: Vec<char> = l.chars().collect();
+        let from = if n + 1 == line { col } else { 0 };
+        if let Some(i) = chars
+            .iter()
+            .skip(from)
+            .position(|c| !c.is_whitespace() && *c != ':')
+        {
+            return (n + 1, from + i + 1);
+        }
+        col = 0;
+    }
+    (line, column.max(1))
 }
 
 /// serde_json appends " at line L column C" to its messages; we print the position ourselves.
@@ -302,6 +395,111 @@ mod tests {
         write(dir.path(), "model-to-docker.json", "{}");
         let err = Catalog::load(dir.path()).unwrap_err().to_string();
         assert!(err.contains("docker-to-model.json"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_or_odd_folder_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("nope");
+        let err = Catalog::load(&gone).unwrap_err();
+        assert!(matches!(err, CatalogError::NoFolder { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("does not exist") && text.contains("nope") && !text.contains("has no"),
+            "{text}"
+        );
+        let file = dir.path().join("file");
+        write(dir.path(), "file", "{}");
+        let err = Catalog::load(&file).unwrap_err().to_string();
+        assert!(err.contains("is not a folder"), "{err}");
+        // An existing, empty folder still names the file it lacks.
+        let err = Catalog::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("has no model-to-docker.json"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_give_the_value_position_and_key() {
+        // (file, its text, position, key, what the message says)
+        let cases = [
+            (
+                "docker-to-model.json",
+                "{\"img\": 5}",
+                "line 1, column 9",
+                "key `img`",
+                "integer `5`, expected a sequence",
+            ),
+            (
+                "docker-to-model.json",
+                "{\n  \"a\": [\"x\"],\n  \"img\": [\"m\", 7]\n}",
+                "line 3, column 16",
+                "key `img[1]`",
+                "expected a string",
+            ),
+            (
+                "docker-to-model.json",
+                "{\"img\":\n   {\"m\": 1}}",
+                "line 2, column 4",
+                "key `img`",
+                "map, expected a sequence",
+            ),
+            (
+                "docker-to-model.json",
+                "[\"img\"]",
+                "line 1, column 1",
+                "key `.`",
+                "expected a map",
+            ),
+            (
+                "model-to-docker.json",
+                "{\"A\": \"img\", \"B\": [\"img\"]}",
+                "line 1, column 19",
+                "key `B`",
+                "an image name",
+            ),
+            (
+                "model-to-singularity.json",
+                "{\"A\": {\"url\": \"u\", \"name\": 3, \"md5\": \"x\"}}",
+                "line 1, column 28",
+                "key `A.name`",
+                "{\"url\": ..., \"name\": ..., \"md5\": ...}",
+            ),
+        ];
+        for (file, text, position, key, want) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            write(dir.path(), "model-to-docker.json", r#"{"A": "img"}"#);
+            write(dir.path(), "docker-to-model.json", r#"{"img": ["A"]}"#);
+            write(dir.path(), file, text);
+            let err = Catalog::load(dir.path()).unwrap_err();
+            assert!(matches!(err, CatalogError::Type { .. }), "{text}: {err:?}");
+            let err = err.to_string();
+            assert!(
+                err.contains(file)
+                    && err.contains(position)
+                    && err.contains(key)
+                    && err.contains(want),
+                "{text}: {err}"
+            );
+            assert!(!err.contains("column 0"), "{err}");
+        }
+    }
+
+    #[test]
+    fn trailing_text_is_a_syntax_error() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "model-to-docker.json", "{\"A\": \"img\"} x");
+        write(dir.path(), "docker-to-model.json", "{}");
+        let err = Catalog::load(dir.path()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CatalogError::Parse {
+                    line: 1,
+                    column: 14,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -7,6 +7,9 @@
 //!   unless `--all-models`).
 //! - nothing: every image of the catalog, as with `--image`.
 //!
+//! The flags add up: `--image X --model Y` runs X's models and Y. Spaces around the items of a
+//! comma list are trimmed; an empty item is an error naming the flag.
+//!
 //! Each selected model becomes one case per runtime. Unknown names are errors that name the
 //! closest matches, before anything runs.
 
@@ -66,14 +69,26 @@ pub struct Case {
     pub plan: CasePlan,
 }
 
-/// A name the catalog does not know, with the closest ones it does.
+/// A selection the catalog cannot satisfy, found before anything runs.
 #[derive(Debug, Error, PartialEq, Eq)]
-#[error("unknown {kind} `{name}`{}", did_you_mean(.suggestions))]
-pub struct PlanError {
-    /// `model`, `model group` or `image`.
-    pub kind: &'static str,
-    pub name: String,
-    pub suggestions: Vec<String>,
+pub enum PlanError {
+    /// A name the catalog does not know, with the closest ones it does.
+    #[error("unknown {kind} `{name}`{}", did_you_mean(.suggestions))]
+    Unknown {
+        /// `model`, `model group` or `image`.
+        kind: &'static str,
+        name: String,
+        suggestions: Vec<String>,
+    },
+    /// `--model a,,b`, `--model ''` or a trailing comma.
+    #[error(
+        "`{flag}` got an empty {what} (as in `a,,b`, a trailing comma, or ''): name each {what}, \
+         separated by commas"
+    )]
+    EmptyItem {
+        flag: &'static str,
+        what: &'static str,
+    },
 }
 
 fn did_you_mean(suggestions: &[String]) -> String {
@@ -109,28 +124,51 @@ pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
     found
 }
 
+/// The values of a selection flag with the spaces around each trimmed (`--model 'A, B'`).
+/// An item that is empty after trimming is an error naming the flag.
+fn trimmed(
+    values: &[String],
+    flag: &'static str,
+    what: &'static str,
+) -> Result<Vec<String>, PlanError> {
+    values
+        .iter()
+        .map(|v| match v.trim() {
+            "" => Err(PlanError::EmptyItem { flag, what }),
+            name => Ok(name.to_string()),
+        })
+        .collect()
+}
+
+/// The cases a selection makes. The selection flags add up: every model that `--image`,
+/// `--modelgroup` or `--model` selects runs, once (the first flag, in that order, that selects
+/// it decides its image). None narrows another; libtest's FILTER, `--skip` and `--exact`
+/// narrow, after this.
 pub fn plan(catalog: &Catalog, spec: &Spec, sel: &Selection) -> Result<Vec<Case>, PlanError> {
+    let sel_images = trimmed(&sel.images, "--image", "image")?;
+    let sel_groups = trimmed(&sel.groups, "--modelgroup", "group")?;
+    let sel_models = trimmed(&sel.models, "--model", "model")?;
     // (model, image it runs in): `--image` runs a model in the image named, the other modes in
     // the image the catalog maps the model to.
     let mut picked: Vec<(String, String)> = Vec::new();
-    let nothing_selected = sel.images.is_empty() && sel.models.is_empty() && sel.groups.is_empty();
+    let nothing_selected = sel_images.is_empty() && sel_models.is_empty() && sel_groups.is_empty();
     let images: Vec<String> = if nothing_selected {
         catalog.served_images().map(str::to_string).collect()
     } else {
-        sel.images.clone()
+        sel_images
     };
     for image in &images {
         for model in models_of_image(catalog, spec, image, sel.all_models)? {
             picked.push((model, image.clone()));
         }
     }
-    for group in &sel.groups {
+    for group in &sel_groups {
         for model in models_of_group(catalog, spec, group, sel.all_models)? {
             let image = catalog.image_for(&model).unwrap_or_default().to_string();
             picked.push((model, image));
         }
     }
-    for model in &sel.models {
+    for model in &sel_models {
         let image = check_model(catalog, model)?;
         picked.push((model.clone(), image.to_string()));
     }
@@ -174,11 +212,13 @@ fn models_of_image(
 ) -> Result<Vec<String>, PlanError> {
     // `--image X-slim` is the slim variant of X: same models.
     let bare = image.strip_suffix("-slim").unwrap_or(image);
-    let models = catalog.models_of_image(bare).ok_or_else(|| PlanError {
-        kind: "image",
-        name: image.to_string(),
-        suggestions: closest(image, catalog.images()),
-    })?;
+    let models = catalog
+        .models_of_image(bare)
+        .ok_or_else(|| PlanError::Unknown {
+            kind: "image",
+            name: image.to_string(),
+            suggestions: closest(image, catalog.images()),
+        })?;
     let models = models.to_vec();
     Ok(if spec.is_shared_image(bare) && !all_models {
         one_per_group(models)
@@ -194,7 +234,7 @@ fn models_of_group(
     all_models: bool,
 ) -> Result<Vec<String>, PlanError> {
     if !catalog.has_group(group) {
-        return Err(PlanError {
+        return Err(PlanError::Unknown {
             kind: "model group",
             name: group.to_string(),
             suggestions: closest(group, catalog.groups()),
@@ -214,7 +254,7 @@ fn models_of_group(
 /// A model is known when the catalog maps it (or its group) to an image, and, where the image's
 /// model list is known, that list holds it. Returns the image.
 fn check_model<'a>(catalog: &'a Catalog, model: &str) -> Result<&'a str, PlanError> {
-    let unknown = || PlanError {
+    let unknown = || PlanError::Unknown {
         kind: "model",
         name: model.to_string(),
         suggestions: closest(model, catalog.models().chain(catalog.groups())),
@@ -371,6 +411,128 @@ mod tests {
             seen += shard.len();
         }
         assert_eq!(seen, all.len());
+    }
+
+    #[test]
+    fn spaces_around_list_items_are_trimmed() {
+        let (cat, spec) = kipoi();
+        let spaced = Selection {
+            models: vec![" KipoiSplice/4".into(), "Basenji ".into()],
+            groups: vec!["\tHAL ".into()],
+            images: vec![" kipoi/kipoi-docker:mmsplice".into()],
+            ..Default::default()
+        };
+        let tight = Selection {
+            models: vec!["KipoiSplice/4".into(), "Basenji".into()],
+            groups: vec!["HAL".into()],
+            images: vec!["kipoi/kipoi-docker:mmsplice".into()],
+            ..Default::default()
+        };
+        let spaced = plan(&cat, &spec, &spaced).unwrap();
+        let tight = plan(&cat, &spec, &tight).unwrap();
+        assert_eq!(names(&spaced), names(&tight));
+        assert!(names(&spaced).contains(&"docker::Basenji"));
+        assert!(spaced
+            .iter()
+            .all(|c| c.image.trim() == c.image && c.model.trim() == c.model));
+    }
+
+    #[test]
+    fn an_empty_list_item_names_its_flag() {
+        let (cat, spec) = kipoi();
+        let cases = [
+            (
+                Selection {
+                    models: vec!["Basenji".into(), "".into(), "HAL".into()],
+                    ..Default::default()
+                },
+                "--model",
+            ),
+            (
+                Selection {
+                    groups: vec!["HAL".into(), "  ".into()],
+                    ..Default::default()
+                },
+                "--modelgroup",
+            ),
+            (
+                Selection {
+                    images: vec!["".into()],
+                    ..Default::default()
+                },
+                "--image",
+            ),
+        ];
+        for (sel, flag) in cases {
+            let err = plan(&cat, &spec, &sel).unwrap_err();
+            assert!(matches!(err, PlanError::EmptyItem { flag: f, .. } if f == flag));
+            let text = err.to_string();
+            assert!(text.contains(flag) && text.contains("empty"), "{text}");
+        }
+    }
+
+    #[test]
+    fn selection_flags_add_up() {
+        let (cat, spec) = kipoi();
+        let image = || vec!["kipoi/kipoi-docker:mmsplice".to_string()];
+        let group = || vec!["HAL".to_string(), "MMSplice".to_string()];
+        let model = || vec!["Basenji".to_string(), "KipoiSplice/4".to_string()];
+        let models_of = |sel: Selection| -> BTreeSet<String> {
+            let cases = plan(&cat, &spec, &sel).unwrap();
+            let set: BTreeSet<String> = cases.iter().map(|c| c.model.clone()).collect();
+            assert_eq!(set.len(), cases.len(), "each model once");
+            set
+        };
+        let by_image = models_of(Selection {
+            images: image(),
+            ..Default::default()
+        });
+        let by_group = models_of(Selection {
+            groups: group(),
+            ..Default::default()
+        });
+        let by_model = models_of(Selection {
+            models: model(),
+            ..Default::default()
+        });
+        assert!(!by_image.is_empty() && !by_group.is_empty() && !by_model.is_empty());
+        // Every pair of flags and all three: the union, never the intersection.
+        let combos = [
+            (true, true, false),
+            (true, false, true),
+            (false, true, true),
+            (true, true, true),
+        ];
+        for (i, g, m) in combos {
+            let sel = Selection {
+                images: if i { image() } else { vec![] },
+                groups: if g { group() } else { vec![] },
+                models: if m { model() } else { vec![] },
+                ..Default::default()
+            };
+            let mut want = BTreeSet::new();
+            for (on, set) in [(i, &by_image), (g, &by_group), (m, &by_model)] {
+                if on {
+                    want.extend(set.iter().cloned());
+                }
+            }
+            assert_eq!(models_of(sel), want, "image {i}, group {g}, model {m}");
+        }
+        // The overlap runs once, in the image `--image` named.
+        let both = plan(
+            &cat,
+            &spec,
+            &Selection {
+                images: image(),
+                models: vec!["MMSplice/deltaLogitPSI".into()],
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(both.len(), by_image.len());
+        assert!(both
+            .iter()
+            .all(|c| c.image == "kipoi/kipoi-docker:mmsplice"));
     }
 
     #[test]

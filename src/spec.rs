@@ -2,10 +2,11 @@
 //!
 //! ```toml
 //! catalog = "kipoi"                                # catalog folder, relative to this file
-//! command = "kipoi test {model} --source=kipoi"    # {model}, {group}, {attempt} filled in
+//! command = "kipoi test {model} --source=kipoi"    # split like a POSIX shell, or ["an", "array"]
 //! workdir = "/models/{model}"                      # optional
 //! network = "bridge"                               # none | host | bridge
-//! timeout = "30m"
+//! timeout = "30m"                                  # more than 0, at most 30 days
+//! memory = "8g"                                    # optional, at least 6 MiB
 //! env = ["KIPOI_CACHE=/cache", "SOME_HOST_VAR"]    # nothing from the host unless named
 //! shared_images = ["kipoi/kipoi-docker:sharedpy3keras2tf2"]
 //! volumes = ["kipoi-models:/root/.kipoi/models"]   # kept between cases: NAME or /host/path
@@ -15,6 +16,11 @@
 //! [models.DeepBind]
 //! expect_failure = "example files live on sandbox.zenodo.org, which is gone"
 //! ```
+//!
+//! Every value is checked while the file is read, so a bad one is an error with its line and
+//! column before any container starts: numbers out of bounds, unknown `{placeholders}`, a
+//! command that does not split, a volume whose source is a relative path. A model's own table
+//! is merged key by key over its group's ([`RawRule::over`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +30,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::catalog::group_of;
-use crate::units::{parse_duration, parse_size};
+use crate::units::{parse_positive_duration, parse_size_within, UnitError, MAX_DURATION};
 
 /// The timeout of a case when neither the spec nor the command line sets one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -77,12 +83,13 @@ struct RawSpec {
     catalog: Option<String>,
     #[serde(deserialize_with = "de_command")]
     command: Vec<String>,
+    #[serde(default, deserialize_with = "de_workdir")]
     workdir: Option<String>,
     #[serde(default)]
     network: Network,
-    #[serde(default, deserialize_with = "de_duration")]
+    #[serde(default, deserialize_with = "de_timeout")]
     timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "de_size")]
+    #[serde(default, deserialize_with = "de_memory")]
     memory: Option<u64>,
     #[serde(default, deserialize_with = "de_env")]
     env: Vec<String>,
@@ -94,27 +101,94 @@ struct RawSpec {
     models: BTreeMap<String, toml::Spanned<RawRule>>,
 }
 
+/// A `[models."..."]` table as written: every key optional, so a model's table can be merged
+/// key by key over its group's.
 #[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawRule {
-    #[serde(default)]
-    args: Vec<String>,
+    #[serde(default, deserialize_with = "de_args")]
+    args: Option<Vec<String>>,
     skip: Option<String>,
     expect_failure: Option<String>,
-    #[serde(default, deserialize_with = "de_duration")]
+    #[serde(default, deserialize_with = "de_timeout")]
     timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "de_size")]
+    #[serde(default, deserialize_with = "de_memory")]
     memory: Option<u64>,
+    #[serde(default, deserialize_with = "de_workdir")]
     workdir: Option<String>,
     #[serde(default, deserialize_with = "de_some_command")]
     command: Option<Vec<String>>,
 }
 
+impl RawRule {
+    /// This table's keys over `base`'s: a key this table sets wins. `skip` and
+    /// `expect_failure` count as one key (the mark), so a model's mark replaces its group's
+    /// rather than adding a second one. `args` set here replace `base`'s (`args = []` drops
+    /// them).
+    fn over(&self, base: &RawRule) -> RawRule {
+        let own_mark = self.skip.is_some() || self.expect_failure.is_some();
+        let (skip, expect_failure) = if own_mark {
+            (self.skip.clone(), self.expect_failure.clone())
+        } else {
+            (base.skip.clone(), base.expect_failure.clone())
+        };
+        RawRule {
+            args: self.args.clone().or_else(|| base.args.clone()),
+            skip,
+            expect_failure,
+            timeout: self.timeout.or(base.timeout),
+            memory: self.memory.or(base.memory),
+            workdir: self.workdir.clone().or_else(|| base.workdir.clone()),
+            command: self.command.clone().or_else(|| base.command.clone()),
+        }
+    }
+}
+
+/// Docker refuses a memory limit under 6 MiB.
+pub const MIN_MEMORY: u64 = 6 << 20;
+/// Docker takes the limit as a signed 64-bit count of bytes: anything above turns negative.
+pub const MAX_MEMORY: u64 = i64::MAX as u64;
+
+/// Placeholders `command` knows; `workdir` knows all but `{attempt}`.
+const COMMAND_PLACEHOLDERS: [&str; 3] = ["model", "group", "attempt"];
+const WORKDIR_PLACEHOLDERS: [&str; 2] = ["model", "group"];
+
+/// A command is a string, split like a POSIX shell splits it, or an array of words taken as
+/// they are.
+struct CommandVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CommandVisitor {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a command: a string (split like a POSIX shell) or an array of words")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        shell_words::split(text).map_err(|e| {
+            E::custom(format!(
+                "the command `{text}` does not split like a shell command: {e}"
+            ))
+        })
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut words = Vec::new();
+        while let Some(word) = seq.next_element::<String>()? {
+            words.push(word);
+        }
+        Ok(words)
+    }
+}
+
 fn de_command<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let text = String::deserialize(d)?;
-    let words = split_command(&text);
+    let words = d.deserialize_any(CommandVisitor)?;
     if words.is_empty() {
         return Err(serde::de::Error::custom("the command is empty"));
+    }
+    for word in &words {
+        check_placeholders(word, "command", &COMMAND_PLACEHOLDERS)
+            .map_err(serde::de::Error::custom)?;
     }
     Ok(words)
 }
@@ -125,17 +199,73 @@ fn de_some_command<'de, D: serde::Deserializer<'de>>(
     de_command(d).map(Some)
 }
 
-fn de_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+/// Extra words after the command, taken as they are (no shell splitting), placeholders filled.
+fn de_args<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let words = Vec::<String>::deserialize(d)?;
+    for word in &words {
+        check_placeholders(word, "args", &COMMAND_PLACEHOLDERS)
+            .map_err(serde::de::Error::custom)?;
+    }
+    Ok(Some(words))
+}
+
+fn de_workdir<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     let text = String::deserialize(d)?;
-    parse_duration(&text)
+    check_placeholders(&text, "workdir", &WORKDIR_PLACEHOLDERS)
+        .map_err(serde::de::Error::custom)?;
+    Ok(Some(text))
+}
+
+/// Fails on a `{name}` that is not one of `known`. `${NAME}` is left alone: that is the
+/// shell's, in a `sh -c '...'` command. Braces around anything but a plain name (`{print $1}`)
+/// are no placeholder either.
+fn check_placeholders(text: &str, key: &str, known: &[&str]) -> Result<(), String> {
+    let mut from = 0;
+    while let Some(found) = text[from..].find('{') {
+        let open = from + found;
+        from = open + 1;
+        let Some(len) = text[open + 1..].find('}') else {
+            break;
+        };
+        let name = &text[open + 1..open + 1 + len];
+        let is_name =
+            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        let shell = text[..open].ends_with('$');
+        if is_name && !shell && !known.contains(&name) {
+            let list: Vec<String> = known.iter().map(|k| format!("{{{k}}}")).collect();
+            let mut message = format!(
+                "unknown placeholder `{{{name}}}` in `{key}`: the known ones are {}",
+                list.join(", ")
+            );
+            if !known.contains(&"attempt") {
+                message.push_str(" (`{attempt}` is filled only in `command`)");
+            }
+            return Err(message);
+        }
+    }
+    Ok(())
+}
+
+fn de_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    let text = String::deserialize(d)?;
+    parse_positive_duration(&text, "`timeout`", MAX_DURATION)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }
 
-fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+fn de_memory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
     let text = String::deserialize(d)?;
-    parse_size(&text)
+    parse_size_within(&text, "`memory`", MIN_MEMORY, MAX_MEMORY)
         .map(Some)
+        .map_err(|e| match e {
+            // show_size would say "8589934592.0 GiB".
+            UnitError::TooLarge { text, what, .. } => UnitError::TooLarge {
+                text,
+                what,
+                max: format!("{MAX_MEMORY} bytes (just under 8 EiB)"),
+            },
+            other => other,
+        })
         .map_err(serde::de::Error::custom)
 }
 
@@ -143,21 +273,42 @@ fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Err
 fn de_volumes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let entries = Vec::<String>::deserialize(d)?;
     for entry in &entries {
-        let parts: Vec<&str> = entry.split(':').collect();
-        let ok = match parts.as_slice() {
-            [source, target] | [source, target, "ro" | "rw"] => {
-                !source.is_empty() && target.starts_with('/')
-            }
-            _ => false,
-        };
-        if !ok {
-            return Err(serde::de::Error::custom(format!(
-                "volume `{entry}` must be SOURCE:/container/path[:ro], SOURCE a volume name or \
-                 an absolute host path"
-            )));
-        }
+        check_volume(entry).map_err(serde::de::Error::custom)?;
     }
     Ok(entries)
+}
+
+/// Docker's rule for a volume name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`. Anything else that is not
+/// an absolute path (`./data`, `data/x`) Docker refuses for every case, so it is refused here.
+fn is_volume_name(source: &str) -> bool {
+    let mut chars = source.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+fn check_volume(entry: &str) -> Result<(), String> {
+    let parts: Vec<&str> = entry.split(':').collect();
+    let (source, target) = match parts.as_slice() {
+        [source, target] | [source, target, "ro" | "rw"] => (*source, *target),
+        _ => {
+            return Err(format!(
+                "volume `{entry}` must be SOURCE:/container/path[:ro], SOURCE a volume name or \
+                 an absolute host path"
+            ))
+        }
+    };
+    if !target.starts_with('/') {
+        return Err(format!(
+            "volume `{entry}`: the container path `{target}` must be absolute"
+        ));
+    }
+    if !source.starts_with('/') && !is_volume_name(source) {
+        return Err(format!(
+            "volume `{entry}`: `{source}` is neither an absolute host path nor a volume name \
+             ([a-zA-Z0-9][a-zA-Z0-9_.-]*); write a host folder as an absolute path"
+        ));
+    }
+    Ok(())
 }
 
 fn de_env<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
@@ -200,7 +351,7 @@ pub struct Spec {
     pub shared_images: Vec<String>,
     /// Mounted in every container and kept between cases and runs (a cache, typically).
     pub volumes: Vec<String>,
-    models: BTreeMap<String, ModelRule>,
+    models: BTreeMap<String, RawRule>,
 }
 
 /// The command a case runs, with what the spec says about it.
@@ -248,19 +399,7 @@ impl Spec {
                     ),
                 ));
             }
-            let rule = spanned.into_inner();
-            models.insert(
-                name,
-                ModelRule {
-                    args: rule.args,
-                    skip: rule.skip,
-                    expect_failure: rule.expect_failure,
-                    timeout: rule.timeout,
-                    memory: rule.memory,
-                    workdir: rule.workdir,
-                    command: rule.command,
-                },
-            );
+            models.insert(name, spanned.into_inner());
         }
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Self {
@@ -278,13 +417,25 @@ impl Spec {
         })
     }
 
-    /// The rule for a model: its own entry if there is one, else its group's.
+    /// The rule for a model: its own table merged key by key over its group's (see
+    /// [`RawRule::over`]), or whichever of the two exists.
     pub fn rule_for(&self, model: &str) -> ModelRule {
-        self.models
-            .get(model)
-            .or_else(|| self.models.get(group_of(model)))
-            .cloned()
-            .unwrap_or_default()
+        let group = group_of(model);
+        let group_rule = (group != model).then(|| self.models.get(group)).flatten();
+        let rule = match (self.models.get(model), group_rule) {
+            (Some(own), Some(base)) => own.over(base),
+            (Some(one), None) | (None, Some(one)) => one.clone(),
+            (None, None) => RawRule::default(),
+        };
+        ModelRule {
+            args: rule.args.unwrap_or_default(),
+            skip: rule.skip,
+            expect_failure: rule.expect_failure,
+            timeout: rule.timeout,
+            memory: rule.memory,
+            workdir: rule.workdir,
+            command: rule.command,
+        }
     }
 
     pub fn is_shared_image(&self, image: &str) -> bool {
@@ -302,7 +453,7 @@ impl Spec {
         };
         let template = rule.command.as_ref().unwrap_or(&self.command);
         let mut command: Vec<String> = template.iter().map(|t| fill(t)).collect();
-        command.extend(rule.args.iter().cloned());
+        command.extend(rule.args.iter().map(|a| fill(a)));
         CasePlan {
             command,
             workdir: rule
@@ -331,12 +482,6 @@ impl Spec {
             })
             .collect()
     }
-}
-
-/// Splits a command template on whitespace. Placeholders are filled per word afterwards, so a
-/// model name can never split into two arguments.
-fn split_command(text: &str) -> Vec<String> {
-    text.split_whitespace().map(str::to_string).collect()
 }
 
 /// 1-based line and column of a byte offset.
@@ -495,6 +640,323 @@ workdir = "/w/{model}"
         }
     }
 
+    /// Parses `text` and returns the error message, failing when it parses.
+    fn refused(text: &str) -> String {
+        match Spec::parse(Path::new("s.toml"), text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn numeric_keys_are_bounded_and_named() {
+        // (text, position of the value, what the message must say)
+        let cases = [
+            (
+                "timeout = \"0s\"",
+                "line 2, column 11",
+                "`timeout` must be more than",
+            ),
+            ("timeout = \"0\"", "line 2, column 11", "is zero"),
+            (
+                "timeout = \"31d\"",
+                "line 2, column 11",
+                "`timeout` can be at most 720h",
+            ),
+            (
+                "timeout = \"99999999999999999999s\"",
+                "line 2, column 11",
+                "too large",
+            ),
+            (
+                "timeout = \"5124095576030432h\"",
+                "line 2, column 11",
+                "too large",
+            ),
+            (
+                "memory = \"0\"",
+                "line 2, column 10",
+                "`memory` must be more than",
+            ),
+            (
+                "memory = \"1m\"",
+                "line 2, column 10",
+                "`memory` must be at least 6.0 MiB",
+            ),
+            (
+                "memory = \"6291455\"",
+                "line 2, column 10",
+                "at least 6.0 MiB",
+            ),
+            (
+                "memory = \"8589934592g\"",
+                "line 2, column 10",
+                "`memory` can be at most 9223372036854775807 bytes",
+            ),
+            (
+                "memory = \"99999999999999999999g\"",
+                "line 2, column 10",
+                "too large",
+            ),
+            (
+                "[models.A]\ntimeout = \"0ms\"",
+                "line 3, column 11",
+                "`timeout` must be more",
+            ),
+            (
+                "[models.A]\ntimeout = \"100000h\"",
+                "line 3, column 11",
+                "at most",
+            ),
+            (
+                "[models.\"A/b\"]\nmemory = \"5m\"",
+                "line 3, column 10",
+                "at least 6.0 MiB",
+            ),
+            (
+                "[models.A]\nmemory = \"9223372036854775808\"",
+                "line 3, column 10",
+                "at most",
+            ),
+        ];
+        for (tail, position, want) in cases {
+            let text = format!("command = \"x\"\n{tail}");
+            let err = refused(&text);
+            assert!(
+                err.contains(want) && err.contains(position) && err.contains("s.toml"),
+                "{tail}: {err}"
+            );
+        }
+        let text = "command = \"x\"\ntimeout = \"720h\"\nmemory = \"6m\"\n\
+                    [models.A]\nmemory = \"9223372036854775807\"\ntimeout = \"1ms\"";
+        let spec = Spec::parse(Path::new("s.toml"), text).unwrap();
+        assert_eq!(spec.timeout, MAX_DURATION);
+        assert_eq!(spec.memory, Some(MIN_MEMORY));
+        let plan = spec.plan_for("A", None);
+        assert_eq!(plan.memory, Some(i64::MAX as u64));
+        assert_eq!(plan.timeout, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn volume_sources_are_names_or_absolute_paths() {
+        let refused_volumes = [
+            (
+                "./data:/x",
+                "`./data` is neither an absolute host path nor a volume name",
+            ),
+            ("data/x:/y", "`data/x` is neither"),
+            ("../up:/y:ro", "`../up` is neither"),
+            ("~/cache:/y", "`~/cache` is neither"),
+            ("-v:/y", "`-v` is neither"),
+            (".hidden:/y", "`.hidden` is neither"),
+            (
+                "name:relative",
+                "container path `relative` must be absolute",
+            ),
+            (":/y", "`` is neither"),
+            ("a:/b:rx", "must be SOURCE:/container/path[:ro]"),
+            ("justone", "must be SOURCE:/container/path[:ro]"),
+        ];
+        for (volume, want) in refused_volumes {
+            let text = format!("command = \"x\"\nvolumes = [\"{volume}\"]");
+            let err = refused(&text);
+            assert!(
+                err.contains(want) && err.contains("line 2, column 11"),
+                "{volume}: {err}"
+            );
+        }
+        let fine = [
+            "kipoi-models:/root/.kipoi/models",
+            "a:/x",
+            "v1_cache.2-b:/x:ro",
+            "/srv/data:/data:rw",
+            "/:/host",
+        ];
+        for volume in fine {
+            let text = format!("command = \"x\"\nvolumes = [\"{volume}\"]");
+            let spec = Spec::parse(Path::new("s.toml"), &text).unwrap();
+            assert_eq!(spec.volumes, [volume]);
+        }
+    }
+
+    #[test]
+    fn unknown_placeholders_are_refused_where_they_are_written() {
+        let cases = [
+            (
+                "command = \"kipoi test {modl}\"",
+                "line 1, column 11",
+                "`{modl}` in `command`",
+            ),
+            (
+                "command = [\"run\", \"{Model}\"]",
+                "line 1, column 11",
+                "`{Model}` in `command`",
+            ),
+            (
+                "command = \"x\"\nworkdir = \"/m/{grp}\"",
+                "line 2, column 11",
+                "`{grp}` in `workdir`",
+            ),
+            (
+                "command = \"x\"\nworkdir = \"/m/{attempt}\"",
+                "line 2, column 11",
+                "filled only in `command`",
+            ),
+            (
+                "command = \"x\"\n[models.A]\ncommand = \"sh -c 'echo {mdl}'\"",
+                "line 3, column 11",
+                "`{mdl}` in `command`",
+            ),
+            (
+                "command = \"x\"\n[models.A]\nworkdir = \"{x}\"",
+                "line 3, column 11",
+                "`{x}` in `workdir`",
+            ),
+            (
+                "command = \"x\"\n[models.A]\nargs = [\"--ok={attempt}\", \"--m={mod}\"]",
+                "line 3, column 8",
+                "`{mod}` in `args`",
+            ),
+        ];
+        for (text, position, want) in cases {
+            let err = refused(text);
+            assert!(
+                err.contains(want) && err.contains(position),
+                "{text}: {err}"
+            );
+            assert!(err.contains("{model}, {group}"), "{err}");
+        }
+        // Known ones, `${NAME}` for the shell, and braces around no plain name all pass.
+        let text = "command = \"sh -c 'echo ${HOME} {model} {group} {attempt} | awk \\\"{print $1}\\\"'\"\n\
+                    workdir = \"/m/{group}/{model}\"";
+        let spec = Spec::parse(Path::new("s.toml"), text).unwrap();
+        let plan = spec.plan_for("G/m", None);
+        assert_eq!(
+            plan.command,
+            [
+                "sh",
+                "-c",
+                "echo ${HOME} G/m G {attempt} | awk \"{print $1}\""
+            ]
+        );
+        assert_eq!(plan.workdir.as_deref(), Some("/m/G/G/m"));
+    }
+
+    #[test]
+    fn commands_split_like_a_posix_shell_or_come_as_words() {
+        let text = "command = \"sh -c 'echo a; echo b' \\\"two words\\\" x\\\\ y\"";
+        let spec = Spec::parse(Path::new("s.toml"), text).unwrap();
+        assert_eq!(
+            spec.plan_for("M", None).command,
+            ["sh", "-c", "echo a; echo b", "two words", "x y"]
+        );
+        let text = "command = [\"sh\", \"-c\", \"echo '{model}'; echo b\"]";
+        let spec = Spec::parse(Path::new("s.toml"), text).unwrap();
+        assert_eq!(
+            spec.plan_for("G/m", None).command,
+            ["sh", "-c", "echo 'G/m'; echo b"]
+        );
+        // A placeholder is filled inside its word: a name with a space stays one argument.
+        let text = "command = \"kipoi test {model}\"";
+        let spec = Spec::parse(Path::new("s.toml"), text).unwrap();
+        assert_eq!(
+            spec.plan_for("odd name", None).command,
+            ["kipoi", "test", "odd name"]
+        );
+        let cases = [
+            (
+                "command = \"sh -c 'echo a\"",
+                "line 1, column 11",
+                "does not split like a shell",
+            ),
+            ("command = []", "line 1, column 11", "the command is empty"),
+            (
+                "command = \"   \"",
+                "line 1, column 11",
+                "the command is empty",
+            ),
+            (
+                "command = 3",
+                "line 1, column 11",
+                "a string (split like a POSIX shell)",
+            ),
+            (
+                "command = [\"a\", 3]",
+                "line 1, column 17",
+                "expected a string",
+            ),
+            (
+                "command = \"x\"\n[models.A]\ncommand = \"a 'b\"",
+                "line 3, column 11",
+                "does not split like a shell",
+            ),
+        ];
+        for (text, position, want) in cases {
+            let err = refused(text);
+            assert!(
+                err.contains(want) && err.contains(position),
+                "{text}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_model_table_is_merged_key_by_key_over_its_group() {
+        let text = r#"
+command = "run {model}"
+timeout = "10m"
+[models.G]
+expect_failure = "dead links"
+args = ["--group-arg"]
+timeout = "1h"
+memory = "1g"
+workdir = "/g"
+[models."G/args"]
+args = ["--own={group}"]
+[models."G/noargs"]
+args = []
+[models."G/skip"]
+skip = "too big"
+[models."G/cmd"]
+command = "other {model}"
+memory = "2g"
+[models.H]
+skip = "no GPU"
+[models."H/pass"]
+expect_failure = "broken"
+"#;
+        let spec = Spec::parse(Path::new("s.toml"), text).unwrap();
+        // Adding args keeps the group's mark, limits and workdir; the model's args replace the
+        // group's.
+        let plan = spec.plan_for("G/args", None);
+        assert_eq!(plan.command, ["run", "G/args", "--own=G"]);
+        assert_eq!(plan.expect_failure.as_deref(), Some("dead links"));
+        assert_eq!(plan.timeout, Duration::from_secs(3600));
+        assert_eq!(plan.memory, Some(1 << 30));
+        assert_eq!(plan.workdir.as_deref(), Some("/g"));
+        assert_eq!(spec.plan_for("G/noargs", None).command, ["run", "G/noargs"]);
+        // A model's mark replaces the group's (never both).
+        let plan = spec.plan_for("G/skip", None);
+        assert_eq!(plan.skip.as_deref(), Some("too big"));
+        assert_eq!(plan.expect_failure, None);
+        assert_eq!(plan.command, ["run", "G/skip", "--group-arg"]);
+        let plan = spec.plan_for("H/pass", None);
+        assert_eq!(plan.skip, None);
+        assert_eq!(plan.expect_failure.as_deref(), Some("broken"));
+        // The model's own command gets the group's args unless it sets its own.
+        let plan = spec.plan_for("G/cmd", None);
+        assert_eq!(plan.command, ["other", "G/cmd", "--group-arg"]);
+        assert_eq!(plan.memory, Some(2 << 30));
+        assert_eq!(plan.expect_failure.as_deref(), Some("dead links"));
+        // A model with no table of its own takes the group's; others take the top level.
+        let plan = spec.plan_for("G/plain", None);
+        assert_eq!(plan.command, ["run", "G/plain", "--group-arg"]);
+        assert_eq!(spec.plan_for("Z/x", None).timeout, Duration::from_secs(600));
+        // `--timeout` still wins over both tables.
+        let plan = spec.plan_for("G/args", Some(Duration::from_secs(5)));
+        assert_eq!(plan.timeout, Duration::from_secs(5));
+    }
+
     #[test]
     fn shipped_specs_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -511,5 +973,11 @@ workdir = "/w/{model}"
         );
         assert!(kipoi.env.is_empty());
         Spec::load(&root.join("fixtures/spec.toml")).unwrap();
+        let faults = Spec::load(&root.join("fixtures/faults/spec.toml")).unwrap();
+        assert_eq!(
+            faults.plan_for("flaky", None).command,
+            ["python3", "/faults/flaky.py", "{attempt}"]
+        );
+        assert_eq!(faults.plan_for("oom", None).memory, Some(128 << 20));
     }
 }
