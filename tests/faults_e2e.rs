@@ -142,6 +142,7 @@ fn retries_report_a_flaky_case_with_every_attempt() {
             "docker::flaky",
             "--retries",
             "2",
+            "--store-success-output",
         ],
         &[],
     );
@@ -158,6 +159,7 @@ fn retries_report_a_flaky_case_with_every_attempt() {
     assert!(first.contains("attempt 1 fails"), "{first}");
     let last = child_text(case, "system-out");
     assert!(last.contains("attempt 2 passes"), "{last}");
+    assert_eq!(case_fact(case, "attempts"), Some("2"));
     assert!(child(case, "failure").is_none());
 }
 
@@ -390,11 +392,14 @@ fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     let foreign = create(&[]);
+    let (boot, ns) = identity_labels();
     let alive = create(&[
         "org.zoo-runner.runner=zoo-runner".into(),
         "org.zoo-runner.run=alive-run".into(),
         format!("org.zoo-runner.pid={me}"),
         format!("org.zoo-runner.pid-start={my_start}"),
+        format!("org.zoo-runner.boot-id={boot}"),
+        format!("org.zoo-runner.pid-ns={ns}"),
     ]);
 
     let (run, _) = run_reported(&["--spec", FAULTS, "--exact", "docker::tiny_linear"], &[]);
@@ -485,7 +490,7 @@ fn losing_the_daemon_mid_run_is_an_error_with_its_own_exit_code() {
     let _ = Command::new("docker").args(["rm", "-f", &left]).output();
     assert_eq!(run.code, 3, "{}", run.all());
     assert!(
-        run.stderr.contains("Docker daemon was lost"),
+        run.stderr.contains("was lost during the run"),
         "{}",
         run.all()
     );
@@ -495,5 +500,298 @@ fn losing_the_daemon_mid_run_is_an_error_with_its_own_exit_code() {
     assert!(
         child(testcase(&doc, "tiny_linear"), "error").is_some(),
         "the next case errors too"
+    );
+}
+
+/// A proxy that lets everything through until the runner asks for its `n`th container, then
+/// cuts: the daemon is lost between two cases, not during a wait.
+fn proxy_cut_at_create(dir: &std::path::Path, n: usize) -> DaemonProxy {
+    let path = dir.join("proxy-create.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    let cut = Arc::new(AtomicBool::new(false));
+    let open: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
+    let creates = Arc::new(Mutex::new(0usize));
+    let (cut2, open2) = (Arc::clone(&cut), Arc::clone(&open));
+    thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            if cut2.load(Ordering::SeqCst) {
+                continue;
+            }
+            let Ok(daemon) = UnixStream::connect("/var/run/docker.sock") else {
+                continue;
+            };
+            open2.lock().unwrap().push(client.try_clone().unwrap());
+            open2.lock().unwrap().push(daemon.try_clone().unwrap());
+            let (cut3, open3, creates3) =
+                (Arc::clone(&cut2), Arc::clone(&open2), Arc::clone(&creates));
+            let (mut from, mut to) = (client.try_clone().unwrap(), daemon.try_clone().unwrap());
+            thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(k @ 1..) = from.read(&mut buf) {
+                    let chunk = &buf[..k];
+                    if chunk.windows(18).any(|w| w == b"/containers/create") {
+                        let mut seen = creates3.lock().unwrap();
+                        *seen += 1;
+                        if *seen >= n {
+                            cut3.store(true, Ordering::SeqCst);
+                            for s in open3.lock().unwrap().drain(..) {
+                                let _ = s.shutdown(std::net::Shutdown::Both);
+                            }
+                            break;
+                        }
+                    }
+                    if to.write_all(chunk).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(std::net::Shutdown::Write);
+            });
+            pipe(daemon, client);
+        }
+    });
+    DaemonProxy { path, cut, open }
+}
+
+#[test]
+fn losing_the_daemon_between_cases_is_exit_3_not_a_failure_per_case() {
+    require_fixture_image();
+    let _slot = shared_slot();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = proxy_cut_at_create(dir.path(), 2);
+    let host = format!("unix://{}", proxy.path.display());
+    let (run, report) = run_reported(
+        &[
+            "--spec",
+            FAULTS,
+            "--model",
+            "tiny_linear,signal_exit,oom",
+            "--test-threads",
+            "1",
+        ],
+        &[("DOCKER_HOST", &host)],
+    );
+    assert!(
+        proxy.cut.load(Ordering::SeqCst),
+        "the proxy cut at the second create"
+    );
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.stderr.contains("was lost during the run"),
+        "{}",
+        run.all()
+    );
+    let doc = report.doc();
+    let cases = elements(&doc, "testcase");
+    assert_eq!(cases.len(), 3);
+    let passed = cases
+        .iter()
+        .filter(|c| c.children().all(|n| !n.has_tag_name("error")))
+        .count();
+    assert_eq!(passed, 1, "the first case ran before the cut");
+    for case in cases.iter().filter(|c| child(**c, "error").is_some()) {
+        let message = child_message(*case, "error");
+        assert!(
+            message.contains("lost the Docker daemon") || message.contains("was lost earlier"),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn sighup_is_treated_like_sigterm() {
+    let (run, text, pid, _) = interrupted_run(&[libc::SIGHUP], "2s");
+    assert_eq!(run.code, 129, "{}", run.all());
+    assert_interrupted_report(&text);
+    assert!(
+        containers_of(pid, None).is_empty(),
+        "no container of the run is left"
+    );
+}
+
+/// The labels a runner in this process's boot and PID namespace would put on a container.
+fn identity_labels() -> (String, String) {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .unwrap()
+        .trim()
+        .to_string();
+    let ns = std::fs::read_link("/proc/self/ns/pid")
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    (boot, ns)
+}
+
+#[test]
+fn a_runner_in_another_pid_namespace_leaves_a_live_run_alone() {
+    require_fixture_image();
+    let _slot = shared_slot();
+    assert!(
+        Command::new("unshare").arg("--version").output().is_ok(),
+        "unshare (util-linux) is needed"
+    );
+    // Run A, outside: a case that runs until stopped.
+    let (a, a_report) = spawn_reported(
+        &["--spec", FAULTS, "--exact", "docker::hang", "--grace", "1s"],
+        &[],
+    );
+    let a_pid = a.id();
+    let a_container = wait_for_container(a_pid, "docker::hang");
+    // Run B, in a new PID namespace, where A's pid does not exist.
+    let b = Command::new("unshare")
+        .args(["-p", "-f", "--mount-proc"])
+        .arg(bin())
+        .args([
+            "--spec",
+            FAULTS,
+            "--exact",
+            "docker::tiny_linear",
+            "--junit",
+        ])
+        .arg(dir_of(&a_report).join("b.xml"))
+        .current_dir(root())
+        .output()
+        .expect("unshare runs the runner");
+    let b: Run = b.into();
+    let still_there = containers_of(a_pid, Some("docker::hang"));
+    signal(a_pid, libc::SIGINT);
+    let a = finish(a);
+    assert_eq!(b.code, 0, "{}", b.all());
+    assert!(!b.stderr.contains("left by earlier runs"), "{}", b.all());
+    assert_eq!(still_there, [a_container], "run B removed nothing of run A");
+    assert_eq!(a.code, 130, "{}", a.all());
+    let doc = a_report.doc();
+    assert_eq!(
+        child(testcase(&doc, "hang"), "skipped").and_then(|s| s.attribute("type")),
+        Some("not-run"),
+        "run A's case was stopped by A's own interruption, not killed by B"
+    );
+}
+
+fn dir_of(report: &Report) -> std::path::PathBuf {
+    std::path::Path::new(report.path())
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn a_dead_run_in_another_namespace_or_boot_is_not_judged() {
+    require_fixture_image();
+    let _alone = RUNNERS.write().unwrap_or_else(|p| p.into_inner());
+    let (boot, ns) = identity_labels();
+    let tag = format!("zr-ns-test-{}", std::process::id());
+    // Pids beyond the kernel's pid_max: dead wherever they are looked up.
+    let create = |boot: &str, ns: &str| -> String {
+        let out = Command::new("docker")
+            .args(["create", "--network", "none", "--label"])
+            .arg(format!("zr-test={tag}"))
+            .args(["--label", "org.zoo-runner.runner=zoo-runner"])
+            .args(["--label", "org.zoo-runner.run=dead-run"])
+            .args(["--label", "org.zoo-runner.pid=4194305"])
+            .arg("--label")
+            .arg(format!("org.zoo-runner.boot-id={boot}"))
+            .arg("--label")
+            .arg(format!("org.zoo-runner.pid-ns={ns}"))
+            .args([FIXTURE_IMAGE, "true"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let other_ns = create(&boot, "pid:[1]");
+    let other_boot = create("00000000-0000-0000-0000-000000000000", &ns);
+    let ours = create(&boot, &ns);
+    let (run, _) = run_reported(&["--spec", FAULTS, "--exact", "docker::tiny_linear"], &[]);
+    let remaining = containers_with_label(&format!("zr-test={tag}"));
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &other_ns, &other_boot, &ours])
+        .output();
+    assert_eq!(run.code, 0, "{}", run.all());
+    let short = |id: &str| id[..12].to_string();
+    let mut remaining: Vec<String> = remaining.iter().map(|id| short(id)).collect();
+    remaining.sort();
+    let mut want = vec![short(&other_ns), short(&other_boot)];
+    want.sort();
+    assert_eq!(
+        remaining, want,
+        "only the dead run of our own namespace is swept"
+    );
+}
+
+#[test]
+fn a_report_lost_after_the_run_has_its_own_exit_code() {
+    require_fixture_image();
+    let _slot = shared_slot();
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("reports/junit.xml");
+    let process = spawn_runner(
+        &[
+            "--spec",
+            FAULTS,
+            "--exact",
+            "docker::hang",
+            "--timeout",
+            "3s",
+            "--grace",
+            "1s",
+            "--junit",
+            junit.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let pid = process.id();
+    wait_for_container(pid, "docker::hang");
+    // The report's folder goes away while the case runs (a cleaned workspace, a full disk).
+    std::fs::remove_dir_all(junit.parent().unwrap()).unwrap();
+    let run = finish(process);
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("the report is lost (1 of 1 cases failed"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        containers_of(pid, None).is_empty(),
+        "nothing is left behind"
+    );
+}
+
+#[test]
+fn passing_cases_keep_no_output_unless_asked() {
+    require_fixture_image();
+    let _slot = shared_slot();
+    let models = ["--spec", FAULTS, "--model", "tiny_linear,signal_exit"];
+    let (run, report) = run_reported(&models, &[]);
+    assert_eq!(run.code, 101, "{}", run.all());
+    let doc = report.doc();
+    let passed = testcase(&doc, "tiny_linear");
+    let out = child_text_whole(passed, "system-out");
+    assert!(
+        out.contains("bytes of output not kept: the case passed"),
+        "{out}"
+    );
+    assert!(!out.contains("INFO"), "kipoi's log is not kept: {out}");
+    assert!(case_fact(passed, "command").is_some_and(|c| c.starts_with("kipoi test")));
+    let failed = testcase(&doc, "signal_exit");
+    assert!(
+        !child_text(failed, "system-out").is_empty(),
+        "a failure keeps its output"
+    );
+
+    let mut asked = models.to_vec();
+    asked.push("--store-success-output");
+    let (run, report) = run_reported(&asked, &[]);
+    assert_eq!(run.code, 101, "{}", run.all());
+    let doc = report.doc();
+    let out = child_text(testcase(&doc, "tiny_linear"), "system-out");
+    assert!(
+        out.contains("INFO"),
+        "kipoi's log is kept when asked: {out}"
     );
 }

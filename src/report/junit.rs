@@ -213,7 +213,7 @@ fn write_case(out: &mut impl Write, r: &Record, flavor: Flavor) -> io::Result<()
     write_status(out, r.status())?;
     let final_passed = *r.status() == Status::Passed;
     for earlier in &r.earlier {
-        write_rerun(out, earlier, final_passed)?;
+        write_rerun(out, earlier, final_passed, flavor)?;
     }
     write_stream(out, "system-out", &facts, &r.last.stdout)?;
     write_stream(out, "system-err", &[], &r.last.stderr)?;
@@ -254,8 +254,14 @@ fn write_element(
     writeln!(out, "</{tag}>")
 }
 
-/// An earlier attempt, kept whole (message and output).
-fn write_rerun(out: &mut impl Write, a: &Attempt, final_passed: bool) -> io::Result<()> {
+/// An earlier attempt, kept whole (message and output). Its time is in the extended flavour
+/// only: junit-10.xsd has no `time` on reruns (the testcase's time counts every attempt).
+fn write_rerun(
+    out: &mut impl Write,
+    a: &Attempt,
+    final_passed: bool,
+    flavor: Flavor,
+) -> io::Result<()> {
     let (failure, ty, message) = match &a.status {
         Status::Failed { message } => (true, "failure", message),
         Status::Errored { message } => (false, "error", message),
@@ -274,7 +280,10 @@ fn write_rerun(out: &mut impl Write, a: &Attempt, final_passed: bool) -> io::Res
     xml::attr(out, ty)?;
     out.write_all(b"\" message=\"")?;
     xml::attr(out, message)?;
-    writeln!(out, "\" time=\"{}\">", seconds(a.duration))?;
+    if flavor == Flavor::Extended {
+        write!(out, "\" time=\"{}", seconds(a.duration))?;
+    }
+    out.write_all(b"\">\n")?;
     write_stream(out, "system-out", &[], &a.stdout)?;
     write_stream(out, "system-err", &[], &a.stderr)?;
     writeln!(out, "      </{tag}>")
@@ -559,6 +568,87 @@ pub(crate) mod tests {
             .find(|n| n.has_tag_name("system-out"))
             .unwrap();
         assert!(out.text().unwrap().contains("[zoo-runner] attempts: 2"));
+    }
+
+    /// Every status the runner writes, flaky and rerun cases included, passes the schema Jenkins
+    /// validates with (xmllint, Debian's libxml2-utils) and reads back with quick-junit's parser.
+    #[test]
+    fn every_status_validates_against_junit_10_xsd() {
+        let statuses = [
+            vec![Status::Passed],
+            vec![Status::Failed {
+                message: "exit code 1".into(),
+            }],
+            vec![Status::Errored {
+                message: "no image".into(),
+            }],
+            vec![Status::TimedOut {
+                message: "ran past 1s".into(),
+            }],
+            vec![Status::Skipped {
+                reason: "big".into(),
+            }],
+            vec![Status::ExpectedFailure {
+                reason: "dead link".into(),
+                message: "exit code 1".into(),
+            }],
+            vec![Status::NotRun {
+                reason: "--fail-fast".into(),
+            }],
+            vec![
+                Status::Failed {
+                    message: "first".into(),
+                },
+                Status::Errored {
+                    message: "second".into(),
+                },
+                Status::Passed,
+            ],
+            vec![
+                Status::TimedOut {
+                    message: "first".into(),
+                },
+                Status::Failed {
+                    message: "second".into(),
+                },
+            ],
+        ];
+        let records: Vec<Record> = statuses
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| record(&format!("m{i}"), s))
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("all.xml");
+        let xml = render(&records, Flavor::Strict);
+        std::fs::write(&path, &xml).unwrap();
+        let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/junit-10.xsd");
+        let out = std::process::Command::new("xmllint")
+            .args(["--noout", "--schema", schema])
+            .arg(&path)
+            .output()
+            .expect("xmllint runs (Debian's libxml2-utils; the test command installs it)");
+        assert!(
+            out.status.success(),
+            "{}\n{xml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read = quick_junit::Report::deserialize_from_str(&xml).expect("quick-junit reads it");
+        assert_eq!(read.tests, 9);
+        assert_eq!(read.failures, 2);
+        assert_eq!(read.errors, 2);
+        // The extended flavour is what strict consumers reject: it must differ where it says.
+        let extended = render(&records, Flavor::Extended);
+        std::fs::write(&path, &extended).unwrap();
+        let out = std::process::Command::new("xmllint")
+            .args(["--noout", "--schema", schema])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "extended carries testcase properties"
+        );
     }
 
     #[test]

@@ -249,11 +249,40 @@ pub fn child_message<'a>(node: roxmltree::Node<'a, '_>, tag: &str) -> &'a str {
         .unwrap_or_else(|| panic!("<{tag}> has a message"))
 }
 
-/// The text of `node`'s `system-out` or `system-err` child (`tag`).
+/// The prefix of the per-case fact lines the runner writes at the head of `system-out`.
+pub const FACT_PREFIX: &str = "[zoo-runner] ";
+
+/// The container's own output in `node`'s `system-out` or `system-err` child (`tag`): the
+/// runner's fact lines at the head of `system-out` (and the blank line after them) left out.
 pub fn child_text<'a>(node: roxmltree::Node<'a, '_>, tag: &str) -> &'a str {
+    let mut text = child_text_whole(node, tag);
+    while let Some(line_end) = text.find('\n').filter(|_| text.starts_with(FACT_PREFIX)) {
+        text = &text[line_end + 1..];
+    }
+    if text.len() < child_text_whole(node, tag).len() {
+        text = text.strip_prefix('\n').unwrap_or(text);
+    }
+    text
+}
+
+/// The whole text of `node`'s `system-out` or `system-err` child (`tag`), fact lines included.
+pub fn child_text_whole<'a>(node: roxmltree::Node<'a, '_>, tag: &str) -> &'a str {
     required_child(node, tag)
         .text()
         .unwrap_or_else(|| panic!("<{tag}> has text"))
+}
+
+/// The value of a per-case fact (`command`, `container`, `sif`, ...) at the head of the case's
+/// `system-out`.
+pub fn case_fact<'a>(node: roxmltree::Node<'a, '_>, name: &str) -> Option<&'a str> {
+    child_text_whole(node, "system-out")
+        .lines()
+        .take_while(|l| l.starts_with(FACT_PREFIX))
+        .find_map(|l| {
+            l.strip_prefix(FACT_PREFIX)?
+                .strip_prefix(name)?
+                .strip_prefix(": ")
+        })
 }
 
 /// Writes a catalog folder: model -> image pairs; every image lists its models.

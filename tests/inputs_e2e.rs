@@ -1,0 +1,92 @@
+//! End to end, inputs a user typed: bad numbers and an unwritable report place are refused
+//! with exit 2 and a message naming the flag, before any container starts (checked through
+//! the daemon by the runner's pid label).
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+const FAULTS: &str = "fixtures/faults/spec.toml";
+
+fn containers_of(pid: u32) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=org.zoo-runner.pid={pid}"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs the runner on one quick case with `extra` flags; returns the run, its pid and whether
+/// a report was written.
+fn refused_run(extra: &[&str]) -> (Run, u32, bool) {
+    let mut args = vec!["--spec", FAULTS, "--exact", "docker::tiny_linear"];
+    args.extend_from_slice(extra);
+    let (process, report) = spawn_reported(&args, &[]);
+    let pid = process.id();
+    let run = finish(process);
+    (run, pid, report.exists())
+}
+
+#[test]
+fn bad_numbers_are_refused_before_any_container() {
+    require_fixture_image();
+    let cases: [(&[&str], &str); 9] = [
+        (&["--test-threads", "0"], "--test-threads"),
+        (&["--test-threads", "100000"], "--test-threads"),
+        (&["--slow-after", "0s"], "--slow-after"),
+        (&["--timeout", "0s"], "--timeout"),
+        (&["--timeout", "99999999999999999999s"], "--timeout"),
+        (&["--timeout", "18446744073709551615h"], "too large"),
+        (&["--grace", "3h"], "--grace"),
+        (&["--keep-output", "0"], "--keep-output"),
+        (&["--retries", "1000"], "--retries"),
+    ];
+    for (flags, want) in cases {
+        let (run, pid, reported) = refused_run(flags);
+        assert_eq!(run.code, 2, "{flags:?}\n{}", run.all());
+        assert!(run.stderr.contains(want), "{flags:?}\n{}", run.all());
+        assert!(
+            containers_of(pid).is_empty(),
+            "{flags:?}: a container was made"
+        );
+        assert!(!reported, "{flags:?}: nothing ran, so no report");
+    }
+}
+
+#[test]
+fn an_unwritable_report_place_is_refused_before_any_container() {
+    require_fixture_image();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let under_file = file.join("junit.xml");
+    let folder = dir.path().to_str().unwrap().to_string();
+    for (junit, want) in [
+        (folder.as_str(), "is a folder"),
+        (under_file.to_str().unwrap(), "cannot create its folder"),
+    ] {
+        let args = [
+            "--spec",
+            FAULTS,
+            "--exact",
+            "docker::tiny_linear",
+            "--junit",
+            junit,
+        ];
+        let process = spawn_runner(&args, &[]);
+        let pid = process.id();
+        let run = finish(process);
+        assert_eq!(run.code, 2, "{junit}\n{}", run.all());
+        assert!(run.stderr.contains(want), "{junit}\n{}", run.all());
+        assert!(
+            containers_of(pid).is_empty(),
+            "{junit}: a container was made"
+        );
+    }
+}
