@@ -230,7 +230,16 @@ fn unreachable_daemon_has_its_own_exit_code_and_a_report() {
         "says how to start one\n{}",
         run.all()
     );
-    assert_eq!(elements(&report.doc(), "error").len(), 3);
+    let doc = report.doc();
+    let errors = elements(&doc, "error");
+    assert_eq!(errors.len(), 3);
+    // The cause is kept, in the terminal and in the report: "...: because <why>".
+    let message = errors[0].attribute("message").unwrap();
+    assert!(
+        message.contains("cannot reach the Docker daemon") && message.contains(": because "),
+        "{message}"
+    );
+    assert!(run.stderr.contains(": because "), "{}", run.all());
 }
 
 #[test]
