@@ -60,6 +60,8 @@ pub enum CliError {
     ZeroThreads,
     #[error("--test-threads {0} is too many: at most {MAX_TEST_THREADS} (each runs a container)")]
     TooManyThreads(usize),
+    #[error("--logfile `{path}` cannot be created: {why}")]
+    Logfile { path: String, why: String },
 }
 
 /// The Kipoi test spec, as shipped with the runner.
@@ -201,6 +203,21 @@ impl Cli {
             .disable_version_flag(false)
             .about(ABOUT)
             .long_about(ABOUT)
+            // libtest's own help texts say what they do for Rust tests; say what they do here.
+            .mut_arg("ignored", |a| {
+                a.help("Run only the cases the spec marks `skip` (they are reported as run)")
+            })
+            .mut_arg("include_ignored", |a| {
+                a.help("Run every case, the ones the spec marks `skip` too")
+            })
+            .mut_arg("bench", |a| {
+                a.help(
+                    "Accepted for cargo habits: the cases run as usual (there are no benchmarks)",
+                )
+            })
+            .mut_arg("test", |a| {
+                a.help("Accepted for cargo habits: the cases run as usual")
+            })
     }
 
     /// Parses the process's arguments; prints help or a usage error (exit 2) as clap does.
@@ -217,6 +234,10 @@ impl Cli {
         let mut args = self.libtest.clone();
         args.test_threads = Some(args.test_threads.unwrap_or(1));
         args.ignored = false;
+        // libtest-mimic's `--bench` ignores every plain test: a run that tests nothing and
+        // exits 0. Here every case is a test, so `--bench` and `--test` change nothing.
+        args.bench = false;
+        args.test = false;
         args
     }
 
@@ -225,13 +246,26 @@ impl Cli {
         self.libtest.ignored || self.libtest.include_ignored
     }
 
-    /// Checks what clap's parsers cannot (libtest-mimic's flags bring their own).
+    /// Checks what clap's parsers cannot (libtest-mimic's flags bring their own), before
+    /// anything runs.
     pub fn validate(&self) -> Result<(), CliError> {
         match self.libtest.test_threads {
-            Some(0) => Err(CliError::ZeroThreads),
-            Some(n) if n > MAX_TEST_THREADS => Err(CliError::TooManyThreads(n)),
-            _ => Ok(()),
+            Some(0) => return Err(CliError::ZeroThreads),
+            Some(n) if n > MAX_TEST_THREADS => return Err(CliError::TooManyThreads(n)),
+            _ => {}
         }
+        if let Some(path) = &self.libtest.logfile {
+            // libtest-mimic panics when it cannot create the logfile, after the plan is made.
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| CliError::Logfile {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?;
+        }
+        Ok(())
     }
 }
 
@@ -317,6 +351,25 @@ mod tests {
             Err(CliError::TooManyThreads(100000))
         );
         assert_eq!(parse(&["--test-threads", "4"]).validate(), Ok(()));
+        let err = parse(&["--logfile", "/nonexistent-dir/run.log"])
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("--logfile"), "{err}");
+    }
+
+    #[test]
+    fn bench_runs_the_cases_and_ignored_flags_say_what_they_do() {
+        let args = parse(&["--bench"]).harness_args();
+        assert!(
+            !args.bench,
+            "--bench must not turn every case into an ignored one"
+        );
+        let help = Cli::command_with_help().render_long_help().to_string();
+        assert!(
+            help.contains("Run only the cases the spec marks `skip`"),
+            "{help}"
+        );
+        assert!(help.contains("Run every case, the ones the spec marks `skip` too"));
     }
 
     #[test]

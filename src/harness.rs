@@ -105,6 +105,7 @@ impl Harness {
             None
         };
         if let Some(status) = not_run {
+            let interrupted = matches!(status, Status::NotRun { .. }) && self.cancel.is_cancelled();
             let summary = status.summary();
             self.record(Record::new(
                 case,
@@ -112,6 +113,10 @@ impl Harness {
                 Attempt::not_started(status),
                 Vec::new(),
             ));
+            // An interrupted run must not end on libtest's "test result: ok".
+            if interrupted {
+                return Err(Failed::from(summary));
+            }
             return Ok(Completion::ignored_with(summary));
         }
 
@@ -145,6 +150,9 @@ impl Harness {
                 Ok(Completion::Completed)
             }
             Status::Passed => Ok(Completion::Completed),
+            Status::NotRun { .. } if self.cancel.is_cancelled() => {
+                Err(Failed::from(status.summary()))
+            }
             Status::Skipped { .. } | Status::ExpectedFailure { .. } | Status::NotRun { .. } => {
                 Ok(Completion::ignored_with(status.summary()))
             }

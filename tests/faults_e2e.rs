@@ -301,6 +301,11 @@ fn sigint_stops_the_running_container_and_still_writes_the_report() {
     let (run, text, pid, _) = interrupted_run(&[libc::SIGINT], "2s");
     assert_eq!(run.code, 130, "{}", run.all());
     assert!(
+        !run.stdout.contains("test result: ok"),
+        "an interrupted run does not say ok\n{}",
+        run.all()
+    );
+    assert!(
         run.stderr
             .contains("interrupted; stopping running containers"),
         "{}",

@@ -90,3 +90,32 @@ fn an_unwritable_report_place_is_refused_before_any_container() {
         );
     }
 }
+
+#[test]
+fn a_logfile_that_cannot_be_created_is_refused_before_any_container() {
+    require_fixture_image();
+    let (run, pid, reported) = refused_run(&["--logfile", "no-such-dir/run.log"]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("--logfile"), "{}", run.all());
+    assert!(!run.stderr.contains("panicked"), "{}", run.all());
+    assert!(containers_of(pid).is_empty());
+    assert!(!reported);
+}
+
+#[test]
+fn bench_runs_the_cases_instead_of_ignoring_them() {
+    require_fixture_image();
+    let (run, report) = run_reported(
+        &[
+            "--spec",
+            FAULTS,
+            "--exact",
+            "docker::signal_exit",
+            "--bench",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 101, "the case ran and failed\n{}", run.all());
+    let doc = report.doc();
+    assert!(child(testcase(&doc, "signal_exit"), "error").is_some());
+}
