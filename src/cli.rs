@@ -170,6 +170,10 @@ pub struct Cli {
     #[arg(long)]
     pub fail_fast: bool,
 
+    /// Fail (exit 5) when the selection, after filters and partition, holds no case.
+    #[arg(long)]
+    pub require_tests: bool,
+
     /// Keep one shard of the cases for a CI matrix: hash:M/N (stable by name) or count:M/N.
     #[arg(long, value_name = "SCHEME:M/N")]
     pub partition: Option<Partition>,

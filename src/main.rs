@@ -48,6 +48,8 @@ const EXIT_USAGE: u8 = 2;
 const EXIT_DOCKER: u8 = 3;
 /// The cases ran, but the JUnit report could not be written: their results are lost to CI.
 const EXIT_REPORT_LOST: u8 = 4;
+/// `--require-tests` and the selection holds no case: nothing was tested.
+const EXIT_NO_TESTS: u8 = 5;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_args();
@@ -162,6 +164,17 @@ fn execute(
         .iter()
         .filter(|c| !args.is_filtered_out(&libtest_mimic::Trial::test(c.name.clone(), || Ok(()))))
         .collect();
+    if selected.is_empty() {
+        eprintln!(
+            "zoo-runner: warning: no case selected, nothing will be tested: {}",
+            why_nothing(cli, cases)
+        );
+        if cli.require_tests {
+            eprintln!("error: --require-tests: a run that tests nothing fails");
+            let verdict = ExitCode::from(EXIT_NO_TESTS);
+            return Ok(write_report(target, &[], &[], cli).unwrap_or(verdict));
+        }
+    }
     let needs = |kind| {
         selected
             .iter()
@@ -261,6 +274,40 @@ fn write_report(
             );
             Some(ExitCode::from(EXIT_REPORT_LOST))
         }
+    }
+}
+
+/// Why the filters left nothing of the planned cases, with what the user likely meant.
+fn why_nothing(cli: &Cli, cases: &[Case]) -> String {
+    if cases.is_empty() {
+        return "the selection (and --partition) planned no case".to_string();
+    }
+    let Some(filter) = cli.libtest.filter.as_deref() else {
+        return format!("--skip left none of the {} planned cases", cases.len());
+    };
+    let prefixed: Vec<&str> = cases
+        .iter()
+        .filter(|c| c.model == filter || (!cli.libtest.exact && c.model.contains(filter)))
+        .map(|c| c.name.as_str())
+        .take(3)
+        .collect();
+    if cli.libtest.exact && !prefixed.is_empty() {
+        format!(
+            "`--exact {filter}` matches no test name, and test names start with their runtime: \
+             did you mean `--exact {}`? (or `--model {filter}`)",
+            prefixed[0]
+        )
+    } else if !prefixed.is_empty() {
+        format!(
+            "the filter `{filter}` matched none of the {} planned cases; it names a model: \
+             try `--model {filter}`",
+            cases.len()
+        )
+    } else {
+        format!(
+            "the filter `{filter}` matched none of the {} planned cases (`--list` shows them)",
+            cases.len()
+        )
     }
 }
 

@@ -119,3 +119,32 @@ fn bench_runs_the_cases_instead_of_ignoring_them() {
     let doc = report.doc();
     assert!(child(testcase(&doc, "signal_exit"), "error").is_some());
 }
+
+#[test]
+fn an_empty_selection_says_so_and_fails_with_require_tests() {
+    require_fixture_image();
+    let exact = ["--spec", FAULTS, "--exact", "tiny_linear"];
+    let (run, report) = run_reported(&exact, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("no case selected")
+            && run
+                .stderr
+                .contains("did you mean `--exact docker::tiny_linear`"),
+        "{}",
+        run.all()
+    );
+    assert!(report.exists());
+
+    let mut required = exact.to_vec();
+    required.push("--require-tests");
+    let (run, report) = run_reported(&required, &[]);
+    assert_eq!(run.code, 5, "{}", run.all());
+    assert_eq!(report.doc().root_element().attribute("tests"), Some("0"));
+
+    let (run, _) = run_reported(&["--spec", FAULTS, "tiny_linea"], &[]);
+    assert_eq!(run.code, 0, "a substring filter still runs: {}", run.all());
+    let (run, _) = run_reported(&["--spec", FAULTS, "zzz-nothing", "--require-tests"], &[]);
+    assert_eq!(run.code, 5, "{}", run.all());
+    assert!(run.stderr.contains("`--list` shows them"), "{}", run.all());
+}
