@@ -409,3 +409,53 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod readme_tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The `--flags` named in the first column of the README's flag table.
+    fn readme_flags() -> BTreeSet<String> {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .expect("README.md is readable");
+        let table = readme
+            .split("### Flags")
+            .nth(1)
+            .and_then(|rest| rest.split("\n### ").next())
+            .expect("the README has a ### Flags section");
+        let mut flags = BTreeSet::new();
+        for row in table.lines().filter(|l| l.starts_with("| `")) {
+            let first = row.split(" | ").next().unwrap_or_default();
+            for word in first.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-')) {
+                if let Some(name) = word.strip_prefix("--").filter(|n| !n.is_empty()) {
+                    flags.insert(name.to_string());
+                }
+            }
+        }
+        flags
+    }
+
+    /// Every long flag `--help` shows.
+    fn help_flags() -> BTreeSet<String> {
+        Cli::command_with_help()
+            .get_arguments()
+            .filter(|a| !a.is_hide_set())
+            .filter_map(|a| a.get_long().map(str::to_string))
+            .chain(["help".to_string(), "version".to_string()])
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_flag_table_and_help_name_the_same_flags() {
+        let readme = readme_flags();
+        let help = help_flags();
+        let undocumented: Vec<_> = help.difference(&readme).collect();
+        let unknown: Vec<_> = readme.difference(&help).collect();
+        assert!(
+            undocumented.is_empty() && unknown.is_empty(),
+            "in --help but not in the README's flag table: {undocumented:?}; \
+             in the README but not in --help: {unknown:?}"
+        );
+    }
+}
