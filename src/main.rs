@@ -11,8 +11,8 @@
 mod cancel;
 mod capture;
 mod catalog;
-mod error_chain;
 mod cli;
+mod error_chain;
 mod harness;
 mod partition;
 mod plan;

@@ -107,7 +107,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
         max: show_duration(MAX_DURATION),
     };
     if t.bytes().all(|b| b.is_ascii_digit()) {
-        return t.parse::<u64>().map(Duration::from_secs).map_err(|_| overflow());
+        return t
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|_| overflow());
     }
     let mut total = Duration::ZERO;
     let mut rest = t;
