@@ -6,6 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use common::*;
 use md5::{Digest, Md5};
@@ -118,6 +119,74 @@ fn a_local_only_image_is_built_into_a_sif_and_runs() {
     );
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(!run.stderr.contains("building"), "{}", run.all());
+}
+
+/// Launcher containers still mounting `dir`.
+fn containers_mounting(dir: &Path) -> String {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("volume={}", dir.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn ctrl_c_during_a_build_stops_apptainer_and_leaves_nothing() {
+    require_fixture_image();
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog_without_sif(dir.path(), FIXTURE_IMAGE);
+    let sif_dir = dir.path().join("sifs");
+    let bin = apptainer();
+    let (mut process, report) = spawn_reported(
+        &args(
+            cat.to_str().unwrap(),
+            sif_dir.to_str().unwrap(),
+            bin.to_str().unwrap(),
+            &["--sif-from-docker"],
+        ),
+        &[],
+    );
+    // Bounds so that a broken runner fails the test instead of hanging it; not speed checks.
+    let patience = Duration::from_secs(240);
+    // The pull has started once the launcher's container mounts the cache folder.
+    let started = Instant::now();
+    while containers_mounting(&sif_dir).is_empty() {
+        if started.elapsed() > patience || process.try_wait().unwrap().is_some() {
+            let _ = process.kill();
+            panic!("the pull never started: {}", finish(process).all());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    signal(process.id(), libc::SIGINT);
+    let started = Instant::now();
+    while process.try_wait().unwrap().is_none() {
+        if started.elapsed() > patience {
+            let _ = process.kill();
+            panic!("the runner did not end after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = finish(process);
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert_eq!(
+        containers_mounting(&sif_dir),
+        "",
+        "apptainer's container was stopped"
+    );
+    assert_eq!(
+        files_in(&sif_dir),
+        ["local_kipoi-fixture_py3.sif.lock"],
+        "no half-built image, archive or md5 record is left"
+    );
+    let doc = report.doc();
+    let skipped = elements(&doc, "skipped");
+    assert_eq!(skipped.len(), 3, "{}", report.text());
 }
 
 #[test]

@@ -120,13 +120,20 @@ impl SingularityRuntime {
 
     pub async fn run(&self, case: &Case, req: &RunRequest) -> Execution {
         let started = Instant::now();
-        // A download can take long: an interruption does not wait for it.
+        // A download can take long: an interruption does not wait for it (it sees the
+        // interruption too, and what it leaves is resumed next time). A build from Docker has a
+        // process group to stop: that is waited for, so it does not outlive the run.
+        let fetching = self.sif_for(case);
+        tokio::pin!(fetching);
         let sif = tokio::select! {
-            ready = self.sif_for(case) => match ready {
+            ready = &mut fetching => match ready {
                 Ok(path) => path,
                 Err(e) => return Execution::errored(chain(&e), req.keep),
             },
             _ = self.cancel.reached(Level::Stop) => {
+                if case.sif.is_none() {
+                    let _ = tokio::time::timeout(pull::STOP_TIME, &mut fetching).await;
+                }
                 return Execution::before_start(Outcome::Interrupted, req.keep)
             }
         };

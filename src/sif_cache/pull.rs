@@ -25,6 +25,8 @@ use super::error::{io_error, SifError};
 
 /// Time between SIGTERM and SIGKILL when an interrupted pull is stopped.
 const GRACE: Duration = Duration::from_secs(10);
+/// Enough for an interrupted pull to notice, stop its group and clean up.
+pub const STOP_TIME: Duration = Duration::from_secs(GRACE.as_secs() + DRAIN.as_secs() + 3);
 /// How long the output is still read after the process has ended.
 const DRAIN: Duration = Duration::from_secs(2);
 /// Lines of the pull's output kept for the error message.
