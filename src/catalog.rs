@@ -72,7 +72,8 @@ const DOCKER_TO_MODEL_SHAPE: &str =
 const MODEL_TO_SINGULARITY_SHAPE: &str = "the file maps each model group or model to \
      {\"url\": ..., \"name\": ..., \"md5\": ...}";
 
-/// Where a SIF for a model group lives, as the catalog gives it.
+/// Where a SIF for a model group lives, as the catalog gives it. A relative `file:` URL
+/// (`file:sifs/x.sif`) is resolved against the catalog folder when the catalog is loaded.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct SifEntry {
     pub url: String,
@@ -122,10 +123,13 @@ impl Catalog {
         }
         let image_to_models: BTreeMap<String, Vec<String>> =
             read_json(&d2m_path, DOCKER_TO_MODEL_SHAPE)?;
-        let sif = match first_existing(dir, &MODEL_TO_SINGULARITY) {
+        let mut sif: BTreeMap<String, SifEntry> = match first_existing(dir, &MODEL_TO_SINGULARITY) {
             Some(path) => read_json(&path, MODEL_TO_SINGULARITY_SHAPE)?,
             None => BTreeMap::new(),
         };
+        for entry in sif.values_mut() {
+            entry.url = resolve_sif_url(&entry.url, dir);
+        }
         Ok(Self {
             model_to_image,
             image_to_models,
@@ -213,6 +217,18 @@ impl Catalog {
         } else {
             unique
         }
+    }
+}
+
+/// `file:REL` (no leading `/`) becomes `file://<absolute catalog folder>/REL`; any other URL
+/// is kept as it is.
+fn resolve_sif_url(url: &str, dir: &Path) -> String {
+    match url.strip_prefix("file:") {
+        Some(rest) if !rest.starts_with('/') => {
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+            format!("file://{}", dir.join(rest).display())
+        }
+        _ => url.to_string(),
     }
 }
 
@@ -360,6 +376,33 @@ mod tests {
         let groups = cat.groups();
         assert_eq!(groups, vec!["Basset", "HAL", "MMSplice", "Solo"]);
         assert!(cat.has_group("MMSplice") && !cat.has_group("MMS"));
+    }
+
+    #[test]
+    fn relative_file_urls_resolve_against_the_catalog_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "model-to-docker.json",
+            r#"{"A": "img", "B": "img", "C": "img"}"#,
+        );
+        write(
+            dir.path(),
+            "docker-to-model.json",
+            r#"{"img": ["A", "B", "C"]}"#,
+        );
+        write(
+            dir.path(),
+            "model-to-singularity.json",
+            r#"{"A": {"url": "file:sifs/a.sif", "name": "a", "md5": "00"},
+                "B": {"url": "file:///abs/b.sif", "name": "b", "md5": "00"},
+                "C": {"url": "https://zenodo.org/c.sif", "name": "c", "md5": "00"}}"#,
+        );
+        let cat = Catalog::load(dir.path()).unwrap();
+        let want = format!("file://{}/sifs/a.sif", dir.path().display());
+        assert_eq!(cat.sif_for("A").unwrap().url, want);
+        assert_eq!(cat.sif_for("B").unwrap().url, "file:///abs/b.sif");
+        assert_eq!(cat.sif_for("C").unwrap().url, "https://zenodo.org/c.sif");
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The Singularity / Apptainer runtime: fetch the model's SIF (verified, cached, once per run per
-//! file), then `BIN exec --cleanenv --pwd DIR SIF COMMAND...` in its own process group, with a
-//! clean environment, streaming its output into bounded captures. On timeout or interruption the
-//! whole process group gets SIGTERM, then SIGKILL after the grace period.
+//! file; or built from the Docker image with `--sif-from-docker`), then
+//! `BIN exec --cleanenv --pwd DIR SIF COMMAND...` in its own process group, with a clean
+//! environment, streaming its output into bounded captures. On timeout or interruption the whole
+//! process group gets SIGTERM, then SIGKILL after the grace period. Once the process has ended,
+//! its output is read for at most [`DRAIN`]: a process that left the group (`setsid`) may hold
+//! the pipes open for ever, and the case must end all the same.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,8 +20,9 @@ use tokio::sync::OnceCell;
 use super::{outcome_of_exit, signal_name, Execution, Outcome, RunRequest};
 use crate::cancel::{Cancel, Level};
 use crate::capture::Captured;
+use crate::error_chain::chain;
 use crate::plan::Case;
-use crate::sif_cache::{SifCache, SifError, SifSource};
+use crate::sif_cache::{pull, SifCache, SifError, SifSource};
 use crate::units::show_duration;
 
 #[derive(Debug, Error)]
@@ -32,7 +36,10 @@ pub enum SingularityError {
     Broken { bin: PathBuf, reason: String },
 }
 
-/// Why a case has no SIF to run. Shared by every case of the file, hence `Arc` and text.
+/// How long the output pipes are still read after the process has ended (or was killed).
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Why a case has no SIF to run. Shared by every case of the file, hence `Arc`.
 #[derive(Debug, Clone, Error)]
 pub enum SifUnavailable {
     #[error(
@@ -41,11 +48,9 @@ pub enum SifUnavailable {
     )]
     NotInCatalog { model: String, image: String },
     #[error(transparent)]
-    Download(Arc<SifError>),
-    #[error("the SIF download task failed: {0}")]
-    Task(String),
-    #[error("`{command}` failed: {reason}")]
-    Pull { command: String, reason: String },
+    Fetch(Arc<SifError>),
+    #[error("the SIF fetch task failed")]
+    Task(#[source] Arc<tokio::task::JoinError>),
 }
 
 type SifSlot = Arc<OnceCell<Result<PathBuf, SifUnavailable>>>;
@@ -115,13 +120,20 @@ impl SingularityRuntime {
 
     pub async fn run(&self, case: &Case, req: &RunRequest) -> Execution {
         let started = Instant::now();
-        // A download can take long: an interruption does not wait for it.
+        // A download can take long: an interruption does not wait for it (it sees the
+        // interruption too, and what it leaves is resumed next time). A build from Docker has a
+        // process group to stop: that is waited for, so it does not outlive the run.
+        let fetching = self.sif_for(case);
+        tokio::pin!(fetching);
         let sif = tokio::select! {
-            ready = self.sif_for(case) => match ready {
+            ready = &mut fetching => match ready {
                 Ok(path) => path,
-                Err(e) => return Execution::errored(e.to_string(), req.keep),
+                Err(e) => return Execution::errored(chain(&e), req.keep),
             },
             _ = self.cancel.reached(Level::Stop) => {
+                if case.sif.is_none() {
+                    let _ = tokio::time::timeout(pull::STOP_TIME, &mut fetching).await;
+                }
                 return Execution::before_start(Outcome::Interrupted, req.keep)
             }
         };
@@ -171,68 +183,37 @@ impl SingularityRuntime {
             sifs.entry(key).or_default().clone()
         };
         slot.get_or_init(|| async {
-            match &case.sif {
+            let cache = Arc::clone(&self.cache);
+            let cancel = self.cancel.clone();
+            let task = match &case.sif {
                 Some(entry) => {
                     let source = SifSource {
                         url: entry.url.clone(),
                         name: entry.name.clone(),
                         md5: entry.md5.clone(),
                     };
-                    let cache = Arc::clone(&self.cache);
-                    tokio::task::spawn_blocking(move || cache.fetch(&source))
-                        .await
-                        .map_err(|e| SifUnavailable::Task(e.to_string()))?
-                        .map_err(|e| SifUnavailable::Download(Arc::new(e)))
+                    tokio::task::spawn_blocking(move || {
+                        cache.fetch_until(&source, &|| cancel.is_cancelled())
+                    })
                 }
-                None => self.pull_from_docker(&case.image).await,
-            }
+                None => {
+                    let bin = self.bin.clone();
+                    let image = case.image.clone();
+                    let handle = tokio::runtime::Handle::current();
+                    tokio::task::spawn_blocking(move || {
+                        let stop = || cancel.is_cancelled();
+                        cache.build(&pull::sif_name(&image), &stop, |target| {
+                            pull::pull(&bin, &image, target, &handle, &stop)
+                        })
+                    })
+                }
+            };
+            task.await
+                .map_err(|e| SifUnavailable::Task(Arc::new(e)))?
+                .map_err(|e| SifUnavailable::Fetch(Arc::new(e)))
         })
         .await
         .clone()
-    }
-
-    /// `BIN pull DIR/NAME.sif docker://IMAGE`, for images the catalog has no SIF for.
-    async fn pull_from_docker(&self, image: &str) -> Result<PathBuf, SifUnavailable> {
-        let name: String = image
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let target = self.cache.dir().join(format!("{name}.sif"));
-        if target.is_file() {
-            return Ok(target);
-        }
-        eprintln!(
-            "zoo-runner: building {} from docker://{image}",
-            target.display()
-        );
-        let command = format!(
-            "{} pull {} docker://{image}",
-            self.bin.display(),
-            target.display()
-        );
-        let failed = |reason: String| SifUnavailable::Pull {
-            command: command.clone(),
-            reason,
-        };
-        let status = Command::new(&self.bin)
-            .arg("pull")
-            .arg(&target)
-            .arg(format!("docker://{image}"))
-            .stdin(Stdio::null())
-            .status()
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        if status.success() && target.is_file() {
-            Ok(target)
-        } else {
-            Err(failed(status.to_string()))
-        }
     }
 
     async fn run_process(&self, args: &[String], req: &RunRequest) -> Execution {
@@ -266,10 +247,23 @@ impl SingularityRuntime {
         let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
             return Execution::errored("the child process has no output pipes", req.keep);
         };
-        let reading = async {
-            tokio::join!(pump(out, &mut stdout), pump(err, &mut stderr));
+        let (end, drained) = {
+            let reading = async {
+                tokio::join!(pump(out, &mut stdout), pump(err, &mut stderr));
+            };
+            read_while(reading, self.wait(&mut child, req), DRAIN).await
         };
-        let (_, end) = tokio::join!(reading, self.wait(&mut child, req));
+        if !drained {
+            stderr.push(
+                format!(
+                    "\nzoo-runner: stopped reading the output {} after the process ended: \
+                     something it started left its process group and still holds the output \
+                     open (it was not stopped)\n",
+                    show_duration(DRAIN)
+                )
+                .as_bytes(),
+            );
+        }
         let outcome = match end {
             Ok(End::Exited(status)) => match (status.code(), status_signal(&status)) {
                 (Some(code), _) => outcome_of_exit(code as i64),
@@ -359,6 +353,26 @@ fn signal_group(pgid: i32, signal: i32) {
 fn status_signal(status: &std::process::ExitStatus) -> Option<i32> {
     use std::os::unix::process::ExitStatusExt;
     status.signal()
+}
+
+/// Drives `reading` while `work` runs, then gives `reading` at most `drain` more. Returns what
+/// `work` gave and whether `reading` finished.
+async fn read_while<W: std::future::Future>(
+    reading: impl std::future::Future<Output = ()>,
+    work: W,
+    drain: Duration,
+) -> (W::Output, bool) {
+    tokio::pin!(reading);
+    tokio::pin!(work);
+    let mut read_all = false;
+    let result = loop {
+        tokio::select! {
+            () = &mut reading, if !read_all => read_all = true,
+            result = &mut work => break result,
+        }
+    };
+    let read_all = read_all || tokio::time::timeout(drain, &mut reading).await.is_ok();
+    (result, read_all)
 }
 
 /// Copies a pipe into a bounded capture until it closes.

@@ -1,11 +1,13 @@
 //! The HTTP side of the cache: one `ureq` agent, download attempts that resume a
 //! `.part` file with a `Range` request, and the retry policy for transient failures.
+//! A `file:` URL (an absolute path: the catalog resolves relative ones against its folder) is
+//! copied the same way, so a local zoo's image goes through the same `.part`, md5 and rename.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::error::{io_error, SifError};
 use super::progress::Progress;
@@ -74,11 +76,15 @@ impl Downloader {
         url: &str,
         part: &Path,
         label: &str,
+        stop: &dyn Fn() -> bool,
     ) -> Result<(), SifError> {
+        if let Some(path) = file_url_path(url) {
+            return copy_local(&path, part, label, self.progress, stop);
+        }
         let attempts = self.retry.attempts.max(1);
         let mut last = String::new();
         for attempt in 0..attempts {
-            match self.download_once(url, part, label) {
+            match self.download_once(url, part, label, stop) {
                 Ok(()) => return Ok(()),
                 Err(Failure::Fatal(err)) => return Err(err),
                 Err(Failure::Retry {
@@ -87,7 +93,8 @@ impl Downloader {
                 }) => {
                     last = reason;
                     if attempt + 1 < attempts {
-                        thread::sleep(retry_after.unwrap_or_else(|| self.retry.backoff(attempt)));
+                        let pause = retry_after.unwrap_or_else(|| self.retry.backoff(attempt));
+                        sleep_unless_stopped(pause, stop, label)?;
                     }
                 }
             }
@@ -100,7 +107,13 @@ impl Downloader {
     }
 
     /// One HTTP exchange: continues an existing `.part` file if the server allows it.
-    fn download_once(&self, url: &str, part: &Path, label: &str) -> Result<(), Failure> {
+    fn download_once(
+        &self,
+        url: &str,
+        part: &Path,
+        label: &str,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(), Failure> {
         let (response, offset) = self.request_rest(url, part)?;
         let start = match response.status() {
             200 => 0,
@@ -142,6 +155,7 @@ impl Downloader {
             part,
             start,
             &mut progress,
+            stop,
         )
     }
 
@@ -250,9 +264,13 @@ fn copy_body(
     part: &Path,
     mut written: u64,
     progress: &mut Progress,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(), Failure> {
     let mut buf = vec![0u8; CHUNK];
     loop {
+        if stop() {
+            return Err(Failure::Fatal(interrupted(part)));
+        }
         let n = match body.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
@@ -271,6 +289,81 @@ fn copy_body(
     }
     progress.finish(written);
     Ok(())
+}
+
+/// The error of a fetch stopped by the run's interruption; `path` is a `.part` or the image.
+fn interrupted(path: &Path) -> SifError {
+    let label = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    SifError::Interrupted { label }
+}
+
+/// Sleeps `pause`, waking early to give up when `stop()` turns true.
+fn sleep_unless_stopped(
+    pause: Duration,
+    stop: &dyn Fn() -> bool,
+    label: &str,
+) -> Result<(), SifError> {
+    let until = Instant::now() + pause;
+    loop {
+        if stop() {
+            return Err(SifError::Interrupted {
+                label: label.to_owned(),
+            });
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        thread::sleep(left.min(Duration::from_millis(100)));
+    }
+}
+
+/// The path of a `file:` URL: `file:///abs`, `file://localhost/abs` or `file:/abs`. Other
+/// URLs (and relative `file:` paths, which the catalog resolves before) give `None`.
+pub(super) fn file_url_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("file:")?;
+    let path = match rest.strip_prefix("//") {
+        Some(after) if after.starts_with('/') => after,
+        Some(after) => after.strip_prefix("localhost")?,
+        None => rest,
+    };
+    path.starts_with('/')
+        .then(|| std::path::PathBuf::from(path))
+}
+
+/// Copies a local image into the `.part` file, continuing an existing one like a Range request.
+fn copy_local(
+    source: &Path,
+    part: &Path,
+    label: &str,
+    show: bool,
+    stop: &dyn Fn() -> bool,
+) -> Result<(), SifError> {
+    let mut input = File::open(source).map_err(io_error("open image source", source))?;
+    let total = input
+        .metadata()
+        .map_err(io_error("inspect image source", source))?
+        .len();
+    let have = file_len(part)?;
+    // A leftover longer than the source cannot be its beginning.
+    let start = if have <= total { have } else { 0 };
+    input
+        .seek(SeekFrom::Start(start))
+        .map_err(io_error("read image source", source))?;
+    let mut file = open_part(part, start)?;
+    let mut progress = Progress::new(show, label, Some(total));
+    match copy_body(input, &mut file, part, start, &mut progress, stop) {
+        Ok(()) => Ok(()),
+        Err(Failure::Fatal(err)) => Err(err),
+        // Only a read error of the source ends up here: it is not a network fault.
+        Err(Failure::Retry { reason, .. }) => Err(SifError::Request {
+            url: format!("file://{}", source.display()),
+            reason,
+        }),
+    }
 }
 
 /// Opens the `.part` file for appending at `start`, or truncated when `start` is 0.

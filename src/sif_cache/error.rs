@@ -42,13 +42,67 @@ pub enum SifError {
         path_of_bad_file: PathBuf,
     },
 
-    #[error("cannot {action} `{}`: {source}", .path.display())]
+    #[error("stopped fetching `{label}`: the run was interrupted")]
+    Interrupted { label: String },
+
+    #[error(
+        "gave up waiting for {} to finish fetching into `{}` after {}; \
+         if no runner is working on it, that process is stuck: stop it",
+        super::lock::describe_holder(*.holder),
+        .path.display(),
+        crate::units::show_duration(*.waited)
+    )]
+    LockWait {
+        /// The lock file.
+        path: PathBuf,
+        holder: Option<u32>,
+        waited: std::time::Duration,
+    },
+
+    #[error("`{}` is not a SIF image (no SIF header)", .path.display())]
+    NotSif { path: PathBuf },
+
+    #[error(
+        "failed to save image `{image}` from the Docker daemon into `{}`",
+        .path.display()
+    )]
+    Export {
+        image: String,
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    #[error("failed to start `{command}`")]
+    PullStart {
+        command: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("`{command}` failed ({status}){}", stderr_tail(.stderr))]
+    Pull {
+        command: String,
+        status: String,
+        /// The last lines it printed on stderr.
+        stderr: String,
+    },
+
+    #[error("cannot {action} `{}`", .path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
+}
+
+#[cfg(test)]
+impl SifError {
+    /// True when the fetch stopped because the run was interrupted.
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, SifError::Interrupted { .. })
+    }
 }
 
 /// Builds a `map_err` adapter that turns an `io::Error` into [`SifError::Io`].
@@ -58,5 +112,15 @@ pub(super) fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Err
         action,
         path,
         source,
+    }
+}
+
+/// `: its last output:\n<lines>` or nothing when it printed nothing.
+fn stderr_tail(stderr: &str) -> String {
+    let text = stderr.trim();
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("; it said:\n{text}")
     }
 }

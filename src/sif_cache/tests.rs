@@ -2,9 +2,11 @@
 //! Tests of pure helpers live next to them (`download.rs`, `progress.rs`).
 
 use super::*;
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -226,7 +228,12 @@ fn assert_verified(path: &Path, dir: &Path, data: &[u8]) {
         fs::read(path).unwrap() == data,
         "cached file differs from the payload"
     );
-    assert!(!dir.join("img.sif.part").exists(), ".part file left behind");
+    let parts: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".part"))
+        .collect();
+    assert!(parts.is_empty(), ".part files left behind: {parts:?}");
 }
 
 // ---------- downloading and reuse ----------
@@ -249,7 +256,7 @@ fn new_creates_missing_folder() {
     let nested = dir.path().join("a").join("b");
     let cache = SifCache::new(&nested);
     assert!(nested.is_dir());
-    assert_eq!(cache.dir(), nested);
+    assert_eq!(cache.dir, nested);
 }
 
 #[test]
@@ -646,6 +653,188 @@ fn concurrent_fetches_of_same_name_download_once() {
         assert_verified(&result.unwrap(), dir.path(), &data);
     }
     assert_eq!(server.hits(), 1);
+}
+
+#[test]
+fn a_fetch_waits_for_the_lock_held_by_another_process_then_reuses_its_file() {
+    let data = payload(SIZE, 16);
+    let server = serve_file(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let src = source(&server, &data);
+    // Another process's lock: a separate open file holding the flock, as `flock(1)` would.
+    let held = File::create(dir.path().join("img.sif.lock")).unwrap();
+    held.lock().unwrap();
+    let cache = cache(dir.path());
+    thread::scope(|scope| {
+        let waiting = scope.spawn(|| cache.fetch(&src));
+        thread::sleep(Duration::from_millis(300));
+        assert!(!waiting.is_finished(), "the fetch waits for the lock");
+        assert_eq!(server.hits(), 0);
+        // The holder finishes its download and lets go.
+        fs::write(dir.path().join("img.sif"), &data).unwrap();
+        drop(held);
+        assert_verified(&waiting.join().unwrap().unwrap(), dir.path(), &data);
+    });
+    assert_eq!(server.hits(), 0, "the other process's file was reused");
+}
+
+#[test]
+fn waiting_for_the_lock_stops_when_interrupted() {
+    let data = payload(1000, 17);
+    let server = serve_file(&data);
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir_all(dir.path()).unwrap();
+    let held = File::create(dir.path().join("img.sif.lock")).unwrap();
+    held.lock().unwrap();
+    let asked = Instant::now();
+    let stop = || asked.elapsed() > Duration::from_millis(300);
+    let err = cache(dir.path())
+        .fetch_until(&source(&server, &data), &stop)
+        .unwrap_err();
+    assert!(err.is_interrupted(), "{err}");
+    assert_eq!(server.hits(), 0);
+}
+
+#[test]
+fn waiting_for_the_lock_is_bounded() {
+    let data = payload(1000, 18);
+    let server = serve_file(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let held = File::create(dir.path().join("img.sif.lock")).unwrap();
+    held.lock().unwrap();
+    let err = cache(dir.path())
+        .with_lock_wait(Duration::from_millis(200))
+        .fetch(&source(&server, &data))
+        .unwrap_err();
+    let text = crate::error_chain::chain(&err);
+    assert!(matches!(err, SifError::LockWait { .. }), "{text}");
+    assert!(
+        text.contains("img.sif.lock") && text.contains("stuck"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_interrupted_download_keeps_its_part_for_the_next_fetch() {
+    let data = payload(SIZE, 19);
+    let server = serve_file(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let err = cache(dir.path())
+        .fetch_until(&source(&server, &data), &|| true)
+        .unwrap_err();
+    assert!(err.is_interrupted(), "{err}");
+    assert!(!dir.path().join("img.sif").exists());
+    // A leftover of a dead process (unique name) and one of an old runner: the longest is
+    // resumed, the other removed.
+    fs::write(dir.path().join("img.sif.part-99999-0"), &data[..50_000]).unwrap();
+    fs::write(dir.path().join("img.sif.part"), &data[..10]).unwrap();
+    let path = cache(dir.path()).fetch(&source(&server, &data)).unwrap();
+    assert_verified(&path, dir.path(), &data);
+    assert!(server
+        .ranges()
+        .last()
+        .unwrap()
+        .as_deref()
+        .is_some_and(|r| r.starts_with("bytes=")));
+}
+
+#[test]
+fn a_file_url_is_copied_and_verified_like_a_download() {
+    let data = payload(SIZE, 20);
+    let dir = tempfile::tempdir().unwrap();
+    let origin = dir.path().join("zoo").join("img-origin.sif");
+    fs::create_dir_all(origin.parent().unwrap()).unwrap();
+    fs::write(&origin, &data).unwrap();
+    let cache_dir = dir.path().join("cache");
+    let mut src = SifSource {
+        url: format!("file://{}", origin.display()),
+        name: "img".to_owned(),
+        md5: md5_hex(&data),
+    };
+    let path = cache(&cache_dir).fetch(&src).unwrap();
+    assert_verified(&path, &cache_dir, &data);
+
+    src.md5 = "0123456789abcdef0123456789abcdef".to_owned();
+    let err = cache(&cache_dir).fetch(&src).unwrap_err();
+    assert!(matches!(err, SifError::Md5Mismatch { .. }), "{err}");
+
+    src.url = format!("file://{}", dir.path().join("nope.sif").display());
+    let err = cache(&dir.path().join("c2")).fetch(&src).unwrap_err();
+    let text = crate::error_chain::chain(&err);
+    assert!(
+        text.contains("nope.sif") && text.contains("No such file"),
+        "{text}"
+    );
+}
+
+#[test]
+fn file_urls_are_recognised() {
+    use super::download::file_url_path;
+    let abs = Some(PathBuf::from("/a/b.sif"));
+    assert_eq!(file_url_path("file:///a/b.sif"), abs);
+    assert_eq!(file_url_path("file://localhost/a/b.sif"), abs);
+    assert_eq!(file_url_path("file:/a/b.sif"), abs);
+    assert_eq!(file_url_path("file:b.sif"), None);
+    assert_eq!(file_url_path("file://otherhost/a"), None);
+    assert_eq!(file_url_path("http://127.0.0.1/a"), None);
+}
+
+/// A fake SIF: the 32-byte launch line, the magic, then `body`.
+fn fake_sif(body: &[u8]) -> Vec<u8> {
+    let mut bytes = b"#!/usr/bin/env run-singularity\n\0SIF_MAGIC\0".to_vec();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+#[test]
+fn a_built_image_is_checked_recorded_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path());
+    let builds = AtomicUsize::new(0);
+    let make = |target: &Path| {
+        builds.fetch_add(1, Ordering::SeqCst);
+        fs::write(target, fake_sif(b"one")).map_err(error::io_error("write", target))
+    };
+    let path = cache.build("img", &|| false, make).unwrap();
+    assert_eq!(fs::read(&path).unwrap(), fake_sif(b"one"));
+    let recorded = fs::read_to_string(dir.path().join("img.sif.md5")).unwrap();
+    assert_eq!(recorded, md5_hex(&fake_sif(b"one")));
+    cache.build("img", &|| false, make).unwrap();
+    assert_eq!(builds.load(Ordering::SeqCst), 1, "reused");
+
+    // Changed behind our back: moved aside and built again.
+    fs::write(&path, fake_sif(b"changed")).unwrap();
+    cache.build("img", &|| false, make).unwrap();
+    assert_eq!(builds.load(Ordering::SeqCst), 2);
+    assert_eq!(bad_files(dir.path()).len(), 1);
+}
+
+#[test]
+fn a_build_that_is_not_a_sif_or_fails_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path());
+    let err = cache
+        .build("img", &|| false, |target: &Path| {
+            fs::write(target, b"<html>not an image</html>")
+                .map_err(error::io_error("write", target))
+        })
+        .unwrap_err();
+    assert!(matches!(err, SifError::NotSif { .. }), "{err}");
+    let err = cache
+        .build("img", &|| false, |target: &Path| {
+            fs::write(target, b"half").unwrap();
+            Err(SifError::Interrupted {
+                label: "img".to_owned(),
+            })
+        })
+        .unwrap_err();
+    assert!(err.is_interrupted());
+    let mut left: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["img.sif.lock"], "only the lock file stays");
 }
 
 // ---------- pure helpers ----------
