@@ -24,10 +24,15 @@ pub fn judge(outcome: &Outcome, stdout: &str, stderr: &str, plan: &CasePlan) -> 
         Outcome::Errored { reason } => Status::Errored {
             message: reason.clone(),
         },
-        Outcome::TimedOut { after } => Status::TimedOut {
+        Outcome::TimedOut { after, killed } => Status::TimedOut {
             message: format!(
-                "ran past its timeout of {}; stopped (SIGTERM, then SIGKILL after the grace period)",
-                show_duration(*after)
+                "ran past its timeout of {}; {}",
+                show_duration(*after),
+                if *killed {
+                    "SIGTERM did not stop it, so SIGKILL ended it after the grace period"
+                } else {
+                    "SIGTERM stopped it"
+                }
             ),
         },
         Outcome::Interrupted => Status::NotRun {

@@ -95,7 +95,12 @@ fn a_hanging_case_times_out_is_stopped_and_keeps_its_output() {
     let case = testcase(&doc, "hang");
     let error = child(case, "error").expect("hang has an error element");
     assert_eq!(error.attribute("type"), Some("timeout"));
-    assert!(child_message(case, "error").contains("timeout of 4s"));
+    let message = child_message(case, "error");
+    assert!(message.contains("timeout of 4s"), "{message}");
+    assert!(
+        message.contains("SIGTERM did not stop it, so SIGKILL ended it"),
+        "hang ignores SIGTERM: {message}"
+    );
     assert!(child_text(case, "system-out").contains("hang: started"));
     assert!(child_text(case, "system-err").contains("stderr before the wait"));
     let time: f64 = case.attribute("time").unwrap().parse().unwrap();
@@ -799,4 +804,35 @@ fn passing_cases_keep_no_output_unless_asked() {
         out.contains("INFO"),
         "kipoi's log is kept when asked: {out}"
     );
+}
+
+#[test]
+fn a_timeout_that_sigterm_ends_says_so() {
+    require_fixture_image();
+    let _slot = shared_slot();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.toml");
+    let catalog = root().join("fixtures/faults/catalog");
+    std::fs::write(
+        &spec,
+        format!(
+            "catalog = {catalog:?}\ncommand = \"sleep 600\"\nnetwork = \"none\"\ntimeout = \"2s\"\n"
+        ),
+    )
+    .unwrap();
+    let (run, report) = run_reported(
+        &[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--exact",
+            "docker::tiny_linear",
+            "--grace",
+            "30s",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 101, "{}", run.all());
+    let doc = report.doc();
+    let message = child_message(testcase(&doc, "tiny_linear"), "error");
+    assert!(message.contains("SIGTERM stopped it"), "{message}");
 }

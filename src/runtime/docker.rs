@@ -392,7 +392,10 @@ impl DockerRuntime {
         mut stderr: Captured,
     ) -> Execution {
         let outcome = match end {
-            End::TimedOut => Outcome::TimedOut { after: req.timeout },
+            End::TimedOut => Outcome::TimedOut {
+                after: req.timeout,
+                killed: self.exit_code(id).await == Some(137),
+            },
             End::Interrupted => Outcome::Interrupted,
             End::Lost(e) => {
                 self.lost.store(true, Ordering::SeqCst);
@@ -489,6 +492,12 @@ impl DockerRuntime {
                 let _ = self.docker.kill_container(id, Some(kill)).await;
             }
         }
+    }
+
+    /// The exit code of a finished container (137 = 128 + SIGKILL), when it can be read.
+    async fn exit_code(&self, id: &str) -> Option<i64> {
+        let info = self.docker.inspect_container(id, None).await.ok()?;
+        info.state?.exit_code
     }
 
     async fn judge_exit(&self, id: &str, req: &RunRequest) -> Outcome {

@@ -45,9 +45,11 @@ pub enum Outcome {
     Errored {
         reason: String,
     },
-    /// Stopped after running past its timeout.
+    /// Stopped after running past its timeout; `killed` when SIGTERM did not end it and
+    /// SIGKILL did, after the grace period.
     TimedOut {
         after: Duration,
+        killed: bool,
     },
     /// Stopped because the run was interrupted (Ctrl-C, SIGTERM).
     Interrupted,

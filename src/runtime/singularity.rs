@@ -274,7 +274,10 @@ impl SingularityRuntime {
                     reason: format!("the process ended oddly: {status}"),
                 },
             },
-            Ok(End::TimedOut) => Outcome::TimedOut { after: req.timeout },
+            Ok(End::TimedOut { killed }) => Outcome::TimedOut {
+                after: req.timeout,
+                killed,
+            },
             Ok(End::Interrupted) => Outcome::Interrupted,
             Err(e) => Outcome::Errored {
                 reason: format!("lost track of the process: {e}"),
@@ -306,8 +309,8 @@ impl SingularityRuntime {
                         "zoo-runner: {} timed out after {}; stopping it",
                         req.case_name, show_duration(req.timeout)
                     );
-                    self.stop_group(child, pgid, req.grace).await;
-                    return Ok(End::TimedOut);
+                    let killed = self.stop_group(child, pgid, req.grace).await;
+                    return Ok(End::TimedOut { killed });
                 }
                 _ = self.cancel.reached(Level::Stop) => {
                     self.stop_group(child, pgid, req.grace).await;
@@ -323,23 +326,26 @@ impl SingularityRuntime {
 
     /// SIGTERM to the whole process group, the grace period, then SIGKILL; a second
     /// interruption skips the wait.
-    async fn stop_group(&self, child: &mut Child, pgid: Option<i32>, grace: Duration) {
-        let Some(pgid) = pgid else { return };
+    /// Returns true when SIGTERM was not enough (the grace period ran out, or a second
+    /// interruption asked for a kill).
+    async fn stop_group(&self, child: &mut Child, pgid: Option<i32>, grace: Duration) -> bool {
+        let Some(pgid) = pgid else { return false };
         signal_group(pgid, libc::SIGTERM);
-        tokio::select! {
-            _ = child.wait() => {}
-            _ = tokio::time::sleep(grace) => {}
-            _ = self.cancel.reached(Level::Kill) => {}
-        }
+        let ended_by_term = tokio::select! {
+            _ = child.wait() => true,
+            _ = tokio::time::sleep(grace) => false,
+            _ = self.cancel.reached(Level::Kill) => false,
+        };
         // The leader may be gone while others of its group live on: kill the group regardless.
         signal_group(pgid, libc::SIGKILL);
         let _ = child.wait().await;
+        !ended_by_term
     }
 }
 
 enum End {
     Exited(std::process::ExitStatus),
-    TimedOut,
+    TimedOut { killed: bool },
     Interrupted,
 }
 
