@@ -140,6 +140,10 @@ fn execute(
         run_skipped: cli.run_skipped(),
         store_success_output: cli.store_success_output,
     };
+    if args.list && args.format == Some(libtest_mimic::FormatSetting::Json) {
+        print_json_list(&args, cases);
+        return Ok(ExitCode::SUCCESS);
+    }
     if args.list {
         let harness = Harness::new(rt.handle().clone(), unused(), unused(), cancel, settings);
         let _listed = libtest_mimic::run(&args, harness.trials(cases));
@@ -274,6 +278,25 @@ fn write_report(
             );
             Some(ExitCode::from(EXIT_REPORT_LOST))
         }
+    }
+}
+
+/// `--list --format json`: one JSON object per selected case, for CI scripts (libtest-mimic
+/// lists in its plain format only).
+fn print_json_list(args: &libtest_mimic::Arguments, cases: &[Case]) {
+    for case in cases
+        .iter()
+        .filter(|c| !args.is_filtered_out(&libtest_mimic::Trial::test(c.name.clone(), || Ok(()))))
+    {
+        let line = serde_json::json!({
+            "type": "test",
+            "name": case.name,
+            "model": case.model,
+            "runtime": case.runtime.name(),
+            "image": case.image,
+            "skip": case.plan.skip,
+        });
+        println!("{line}");
     }
 }
 

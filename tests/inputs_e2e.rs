@@ -148,3 +148,25 @@ fn an_empty_selection_says_so_and_fails_with_require_tests() {
     assert_eq!(run.code, 5, "{}", run.all());
     assert!(run.stderr.contains("`--list` shows them"), "{}", run.all());
 }
+
+#[test]
+fn list_honours_format_json() {
+    let run = runner(&[
+        "--spec",
+        FAULTS,
+        "--list",
+        "--format",
+        "json",
+        "--model",
+        "tiny_linear,hang",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let lines: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect();
+    let names: Vec<&str> = lines.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["docker::tiny_linear", "docker::hang"]);
+    assert_eq!(lines[0]["image"], "local/kipoi-fixture:py3");
+}
