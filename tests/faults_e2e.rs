@@ -7,7 +7,7 @@ mod common;
 
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -323,15 +323,21 @@ fn sigint_stops_the_running_container_and_still_writes_the_report() {
     );
 }
 
-#[test]
-fn sigterm_exits_143_and_leaves_nothing() {
-    let (run, text, pid, _) = interrupted_run(&[libc::SIGTERM], "2s");
-    assert_eq!(run.code, 143, "{}", run.all());
+/// One signal while `hang` runs: the run exits with `code`, writes its report and leaves no
+/// container.
+fn assert_one_signal_ends_cleanly(signal: i32, code: i32) {
+    let (run, text, pid, _) = interrupted_run(&[signal], "2s");
+    assert_eq!(run.code, code, "{}", run.all());
     assert_interrupted_report(&text);
     assert!(
         containers_of(pid, None).is_empty(),
         "no container of the run is left"
     );
+}
+
+#[test]
+fn sigterm_exits_143_and_leaves_nothing() {
+    assert_one_signal_ends_cleanly(libc::SIGTERM, 143);
 }
 
 #[test]
@@ -440,29 +446,60 @@ struct DaemonProxy {
 
 impl DaemonProxy {
     fn start(dir: &std::path::Path) -> DaemonProxy {
+        Self::start_cutting_at_create(dir, usize::MAX)
+    }
+
+    /// A proxy that also cuts by itself when the runner asks for its `n`th container: the
+    /// daemon is then lost between two cases, not during a wait.
+    fn start_cutting_at_create(dir: &std::path::Path, n: usize) -> DaemonProxy {
         let path = dir.join("proxy.sock");
         let listener = UnixListener::bind(&path).unwrap();
-        let cut = Arc::new(AtomicBool::new(false));
-        let open: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
-        let (cut2, open2) = (Arc::clone(&cut), Arc::clone(&open));
+        let proxy = DaemonProxy {
+            path,
+            cut: Arc::default(),
+            open: Arc::default(),
+        };
+        let me = proxy.handle();
+        let creates = Arc::new(AtomicUsize::new(0));
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
-                if cut2.load(Ordering::SeqCst) {
+                if me.cut.load(Ordering::SeqCst) {
                     continue; // dropped: the daemon is "gone"
                 }
                 let Ok(daemon) = UnixStream::connect("/var/run/docker.sock") else {
                     continue;
                 };
                 {
-                    let mut open = open2.lock().unwrap();
+                    let mut open = me.open.lock().unwrap();
                     open.push(client.try_clone().unwrap());
                     open.push(daemon.try_clone().unwrap());
                 }
-                pipe(client.try_clone().unwrap(), daemon.try_clone().unwrap());
-                pipe(daemon, client);
+                let (me2, creates2) = (me.handle(), Arc::clone(&creates));
+                let watch = move |chunk: &[u8]| {
+                    let create = chunk.windows(18).any(|w| w == b"/containers/create");
+                    if create && creates2.fetch_add(1, Ordering::SeqCst) + 1 >= n {
+                        me2.cut();
+                        return false;
+                    }
+                    true
+                };
+                pipe(
+                    client.try_clone().unwrap(),
+                    daemon.try_clone().unwrap(),
+                    watch,
+                );
+                pipe(daemon, client, |_| true);
             }
         });
-        DaemonProxy { path, cut, open }
+        proxy
+    }
+
+    fn handle(&self) -> DaemonProxy {
+        DaemonProxy {
+            path: self.path.clone(),
+            cut: Arc::clone(&self.cut),
+            open: Arc::clone(&self.open),
+        }
     }
 
     fn cut(&self) {
@@ -473,9 +510,20 @@ impl DaemonProxy {
     }
 }
 
-fn pipe(mut from: UnixStream, mut to: UnixStream) {
+/// Copies `from` to `to` while `pass` says a chunk may go through.
+fn pipe(
+    mut from: UnixStream,
+    mut to: UnixStream,
+    mut pass: impl FnMut(&[u8]) -> bool + Send + 'static,
+) {
     thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
+        use std::io::{Read, Write};
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(k @ 1..) = from.read(&mut buf) {
+            if !pass(&buf[..k]) || to.write_all(&buf[..k]).is_err() {
+                break;
+            }
+        }
         let _ = to.shutdown(std::net::Shutdown::Write);
     });
 }
@@ -513,62 +561,12 @@ fn losing_the_daemon_mid_run_is_an_error_with_its_own_exit_code() {
     );
 }
 
-/// A proxy that lets everything through until the runner asks for its `n`th container, then
-/// cuts: the daemon is lost between two cases, not during a wait.
-fn proxy_cut_at_create(dir: &std::path::Path, n: usize) -> DaemonProxy {
-    let path = dir.join("proxy-create.sock");
-    let listener = UnixListener::bind(&path).unwrap();
-    let cut = Arc::new(AtomicBool::new(false));
-    let open: Arc<Mutex<Vec<UnixStream>>> = Arc::default();
-    let creates = Arc::new(Mutex::new(0usize));
-    let (cut2, open2) = (Arc::clone(&cut), Arc::clone(&open));
-    thread::spawn(move || {
-        for client in listener.incoming().flatten() {
-            if cut2.load(Ordering::SeqCst) {
-                continue;
-            }
-            let Ok(daemon) = UnixStream::connect("/var/run/docker.sock") else {
-                continue;
-            };
-            open2.lock().unwrap().push(client.try_clone().unwrap());
-            open2.lock().unwrap().push(daemon.try_clone().unwrap());
-            let (cut3, open3, creates3) =
-                (Arc::clone(&cut2), Arc::clone(&open2), Arc::clone(&creates));
-            let (mut from, mut to) = (client.try_clone().unwrap(), daemon.try_clone().unwrap());
-            thread::spawn(move || {
-                use std::io::{Read, Write};
-                let mut buf = vec![0u8; 64 * 1024];
-                while let Ok(k @ 1..) = from.read(&mut buf) {
-                    let chunk = &buf[..k];
-                    if chunk.windows(18).any(|w| w == b"/containers/create") {
-                        let mut seen = creates3.lock().unwrap();
-                        *seen += 1;
-                        if *seen >= n {
-                            cut3.store(true, Ordering::SeqCst);
-                            for s in open3.lock().unwrap().drain(..) {
-                                let _ = s.shutdown(std::net::Shutdown::Both);
-                            }
-                            break;
-                        }
-                    }
-                    if to.write_all(chunk).is_err() {
-                        break;
-                    }
-                }
-                let _ = to.shutdown(std::net::Shutdown::Write);
-            });
-            pipe(daemon, client);
-        }
-    });
-    DaemonProxy { path, cut, open }
-}
-
 #[test]
 fn losing_the_daemon_between_cases_is_exit_3_not_a_failure_per_case() {
     require_fixture_image();
     let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
-    let proxy = proxy_cut_at_create(dir.path(), 2);
+    let proxy = DaemonProxy::start_cutting_at_create(dir.path(), 2);
     let host = format!("unix://{}", proxy.path.display());
     let (run, report) = run_reported(
         &[
@@ -610,13 +608,7 @@ fn losing_the_daemon_between_cases_is_exit_3_not_a_failure_per_case() {
 
 #[test]
 fn sighup_is_treated_like_sigterm() {
-    let (run, text, pid, _) = interrupted_run(&[libc::SIGHUP], "2s");
-    assert_eq!(run.code, 129, "{}", run.all());
-    assert_interrupted_report(&text);
-    assert!(
-        containers_of(pid, None).is_empty(),
-        "no container of the run is left"
-    );
+    assert_one_signal_ends_cleanly(libc::SIGHUP, 129);
 }
 
 /// The labels a runner in this process's boot and PID namespace would put on a container.
