@@ -32,7 +32,16 @@ command = ["python3", "-c", "import sys; print('argv', sys.argv[1:])", "{model}"
 "#,
     );
     // Spaces after the comma are trimmed: both models run.
-    let (run, report) = run_reported(&["--spec", &spec, "--model", "Shell/a, Shell/b"], &[]);
+    let (run, report) = run_reported(
+        &[
+            "--spec",
+            &spec,
+            "--model",
+            "Shell/a, Shell/b",
+            "--store-success-output",
+        ],
+        &[],
+    );
     assert_eq!(run.code, 0, "{}", run.all());
     assert_status(&run, "docker::Shell/a", "ok");
     assert_status(&run, "docker::Shell/b", "ok");
