@@ -25,27 +25,6 @@ fn shared_slot() -> RwLockReadGuard<'static, ()> {
     RUNNERS.read().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Containers (any state) created by the runner process `pid`, optionally for one case.
-fn containers_of(pid: u32, case: Option<&str>) -> Vec<String> {
-    let mut args = vec![
-        "ps".to_string(),
-        "-aq".into(),
-        "--filter".into(),
-        format!("label=org.zoo-runner.pid={pid}"),
-    ];
-    if let Some(case) = case {
-        args.extend([
-            "--filter".into(),
-            format!("label=org.zoo-runner.case={case}"),
-        ]);
-    }
-    let out = Command::new("docker").args(&args).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 fn wait_for_container(pid: u32, case: &str) -> String {
     let start = Instant::now();
     loop {

@@ -4,23 +4,9 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 const FAULTS: &str = "fixtures/faults/spec.toml";
-
-fn containers_of(pid: u32) -> Vec<String> {
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter"])
-        .arg(format!("label=org.zoo-runner.pid={pid}"))
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
 
 /// Runs the runner on one quick case with `extra` flags; returns the run, its pid and whether
 /// a report was written.
@@ -52,7 +38,7 @@ fn bad_numbers_are_refused_before_any_container() {
         assert_eq!(run.code, 2, "{flags:?}\n{}", run.all());
         assert!(run.stderr.contains(want), "{flags:?}\n{}", run.all());
         assert!(
-            containers_of(pid).is_empty(),
+            containers_of(pid, None).is_empty(),
             "{flags:?}: a container was made"
         );
         assert!(!reported, "{flags:?}: nothing ran, so no report");
@@ -85,7 +71,7 @@ fn an_unwritable_report_place_is_refused_before_any_container() {
         assert_eq!(run.code, 2, "{junit}\n{}", run.all());
         assert!(run.stderr.contains(want), "{junit}\n{}", run.all());
         assert!(
-            containers_of(pid).is_empty(),
+            containers_of(pid, None).is_empty(),
             "{junit}: a container was made"
         );
     }
@@ -98,7 +84,7 @@ fn a_logfile_that_cannot_be_created_is_refused_before_any_container() {
     assert_eq!(run.code, 2, "{}", run.all());
     assert!(run.stderr.contains("--logfile"), "{}", run.all());
     assert!(!run.stderr.contains("panicked"), "{}", run.all());
-    assert!(containers_of(pid).is_empty());
+    assert!(containers_of(pid, None).is_empty());
     assert!(!reported);
 }
 

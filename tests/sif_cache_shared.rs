@@ -207,49 +207,54 @@ impl Watched {
     }
 }
 
-/// Names in the cache folder, sorted.
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
+/// Two runners on one cache folder: the first one's download is held half-way by the server,
+/// and the second one is waiting for its lock.
+struct Overlap {
+    sif: Arc<Vec<u8>>,
+    server: GatedServer,
+    _dir: tempfile::TempDir,
+    sif_dir: std::path::PathBuf,
+    first: Watched,
+    second: Watched,
 }
 
-/// Launcher containers still mounting `dir`.
-fn containers_mounting(dir: &Path) -> String {
-    let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("volume={}", dir.display()),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+impl Overlap {
+    fn start() -> Overlap {
+        require_fixture_image();
+        let sif = fixture_sif();
+        let server = GatedServer::start(Arc::clone(&sif));
+        let dir = tempfile::tempdir().unwrap();
+        let cat = catalog(dir.path(), &server.url(), &md5_hex(&sif));
+        let sif_dir = dir.path().join("sifs");
+        let first = Watched::start(&cat, &sif_dir);
+        let started = Instant::now();
+        while server.gets() == 0 {
+            assert!(started.elapsed() < PATIENCE, "the first runner never asked");
+            thread::sleep(Duration::from_millis(50));
+        }
+        let mut second = Watched::start(&cat, &sif_dir);
+        second.wait_for("waiting for another process");
+        Overlap {
+            sif,
+            server,
+            _dir: dir,
+            sif_dir,
+            first,
+            second,
+        }
+    }
 }
 
 #[test]
 fn two_runners_on_one_cache_download_once_and_both_pass() {
-    require_fixture_image();
-    let sif = fixture_sif();
-    let server = GatedServer::start(Arc::clone(&sif));
-    let dir = tempfile::tempdir().unwrap();
-    let cat = catalog(dir.path(), &server.url(), &md5_hex(&sif));
-    let sif_dir = dir.path().join("sifs");
-
-    let first = Watched::start(&cat, &sif_dir);
-    let started = Instant::now();
-    while server.gets() == 0 {
-        assert!(started.elapsed() < PATIENCE, "the first runner never asked");
-        thread::sleep(Duration::from_millis(50));
-    }
-    // The first download is held half-way; the second runner must wait for it.
-    let mut second = Watched::start(&cat, &sif_dir);
-    second.wait_for("waiting for another process");
+    let Overlap {
+        sif,
+        server,
+        _dir,
+        sif_dir,
+        first,
+        second,
+    } = Overlap::start();
     server.open_gate();
 
     for (who, runner) in [("first", first), ("second", second)] {
@@ -276,21 +281,14 @@ fn two_runners_on_one_cache_download_once_and_both_pass() {
 
 #[test]
 fn a_runner_waiting_for_the_lock_can_be_interrupted() {
-    require_fixture_image();
-    let sif = fixture_sif();
-    let server = GatedServer::start(Arc::clone(&sif));
-    let dir = tempfile::tempdir().unwrap();
-    let cat = catalog(dir.path(), &server.url(), &md5_hex(&sif));
-    let sif_dir = dir.path().join("sifs");
-
-    let first = Watched::start(&cat, &sif_dir);
-    let started = Instant::now();
-    while server.gets() == 0 {
-        assert!(started.elapsed() < PATIENCE, "the first runner never asked");
-        thread::sleep(Duration::from_millis(50));
-    }
-    let mut second = Watched::start(&cat, &sif_dir);
-    second.wait_for("waiting for another process");
+    let Overlap {
+        server,
+        _dir,
+        sif_dir,
+        first,
+        second,
+        ..
+    } = Overlap::start();
     signal(second.child.id(), libc::SIGINT);
     let (run, report) = second.finish();
     assert_eq!(run.code, 130, "{}", run.all());

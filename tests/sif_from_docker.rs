@@ -47,15 +47,6 @@ fn args<'a>(cat: &'a str, sif_dir: &'a str, bin: &'a str, extra: &[&'a str]) -> 
     all
 }
 
-fn files_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn a_local_only_image_is_built_into_a_sif_and_runs() {
     require_fixture_image();
@@ -119,21 +110,6 @@ fn a_local_only_image_is_built_into_a_sif_and_runs() {
     );
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(!run.stderr.contains("building"), "{}", run.all());
-}
-
-/// Launcher containers still mounting `dir`.
-fn containers_mounting(dir: &Path) -> String {
-    let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("volume={}", dir.display()),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]

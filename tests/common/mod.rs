@@ -389,3 +389,51 @@ pub fn signal(pid: u32, sig: i32) {
     let rc = unsafe { libc::kill(pid as i32, sig) };
     assert_eq!(rc, 0, "signal delivered");
 }
+
+/// The names in a folder, sorted.
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Containers (the Apptainer launcher's, say) still mounting `dir`, as `docker ps -aq` lists
+/// them; empty when none.
+pub fn containers_mounting(dir: &Path) -> String {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("volume={}", dir.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Short ids of the containers (any state) made by the runner process `pid`, optionally for
+/// one case only.
+pub fn containers_of(pid: u32, case: Option<&str>) -> Vec<String> {
+    let mut args = vec![
+        "ps".to_string(),
+        "-aq".into(),
+        "--filter".into(),
+        format!("label=org.zoo-runner.pid={pid}"),
+    ];
+    if let Some(case) = case {
+        args.extend([
+            "--filter".into(),
+            format!("label=org.zoo-runner.case={case}"),
+        ]);
+    }
+    let out = Command::new("docker").args(&args).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
