@@ -164,10 +164,7 @@ fn execute(
     }
 
     // Only what the filters keep decides which runtimes must be up.
-    let selected: Vec<&Case> = cases
-        .iter()
-        .filter(|c| !args.is_filtered_out(&libtest_mimic::Trial::test(c.name.clone(), || Ok(()))))
-        .collect();
+    let selected = kept_by_filters(&args, cases);
     if selected.is_empty() {
         eprintln!(
             "zoo-runner: warning: no case selected, nothing will be tested: {}",
@@ -281,13 +278,18 @@ fn write_report(
     }
 }
 
+/// The cases libtest's name filters (FILTER, `--exact`, `--skip`) keep.
+fn kept_by_filters<'a>(args: &libtest_mimic::Arguments, cases: &'a [Case]) -> Vec<&'a Case> {
+    cases
+        .iter()
+        .filter(|c| !args.is_filtered_out(&libtest_mimic::Trial::test(c.name.clone(), || Ok(()))))
+        .collect()
+}
+
 /// `--list --format json`: one JSON object per selected case, for CI scripts (libtest-mimic
 /// lists in its plain format only).
 fn print_json_list(args: &libtest_mimic::Arguments, cases: &[Case]) {
-    for case in cases
-        .iter()
-        .filter(|c| !args.is_filtered_out(&libtest_mimic::Trial::test(c.name.clone(), || Ok(()))))
-    {
+    for case in kept_by_filters(args, cases) {
         let line = serde_json::json!({
             "type": "test",
             "name": case.name,
