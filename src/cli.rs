@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::partition::Partition;
 use crate::plan::RuntimeKind;
@@ -87,13 +87,9 @@ impl RuntimeChoice {
 const ABOUT: &str =
     "Runs each model's example prediction inside its container and reports, per model, what broke.";
 
-#[derive(Debug, Parser)]
-#[command(
-    name = "zoo-runner",
-    after_help = "Exit codes: 0 all passed; 101 a test failed; 2 usage or input error; \
-                  3 the Docker daemon could not be reached (or was lost); 130/143 interrupted."
-)]
-pub struct Cli {
+/// Which cases: the flags a run and `matrix` share.
+#[derive(Debug, Clone, Args)]
+pub struct SelectionArgs {
     /// Test every model an image serves (one per group on shared images). Repeat or comma-list.
     #[arg(long, value_name = "IMAGE", value_delimiter = ',')]
     pub image: Vec<String>,
@@ -127,13 +123,32 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", default_value = DEFAULT_SPEC)]
     pub spec: PathBuf,
 
-    /// Where the JUnit XML report goes.
-    #[arg(long, value_name = "PATH", default_value = "reports/junit.xml")]
-    pub junit: PathBuf,
-
     /// Which runtime runs the cases.
     #[arg(long, value_enum, default_value_t = RuntimeChoice::Docker)]
     pub runtime: RuntimeChoice,
+}
+
+/// What `zoo-runner SUBCOMMAND` does besides running tests.
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zoo-runner",
+    after_help = "Exit codes: 0 all passed; 101 a test failed; 2 usage or input error; \
+                  3 the Docker daemon could not be reached (or was lost); 130/143 interrupted."
+)]
+pub struct Cli {
+    /// A subcommand; without one, `zoo-runner [FLAGS]` runs the tests.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    /// Where the JUnit XML report goes.
+    #[arg(long, value_name = "PATH", default_value = "reports/junit.xml")]
+    pub junit: PathBuf,
 
     /// Stop a case after this long (overrides the spec), e.g. 90s, 30m, 1h30m; at most 30d.
     #[arg(long, value_name = "DURATION", value_parser = parse_timeout)]
@@ -296,8 +311,8 @@ mod tests {
             "HAL",
             "--modelgroup=HAL,Basset",
         ]);
-        assert_eq!(cli.model, ["KipoiSplice/4", "Basenji", "HAL"]);
-        assert_eq!(cli.modelgroup, ["HAL", "Basset"]);
+        assert_eq!(cli.selection.model, ["KipoiSplice/4", "Basenji", "HAL"]);
+        assert_eq!(cli.selection.modelgroup, ["HAL", "Basset"]);
     }
 
     #[test]
@@ -312,7 +327,7 @@ mod tests {
             "2",
             "--slim",
         ]);
-        assert!(cli.libtest.list && cli.libtest.exact && cli.slim);
+        assert!(cli.libtest.list && cli.libtest.exact && cli.selection.slim);
         assert_eq!(cli.libtest.filter.as_deref(), Some("docker::HAL"));
         assert_eq!(cli.libtest.skip, ["Basset"]);
         assert_eq!(cli.harness_args().test_threads, Some(2));
@@ -388,7 +403,7 @@ mod tests {
         ]);
         assert_eq!(cli.timeout, Some(Duration::from_secs(5400)));
         assert_eq!(cli.keep_output, 1 << 20);
-        assert_eq!(cli.runtime.kinds().len(), 2);
+        assert_eq!(cli.selection.runtime.kinds().len(), 2);
         assert!(try_parse(&["--timeout", "soon"]).is_err());
         assert_eq!(parse(&["--grace", "0s"]).grace, Duration::ZERO);
         assert_eq!(

@@ -14,6 +14,7 @@ mod catalog;
 mod cli;
 mod error_chain;
 mod harness;
+mod inputs;
 mod partition;
 mod plan;
 mod record;
@@ -24,18 +25,17 @@ mod spec;
 mod units;
 mod verdict;
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
 
 use crate::cancel::Cancel;
-use crate::catalog::Catalog;
-use crate::cli::{Cli, DEFAULT_SPEC};
+use crate::cli::Cli;
 use crate::error_chain::chain;
 use crate::harness::{Harness, Settings};
-use crate::plan::{Case, RuntimeKind, Selection};
+use crate::inputs::{Inputs, PlanOptions};
+use crate::plan::{Case, RuntimeKind};
 use crate::record::{Attempt, Record, Status};
 use crate::report::ReportTarget;
 use crate::runtime::docker::DockerRuntime;
@@ -62,53 +62,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// Inputs are checked before anything runs: errors here exit with 2.
-fn load(cli: &Cli) -> anyhow::Result<(Spec, Catalog, Vec<Case>)> {
-    let spec_path = resolve_default(&cli.spec, DEFAULT_SPEC);
-    let spec = Spec::load(&spec_path)?;
-    let catalog_dir = cli
-        .catalog
-        .clone()
-        .or_else(|| spec.catalog.clone())
-        .with_context(|| {
-            format!(
-                "no catalog: pass --catalog DIR, or name one in `{}` (catalog = \"...\")",
-                spec_path.display()
-            )
-        })?;
-    let catalog = Catalog::load(&catalog_dir)?;
-    let selection = Selection {
-        images: cli.image.clone(),
-        models: cli.model.clone(),
-        groups: cli.modelgroup.clone(),
-        all_models: cli.all_models,
-        slim: cli.slim,
-        runtimes: cli.runtime.kinds(),
-        timeout: cli.timeout,
-        partition: cli.partition,
-    };
-    let mut cases = plan::plan(&catalog, &spec, &selection)?;
-    if cli.libtest.ignored {
-        // libtest's `--ignored`: only what the spec marks skip.
-        cases.retain(|c| c.plan.skip.is_some());
-    }
-    Ok((spec, catalog, cases))
-}
-
-/// The shipped default spec is found from the source tree when run from elsewhere.
-fn resolve_default(given: &Path, default: &str) -> PathBuf {
-    if given == Path::new(default) && !given.exists() {
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(default);
-        if shipped.exists() {
-            return shipped;
-        }
-    }
-    given.to_path_buf()
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(command) = cli.command {
+        match command {}
+    }
     cli.validate()?;
-    let (spec, _catalog, cases) = load(&cli)?;
+    // Inputs are checked before anything runs: errors here exit with 2.
+    let Inputs { spec, cases, .. } = Inputs::load(
+        &cli.selection,
+        PlanOptions {
+            timeout: cli.timeout,
+            partition: cli.partition,
+            only_skipped: cli.libtest.ignored,
+        },
+    )?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
