@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::partition::Partition;
+use crate::partition::{PartitionArg, MAX_SHARDS};
 use crate::plan::RuntimeKind;
 use crate::report::Flavor;
 use crate::units::{
@@ -126,15 +126,137 @@ pub struct SelectionArgs {
     /// Which runtime runs the cases.
     #[arg(long, value_enum, default_value_t = RuntimeChoice::Docker)]
     pub runtime: RuntimeChoice,
+
+    /// Keep only the selected cases that run in these images (narrows; `matrix --per-image`
+    /// gives each job one). Repeat or comma-list.
+    #[arg(long, value_name = "IMAGE", value_delimiter = ',')]
+    pub only_image: Vec<String>,
+
+    /// Keep only the models whose files changed between REV and HEAD of --models-repo
+    /// (narrows the other selection flags).
+    #[arg(long, value_name = "REV", requires = "models_repo")]
+    pub changed_since: Option<String>,
+
+    /// A checkout of the zoo's models repository (for Kipoi, a clone of kipoi/models), for
+    /// --changed-since.
+    #[arg(long, value_name = "DIR", requires = "changed_since")]
+    pub models_repo: Option<PathBuf>,
+}
+
+impl SelectionArgs {
+    /// The flags that give this selection again, for a job's command line; defaults left out.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        let mut list = |flag: &str, values: &[String]| {
+            if !values.is_empty() {
+                args.push(flag.to_string());
+                args.push(values.join(","));
+            }
+        };
+        list("--image", &self.image);
+        list("--model", &self.model);
+        list("--modelgroup", &self.modelgroup);
+        list("--only-image", &self.only_image);
+        if self.all_models {
+            args.push("--all-models".into());
+        }
+        if self.slim {
+            args.push("--slim".into());
+        }
+        if let Some(dir) = &self.catalog {
+            args.extend(["--catalog".into(), dir.display().to_string()]);
+        }
+        if self.spec != std::path::Path::new(DEFAULT_SPEC) {
+            args.extend(["--spec".into(), self.spec.display().to_string()]);
+        }
+        if self.runtime != RuntimeChoice::Docker {
+            let name = self
+                .runtime
+                .to_possible_value()
+                .map(|v| v.get_name().to_string());
+            args.extend(["--runtime".into(), name.unwrap_or_default()]);
+        }
+        if let (Some(rev), Some(repo)) = (&self.changed_since, &self.models_repo) {
+            args.extend([
+                "--changed-since".into(),
+                rev.clone(),
+                "--models-repo".into(),
+                repo.display().to_string(),
+            ]);
+        }
+        args
+    }
+}
+
+fn parse_shards(text: &str) -> Result<u64, String> {
+    let n: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number from 1 to {MAX_SHARDS}"))?;
+    match n {
+        0 => Err("0 shards run nothing: give 1 or more".to_string()),
+        n if n > MAX_SHARDS => Err(format!(
+            "{n} is too many: GitHub runs at most {MAX_SHARDS} jobs per matrix"
+        )),
+        n => Ok(n),
+    }
+}
+
+/// `zoo-runner matrix`: the jobs of a CI matrix, as JSON for GitHub's `fromJSON`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("split").required(true).args(["per_image", "shards"])))]
+pub struct MatrixArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+
+    /// One job per image that the selection touches.
+    #[arg(long)]
+    pub per_image: bool,
+
+    /// N jobs of about equal running time (`--partition time:M/N`), each image in one job
+    /// unless it alone takes more than a fair share.
+    #[arg(long, value_name = "N", value_parser = parse_shards)]
+    pub shards: Option<u64>,
+
+    /// Earlier JUnit reports (a file or a folder) whose times balance the shards; every job
+    /// gets the same path, so the file must be there for each.
+    #[arg(long, value_name = "PATH", requires = "shards")]
+    pub durations: Option<PathBuf>,
+
+    /// Run flags added to every job's arguments, after `--` (e.g. `-- --retries 1`).
+    #[arg(last = true, value_name = "RUN FLAGS")]
+    pub run_flags: Vec<String>,
+}
+
+/// `zoo-runner merge`: one JUnit report from the shards' reports.
+#[derive(Debug, Clone, Args)]
+pub struct MergeArgs {
+    /// Where the merged JUnit report goes.
+    #[arg(long, value_name = "PATH")]
+    pub junit: PathBuf,
+
+    /// Also write a Markdown summary here.
+    #[arg(long, value_name = "PATH")]
+    pub summary: Option<PathBuf>,
+
+    /// The shards' JUnit reports: files, or folders searched for `*.xml`.
+    #[arg(value_name = "IN", required = true)]
+    pub inputs: Vec<PathBuf>,
 }
 
 /// What `zoo-runner SUBCOMMAND` does besides running tests.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Print the jobs of a CI matrix as one line of JSON: {"include":[{"name","args"}]}.
+    Matrix(MatrixArgs),
+    /// Merge the shards' JUnit reports into one (counts recomputed, properties kept).
+    Merge(MergeArgs),
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "zoo-runner",
+    args_conflicts_with_subcommands = true,
     after_help = "Exit codes: 0 all passed; 101 a test failed; 2 usage or input error; \
                   3 the Docker daemon could not be reached (or was lost); 130/143 interrupted."
 )]
@@ -189,9 +311,20 @@ pub struct Cli {
     #[arg(long)]
     pub require_tests: bool,
 
-    /// Keep one shard of the cases for a CI matrix: hash:M/N (stable by name) or count:M/N.
+    /// Keep one shard of the cases for a CI matrix: hash:M/N (stable by name), count:M/N, or
+    /// time:M/N (balanced by --durations, images kept together); SCHEME:auto reads M and N from
+    /// CI_NODE_INDEX/CI_NODE_TOTAL (GitLab's parallel:).
     #[arg(long, value_name = "SCHEME:M/N")]
-    pub partition: Option<Partition>,
+    pub partition: Option<PartitionArg>,
+
+    /// Earlier JUnit reports (a file or a folder) whose times balance --partition time:M/N.
+    #[arg(long, value_name = "PATH")]
+    pub durations: Option<PathBuf>,
+
+    /// Also write a Markdown summary of the run here (default: append to $GITHUB_STEP_SUMMARY
+    /// when it is set).
+    #[arg(long, value_name = "PATH")]
+    pub summary: Option<PathBuf>,
 
     /// Folder for downloaded SIF files (default: $SINGULARITY_PULL_FOLDER, else a user cache).
     #[arg(long, value_name = "DIR")]
@@ -406,12 +539,10 @@ mod tests {
         assert_eq!(cli.selection.runtime.kinds().len(), 2);
         assert!(try_parse(&["--timeout", "soon"]).is_err());
         assert_eq!(parse(&["--grace", "0s"]).grace, Duration::ZERO);
-        assert_eq!(
-            parse(&["--partition", "hash:1/3"])
-                .partition
-                .map(|p| p.total),
-            Some(3)
-        );
+        assert!(matches!(
+            parse(&["--partition", "hash:1/3"]).partition,
+            Some(PartitionArg::Fixed(p)) if p.total == 3
+        ));
         assert!(try_parse(&["--partition", "hash:4/3"]).is_err());
         let version = try_parse(&["--version"]).unwrap_err();
         assert_eq!(version.kind(), clap::error::ErrorKind::DisplayVersion);

@@ -11,10 +11,15 @@
 mod cancel;
 mod capture;
 mod catalog;
+mod changed_since;
 mod cli;
+mod durations;
 mod error_chain;
 mod harness;
 mod inputs;
+mod junit_read;
+mod matrix;
+mod merge;
 mod partition;
 mod plan;
 mod record;
@@ -22,6 +27,8 @@ mod report;
 mod runtime;
 mod sif_cache;
 mod spec;
+mod summary;
+mod time_partition;
 mod units;
 mod verdict;
 
@@ -31,7 +38,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::cancel::Cancel;
-use crate::cli::Cli;
+use crate::cli::{Cli, Command};
 use crate::error_chain::chain;
 use crate::harness::{Harness, Settings};
 use crate::inputs::{Inputs, PlanOptions};
@@ -64,15 +71,20 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(command) = cli.command {
-        match command {}
+        return match command {
+            Command::Matrix(args) => matrix::run(&args),
+            Command::Merge(args) => merge::run(&args),
+        };
     }
     cli.validate()?;
+    summary::check_target(cli.summary.as_deref())?;
     // Inputs are checked before anything runs: errors here exit with 2.
     let Inputs { spec, cases, .. } = Inputs::load(
         &cli.selection,
         PlanOptions {
             timeout: cli.timeout,
             partition: cli.partition,
+            durations: cli.durations.clone(),
             only_skipped: cli.libtest.ignored,
         },
     )?;
@@ -230,6 +242,7 @@ fn write_report(
     match target.write(records, extra, cli.junit_flavor) {
         Ok(()) => {
             eprintln!("zoo-runner: JUnit report written to {}", path.display());
+            summary::after_run(cli.summary.as_deref(), &path);
             None
         }
         Err(e) => {

@@ -3,7 +3,7 @@
 //! a report). The XML itself is in `junit`, its escaping in `xml`.
 
 pub mod junit;
-mod xml;
+pub(crate) mod xml;
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,542 @@
+//! `--summary PATH`: Markdown that a person reads on the CI page, made from JUnit reports (the
+//! run's own, or `merge`'s inputs).
+//! 1. A table per image (each runtime's testsuite): passed, failed, errored, skipped, flaky,
+//!    time; the columns add up to the cases (a flaky case passed on a retry and counts as flaky
+//!    only).
+//! 2. Each failure and error, with the first lines of its message.
+//! 3. The slowest cases.
+//!
+//! Without `--summary`, a run or merge appends it to `$GITHUB_STEP_SUMMARY` when that is set.
+//! It stays under 1 MiB (GitHub's limit for a step summary) whatever the reports hold: long
+//! parts are cut, with a note that says so.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::junit_read::{self, Outcome, ScannedCase, ScannedReport};
+
+/// GitHub refuses a step summary of 1 MiB or more; this leaves room for our notes.
+pub const LIMIT: usize = 1000 * 1000;
+/// The table's share of the limit (a zoo with a great many images).
+const TABLE_LIMIT: usize = 300 * 1000;
+/// Lines and characters per line of a failure's message.
+const MESSAGE_LINES: usize = 10;
+const LINE_CHARS: usize = 300;
+/// Characters of a name in a table cell or heading.
+const NAME_CHARS: usize = 200;
+const SLOWEST: usize = 10;
+pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
+
+#[derive(Debug, Error)]
+pub enum SummaryError {
+    #[error("--summary `{path}`: {why}")]
+    Target { path: PathBuf, why: String },
+    #[error("cannot write the summary to `{path}`: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    passed: usize,
+    failed: usize,
+    errored: usize,
+    skipped: usize,
+    flaky: usize,
+    ms: u64,
+}
+
+impl Counts {
+    fn add(&mut self, case: &ScannedCase) {
+        match (&case.outcome, case.flaky) {
+            (Outcome::Passed, true) => self.flaky += 1,
+            (Outcome::Passed, false) => self.passed += 1,
+            (Outcome::Failed, _) => self.failed += 1,
+            (Outcome::Errored { .. }, _) => self.errored += 1,
+            (Outcome::Skipped { .. }, _) => self.skipped += 1,
+        }
+        self.ms = self.ms.saturating_add(case.time_ms.unwrap_or(0));
+    }
+
+    fn sum(&mut self, o: &Counts) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.errored += o.errored;
+        self.skipped += o.skipped;
+        self.flaky += o.flaky;
+        self.ms = self.ms.saturating_add(o.ms);
+    }
+
+    fn cases(&self) -> usize {
+        self.passed + self.failed + self.errored + self.skipped + self.flaky
+    }
+}
+
+/// `--summary` is checked before anything runs: a folder, or a place no file can be made in,
+/// is an input error.
+pub fn check_target(path: Option<&Path>) -> Result<(), SummaryError> {
+    let Some(path) = path else { return Ok(()) };
+    let bad = |why: String| SummaryError::Target {
+        path: path.to_path_buf(),
+        why,
+    };
+    if path.is_dir() {
+        return Err(bad("it is a folder; give a file path".into()));
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)
+        .map_err(|e| bad(format!("cannot create its folder `{}`: {e}", dir.display())))?;
+    tempfile::tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| bad(format!("cannot create a file in `{}`: {e}", dir.display())))
+}
+
+/// After a run wrote its report: the summary, where one is wanted. A summary that cannot be
+/// made is said on stderr; it does not change the run's verdict.
+pub fn after_run(explicit: Option<&Path>, junit: &Path) {
+    if explicit.is_none() && std::env::var_os(GITHUB_STEP_SUMMARY).is_none() {
+        return;
+    }
+    let text = match junit_read::scan(junit) {
+        Ok(report) => render(std::slice::from_ref(&report)),
+        Err(e) => {
+            eprintln!("error: no summary: {e}");
+            return;
+        }
+    };
+    match write(explicit, &text) {
+        Ok(Some(path)) => eprintln!("zoo-runner: summary written to {}", path.display()),
+        Ok(None) => {}
+        Err(e) => eprintln!("error: {e}"),
+    }
+}
+
+/// Writes the summary to `explicit` (replacing it), else appends it to `$GITHUB_STEP_SUMMARY`
+/// when that is set. Returns where it went.
+pub fn write(explicit: Option<&Path>, text: &str) -> Result<Option<PathBuf>, SummaryError> {
+    let (path, append) = match explicit {
+        Some(p) => (p.to_path_buf(), false),
+        None => match std::env::var_os(GITHUB_STEP_SUMMARY).filter(|v| !v.is_empty()) {
+            Some(p) => (PathBuf::from(p), true),
+            None => return Ok(None),
+        },
+    };
+    let failed = |source| SummaryError::Write {
+        path: path.clone(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .append(append)
+        .truncate(!append)
+        .open(&path)
+        .map_err(failed)?;
+    file.write_all(text.as_bytes()).map_err(failed)?;
+    Ok(Some(path))
+}
+
+/// The Markdown for these reports; always under `LIMIT` bytes.
+pub fn render(reports: &[ScannedReport]) -> String {
+    let mut suites: BTreeMap<&str, Counts> = BTreeMap::new();
+    let mut all: Vec<(&str, &ScannedCase)> = Vec::new();
+    for suite in reports.iter().flat_map(|r| &r.suites) {
+        let counts = suites.entry(suite.name.as_str()).or_default();
+        for case in &suite.cases {
+            counts.add(case);
+            all.push((suite.name.as_str(), case));
+        }
+    }
+    let mut total = Counts::default();
+    suites.values().for_each(|c| total.sum(c));
+
+    let mut head = String::new();
+    let _ = writeln!(
+        head,
+        "## zoo-runner: {} passed, {} failed, {} errored, {} skipped, {} flaky ({} cases, {})\n",
+        total.passed,
+        total.failed,
+        total.errored,
+        total.skipped,
+        total.flaky,
+        total.cases(),
+        human_time(total.ms)
+    );
+    head.push_str("| image | passed | failed | errored | skipped | flaky | time |\n");
+    head.push_str("|---|--:|--:|--:|--:|--:|--:|\n");
+    let mut shown = 0;
+    for (name, c) in &suites {
+        let row = table_row(&code(name), c);
+        if head.len() + row.len() > TABLE_LIMIT {
+            break;
+        }
+        head.push_str(&row);
+        shown += 1;
+    }
+    if shown < suites.len() {
+        let _ = writeln!(
+            head,
+            "| *{} more images not shown: this summary is kept under 1 MiB* | | | | | | |",
+            suites.len() - shown
+        );
+    }
+    if suites.len() > 1 {
+        head.push_str(&table_row("**all**", &total));
+    }
+
+    let tail = slowest(&all);
+    let mut body = String::new();
+    let bad: Vec<&(&str, &ScannedCase)> = all.iter().filter(|(_, c)| c.outcome.is_bad()).collect();
+    if !bad.is_empty() {
+        let _ = writeln!(body, "\n### Failures and errors ({})\n", bad.len());
+        // Room for the table, the slowest cases and the note that says what was cut.
+        let room = LIMIT.saturating_sub(head.len() + tail.len() + 400);
+        for (i, (suite, case)) in bad.iter().enumerate() {
+            let entry = failure_entry(suite, case);
+            if body.len() + entry.len() > room {
+                let _ = writeln!(
+                    body,
+                    "*{} more failures and errors not shown: this summary is kept under 1 MiB \
+                     (GitHub's limit for a step summary); the JUnit report has them all.*",
+                    bad.len() - i
+                );
+                break;
+            }
+            body.push_str(&entry);
+        }
+    }
+    let mut text = head + &body + &tail;
+    if text.len() >= LIMIT {
+        // Only reachable with pathological names; never leave a summary GitHub refuses.
+        let mut at = LIMIT - 200;
+        while !text.is_char_boundary(at) {
+            at -= 1;
+        }
+        text.truncate(at);
+        text.push_str("\n\n*The summary was cut here: it is kept under 1 MiB.*\n");
+    }
+    text
+}
+
+fn table_row(name: &str, c: &Counts) -> String {
+    format!(
+        "| {name} | {} | {} | {} | {} | {} | {} |\n",
+        c.passed,
+        c.failed,
+        c.errored,
+        c.skipped,
+        c.flaky,
+        human_time(c.ms)
+    )
+}
+
+fn failure_entry(suite: &str, case: &ScannedCase) -> String {
+    let what = match case.outcome {
+        Outcome::Failed => "failed",
+        Outcome::Errored { timeout: true } => "timed out",
+        _ => "errored",
+    };
+    let mut entry = format!(
+        "**{}** {what} (in {}, {})\n",
+        code(&case.case_name()),
+        code(suite),
+        human_time(case.time_ms.unwrap_or(0))
+    );
+    let lines: Vec<&str> = case.message.lines().collect();
+    let mut shown: Vec<String> = lines
+        .iter()
+        .take(MESSAGE_LINES)
+        .map(|l| cut_chars(&clean(l), LINE_CHARS))
+        .collect();
+    if lines.len() > MESSAGE_LINES {
+        shown.push(format!(
+            "[{} more lines in the JUnit report]",
+            lines.len() - MESSAGE_LINES
+        ));
+    }
+    if shown.is_empty() {
+        shown.push("(no message)".to_string());
+    }
+    let block = shown.join("\n");
+    let fence = "`".repeat(longest_backtick_run(&block).max(2) + 1);
+    let _ = writeln!(entry, "{fence}text\n{block}\n{fence}\n");
+    entry
+}
+
+fn slowest(all: &[(&str, &ScannedCase)]) -> String {
+    let mut timed: Vec<&(&str, &ScannedCase)> =
+        all.iter().filter(|(_, c)| c.time_ms.is_some()).collect();
+    if timed.is_empty() {
+        return String::new();
+    }
+    timed.sort_by_key(|t| std::cmp::Reverse(t.1.time_ms));
+    let mut text = String::from(
+        "\n### Slowest cases\n\n| case | image | time | result |\n|---|---|--:|---|\n",
+    );
+    for (suite, case) in timed.into_iter().take(SLOWEST) {
+        let result = match (&case.outcome, case.flaky) {
+            (Outcome::Passed, false) => "passed".to_string(),
+            (Outcome::Passed, true) => "flaky".to_string(),
+            (Outcome::Failed, _) => "failed".to_string(),
+            (Outcome::Errored { timeout: true }, _) => "timed out".to_string(),
+            (Outcome::Errored { .. }, _) => "errored".to_string(),
+            (Outcome::Skipped { kind }, _) if kind.is_empty() => "skipped".to_string(),
+            (Outcome::Skipped { kind }, _) => format!("skipped ({})", code(kind)),
+        };
+        let _ = writeln!(
+            text,
+            "| {} | {} | {} | {result} |",
+            code(&case.case_name()),
+            code(suite),
+            human_time(case.time_ms.unwrap_or(0))
+        );
+    }
+    text
+}
+
+/// A name as inline code that a table cell or heading cannot break out of.
+fn code(name: &str) -> String {
+    let flat: String = clean(name)
+        .chars()
+        .map(|c| if c == '`' { '\'' } else { c })
+        .collect();
+    format!("`{}`", cut_chars(&flat, NAME_CHARS).replace('|', "\\|"))
+}
+
+/// Control characters (ANSI codes, NULs) out; a tab becomes a space.
+fn clean(text: &str) -> String {
+    text.chars()
+        .filter_map(|c| match c {
+            '\t' => Some(' '),
+            c if c.is_control() => None,
+            c => Some(c),
+        })
+        .collect()
+}
+
+fn cut_chars(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+fn longest_backtick_run(text: &str) -> usize {
+    let (mut best, mut run) = (0, 0);
+    for c in text.chars() {
+        run = if c == '`' { run + 1 } else { 0 };
+        best = best.max(run);
+    }
+    best
+}
+
+/// `950ms`, `4.1s`, `3m 05s`, `2h 10m`.
+pub fn human_time(ms: u64) -> String {
+    let s = ms / 1000;
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::junit_read::ScannedSuite;
+
+    fn case(name: &str, outcome: Outcome, flaky: bool, ms: u64, message: &str) -> ScannedCase {
+        ScannedCase {
+            name: name.into(),
+            classname: "docker:img:1".into(),
+            time_ms: Some(ms),
+            outcome,
+            message: message.into(),
+            flaky,
+            range: 0..0,
+        }
+    }
+
+    fn report(suites: Vec<(&str, Vec<ScannedCase>)>) -> ScannedReport {
+        ScannedReport {
+            path: "x.xml".into(),
+            suites: suites
+                .into_iter()
+                .map(|(name, cases)| ScannedSuite {
+                    name: name.into(),
+                    properties: vec![],
+                    cases: cases
+                        .into_iter()
+                        .map(|c| ScannedCase {
+                            classname: name.into(),
+                            ..c
+                        })
+                        .collect(),
+                })
+                .collect(),
+            root_skipped: false,
+        }
+    }
+
+    #[test]
+    fn every_status_has_its_column_and_failures_their_message() {
+        let r = report(vec![
+            (
+                "docker:img:1",
+                vec![
+                    case("ok", Outcome::Passed, false, 1000, ""),
+                    case("flaky", Outcome::Passed, true, 2000, ""),
+                    case(
+                        "bad",
+                        Outcome::Failed,
+                        false,
+                        3000,
+                        "exit code 1: RuntimeError: x\nline 2",
+                    ),
+                    case(
+                        "gone",
+                        Outcome::Errored { timeout: false },
+                        false,
+                        0,
+                        "image `img:1` is missing",
+                    ),
+                    case(
+                        "slow",
+                        Outcome::Errored { timeout: true },
+                        false,
+                        90_000,
+                        "ran past 90s",
+                    ),
+                    case(
+                        "skip",
+                        Outcome::Skipped {
+                            kind: "skip".into(),
+                        },
+                        false,
+                        0,
+                        "too big",
+                    ),
+                    case(
+                        "xfail",
+                        Outcome::Skipped {
+                            kind: "expected-failure".into(),
+                        },
+                        false,
+                        5,
+                        "dead link",
+                    ),
+                ],
+            ),
+            (
+                "singularity:img:1",
+                vec![case("ok", Outcome::Passed, false, 7_200_000, "")],
+            ),
+        ]);
+        let md = render(&[r]);
+        assert!(
+            md.contains("| `docker:img:1` | 1 | 1 | 2 | 2 | 1 | 1m 36s |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| `singularity:img:1` | 1 | 0 | 0 | 0 | 0 | 2h 00m |"),
+            "{md}"
+        );
+        assert!(md.contains("| **all** | 2 | 1 | 2 | 2 | 1 |"), "{md}");
+        assert!(md.contains("2 passed, 1 failed, 2 errored, 2 skipped, 1 flaky (8 cases"));
+        assert!(md.contains("**`docker::bad`** failed") && md.contains("RuntimeError: x\nline 2"));
+        assert!(md.contains("**`docker::slow`** timed out"));
+        assert!(md.contains("image `img:1` is missing"), "{md}");
+        assert!(!md.contains("`docker::ok`** failed"));
+        let slowest = md.split("### Slowest cases").nth(1).unwrap();
+        let first_row = slowest.lines().find(|l| l.starts_with("| `")).unwrap();
+        assert!(first_row.contains("singularity::ok"), "{first_row}");
+        assert!(slowest.contains("timed out"));
+    }
+
+    #[test]
+    fn a_flood_stays_under_a_mebibyte_and_says_what_was_cut() {
+        let message = format!("{}\n", "boom ".repeat(100)).repeat(50);
+        let cases: Vec<ScannedCase> = (0..20_000)
+            .map(|i| case(&format!("m{i}"), Outcome::Failed, false, i, &message))
+            .collect();
+        let many_suites: Vec<(&str, Vec<ScannedCase>)> = vec![("docker:img:1", cases)];
+        let md = render(&[report(many_suites)]);
+        assert!(md.len() < 1 << 20, "{} bytes", md.len());
+        assert!(
+            md.contains("more failures and errors not shown"),
+            "cut is said"
+        );
+        assert!(md.contains("| `docker:img:1` | 0 | 20000 |"));
+        assert!(
+            md.contains("### Slowest cases"),
+            "the last part survives the cut"
+        );
+        assert!(md.contains("more lines in the JUnit report"));
+
+        // Many images, names full of markup and control characters.
+        let odd: Vec<(String, Vec<ScannedCase>)> = (0..20_000)
+            .map(|i| {
+                (
+                    format!("docker:img|`{i}`\u{1b}[31m{}", "x".repeat(300)),
+                    vec![case(
+                        "m",
+                        Outcome::Errored { timeout: false },
+                        false,
+                        1,
+                        "```\n```",
+                    )],
+                )
+            })
+            .collect();
+        let r = report(odd.iter().map(|(n, c)| (n.as_str(), c.clone())).collect());
+        let md = render(&[r]);
+        assert!(md.len() < 1 << 20, "{} bytes", md.len());
+        assert!(md.contains("more images not shown"));
+        assert!(!md.contains('\u{1b}'));
+        assert!(
+            md.contains("````text"),
+            "a fence longer than the message's backticks"
+        );
+    }
+
+    #[test]
+    fn times_read_well() {
+        assert_eq!(human_time(950), "950ms");
+        assert_eq!(human_time(4100), "4.1s");
+        assert_eq!(human_time(185_000), "3m 05s");
+        assert_eq!(human_time(7_800_000), "2h 10m");
+        assert!(human_time(u64::MAX).ends_with('m'));
+    }
+
+    #[test]
+    fn targets_are_checked_and_step_summary_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(check_target(Some(dir.path()))
+            .unwrap_err()
+            .to_string()
+            .contains("folder"));
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        assert!(check_target(Some(&file.join("s.md"))).is_err());
+        assert!(check_target(Some(&dir.path().join("sub/s.md"))).is_ok());
+        let path = dir.path().join("s.md");
+        write(Some(&path), "one").unwrap();
+        write(Some(&path), "two").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "two",
+            "--summary replaces"
+        );
+    }
+}
