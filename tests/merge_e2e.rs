@@ -1,0 +1,227 @@
+//! `zoo-runner merge` and `--summary`, against the real Docker daemon and the fixture zoo: the
+//! shards of a matrix, each run as its job would run it, merge into a report with the same
+//! counts and cases as one unsharded run; the summary says what broke; a case reported twice is
+//! an error that names it.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use common::zoo::{matrix, sh_quote};
+use common::*;
+
+const SPEC: &str = "fixtures/spec.toml";
+
+/// (classname, name) -> the element that says how the case ended (`passed` when none).
+fn outcomes(doc: &roxmltree::Document<'_>) -> BTreeMap<(String, String), String> {
+    elements(doc, "testcase")
+        .into_iter()
+        .map(|c| {
+            let status = ["failure", "error", "skipped"]
+                .into_iter()
+                .find(|t| child(c, t).is_some())
+                .unwrap_or("passed");
+            (
+                (
+                    c.attribute("classname").unwrap().to_string(),
+                    c.attribute("name").unwrap().to_string(),
+                ),
+                status.to_string(),
+            )
+        })
+        .collect()
+}
+
+fn counts<'a>(node: roxmltree::Node<'a, '_>) -> [Option<&'a str>; 3] {
+    ["tests", "failures", "errors"].map(|a| node.attribute(a))
+}
+
+fn merge(args: &[&str]) -> Run {
+    let mut all = vec!["merge"];
+    all.extend_from_slice(args);
+    runner(&all)
+}
+
+#[test]
+fn merged_shards_count_as_one_unsharded_run() {
+    require_fixture_image();
+    let (whole, whole_report) = run_reported(&["--spec", SPEC], &[]);
+    assert_eq!(whole.code, 101, "{}", whole.all());
+
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = matrix(&["--spec", SPEC, "--shards", "2"]);
+    assert_eq!(jobs.len(), 2);
+    for (i, job) in jobs.iter().enumerate() {
+        // Each job as CI runs it: the matrix's argument string through a shell.
+        let junit = dir.path().join(format!("shards/shard-{i}/junit.xml"));
+        let out = Command::new("sh")
+            .current_dir(root())
+            .arg("-c")
+            .arg(format!(
+                "exec \"$ZOO_RUNNER\" {} --junit {}",
+                job.args,
+                sh_quote(junit.to_str().unwrap())
+            ))
+            .env("ZOO_RUNNER", bin())
+            .env_remove("GITHUB_STEP_SUMMARY")
+            .output()
+            .unwrap();
+        let run: Run = out.into();
+        assert!(
+            run.code == 0 || run.code == 101,
+            "{}: {}",
+            job.name,
+            run.all()
+        );
+        read_junit(&junit);
+    }
+    let merged = dir.path().join("out/merged.xml");
+    let summary = dir.path().join("summary.md");
+    let run = merge(&[
+        "--junit",
+        merged.to_str().unwrap(),
+        "--summary",
+        summary.to_str().unwrap(),
+        dir.path().join("shards").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let text = read_junit(&merged);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let whole_doc = whole_report.doc();
+    assert_eq!(counts(doc.root_element()), counts(whole_doc.root_element()));
+    let suites = elements(&doc, "testsuite");
+    let whole_suites = elements(&whole_doc, "testsuite");
+    assert_eq!(suites.len(), whole_suites.len(), "one suite per image");
+    for (a, b) in suites.iter().zip(&whole_suites) {
+        assert_eq!(a.attribute("name"), b.attribute("name"));
+        assert_eq!(counts(*a), counts(*b));
+        assert_eq!(a.attribute("skipped"), b.attribute("skipped"));
+    }
+    assert_eq!(outcomes(&doc), outcomes(&whole_doc));
+    // Properties kept: both shards' run ids, the image id once.
+    let run_ids: Vec<&str> = elements(&doc, "property")
+        .into_iter()
+        .filter(|p| p.attribute("name") == Some("run-id"))
+        .filter_map(|p| p.attribute("value"))
+        .collect();
+    assert_eq!(run_ids.len(), 2, "{text}");
+    assert_ne!(run_ids[0], run_ids[1]);
+    assert_eq!(property(&doc, "image-id"), property(&whole_doc, "image-id"));
+    // The cases' own content is copied whole: kipoi's message and the per-case facts.
+    let raise = testcase(&doc, "tiny_fail_raise");
+    assert!(child_message(raise, "failure").contains("RuntimeError"));
+    assert!(case_fact(raise, "command").is_some());
+    // Byte for byte: each case of the merged report is the shard's, character references
+    // (kipoi's `\r` progress lines as `&#13;`) included.
+    let shard_texts: String = (0..2)
+        .map(|i| read_junit(&dir.path().join(format!("shards/shard-{i}/junit.xml"))))
+        .collect();
+    for case in elements(&doc, "testcase") {
+        let raw = &text[case.range()];
+        assert!(shard_texts.contains(raw), "copied as it was: {raw}");
+    }
+
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.contains("| `docker:local/kipoi-fixture:py3` | 1 | 2 | 0 | 0 | 0 |"),
+        "{md}"
+    );
+    assert!(md.contains("**`docker::tiny_fail_raise`** failed"), "{md}");
+    assert!(
+        md.contains("RuntimeError: fixture: deliberate failure"),
+        "{md}"
+    );
+    assert!(md.contains("Model predictions don't match"), "{md}");
+    assert!(md.contains("### Slowest cases"), "{md}");
+
+    // One shard given twice: an error that names a case, and no report.
+    let shard = dir.path().join("shards/shard-0/junit.xml");
+    let again = dir.path().join("again.xml");
+    let run = merge(&[
+        "--junit",
+        again.to_str().unwrap(),
+        shard.to_str().unwrap(),
+        shard.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("reported twice") && run.stderr.contains("docker::tiny_"),
+        "{}",
+        run.stderr
+    );
+    assert!(!again.exists());
+    // A merge written into its input folder does not read its earlier output as an input.
+    let shards = dir.path().join("shards");
+    let inside = shards.join("merged.xml");
+    for _ in 0..2 {
+        let run = merge(&[
+            "--junit",
+            inside.to_str().unwrap(),
+            shards.to_str().unwrap(),
+        ]);
+        assert_eq!(run.code, 0, "{}", run.all());
+        let text = read_junit(&inside);
+        let doc = roxmltree::Document::parse(&text).unwrap();
+        assert_eq!(doc.root_element().attribute("tests"), Some("3"));
+    }
+}
+
+#[test]
+fn a_run_appends_its_summary_to_the_github_step_summary() {
+    require_fixture_image();
+    let dir = tempfile::tempdir().unwrap();
+    let step = dir.path().join("step-summary.md");
+    std::fs::write(&step, "earlier step output\n").unwrap();
+    let step_env = step.to_str().unwrap();
+    let args = ["--spec", SPEC, "--exact", "docker::tiny_fail_expect"];
+    let (run, _report) = run_reported(&args, &[("GITHUB_STEP_SUMMARY", step_env)]);
+    assert_eq!(run.code, 101, "{}", run.all());
+    let md = std::fs::read_to_string(&step).unwrap();
+    assert!(md.starts_with("earlier step output\n"), "appended: {md}");
+    assert!(
+        md.contains("0 passed, 1 failed, 0 errored, 0 skipped, 0 flaky (1 cases"),
+        "{md}"
+    );
+    assert!(md.contains("Model predictions don't match"), "{md}");
+
+    // --summary wins: the step summary is left alone.
+    let own = dir.path().join("own.md");
+    let mut with_own = args.to_vec();
+    with_own.extend(["--summary", own.to_str().unwrap()]);
+    let before = std::fs::read_to_string(&step).unwrap();
+    let (run, _report) = run_reported(&with_own, &[("GITHUB_STEP_SUMMARY", step_env)]);
+    assert_eq!(run.code, 101, "{}", run.all());
+    assert_eq!(std::fs::read_to_string(&step).unwrap(), before);
+    assert!(Path::new(&own).exists());
+    // --list writes no report, so no summary either.
+    let run = runner_env(
+        &["--spec", SPEC, "--list"],
+        &[("GITHUB_STEP_SUMMARY", step_env)],
+    );
+    assert_eq!(run.code, 0);
+    assert_eq!(std::fs::read_to_string(&step).unwrap(), before);
+}
+
+#[test]
+fn merge_inputs_that_are_not_reports_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.xml");
+    std::fs::write(&text, "shard 1 passed").unwrap();
+    let out = dir.path().join("m.xml");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for (input, want) in [
+        (text.to_str().unwrap(), "not a JUnit report"),
+        (empty.to_str().unwrap(), "no `*.xml` file"),
+        ("/nonexistent/shards", "does not exist"),
+    ] {
+        let run = merge(&["--junit", out.to_str().unwrap(), input]);
+        assert_eq!(run.code, 2, "{input}: {}", run.all());
+        assert!(run.stderr.contains(want), "{input}: {}", run.stderr);
+        assert!(!out.exists());
+    }
+    let run = merge(&["--junit", out.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "no input: {}", run.all());
+}
