@@ -1,6 +1,7 @@
 //! `--changed-since REV --models-repo DIR`: the models whose files changed between REV and HEAD
 //! of a checkout of the zoo's models repository (for Kipoi, a clone of kipoi/models), for
-//! pull-request CI. Model names come from the catalog; a model's folder is its name as a path.
+//! pull-request CI. Model names come from the catalog; a model's folder is its name as a path
+//! (relative to DIR, which may also be a folder inside a larger repository).
 //!
 //! For each changed path (a rename counts as its old and its new path):
 //! - inside the folder of one or more models: those models (a model named like its group,
@@ -24,6 +25,11 @@ const MODEL_FILE: &str = "model.yaml";
 pub enum ChangedError {
     #[error("--models-repo `{0}` is not a folder: give a checkout of the zoo's models repository")]
     NotAFolder(PathBuf),
+    #[error(
+        "--models-repo `{repo}` is not a git checkout ({why}): give a clone of the zoo's models \
+         repository"
+    )]
+    NotARepo { repo: PathBuf, why: String },
     #[error("--changed-since `{0}` starts with `-`: give a commit, branch or tag")]
     Dashed(String),
     #[error("--changed-since: git could not be started ({0}); install git")]
@@ -111,6 +117,13 @@ pub fn changed_models(
     if rev.starts_with('-') {
         return Err(ChangedError::Dashed(rev.to_string()));
     }
+    git(repo, &["rev-parse", "--git-dir"]).map_err(|e| match e {
+        ChangedError::Git { why, .. } => ChangedError::NotARepo {
+            repo: repo.to_path_buf(),
+            why,
+        },
+        other => other,
+    })?;
     let commit = format!("{rev}^{{commit}}");
     let verified = git(repo, &["rev-parse", "--verify", "--quiet", &commit]);
     match verified {
@@ -134,6 +147,7 @@ pub fn changed_models(
             "--name-only",
             "-z",
             "--no-renames",
+            "--relative",
             rev,
             "HEAD",
             "--",

@@ -1,0 +1,341 @@
+//! `--changed-since REV --models-repo DIR` on a real git repository made here, shaped like
+//! kipoi/models: a model named like its group, template groups without model folders, nested
+//! groups, a rename and a deletion. The built binary lists what each change selects.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+const SHARED: &str = "zoo/shared:v1";
+
+/// The models of the catalog (HEAD's view) and their images.
+const MODELS: [(&str, &str); 12] = [
+    ("Basenji", "zoo/basenji:v1"),
+    ("Tmpl/a", SHARED),
+    ("Tmpl/b", SHARED),
+    ("Tmpl/c", SHARED),
+    ("Nest/sub/x", SHARED),
+    ("Nest/sub/y", SHARED),
+    ("Nest/z", "zoo/nest:v1"),
+    ("Nest/deep/k", "zoo/nest:v1"),
+    ("Own/m1", "zoo/own:v1"),
+    ("Own/m2", "zoo/own:v1"),
+    ("Own/ren2", "zoo/own:v1"),
+    ("Other/q", "zoo/other:v1"),
+];
+
+/// The files of the base commit.
+const BASE_FILES: [&str; 22] = [
+    "README.md",
+    ".github/workflows/ci.yml",
+    "Basenji/model.yaml",
+    "Basenji/dataloader.py",
+    "Basenji/sub/helper.py",
+    "Tmpl/model-template.yaml",
+    "Tmpl/models.tsv",
+    "Tmpl/example_files/a.csv",
+    "Nest/README.md",
+    "Nest/sub/model-template.yaml",
+    "Nest/sub/models.tsv",
+    "Nest/z/model.yaml",
+    "Nest/z/model.py",
+    "Nest/deep/k/model.yaml",
+    "Own/m1/model.yaml",
+    "Own/m1/model.py",
+    "Own/m2/model.yaml",
+    "Own/old/model.yaml",
+    "Own/old/model.py",
+    "Own/ren/model.yaml",
+    "Own/ren/weights.txt",
+    "Other/q/model.yaml",
+];
+
+fn git(repo: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(repo)
+        .args(["-c", "user.name=zoo", "-c", "user.email=zoo@localhost"])
+        .args([
+            "-c",
+            "commit.gpgsign=false",
+            "-c",
+            "init.defaultBranch=main",
+        ])
+        .args(args)
+        .output()
+        .expect("git runs");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn write(repo: &Path, file: &str, text: &str) {
+    let path = repo.join(file);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    repo: std::path::PathBuf,
+    spec: String,
+    base: String,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("models");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    for file in BASE_FILES {
+        write(&repo, file, &format!("{file} v1\n"));
+    }
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "base"]);
+    let base = git(&repo, &["rev-parse", "HEAD"]);
+    let catalog = dir.path().join("catalog");
+    write_catalog(&catalog, &MODELS, None);
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "catalog = {:?}\ncommand = \"true\"\nnetwork = \"none\"\nshared_images = [{SHARED:?}]\n",
+            catalog.display().to_string()
+        ),
+    )
+    .unwrap();
+    Fixture {
+        spec: spec.display().to_string(),
+        repo,
+        base,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    /// Starts a change from the base commit; `change` edits the work tree, then it is committed.
+    fn change(&self, change: impl FnOnce(&Path)) {
+        git(&self.repo, &["checkout", "-q", "--detach", &self.base]);
+        change(&self.repo);
+        git(&self.repo, &["add", "-A"]);
+        git(
+            &self.repo,
+            &["commit", "-q", "--allow-empty", "-m", "change"],
+        );
+    }
+
+    /// The models `--list --changed-since BASE` selects (with `extra` flags), and stderr.
+    fn selected(&self, extra: &[&str]) -> (BTreeSet<String>, String) {
+        let mut args = vec![
+            "--spec",
+            &self.spec,
+            "--changed-since",
+            &self.base,
+            "--models-repo",
+            self.repo.to_str().unwrap(),
+            "--list",
+        ];
+        args.extend_from_slice(extra);
+        let run = runner(&args);
+        assert_eq!(run.code, 0, "{}", run.all());
+        let models = run
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+            .map(|n| n.trim_start_matches("docker::").to_string())
+            .collect();
+        (models, run.stderr)
+    }
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn edit(file: &'static str) -> impl FnOnce(&Path) {
+    move |repo| write(repo, file, "changed\n")
+}
+
+#[test]
+fn each_kind_of_change_selects_its_models() {
+    let f = fixture();
+    let expectations: [(&str, &str, &[&str]); 7] = [
+        // A model named like its group owns the whole folder, subfolders included.
+        ("a group-named model", "Basenji/sub/helper.py", &["Basenji"]),
+        // Template groups: no folder per model; the template selects them all, on a shared
+        // image too (not one per group).
+        (
+            "a template",
+            "Tmpl/models.tsv",
+            &["Tmpl/a", "Tmpl/b", "Tmpl/c"],
+        ),
+        (
+            "a group's shared files",
+            "Tmpl/example_files/a.csv",
+            &["Tmpl/a", "Tmpl/b", "Tmpl/c"],
+        ),
+        (
+            "a nested template group",
+            "Nest/sub/model-template.yaml",
+            &["Nest/sub/x", "Nest/sub/y"],
+        ),
+        (
+            "the outer group of nested ones",
+            "Nest/README.md",
+            &["Nest/sub/x", "Nest/sub/y", "Nest/z", "Nest/deep/k"],
+        ),
+        ("a model's folder", "Nest/z/model.py", &["Nest/z"]),
+        (
+            "a deep model's folder",
+            "Nest/deep/k/model.yaml",
+            &["Nest/deep/k"],
+        ),
+    ];
+    for (what, file, want) in expectations {
+        f.change(edit(file));
+        let (got, stderr) = f.selected(&[]);
+        assert_eq!(got, set(want), "{what}: {file}\n{stderr}");
+        assert!(
+            stderr.contains("--changed-since"),
+            "the run says what changed: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn renames_deletions_and_files_outside_groups() {
+    let f = fixture();
+    // A model folder renamed: the new model runs; the old name is no model any more.
+    f.change(|repo| {
+        git(repo, &["mv", "Own/ren", "Own/ren2"]);
+    });
+    let (got, stderr) = f.selected(&[]);
+    assert_eq!(got, set(&["Own/ren2"]), "{stderr}");
+    assert!(
+        stderr.contains("Own/ren") && stderr.contains("deleted or renamed"),
+        "{stderr}"
+    );
+
+    // A model deleted: nothing to test, and the run says why.
+    f.change(|repo| {
+        git(repo, &["rm", "-q", "-r", "Own/old"]);
+    });
+    let (got, stderr) = f.selected(&[]);
+    assert!(got.is_empty(), "{got:?}");
+    assert!(stderr.contains("Own/old"), "{stderr}");
+
+    // Files outside every group select nothing, and the run names them.
+    f.change(|repo| {
+        write(repo, "README.md", "new\n");
+        write(repo, ".github/workflows/ci.yml", "new\n");
+    });
+    let (got, stderr) = f.selected(&[]);
+    assert!(got.is_empty(), "{got:?}");
+    assert!(
+        stderr.contains("outside every group select nothing")
+            && stderr.contains("README.md")
+            && stderr.contains(".github/workflows/ci.yml"),
+        "{stderr}"
+    );
+
+    // Several changes at once: the union of what each selects.
+    f.change(|repo| {
+        write(repo, "Own/m1/model.py", "new\n");
+        write(repo, "Nest/sub/models.tsv", "new\n");
+        write(repo, "README.md", "new\n");
+        git(repo, &["rm", "-q", "-r", "Own/old"]);
+    });
+    let (got, _) = f.selected(&[]);
+    assert_eq!(got, set(&["Own/m1", "Nest/sub/x", "Nest/sub/y"]));
+
+    // With other selection flags: the intersection.
+    let (got, _) = f.selected(&["--modelgroup", "Own"]);
+    assert_eq!(got, set(&["Own/m1"]));
+    let (got, _) = f.selected(&["--image", SHARED]);
+    assert_eq!(
+        got,
+        set(&["Nest/sub/x", "Nest/sub/y"]),
+        "changed models of a shared image"
+    );
+    let (got, _) = f.selected(&["--model", "Other/q,Own/m2"]);
+    assert!(got.is_empty());
+    let (got, _) = f.selected(&["--only-image", "zoo/own:v1"]);
+    assert_eq!(got, set(&["Own/m1"]));
+}
+
+#[test]
+fn unknown_revisions_and_bad_repositories_exit_2() {
+    let f = fixture();
+    let spec = f.spec.as_str();
+    let repo = f.repo.to_str().unwrap();
+    let not_repo = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (
+            &["--changed-since", "no-such-branch", "--models-repo", repo],
+            "does not know this revision",
+        ),
+        (
+            &[
+                "--changed-since",
+                "0123456789abcdef0123456789abcdef01234567",
+                "--models-repo",
+                repo,
+            ],
+            "does not know this revision",
+        ),
+        (
+            &["--changed-since=-p", "--models-repo", repo],
+            "starts with `-`",
+        ),
+        (
+            &[
+                "--changed-since",
+                "HEAD",
+                "--models-repo",
+                not_repo.path().to_str().unwrap(),
+            ],
+            "is not a git checkout",
+        ),
+        (&["--changed-since", "HEAD"], "--models-repo"),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["--spec", spec, "--list"];
+        args.extend_from_slice(flags);
+        let run = runner(&args);
+        assert_eq!(run.code, 2, "{flags:?}\n{}", run.all());
+        assert!(run.stderr.contains(want), "{flags:?}: {}", run.stderr);
+        assert!(run.stdout.is_empty(), "{flags:?}: {}", run.stdout);
+    }
+    // The matrix takes it too, and passes it on to every job.
+    let jobs = common::zoo::matrix(&[
+        "--spec",
+        spec,
+        "--changed-since",
+        &f.base,
+        "--models-repo",
+        repo,
+        "--per-image",
+    ]);
+    assert!(jobs.is_empty(), "nothing changed since the base: {jobs:?}");
+    f.change(edit("Nest/z/model.py"));
+    let jobs = common::zoo::matrix(&[
+        "--spec",
+        spec,
+        "--changed-since",
+        &f.base,
+        "--models-repo",
+        repo,
+        "--per-image",
+    ]);
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].name, "zoo/nest:v1");
+    let listed = common::zoo::list_through_shell(&jobs[0].args, &[]);
+    assert_eq!(listed, ["docker::Nest/z"]);
+}
