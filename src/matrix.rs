@@ -51,7 +51,14 @@ struct Matrix {
 pub fn run(args: &MatrixArgs) -> anyhow::Result<ExitCode> {
     check_run_flags(&args.run_flags)?;
     let Inputs { cases, .. } = Inputs::load(&args.selection, PlanOptions::default())?;
-    let base = args.selection.to_args();
+    let base = if args.per_image {
+        // Each job's `--only-image` is one of the selection's: it replaces the list.
+        let mut selection = args.selection.clone();
+        selection.only_image.clear();
+        selection.to_args()
+    } else {
+        args.selection.to_args()
+    };
     let durations = match &args.durations {
         Some(path) => Some(Durations::load(path)?),
         None => None,

@@ -93,6 +93,15 @@ fn odd_names_survive_the_shell_and_images_get_one_job_each() {
             job.name
         );
     }
+    // A selection narrowed to two images: one job each, and the jobs do not overlap.
+    let two = "zoo/image-00:v1,zoo/odd image:v1";
+    let want = list_through_shell(
+        &format!("--spec {} --only-image {}", sh_quote(&spec), sh_quote(two)),
+        &[],
+    );
+    let jobs = matrix(&["--spec", &spec, "--only-image", two, "--per-image"]);
+    assert_eq!(jobs.len(), 2);
+    assert_cover(&jobs, &want, &[]);
     // A model list with quotes, spaces and shell characters, passed on to every shard.
     let picked = "odd group/it's a model,Dollar$/`tick` \"q\" ;|&,G0/m0001";
     let want = list_through_shell(
