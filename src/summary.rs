@@ -215,7 +215,14 @@ pub fn render(reports: &[ScannedReport]) -> String {
             body.push_str(&entry);
         }
     }
-    let mut text = head + &body + &tail;
+    let mut text = head + &body;
+    if !tail.is_empty() {
+        // One blank line before the section, whatever came before it.
+        while !text.ends_with("\n\n") {
+            text.push('\n');
+        }
+        text.push_str(&tail);
+    }
     if text.len() >= LIMIT {
         // Only reachable with pathological names; never leave a summary GitHub refuses.
         let mut at = LIMIT - 200;
@@ -280,9 +287,8 @@ fn slowest(all: &[(&str, &ScannedCase)]) -> String {
         return String::new();
     }
     timed.sort_by_key(|t| std::cmp::Reverse(t.1.time_ms));
-    let mut text = String::from(
-        "\n### Slowest cases\n\n| case | image | time | result |\n|---|---|--:|---|\n",
-    );
+    let mut text =
+        String::from("### Slowest cases\n\n| case | image | time | result |\n|---|---|--:|---|\n");
     for (suite, case) in timed.into_iter().take(SLOWEST) {
         let result = match (&case.outcome, case.flaky) {
             (Outcome::Passed, false) => "passed".to_string(),
