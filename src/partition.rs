@@ -177,6 +177,10 @@ impl Partition {
     /// Keeps the items of this `hash` or `count` shard; `name` gives the stable name an item is
     /// hashed by. A `time` shard needs the items' times: see `time_partition`.
     pub fn keep<T>(&self, items: Vec<T>, name: impl Fn(&T) -> &str) -> Vec<T> {
+        debug_assert!(
+            self.scheme != Scheme::Time,
+            "time shards come from time_partition"
+        );
         items
             .into_iter()
             .enumerate()

@@ -380,7 +380,6 @@ fn bad_inputs_exit_2_and_say_why() {
                 &spec,
                 "--summary",
                 zoo.dir.path().to_str().unwrap(),
-                "--list",
             ],
             "is a folder",
         ),
