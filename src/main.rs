@@ -14,17 +14,20 @@ mod catalog;
 mod cli;
 mod error_chain;
 mod harness;
+mod images;
 mod inputs;
 mod partition;
 mod plan;
 mod record;
 mod report;
+mod reporter;
 mod runtime;
 mod sif_cache;
 mod spec;
 mod units;
 mod verdict;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -34,6 +37,7 @@ use crate::cancel::Cancel;
 use crate::cli::Cli;
 use crate::error_chain::chain;
 use crate::harness::{Harness, Settings};
+use crate::images::ImageStage;
 use crate::inputs::{Inputs, PlanOptions};
 use crate::plan::{Case, RuntimeKind};
 use crate::record::{Attempt, Record, Status};
@@ -68,7 +72,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     cli.validate()?;
     // Inputs are checked before anything runs: errors here exit with 2.
-    let Inputs { spec, cases, .. } = Inputs::load(
+    let Inputs { spec, mut cases } = Inputs::load(
         &cli.selection,
         PlanOptions {
             timeout: cli.timeout,
@@ -76,6 +80,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             only_skipped: cli.libtest.ignored,
         },
     )?;
+    // Image by image: an image's cases run together, so it is pulled once and can be pruned
+    // after its last case.
+    cases.sort_by(|a, b| (a.runtime, &a.image).cmp(&(b.runtime, &b.image)));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -93,7 +100,14 @@ fn execute(
     cases: &[Case],
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<ExitCode> {
-    let args = cli.harness_args();
+    let mut args = cli.harness_args();
+    // libtest's lines go through a pipe to the reporter: colour is decided by where they end.
+    if args.color.is_none()
+        && std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none()
+    {
+        args.color = Some(libtest_mimic::ColorSetting::Always);
+    }
     let cancel = Cancel::new();
     let settings = Settings {
         env: spec.container_env(|name| std::env::var(name).ok()),
@@ -112,7 +126,14 @@ fn execute(
         return Ok(ExitCode::SUCCESS);
     }
     if args.list {
-        let harness = Harness::new(rt.handle().clone(), unused(), unused(), cancel, settings);
+        let harness = Harness::new(
+            rt.handle().clone(),
+            unused(),
+            None,
+            unused(),
+            cancel,
+            settings,
+        );
         let _listed = libtest_mimic::run(&args, harness.trials(cases));
         return Ok(ExitCode::SUCCESS);
     }
@@ -186,17 +207,44 @@ fn execute(
         unused()
     };
 
+    let stage = docker.as_ref().ok().map(|d| {
+        let images: Vec<&str> = selected
+            .iter()
+            .filter(|c| Harness::needs_image(c, cli.run_skipped()))
+            .map(|c| c.image.as_str())
+            .collect();
+        ImageStage::new(
+            Arc::clone(d),
+            rt.handle().clone(),
+            cancel.clone(),
+            &images,
+            cli.pull_ahead,
+            cli.prune_images,
+            no_credentials,
+        )
+    });
     let harness = Harness::new(
         rt.handle().clone(),
         docker.clone(),
+        stage.clone(),
         singularity,
         cancel.clone(),
         settings,
     );
-    let conclusion = libtest_mimic::run(&args, harness.trials(cases));
+    let conclusion = {
+        // From here the reporter owns the terminal: libtest's lines reach it whole.
+        let _relay = reporter::relay::start();
+        libtest_mimic::run(&args, harness.trials(cases))
+    };
     let records = harness.take_records();
     let failed = conclusion.has_failed() || records.iter().any(|r| r.status().is_bad());
-    // Removals still in flight end before the verdict.
+    // Removals and prunes still in flight end before the verdict.
+    if let Some(stage) = &stage {
+        rt.block_on(stage.finish());
+        if let Some(line) = stage.totals().line() {
+            eprintln!("zoo-runner: {line}");
+        }
+    }
     if let Ok(d) = &docker {
         rt.block_on(d.finish());
     }
@@ -321,13 +369,12 @@ async fn connect_docker(
     let docker = DockerRuntime::connect(run_id, grace, cancel.clone()).await?;
     let sweep = docker.sweep_stale().await;
     if sweep.removed > 0 {
-        eprintln!(
-            "zoo-runner: removed {} container(s) left by earlier runs that were killed",
-            sweep.removed
-        );
+        reporter::send(reporter::Event::Swept {
+            removed: sweep.removed,
+        });
     }
     for problem in &sweep.problems {
-        eprintln!("zoo-runner: sweep: {problem}");
+        reporter::note(format!("sweep: {problem}"));
     }
     Ok(Arc::new(docker))
 }
@@ -344,6 +391,11 @@ async fn setup_singularity(cli: &Cli, cancel: &Cancel) -> harness::Runtime<Singu
         eprintln!("error: {e}");
         e.to_string()
     })
+}
+
+/// Until registry logins are read: pulls go without credentials.
+fn no_credentials(_image: &str) -> Result<Option<bollard::auth::DockerCredentials>, String> {
+    Ok(None)
 }
 
 /// A runtime no selected case needs.

@@ -4,25 +4,27 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
 use thiserror::Error;
-use tokio::sync::OnceCell;
 
+use super::pull::{self, PullFailure, PullStats};
 use super::{outcome_of_exit, Execution, Outcome, RunRequest};
 use crate::cancel::{Cancel, Level};
 use crate::capture::Captured;
 use crate::error_chain::chain;
+use crate::reporter::{self, Event};
 use crate::runtime::identity::Identity;
 use crate::units::{show_duration, show_size};
 
@@ -71,11 +73,18 @@ pub enum ImageError {
     Inspect { image: String, reason: String },
     #[error("failed to pull image `{image}`: {reason}")]
     Pull { image: String, reason: String },
+    #[error("not run: the run was interrupted while `{image}` was being pulled")]
+    Interrupted { image: String },
     #[error("image `{image}` is missing after its pull: {reason}")]
     MissingAfterPull { image: String, reason: String },
 }
 
-type ImageSlot = Arc<OnceCell<Result<String, ImageError>>>;
+/// An image the daemon has: its id, and what pulling it took when this run pulled it.
+#[derive(Debug, Clone)]
+pub struct ImageReady {
+    pub id: String,
+    pub pulled: Option<PullStats>,
+}
 
 pub struct DockerRuntime {
     docker: Docker,
@@ -85,8 +94,6 @@ pub struct DockerRuntime {
     identity: Identity,
     /// Removals of finished containers, done while the next case runs; awaited by `finish`.
     removals: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Image -> its id, or why it cannot be had; filled once per run.
-    images: Mutex<HashMap<String, ImageSlot>>,
     /// Set when the daemon stopped answering mid-run: later cases error at once.
     lost: AtomicBool,
 }
@@ -116,7 +123,6 @@ impl DockerRuntime {
             cancel,
             identity: Identity::of_this_process(),
             removals: Mutex::new(Vec::new()),
-            images: Mutex::new(HashMap::new()),
             lost: AtomicBool::new(false),
         })
     }
@@ -146,24 +152,20 @@ impl DockerRuntime {
         self.lost.load(Ordering::SeqCst)
     }
 
-    /// The image's id, pulling it first if the daemon does not have it. Once per run per image.
-    pub async fn ensure_image(&self, image: &str) -> Result<String, ImageError> {
-        let slot = {
-            let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
-            images.entry(image.to_string()).or_default().clone()
-        };
-        slot.get_or_init(|| self.inspect_or_pull(image))
-            .await
-            .clone()
-    }
-
-    async fn inspect_or_pull(&self, image: &str) -> Result<String, ImageError> {
-        let pull_failed = |reason: String| ImageError::Pull {
-            image: image.to_string(),
-            reason,
-        };
+    /// The image's id, pulling it first (with progress on the reporter) if the daemon does not
+    /// have it. The image stage calls this once per image.
+    pub async fn inspect_or_pull(
+        &self,
+        image: &str,
+        credentials: Option<DockerCredentials>,
+    ) -> Result<ImageReady, ImageError> {
         match self.docker.inspect_image(image).await {
-            Ok(info) => return Ok(info.id.unwrap_or_default()),
+            Ok(info) => {
+                return Ok(ImageReady {
+                    id: info.id.unwrap_or_default(),
+                    pulled: None,
+                })
+            }
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => {}
@@ -175,33 +177,18 @@ impl DockerRuntime {
                 });
             }
         }
-        eprintln!("zoo-runner: pulling image `{image}`");
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(image)
-            .build();
-        let mut progress = self.docker.create_image(Some(options), None, None);
-        let mut last = String::new();
-        while let Some(item) = progress.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                        return Err(pull_failed(detail));
-                    }
-                    let line = format!(
-                        "{} {}",
-                        info.id.unwrap_or_default(),
-                        info.status.unwrap_or_default()
-                    );
-                    if line != last {
-                        eprintln!("zoo-runner: pull `{image}`: {}", line.trim());
-                        last = line;
-                    }
-                }
-                Err(e) => return Err(pull_failed(short(&e))),
-            }
-        }
+        let stats =
+            pull::pull(&self.docker, image, credentials)
+                .await
+                .map_err(|PullFailure(reason)| ImageError::Pull {
+                    image: image.to_string(),
+                    reason,
+                })?;
         match self.docker.inspect_image(image).await {
-            Ok(info) => Ok(info.id.unwrap_or_default()),
+            Ok(info) => Ok(ImageReady {
+                id: info.id.unwrap_or_default(),
+                pulled: Some(stats),
+            }),
             Err(e) => Err(ImageError::MissingAfterPull {
                 image: image.to_string(),
                 reason: short(&e),
@@ -209,8 +196,20 @@ impl DockerRuntime {
         }
     }
 
+    /// Removes an image this run pulled (`--prune-images`), once no container uses it: waits for
+    /// the removals in flight first.
+    pub async fn remove_image(&self, image: &str) -> Result<(), String> {
+        self.finish().await;
+        let options = RemoveImageOptionsBuilder::default().build();
+        self.docker
+            .remove_image(image, Some(options), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| short(&e))
+    }
+
     /// Runs one case in a fresh container and removes the container afterwards.
-    pub async fn run(&self, image: &str, req: &RunRequest) -> Execution {
+    pub async fn run(&self, image: &str, image_id: &str, req: &RunRequest) -> Execution {
         let started = Instant::now();
         if self.daemon_lost() {
             return Execution::errored(
@@ -221,19 +220,9 @@ impl DockerRuntime {
                 req.keep,
             );
         }
-        // A pull can take long: an interruption does not wait for it.
-        let image_id = tokio::select! {
-            ready = self.ensure_image(image) => match ready {
-                Ok(id) => id,
-                Err(e) => return Execution::errored(e.to_string(), req.keep),
-            },
-            _ = self.cancel.reached(Level::Stop) => {
-                return Execution::before_start(Outcome::Interrupted, req.keep)
-            }
-        };
         let mut properties = vec![
             ("image".to_string(), image.to_string()),
-            ("image-id".to_string(), image_id),
+            ("image-id".to_string(), image_id.to_string()),
             ("docker-version".to_string(), self.version.clone()),
             ("command".to_string(), req.command.join(" ")),
         ];
@@ -448,10 +437,10 @@ impl DockerRuntime {
                     };
                 }
                 _ = &mut deadline, if stopped.is_none() => {
-                    eprintln!(
-                        "zoo-runner: {} timed out after {}; stopping it",
+                    reporter::note(format!(
+                        "{} timed out after {}; stopping it",
                         req.case_name, show_duration(req.timeout)
-                    );
+                    ));
                     stopped = Some(End::TimedOut);
                     self.stop(id, req.grace).await;
                     give_up = Some(Box::pin(tokio::time::sleep(STOP_SLACK)));
@@ -471,10 +460,10 @@ impl DockerRuntime {
                     give_up = Some(Box::pin(tokio::time::sleep(STOP_SLACK)));
                 }
                 _ = slow.tick(), if stopped.is_none() => {
-                    eprintln!(
-                        "zoo-runner: {} has been running for over {}",
-                        req.case_name, show_duration(started.elapsed())
-                    );
+                    reporter::send(Event::SlowCase {
+                        case: req.case_name.clone(),
+                        running: started.elapsed(),
+                    });
                 }
             }
         }
@@ -531,10 +520,10 @@ impl DockerRuntime {
         let docker = self.docker.clone();
         let task = tokio::spawn(async move {
             if let Err(e) = remove_container(&docker, &id).await {
-                eprintln!(
-                    "zoo-runner: could not remove container {id}: {}; the next run will",
+                reporter::note(format!(
+                    "could not remove container {id}: {}; the next run will",
                     short(&e)
-                );
+                ));
             }
         });
         self.removals

@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod identity;
+pub mod pull;
 pub mod singularity;
 
 use std::time::Duration;
