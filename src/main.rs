@@ -17,6 +17,7 @@ mod harness;
 mod partition;
 mod plan;
 mod record;
+mod registry_auth;
 mod report;
 mod runtime;
 mod sif_cache;
