@@ -19,6 +19,7 @@ mod inputs;
 mod partition;
 mod plan;
 mod record;
+mod registry_auth;
 mod report;
 mod reporter;
 mod runtime;

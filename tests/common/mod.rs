@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod registry;
 
 use std::cell::OnceCell;
 use std::io::Read;
