@@ -14,6 +14,7 @@ mod catalog;
 mod cli;
 mod error_chain;
 mod harness;
+mod knobs;
 mod partition;
 mod plan;
 mod record;
@@ -38,7 +39,7 @@ use crate::harness::{Harness, Settings};
 use crate::plan::{Case, RuntimeKind, Selection};
 use crate::record::{Attempt, Record, Status};
 use crate::report::ReportTarget;
-use crate::runtime::docker::DockerRuntime;
+use crate::runtime::docker::{DockerRuntime, Waits};
 use crate::runtime::singularity::{find_binary, SingularityRuntime};
 use crate::sif_cache::SifCache;
 use crate::spec::Spec;
@@ -108,13 +109,14 @@ fn resolve_default(given: &Path, default: &str) -> PathBuf {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     cli.validate()?;
+    let waits = knobs::docker_waits(|name| std::env::var_os(name))?;
     let (spec, _catalog, cases) = load(&cli)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let code = execute(&cli, &spec, &cases, &rt);
+    let code = execute(&cli, &spec, &cases, waits, &rt);
     // A SIF download abandoned on Ctrl-C may still hold a blocking thread: don't wait for it.
     rt.shutdown_background();
     code
@@ -124,6 +126,7 @@ fn execute(
     cli: &Cli,
     spec: &Spec,
     cases: &[Case],
+    waits: Waits,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<ExitCode> {
     let args = cli.harness_args();
@@ -191,7 +194,7 @@ fn execute(
         ("spec".to_string(), spec.path.display().to_string()),
     ];
     let docker = if needs(RuntimeKind::Docker) {
-        match rt.block_on(connect_docker(&run_id, cli.grace, &cancel)) {
+        match rt.block_on(connect_docker(&run_id, cli.grace, waits, &cancel)) {
             Ok(d) => {
                 extra.push(("docker-version".to_string(), d.version().to_string()));
                 Ok(d)
@@ -349,9 +352,10 @@ fn new_run_id() -> String {
 async fn connect_docker(
     run_id: &str,
     grace: std::time::Duration,
+    waits: Waits,
     cancel: &Cancel,
 ) -> Result<Arc<DockerRuntime>, runtime::docker::DockerError> {
-    let docker = DockerRuntime::connect(run_id, grace, cancel.clone()).await?;
+    let docker = DockerRuntime::connect(run_id, grace, waits, cancel.clone()).await?;
     let sweep = docker.sweep_stale().await;
     if sweep.removed > 0 {
         eprintln!(
