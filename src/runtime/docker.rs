@@ -121,10 +121,8 @@ pub struct DockerRuntime {
     images: Mutex<HashMap<String, ImageSlot>>,
     /// Set when the daemon stopped answering mid-run: later cases error at once.
     lost: AtomicBool,
-    #[allow(dead_code)] // read by the wait loop (next commit)
     waits: Waits,
     /// How long a request may take (`Waits::request_timeout` for this run's grace period).
-    #[allow(dead_code)] // read by the wait loop (next commit)
     request_timeout: Duration,
 }
 
@@ -383,7 +381,7 @@ impl DockerRuntime {
             return failed(reason, stdout, stderr);
         }
         let started = Instant::now();
-        let (end, log_error) = {
+        let ((end, mut notes), log_error) = {
             let logs = async {
                 let mut error = None;
                 while let Some(item) = attached.next().await {
@@ -403,24 +401,32 @@ impl DockerRuntime {
             };
             tokio::pin!(logs);
             tokio::select! {
-                end = self.wait(id, req, started) => {
+                waited = self.wait(id, req, started) => {
                     // The output ends with the container; should it not (a daemon that keeps
-                    // the stream open), it gets a bounded time after the exit.
-                    let log_error = match tokio::time::timeout(DRAIN, &mut logs).await {
-                        Ok(e) => e,
-                        Err(_) => Some(format!(
-                            "the output stream stayed open {} after the container ended; \
-                             stopped reading",
-                            show_duration(DRAIN)
-                        )),
+                    // the stream open), it gets a bounded time after the exit. A container
+                    // given up on is still running: its stream would not end.
+                    let log_error = if matches!(waited.0, End::Stuck { .. }) {
+                        None
+                    } else {
+                        match tokio::time::timeout(DRAIN, &mut logs).await {
+                            Ok(e) => e,
+                            Err(_) => Some(format!(
+                                "the output stream stayed open {} after the container ended; \
+                                 stopped reading",
+                                show_duration(DRAIN)
+                            )),
+                        }
                     };
-                    (end, log_error)
+                    (waited, log_error)
                 }
                 // The stream ended first: the container has exited or is about to.
                 log_error = &mut logs => (self.wait(id, req, started).await, log_error),
             }
         };
-        self.conclude(id, req, end, log_error, stdout, stderr).await
+        if let Some(e) = log_error {
+            notes.push(format!("reading the output failed: {e}"));
+        }
+        self.conclude(id, req, end, notes, stdout, stderr).await
     }
 
     async fn conclude(
@@ -428,7 +434,7 @@ impl DockerRuntime {
         id: &str,
         req: &RunRequest,
         end: End,
-        log_error: Option<String>,
+        notes: Vec<String>,
         stdout: Captured,
         mut stderr: Captured,
     ) -> Execution {
@@ -444,16 +450,15 @@ impl DockerRuntime {
                     reason: format!("lost the Docker daemon while the case ran: {e}"),
                 }
             }
-            End::Stuck => Outcome::Errored {
-                reason: format!(
-                    "the container did not exit within {} of its stop and a SIGKILL; removed by force",
-                    show_duration(req.grace + STOP_SLACK * 2)
-                ),
+            End::Stuck { timed_out } => Outcome::Stuck {
+                timed_out: timed_out.then_some(req.timeout),
+                waited: req.grace + self.waits.stop_slack * 2,
             },
             End::Exited => self.judge_exit(id, req).await,
         };
-        if let Some(e) = log_error {
-            stderr.push(format!("\n[zoo-runner: reading the output failed: {e}]\n").as_bytes());
+        // What went wrong around the command, after its own output.
+        for note in notes {
+            stderr.push(format!("\n[zoo-runner: {note}]\n").as_bytes());
         }
         Execution {
             outcome,
@@ -465,21 +470,27 @@ impl DockerRuntime {
     }
 
     /// Waits for the container to exit, stopping it at its timeout or on interruption. Every
-    /// wait has a deadline: a container still there `STOP_SLACK` after its stop is killed, and
-    /// one still there `STOP_SLACK` after that is given up on (and removed by force).
-    async fn wait(&self, id: &str, req: &RunRequest, started: Instant) -> End {
+    /// wait has a deadline: a container still there `stop_slack` after its stop's grace period
+    /// is killed, and one still there `stop_slack` after that is given up on (and removed by
+    /// force). Also returns notes for the case's stderr: what went wrong while stopping it.
+    async fn wait(&self, id: &str, req: &RunRequest, started: Instant) -> (End, Vec<String>) {
+        let slack = self.waits.stop_slack;
         let mut waiting = Box::pin(self.docker.wait_container(id, None));
         let deadline = tokio::time::sleep_until(deadline_after(started, req.timeout));
         tokio::pin!(deadline);
         let mut slow =
             tokio::time::interval_at(deadline_after(started, req.slow_period), req.slow_period);
         let mut stopped: Option<End> = None;
+        // The stop or kill request in flight. A stuck daemon may never answer it, so it runs
+        // beside the wait and the deadlines instead of holding them up.
+        let mut request: Option<Request<'_>> = None;
         let mut give_up: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let mut killed = false;
+        let mut notes = Vec::new();
         loop {
             tokio::select! {
                 item = waiting.next() => {
-                    return match item {
+                    let end = match item {
                         // A non-zero exit comes back as an error from bollard; the code is read
                         // from inspect afterwards either way.
                         None | Some(Ok(_)) | Some(Err(BollardError::DockerContainerWaitError { .. })) => {
@@ -487,6 +498,7 @@ impl DockerRuntime {
                         }
                         Some(Err(e)) => stopped.unwrap_or(End::Lost(short(&e))),
                     };
+                    return (end, notes);
                 }
                 _ = &mut deadline, if stopped.is_none() => {
                     eprintln!(
@@ -494,22 +506,49 @@ impl DockerRuntime {
                         req.case_name, show_duration(req.timeout)
                     );
                     stopped = Some(End::TimedOut);
-                    self.stop(id, req.grace).await;
-                    give_up = Some(Box::pin(tokio::time::sleep(STOP_SLACK)));
+                    request = Some(self.stop_request(id, req.grace));
+                    give_up = Some(Box::pin(tokio::time::sleep(req.grace.saturating_add(slack))));
                 }
                 _ = self.cancel.reached(Level::Stop), if stopped.is_none() => {
                     stopped = Some(End::Interrupted);
-                    self.stop(id, req.grace).await;
-                    give_up = Some(Box::pin(tokio::time::sleep(STOP_SLACK)));
+                    request = Some(self.stop_request(id, req.grace));
+                    give_up = Some(Box::pin(tokio::time::sleep(req.grace.saturating_add(slack))));
+                }
+                // A second interruption kills at once.
+                _ = self.cancel.reached(Level::Kill), if stopped.is_some() && !killed => {
+                    killed = true;
+                    request = Some(self.kill_request(id));
+                    give_up = Some(Box::pin(tokio::time::sleep(slack)));
+                }
+                (what, result) = async { request.as_mut().expect("guarded").await }, if request.is_some() => {
+                    request = None;
+                    if let Some(note) = failed_request(what, result, self.request_timeout) {
+                        eprintln!("zoo-runner: {}: {note}", req.case_name);
+                        notes.push(note);
+                    }
                 }
                 _ = async { give_up.as_mut().expect("guarded").await }, if give_up.is_some() => {
                     if killed {
-                        return End::Stuck;
+                        let note = format!(
+                            "the container was still running {} after the SIGKILL; \
+                             the runner gave up on it and removes it by force",
+                            show_duration(slack)
+                        );
+                        eprintln!("zoo-runner: {}: {note}", req.case_name);
+                        notes.push(note);
+                        let timed_out = matches!(stopped, Some(End::TimedOut));
+                        return (End::Stuck { timed_out }, notes);
                     }
+                    let note = format!(
+                        "the container was still running {} after its stop's grace period; \
+                         the runner sent SIGKILL",
+                        show_duration(slack)
+                    );
+                    eprintln!("zoo-runner: {}: {note}", req.case_name);
+                    notes.push(note);
                     killed = true;
-                    let kill = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
-                    let _ = self.docker.kill_container(id, Some(kill)).await;
-                    give_up = Some(Box::pin(tokio::time::sleep(STOP_SLACK)));
+                    request = Some(self.kill_request(id));
+                    give_up = Some(Box::pin(tokio::time::sleep(slack)));
                 }
                 _ = slow.tick(), if stopped.is_none() => {
                     eprintln!(
@@ -521,18 +560,20 @@ impl DockerRuntime {
         }
     }
 
-    /// SIGTERM, a grace period, then SIGKILL (Docker's stop); a second interruption kills at once.
-    async fn stop(&self, id: &str, grace: Duration) {
+    /// Docker's stop: SIGTERM, the grace period, then SIGKILL; answered once the container is
+    /// gone.
+    fn stop_request<'a>(&'a self, id: &'a str, grace: Duration) -> Request<'a> {
         let options = StopContainerOptionsBuilder::default()
             .t(grace.as_secs().min(i32::MAX as u64) as i32)
             .build();
-        tokio::select! {
-            _ = self.docker.stop_container(id, Some(options)) => {}
-            _ = self.cancel.reached(Level::Kill) => {
-                let kill = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
-                let _ = self.docker.kill_container(id, Some(kill)).await;
-            }
-        }
+        Box::pin(async move { ("stop", self.docker.stop_container(id, Some(options)).await) })
+    }
+
+    fn kill_request<'a>(&'a self, id: &'a str) -> Request<'a> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        Box::pin(async move { ("kill", self.docker.kill_container(id, Some(options)).await) })
     }
 
     /// The exit code of a finished container (137 = 128 + SIGKILL), when it can be read.
@@ -655,6 +696,30 @@ async fn remove_container(docker: &Docker, id: &str) -> Result<(), BollardError>
     }
 }
 
+/// A stop or kill request to the daemon, named for messages.
+type Request<'a> = futures_util::future::BoxFuture<'a, (&'static str, Result<(), BollardError>)>;
+
+/// What to say about a stop or kill request (`what`) that failed; `None` when the failure only
+/// means the container is already gone or no longer running (404, 409).
+fn failed_request(
+    what: &str,
+    result: Result<(), BollardError>,
+    timeout: Duration,
+) -> Option<String> {
+    match result {
+        Ok(())
+        | Err(BollardError::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => None,
+        Err(BollardError::RequestTimeoutError) => Some(format!(
+            "the Docker daemon did not answer the {what} request within {}",
+            show_duration(timeout)
+        )),
+        Err(e) => Some(format!("the {what} request failed: {}", short(&e))),
+    }
+}
+
 /// True when the request never got an answer from the daemon (as opposed to an answer that
 /// refuses it).
 fn is_connection_error(e: &BollardError) -> bool {
@@ -672,8 +737,11 @@ enum End {
     TimedOut,
     Interrupted,
     Lost(String),
-    /// Still there after its stop, a SIGKILL and two deadlines.
-    Stuck,
+    /// Still there after its stop, a SIGKILL and two deadlines; `timed_out` when the stop was
+    /// for its timeout (else for an interruption).
+    Stuck {
+        timed_out: bool,
+    },
 }
 
 /// `start + after` on tokio's clock, or a far future where that would overflow.
@@ -777,5 +845,33 @@ mod tests {
         };
         assert_eq!(w.request_timeout(Duration::ZERO), secs(1));
         assert_eq!(w.request_timeout(secs(2)), secs(3), "2.5 s rounds up");
+    }
+
+    #[test]
+    fn only_stop_failures_that_matter_are_noted() {
+        let refused = |status_code| {
+            Err(BollardError::DockerResponseServerError {
+                status_code,
+                message: "no".into(),
+            })
+        };
+        assert_eq!(failed_request("stop", Ok(()), secs(3)), None);
+        assert_eq!(failed_request("stop", refused(404), secs(3)), None, "gone");
+        assert_eq!(
+            failed_request("kill", refused(409), secs(3)),
+            None,
+            "not running"
+        );
+        let timed_out = failed_request("stop", Err(BollardError::RequestTimeoutError), secs(3))
+            .expect("a timeout is noted");
+        assert!(
+            timed_out.contains("did not answer the stop request within 3s"),
+            "{timed_out}"
+        );
+        let failed = failed_request("kill", refused(500), secs(3)).expect("noted");
+        assert!(
+            failed.contains("kill request failed") && failed.contains("HTTP 500"),
+            "{failed}"
+        );
     }
 }
