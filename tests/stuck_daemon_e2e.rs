@@ -145,6 +145,57 @@ fn a_container_the_daemon_will_not_stop_is_given_up_on_and_removed() {
 }
 
 #[test]
+fn an_interrupted_case_the_daemon_will_not_stop_is_given_up_on_too() {
+    require_fixture_image();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = stuck_zoo(dir.path(), "\"sleep 600\"");
+    let proxy = SwallowingProxy::start(dir.path(), daemon_proxy::stop_and_kill);
+    let host = proxy.host();
+    let (process, report) = spawn_reported(
+        &[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--exact",
+            CASE,
+            "--grace",
+            "1s",
+        ],
+        &[("DOCKER_HOST", &host), ("ZOO_RUNNER_STOP_SLACK", "2s")],
+    );
+    let _cleanup = RemoveLeftovers(process.id());
+    let pid = process.id();
+    let started = std::time::Instant::now();
+    while containers_of(pid, Some(CASE)).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no container for {CASE} appeared"
+        );
+        thread::sleep(Duration::from_millis(200));
+    }
+    thread::sleep(Duration::from_millis(500));
+    signal(pid, libc::SIGINT);
+    let run = finish_within(process, Duration::from_secs(90));
+
+    assert_eq!(run.code, 130, "{}", run.all());
+    let swallowed = proxy.swallowed();
+    assert!(
+        swallowed.iter().any(|r| r.ends_with("/stop"))
+            && swallowed.iter().any(|r| r.ends_with("/kill")),
+        "{swallowed:?}\n{}",
+        run.all()
+    );
+    let doc = report.doc();
+    let case = testcase(&doc, MODEL);
+    let message = child_message(case, "error");
+    assert!(message.contains("interrupted"), "{message}");
+    assert!(message.contains("could not be stopped"), "{message}");
+    assert!(
+        containers_of(pid, None).is_empty(),
+        "no container of the run is left"
+    );
+}
+
+#[test]
 fn a_stop_longer_than_the_request_timeout_is_not_cut_off() {
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
