@@ -16,6 +16,7 @@ mod error_chain;
 mod harness;
 mod images;
 mod inputs;
+mod knobs;
 mod partition;
 mod plan;
 mod record;
@@ -43,7 +44,7 @@ use crate::inputs::{Inputs, PlanOptions};
 use crate::plan::{Case, RuntimeKind};
 use crate::record::{Attempt, Record, Status};
 use crate::report::ReportTarget;
-use crate::runtime::docker::DockerRuntime;
+use crate::runtime::docker::{DockerRuntime, Waits};
 use crate::runtime::singularity::{find_binary, SingularityRuntime};
 use crate::sif_cache::SifCache;
 use crate::spec::Spec;
@@ -72,6 +73,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         match command {}
     }
     cli.validate()?;
+    let waits = knobs::docker_waits(|name| std::env::var_os(name))?;
     // Inputs are checked before anything runs: errors here exit with 2.
     let Inputs { spec, mut cases } = Inputs::load(
         &cli.selection,
@@ -89,7 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let code = execute(&cli, &spec, &cases, &rt);
+    let code = execute(&cli, &spec, &cases, waits, &rt);
     // A SIF download abandoned on Ctrl-C may still hold a blocking thread: don't wait for it.
     rt.shutdown_background();
     code
@@ -99,6 +101,7 @@ fn execute(
     cli: &Cli,
     spec: &Spec,
     cases: &[Case],
+    waits: Waits,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<ExitCode> {
     let mut args = cli.harness_args();
@@ -180,7 +183,7 @@ fn execute(
         ("spec".to_string(), spec.path.display().to_string()),
     ];
     let docker = if needs(RuntimeKind::Docker) {
-        match rt.block_on(connect_docker(&run_id, cli.grace, &cancel)) {
+        match rt.block_on(connect_docker(&run_id, cli.grace, waits, &cancel)) {
             Ok(d) => {
                 extra.push(("docker-version".to_string(), d.version().to_string()));
                 Ok(d)
@@ -365,9 +368,10 @@ fn new_run_id() -> String {
 async fn connect_docker(
     run_id: &str,
     grace: std::time::Duration,
+    waits: Waits,
     cancel: &Cancel,
 ) -> Result<Arc<DockerRuntime>, runtime::docker::DockerError> {
-    let docker = DockerRuntime::connect(run_id, grace, cancel.clone()).await?;
+    let docker = DockerRuntime::connect(run_id, grace, waits, cancel.clone()).await?;
     let sweep = docker.sweep_stale().await;
     if sweep.removed > 0 {
         reporter::send(reporter::Event::Swept {
