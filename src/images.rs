@@ -9,17 +9,15 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bollard::auth::DockerCredentials;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
 use crate::cancel::{Cancel, Level};
+use crate::error_chain::chain;
+use crate::registry_auth::{credentials_for, describe_pull_failure, registry_host};
 use crate::reporter;
 use crate::runtime::docker::{DockerRuntime, ImageError, ImageReady};
 use crate::units::{show_duration, show_size};
-
-/// Finds the credentials for an image's registry (the docker CLI's config), or says why not.
-pub type CredentialsFor = fn(&str) -> Result<Option<DockerCredentials>, String>;
 
 /// The most images pulled ahead of the running one.
 pub const MAX_PULL_AHEAD: usize = 16;
@@ -52,7 +50,6 @@ pub struct ImageStage {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     pull_ahead: usize,
     prune: bool,
-    credentials: CredentialsFor,
     /// Pulls started ahead of their cases.
     ahead: Mutex<Vec<JoinHandle<()>>>,
     /// Removals of pruned images.
@@ -68,7 +65,6 @@ impl ImageStage {
         images: &[&str],
         pull_ahead: usize,
         prune: bool,
-        credentials: CredentialsFor,
     ) -> Arc<Self> {
         let mut order: Vec<String> = Vec::new();
         let mut slots: HashMap<String, Arc<Slot>> = HashMap::new();
@@ -87,7 +83,6 @@ impl ImageStage {
             slots: Mutex::new(slots),
             pull_ahead,
             prune,
-            credentials,
             ahead: Mutex::default(),
             prunes: Mutex::default(),
         })
@@ -113,11 +108,25 @@ impl ImageStage {
     }
 
     async fn fetch(&self, image: &str) -> Result<ImageReady, ImageError> {
-        let credentials = (self.credentials)(image).map_err(|reason| ImageError::Pull {
-            image: image.to_string(),
-            reason,
-        })?;
-        self.docker.inspect_or_pull(image, credentials).await
+        let registry = registry_host(image);
+        // Read the way the docker CLI reads them; a credential helper may take its time.
+        let owned = image.to_string();
+        let credentials = tokio::task::spawn_blocking(move || credentials_for(&owned))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|found| found.map_err(|e| chain(&e)))
+            .map_err(|reason| ImageError::Credentials {
+                image: image.to_string(),
+                registry: registry.clone(),
+                reason,
+            })?;
+        let sent = credentials.is_some();
+        match self.docker.inspect_or_pull(image, credentials).await {
+            Err(ImageError::Pull { image, reason }) => Err(ImageError::Registry(
+                describe_pull_failure(&image, &registry, sent, &reason).to_string(),
+            )),
+            other => other,
+        }
     }
 
     /// Starts the pulls of the next `pull_ahead` images after `image` that no case asked for yet.

@@ -224,7 +224,6 @@ fn execute(
             &images,
             cli.pull_ahead,
             cli.prune_images,
-            no_credentials,
         )
     });
     let harness = Harness::new(
@@ -396,11 +395,6 @@ async fn setup_singularity(cli: &Cli, cancel: &Cancel) -> harness::Runtime<Singu
         eprintln!("error: {e}");
         e.to_string()
     })
-}
-
-/// Until registry logins are read: pulls go without credentials.
-fn no_credentials(_image: &str) -> Result<Option<bollard::auth::DockerCredentials>, String> {
-    Ok(None)
 }
 
 /// A runtime no selected case needs.

@@ -6,6 +6,7 @@
 
 mod common;
 #[path = "../src/registry_auth/mod.rs"]
+#[allow(dead_code, unused_imports)]
 mod registry_auth;
 
 use bollard::auth::DockerCredentials;

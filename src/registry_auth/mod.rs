@@ -15,9 +15,6 @@
 //! and a `pass` or `secretservice` helper is installed, and the `DOCKER_AUTH_CONFIG` variable.
 //! A helper runs without a time limit, as under the docker CLI (it may prompt for a passphrase).
 
-// Until the runner's pull uses it (the lead wires it in): unit-tested here, used by tests.
-#![allow(dead_code, unused_imports)]
-
 mod config;
 mod helper;
 mod pull_failure;
@@ -31,7 +28,10 @@ use std::path::{Path, PathBuf};
 use bollard::auth::DockerCredentials;
 use thiserror::Error;
 
+// Also read by tests/registry_pull_messages.rs, which compiles this module on its own.
+#[allow(unused_imports)]
 pub use pull_failure::{describe_pull_failure, PullFailure, PullFailureKind};
+#[allow(unused_imports)]
 pub use reference::{registry_host, server_address, DOCKER_HUB, DOCKER_HUB_SERVER};
 
 #[derive(Debug, Error)]

@@ -73,6 +73,15 @@ pub enum ImageError {
     Inspect { image: String, reason: String },
     #[error("failed to pull image `{image}`: {reason}")]
     Pull { image: String, reason: String },
+    /// A failed pull, described with the registry it came from.
+    #[error("{0}")]
+    Registry(String),
+    #[error("cannot pull `{image}`: the login for registry {registry} cannot be read: {reason}")]
+    Credentials {
+        image: String,
+        registry: String,
+        reason: String,
+    },
     #[error("not run: the run was interrupted while `{image}` was being pulled")]
     Interrupted { image: String },
     #[error("image `{image}` is missing after its pull: {reason}")]
@@ -512,7 +521,7 @@ impl DockerRuntime {
                 (what, result) = async { request.as_mut().expect("guarded").await }, if request.is_some() => {
                     request = None;
                     if let Some(note) = failed_request(what, result, self.request_timeout) {
-                        eprintln!("zoo-runner: {}: {note}", req.case_name);
+                        reporter::note(format!("{}: {note}", req.case_name));
                         notes.push(note);
                     }
                 }
@@ -523,7 +532,7 @@ impl DockerRuntime {
                              the runner gave up on it and removes it by force",
                             show_duration(slack)
                         );
-                        eprintln!("zoo-runner: {}: {note}", req.case_name);
+                        reporter::note(format!("{}: {note}", req.case_name));
                         notes.push(note);
                         let timed_out = matches!(stopped, Some(End::TimedOut));
                         return (End::Stuck { timed_out }, notes);
@@ -533,7 +542,7 @@ impl DockerRuntime {
                          the runner sent SIGKILL",
                         show_duration(slack)
                     );
-                    eprintln!("zoo-runner: {}: {note}", req.case_name);
+                    reporter::note(format!("{}: {note}", req.case_name));
                     notes.push(note);
                     killed = true;
                     request = Some(self.kill_request(id));

@@ -264,6 +264,17 @@ impl Drop for Pushed {
 /// at least that layer, and the daemon reuses the layers of `local_image` it already has, as on
 /// any host. `name` is the test's own (lower-case letters, digits, `-`, `_`, `.`).
 pub fn push_fixture(local_image: &str, registry: &Registry, name: &str) -> Pushed {
+    push_fixture_with(local_image, registry, name, 0)
+}
+
+/// Like [`push_fixture`], with `payload` bytes of random (incompressible) data in the stamp
+/// layer, so that pulling it downloads that much and takes measurable time.
+pub fn push_fixture_with(
+    local_image: &str,
+    registry: &Registry,
+    name: &str,
+    payload: usize,
+) -> Pushed {
     assert!(
         !name.is_empty()
             && name
@@ -293,7 +304,7 @@ pub fn push_fixture(local_image: &str, registry: &Registry, name: &str) -> Pushe
     };
 
     let config = DockerConfig::empty();
-    commit_with_stamp(&config, local_image, &image);
+    commit_with_stamp(&config, local_image, &image, payload);
     {
         let _one_at_a_time = PUSHING.lock().unwrap_or_else(|p| p.into_inner());
         if registry.login.is_some() {
@@ -312,13 +323,22 @@ pub fn push_fixture(local_image: &str, registry: &Registry, name: &str) -> Pushe
 }
 
 /// `local_image` plus a layer holding `/zoo-runner-stamp`, committed as `image`.
-fn commit_with_stamp(config: &DockerConfig, local_image: &str, image: &str) {
+fn commit_with_stamp(config: &DockerConfig, local_image: &str, image: &str, payload: usize) {
     let out = config.docker(&["create", local_image]);
     assert_success(&out, &format!("docker create {local_image}"));
     let container = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let stamp = tempfile::tempdir().unwrap();
     let file = stamp.path().join("zoo-runner-stamp");
-    std::fs::write(&file, format!("{image}\n")).unwrap();
+    let mut stamp_bytes = format!("{image}\n").into_bytes();
+    if payload > 0 {
+        use std::io::Read;
+        let mut random = vec![0u8; payload];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut random))
+            .expect("/dev/urandom is readable");
+        stamp_bytes.extend(random);
+    }
+    std::fs::write(&file, stamp_bytes).unwrap();
     let copied = config.docker(&[
         "cp",
         file.to_str().unwrap(),
