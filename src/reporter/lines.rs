@@ -64,6 +64,7 @@ pub fn transfer_line(label: &str, done: u64, total: Option<u64>) -> String {
                 show_size(total)
             )
         }
+        _ if done == 0 => format!("zoo-runner: {label}: starting"),
         _ => format!("zoo-runner: {label}: {}", show_size(done)),
     }
 }
