@@ -2,8 +2,9 @@
 //! trial runs its case on the shared tokio runtime (`block_on`, since libtest-mimic runs trials
 //! on its own threads), applies retries and the spec's marks, and records the result.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use libtest_mimic::{Completion, Failed, Trial};
@@ -50,6 +51,10 @@ pub struct Harness {
     pub settings: Settings,
     records: Arc<Mutex<Vec<Record>>>,
     something_failed: Arc<AtomicBool>,
+    /// The cases in run order, and each one's place in it.
+    order: OnceLock<(Vec<Case>, HashMap<String, usize>)>,
+    /// Names of the cases a thread has started.
+    started: Mutex<HashSet<String>>,
 }
 
 impl Harness {
@@ -70,6 +75,8 @@ impl Harness {
             settings,
             records: Arc::default(),
             something_failed: Arc::default(),
+            order: OnceLock::new(),
+            started: Mutex::default(),
         })
     }
 
@@ -95,6 +102,10 @@ impl Harness {
     }
 
     fn run_case(&self, case: &Case) -> Result<Completion, Failed> {
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(case.name.clone());
         // However the case ends, its image learns of it (the last case's end prunes it).
         let _image_done = self
             .images
@@ -157,6 +168,9 @@ impl Harness {
                 return Err(Failed::from(summary));
             }
         };
+        if ready.is_some() {
+            self.create_next_ahead(case);
+        }
         let mut earlier = Vec::new();
         let mut n = 1;
         let (mut last, properties) = loop {
@@ -235,7 +249,27 @@ impl Harness {
     /// Runs one attempt (numbered from 1; `{attempt}` in the command becomes that number).
     fn execute(&self, case: &Case, attempt: u32, image: Option<&ImageReady>) -> Execution {
         let s = &self.settings;
-        let request = RunRequest {
+        let request = self.request(case, attempt);
+        match case.runtime {
+            RuntimeKind::Docker => match (&self.docker, image) {
+                (Ok(docker), Some(image)) => {
+                    self.handle
+                        .block_on(docker.run(&case.image, &image.id, &request))
+                }
+                (Ok(_), None) => Execution::errored("the image stage was not set up", s.keep),
+                (Err(why), _) => Execution::errored(why.as_str(), s.keep),
+            },
+            RuntimeKind::Singularity => match &self.singularity {
+                Ok(sing) => self.handle.block_on(sing.run(case, &request)),
+                Err(why) => Execution::errored(why.as_str(), s.keep),
+            },
+        }
+    }
+
+    /// What the runtime is asked to run for one attempt of a case.
+    fn request(&self, case: &Case, attempt: u32) -> RunRequest {
+        let s = &self.settings;
+        RunRequest {
             case_name: case.name.clone(),
             command: case
                 .plan
@@ -252,21 +286,42 @@ impl Harness {
             slow_period: s.slow_period,
             memory: case.plan.memory,
             keep: s.keep,
-        };
-        match case.runtime {
-            RuntimeKind::Docker => match (&self.docker, image) {
-                (Ok(docker), Some(image)) => {
-                    self.handle
-                        .block_on(docker.run(&case.image, &image.id, &request))
-                }
-                (Ok(_), None) => Execution::errored("the image stage was not set up", s.keep),
-                (Err(why), _) => Execution::errored(why.as_str(), s.keep),
-            },
-            RuntimeKind::Singularity => match &self.singularity {
-                Ok(sing) => self.handle.block_on(sing.run(case, &request)),
-                Err(why) => Execution::errored(why.as_str(), s.keep),
-            },
         }
+    }
+
+    /// Creates the container of the case after this one in run order while this one runs,
+    /// when that case will run on the same (ready) image and no thread has started it yet.
+    fn create_next_ahead(&self, case: &Case) {
+        let (Ok(docker), Some(order)) = (&self.docker, self.order.get()) else {
+            return;
+        };
+        let (order, places) = order;
+        let Some(next) = places.get(&case.name).and_then(|&at| order.get(at + 1)) else {
+            return;
+        };
+        let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let stopping = self.cancel.is_cancelled()
+            || (self.settings.fail_fast && self.something_failed.load(Ordering::SeqCst));
+        if next.image != case.image
+            || !Self::needs_image(next, self.settings.run_skipped)
+            || started.contains(&next.name)
+            || stopping
+        {
+            return;
+        }
+        let _enter = self.handle.enter();
+        docker.create_ahead(&next.image, self.request(next, 1));
+    }
+
+    /// The order libtest runs the cases in (after its filters): the next case's container is
+    /// created while the current one runs.
+    pub fn set_run_order(&self, cases: Vec<Case>) {
+        let places = cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        let _ = self.order.set((cases, places));
     }
 
     fn record(&self, record: Record) {

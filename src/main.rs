@@ -234,6 +234,7 @@ fn execute(
         cancel.clone(),
         settings,
     );
+    harness.set_run_order(selected.iter().map(|c| (*c).clone()).collect());
     let conclusion = {
         // From here the reporter owns the terminal: libtest's lines reach it whole.
         let _relay = reporter::relay::start();

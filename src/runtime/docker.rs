@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bollard::auth::DockerCredentials;
@@ -133,6 +133,9 @@ pub struct DockerRuntime {
     version: String,
     cancel: Cancel,
     identity: Identity,
+    /// Containers created for the next case while the case before it runs, by case name; the
+    /// case takes its own, and `finish` removes those of cases that never ran.
+    ahead: Mutex<HashMap<String, tokio::task::JoinHandle<Result<String, BollardError>>>>,
     /// Removals of finished containers, done while the next case runs; awaited by `finish`.
     removals: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Set when the daemon stopped answering mid-run: later cases error at once.
@@ -168,6 +171,7 @@ impl DockerRuntime {
             version: version.version.unwrap_or_else(|| "unknown".into()),
             cancel,
             identity: Identity::of_this_process(),
+            ahead: Mutex::new(HashMap::new()),
             removals: Mutex::new(Vec::new()),
             lost: AtomicBool::new(false),
             waits,
@@ -175,8 +179,48 @@ impl DockerRuntime {
         })
     }
 
-    /// Waits for every container removal still in flight.
+    /// Creates the container of the case `req` names now, while the case before it runs, so
+    /// that case starts sooner. At most one per case; `run` takes it.
+    pub fn create_ahead(self: &Arc<Self>, image: &str, req: RunRequest) {
+        if self.daemon_lost() {
+            return;
+        }
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        if ahead.contains_key(&req.case_name) {
+            return;
+        }
+        let me = Arc::clone(self);
+        let image = image.to_string();
+        let name = req.case_name.clone();
+        let task = tokio::spawn(async move { me.create(&image, &req).await });
+        ahead.insert(name, task);
+    }
+
+    /// The container created ahead for this case, if any.
+    async fn take_ahead(&self, case_name: &str) -> Option<Result<String, BollardError>> {
+        let task = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(case_name)?;
+        task.await.ok()
+    }
+
+    /// Waits for every container removal still in flight, and removes the containers created
+    /// ahead for cases that did not run.
     pub async fn finish(&self) {
+        let unused: Vec<_> = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, task)| task)
+            .collect();
+        for task in unused {
+            if let Ok(Ok(id)) = task.await {
+                self.remove_later(id);
+            }
+        }
         let pending = std::mem::take(&mut *self.removals.lock().unwrap_or_else(|p| p.into_inner()));
         for removal in pending {
             let _ = removal.await;
@@ -188,6 +232,19 @@ impl DockerRuntime {
     fn note_if_lost(&self, e: &BollardError) {
         if is_connection_error(e) {
             self.lost.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// Why a request failed: a lost daemon says so, since no later case will run either.
+    fn request_failed(&self, what: &str, e: &BollardError) -> String {
+        if self.daemon_lost() {
+            format!(
+                "not run: lost the Docker daemon at {} (could not {what}): {}",
+                docker_host(),
+                short(e)
+            )
+        } else {
+            format!("failed to {what}: {}", short(e))
         }
     }
 
@@ -274,7 +331,11 @@ impl DockerRuntime {
             ("docker-version".to_string(), self.version.clone()),
             ("command".to_string(), req.command.join(" ")),
         ];
-        let id = match self.create(image, req).await {
+        let created = match self.take_ahead(&req.case_name).await {
+            Some(created) => created,
+            None => self.create(image, req).await,
+        };
+        let id = match created {
             Ok(id) => id,
             Err(e) => {
                 self.note_if_lost(&e);
@@ -369,13 +430,13 @@ impl DockerRuntime {
             Ok(a) => a.output,
             Err(e) => {
                 self.note_if_lost(&e);
-                let reason = format!("failed to attach to the container: {}", short(&e));
+                let reason = self.request_failed("attach to the container", &e);
                 return failed(reason, stdout, stderr);
             }
         };
         if let Err(e) = self.docker.start_container(id, None).await {
             self.note_if_lost(&e);
-            let reason = format!("failed to start the container: {}", short(&e));
+            let reason = self.request_failed("start the container", &e);
             return failed(reason, stdout, stderr);
         }
         let started = Instant::now();
