@@ -329,3 +329,92 @@ fn prune_images_removes_what_the_run_pulled_and_keeps_what_was_there() {
     let doc = report.doc();
     assert_ne!(suite_property(&doc, &pulled.image, "pulled-bytes"), "0");
 }
+
+/// Removes ANSI escape sequences (colours, cursor moves, line clears) from a terminal
+/// transcript.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        if chars.peek() == Some(&'[') {
+            chars.next();
+            // Parameters and intermediates, then one final byte in @..~.
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) {
+                    break;
+                }
+            }
+        } else {
+            chars.next();
+        }
+    }
+    out
+}
+
+/// Every `test X ... outcome` line of a log is whole: nothing the reporter said landed inside.
+fn assert_test_lines_whole(segments: &[&str]) {
+    for line in segments.iter().filter(|l| l.starts_with("test docker::")) {
+        let outcome = line.rsplit(" ... ").next().unwrap_or_default();
+        assert!(
+            line.contains(" ... ") && !line.contains("zoo-runner:"),
+            "a torn test line: {line:?}"
+        );
+        assert!(!outcome.is_empty(), "{line:?}");
+    }
+}
+
+#[test]
+fn on_a_terminal_the_running_case_and_pulls_are_drawn_without_tearing_test_lines() {
+    require_fixture_image();
+    let registry = open_registry();
+    let pushed = push_fixture(FIXTURE_IMAGE, &registry, "terminal");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_zoo(
+        dir.path(),
+        &[("slow/a", FIXTURE_IMAGE), ("quick/b", &pushed.image)],
+    );
+    let config = DockerConfig::empty();
+    let junit = dir.path().join("j.xml");
+    let command = format!(
+        "{} --spec {spec} --junit {}",
+        bin().display(),
+        junit.display()
+    );
+    // `script` gives the runner a pseudo-terminal for stdout and stderr, as a person has.
+    let out = Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .current_dir(root())
+        .env("TERM", "xterm-256color")
+        .env("DOCKER_CONFIG", config.env_value())
+        .stdin(Stdio::null())
+        .output()
+        .expect("script (util-linux) runs");
+    let transcript = strip_ansi(&String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{transcript}");
+    let segments: Vec<&str> = transcript
+        .split(['\n', '\r'])
+        .map(str::trim_end)
+        .filter(|s| !s.is_empty())
+        .collect();
+    assert!(
+        segments.contains(&"test docker::slow/a  ... ok"),
+        "the finished line is whole: {segments:#?}"
+    );
+    assert!(
+        segments
+            .iter()
+            .any(|s| s.starts_with("test docker::slow/a  ...")
+                && s.ends_with('s')
+                && !s.ends_with("... ok")),
+        "while it runs, the case shows as a live line with its time: {segments:#?}"
+    );
+    assert_test_lines_whole(&segments);
+    assert!(
+        transcript.contains(&format!("pulled {}", pushed.image)),
+        "{transcript}"
+    );
+}

@@ -537,8 +537,14 @@ impl DockerRuntime {
         let mut waiting = Box::pin(self.docker.wait_container(id, None));
         let deadline = tokio::time::sleep_until(deadline_after(started, req.timeout));
         tokio::pin!(deadline);
-        let mut slow =
-            tokio::time::interval_at(deadline_after(started, req.slow_period), req.slow_period);
+        // The next whole period from the start: a wait begun late (the output ended first)
+        // must not repeat the slow notes it missed.
+        let periods = started.elapsed().as_nanos() / req.slow_period.as_nanos().max(1) + 1;
+        let first = req
+            .slow_period
+            .saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX));
+        let mut slow = tokio::time::interval_at(deadline_after(started, first), req.slow_period);
+        slow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut stopped: Option<End> = None;
         // The stop or kill request in flight. A stuck daemon may never answer it, so it runs
         // beside the wait and the deadlines instead of holding them up.
