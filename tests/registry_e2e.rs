@@ -232,11 +232,19 @@ fn a_missing_image_or_a_dead_registry_errors_that_image_only() {
 fn the_next_image_is_pulled_while_the_current_images_cases_run() {
     require_fixture_image();
     let registry = open_registry();
-    // Cases run image by image, in the order of their names: `a` first, then `b`.
+    // Cases run image by image, in the order of their names: `a`, then `b`, then `c`.
     let a = push_fixture(FIXTURE_IMAGE, &registry, "ahead-a");
     let b = push_fixture(FIXTURE_IMAGE, &registry, "ahead-b");
+    let c = push_fixture(FIXTURE_IMAGE, &registry, "ahead-c");
     let dir = tempfile::tempdir().unwrap();
-    let spec = write_zoo(dir.path(), &[("slow/a", &a.image), ("quick/b", &b.image)]);
+    let spec = write_zoo(
+        dir.path(),
+        &[
+            ("slow/a", &a.image),
+            ("slow/b", &b.image),
+            ("quick/c", &c.image),
+        ],
+    );
     let config = DockerConfig::empty();
     let env = [("DOCKER_CONFIG", config.env_value())];
 
@@ -260,10 +268,18 @@ fn the_next_image_is_pulled_while_the_current_images_cases_run() {
         pulled_b < a_ended,
         "with the default --pull-ahead 1, b is pulled while a's 3 s case runs:\n{log}"
     );
+    // Never more than one image ahead: c is pulled only once b's cases have started.
+    let pulled_c = log
+        .find(&format!("zoo-runner: pulled {}", c.image))
+        .unwrap_or_else(|| panic!("c was pulled: {log}"));
+    assert!(
+        pulled_c > a_ended,
+        "c waits until a's cases are done and b's begin:\n{log}"
+    );
 
     // --pull-ahead 0: b waits for its own case, after a's.
     let _ = Command::new("docker")
-        .args(["image", "rm", &a.image, &b.image])
+        .args(["image", "rm", &a.image, &b.image, &c.image])
         .output();
     let (code, log) = run_combined(
         &[
