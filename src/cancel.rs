@@ -110,11 +110,11 @@ impl Cancel {
                 let first = !me.is_cancelled();
                 me.raise(sig);
                 if first {
-                    eprintln!(
-                        "zoo-runner: interrupted; stopping running containers (again to kill them at once)"
+                    crate::reporter::note(
+                        "interrupted; stopping running containers (again to kill them at once)",
                     );
                 } else {
-                    eprintln!("zoo-runner: killing running containers now");
+                    crate::reporter::note("killing running containers now");
                 }
             }
         });

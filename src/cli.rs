@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::images::MAX_PULL_AHEAD;
 use crate::partition::{PartitionArg, MAX_SHARDS};
 use crate::plan::RuntimeKind;
 use crate::report::Flavor;
@@ -38,6 +39,20 @@ fn parse_grace(text: &str) -> Result<Duration, UnitError> {
 
 fn parse_keep(text: &str) -> Result<u64, UnitError> {
     parse_size_within(text, "--keep-output", 1, MAX_KEEP)
+}
+
+fn parse_pull_ahead(text: &str) -> Result<usize, String> {
+    let n: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a whole number from 0 to {MAX_PULL_AHEAD}"))?;
+    if n > MAX_PULL_AHEAD {
+        return Err(format!(
+            "`{text}` is too many: --pull-ahead can be at most {MAX_PULL_AHEAD} \
+             (each image pulled ahead takes its size on disk)"
+        ));
+    }
+    Ok(n)
 }
 
 fn parse_retries(text: &str) -> Result<u32, String> {
@@ -307,6 +322,16 @@ pub struct Cli {
     #[arg(long)]
     pub fail_fast: bool,
 
+    /// Pull the next N images while the current image's cases run (0: pull each image when its
+    /// first case needs it).
+    #[arg(long, value_name = "N", value_parser = parse_pull_ahead, default_value = "1")]
+    pub pull_ahead: usize,
+
+    /// Remove each image this run pulled after its last case (images that were there before
+    /// the run are kept).
+    #[arg(long)]
+    pub prune_images: bool,
+
     /// Fail (exit 5) when the selection, after filters and partition, holds no case.
     #[arg(long)]
     pub require_tests: bool,
@@ -481,6 +506,12 @@ mod tests {
             (&["--keep-output", "99999999999999999999g"][..], "too large"),
             (&["--retries", "101"][..], "--retries"),
             (&["--retries", "many"][..], "--retries"),
+            (&["--pull-ahead", "17"][..], "--pull-ahead"),
+            (&["--pull-ahead=-1"][..], "--pull-ahead"),
+            (
+                &["--pull-ahead", "99999999999999999999999"][..],
+                "--pull-ahead",
+            ),
             (&["--partition", "hash:0/0"][..], "--partition"),
         ];
         for (args, want) in refused {

@@ -2,17 +2,20 @@
 //! trial runs its case on the shared tokio runtime (`block_on`, since libtest-mimic runs trials
 //! on its own threads), applies retries and the spec's marks, and records the result.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use libtest_mimic::{Completion, Failed, Trial};
 use tokio::runtime::Handle;
 
 use crate::cancel::Cancel;
+use crate::images::ImageStage;
 use crate::plan::{Case, RuntimeKind};
 use crate::record::{Attempt, Record, Status};
-use crate::runtime::docker::DockerRuntime;
+use crate::reporter;
+use crate::runtime::docker::{DockerRuntime, ImageError, ImageReady};
 use crate::runtime::singularity::SingularityRuntime;
 use crate::runtime::{Execution, Outcome, RunRequest};
 use crate::spec::{CasePlan, Network};
@@ -41,17 +44,24 @@ pub struct Settings {
 pub struct Harness {
     pub handle: Handle,
     pub docker: Runtime<DockerRuntime>,
+    /// Makes each Docker image ready before its cases (absent when Docker is not up).
+    pub images: Option<Arc<ImageStage>>,
     pub singularity: Runtime<SingularityRuntime>,
     pub cancel: Cancel,
     pub settings: Settings,
     records: Arc<Mutex<Vec<Record>>>,
     something_failed: Arc<AtomicBool>,
+    /// The cases in run order, and each one's place in it.
+    order: OnceLock<(Vec<Case>, HashMap<String, usize>)>,
+    /// Names of the cases a thread has started.
+    started: Mutex<HashSet<String>>,
 }
 
 impl Harness {
     pub fn new(
         handle: Handle,
         docker: Runtime<DockerRuntime>,
+        images: Option<Arc<ImageStage>>,
         singularity: Runtime<SingularityRuntime>,
         cancel: Cancel,
         settings: Settings,
@@ -59,11 +69,14 @@ impl Harness {
         Arc::new(Self {
             handle,
             docker,
+            images,
             singularity,
             cancel,
             settings,
             records: Arc::default(),
             something_failed: Arc::default(),
+            order: OnceLock::new(),
+            started: Mutex::default(),
         })
     }
 
@@ -83,7 +96,25 @@ impl Harness {
         std::mem::take(&mut *self.records.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// Whether a case will run a container of its image (so the image stage counts it).
+    pub fn needs_image(case: &Case, run_skipped: bool) -> bool {
+        case.runtime == RuntimeKind::Docker && (case.plan.skip.is_none() || run_skipped)
+    }
+
     fn run_case(&self, case: &Case) -> Result<Completion, Failed> {
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(case.name.clone());
+        // However the case ends, its image learns of it (the last case's end prunes it).
+        let _image_done = self
+            .images
+            .as_ref()
+            .filter(|_| Self::needs_image(case, self.settings.run_skipped))
+            .map(|stage| ImageDone {
+                stage: Arc::clone(stage),
+                image: case.image.clone(),
+            });
         let not_run = if let Some(reason) = case
             .plan
             .skip
@@ -120,17 +151,38 @@ impl Harness {
             return Ok(Completion::ignored_with(summary));
         }
 
+        let ready = match self.prepare_image(case) {
+            Ok(ready) => ready,
+            Err((status, properties)) => {
+                let summary = status.summary();
+                let interrupted = matches!(status, Status::NotRun { .. });
+                self.record(Record::new(
+                    case,
+                    Vec::new(),
+                    Attempt::not_started(status),
+                    properties,
+                ));
+                if !interrupted {
+                    self.something_failed.store(true, Ordering::SeqCst);
+                }
+                return Err(Failed::from(summary));
+            }
+        };
+        if ready.is_some() {
+            self.create_next_ahead(case);
+        }
         let mut earlier = Vec::new();
         let mut n = 1;
         let (mut last, properties) = loop {
-            let (this, properties) = finish(self.execute(case, n), &case.plan);
+            let (this, mut properties) = finish(self.execute(case, n, ready.as_ref()), &case.plan);
+            properties.extend(ready.as_ref().map(pull_facts).unwrap_or_default());
             let retry = this.status.is_bad() && n <= self.settings.retries;
             if !retry || self.cancel.is_cancelled() {
                 break (this, properties);
             }
             earlier.push(this);
             n += 1;
-            eprintln!("zoo-runner: retrying {} (attempt {n})", case.name);
+            reporter::note(format!("retrying {} (attempt {n})", case.name));
         };
         let status = last.status.clone();
         if status == Status::Passed && !self.settings.store_success_output {
@@ -143,10 +195,10 @@ impl Harness {
         self.record(Record::new(case, earlier, last, properties));
         match status {
             Status::Passed if flaky => {
-                eprintln!(
-                    "zoo-runner: {} is flaky: passed after a failed attempt",
+                reporter::note(format!(
+                    "{} is flaky: passed after a failed attempt",
                     case.name
-                );
+                ));
                 Ok(Completion::Completed)
             }
             Status::Passed => Ok(Completion::Completed),
@@ -163,10 +215,61 @@ impl Harness {
         }
     }
 
+    /// A Docker case's image, ready before the case's time starts; or the status the case ends
+    /// with when its image cannot be had (with the image named in its facts).
+    #[allow(clippy::type_complexity)]
+    fn prepare_image(
+        &self,
+        case: &Case,
+    ) -> Result<Option<ImageReady>, (Status, Vec<(String, String)>)> {
+        let Some(stage) = self
+            .images
+            .as_ref()
+            .filter(|_| case.runtime == RuntimeKind::Docker)
+        else {
+            return Ok(None);
+        };
+        match self.handle.block_on(stage.prepare(&case.image)) {
+            Ok(ready) => Ok(Some(ready)),
+            Err(e) => {
+                let facts = vec![("image".to_string(), case.image.clone())];
+                let status = match e {
+                    ImageError::Interrupted { .. } => Status::NotRun {
+                        reason: e.to_string(),
+                    },
+                    _ => Status::Errored {
+                        message: e.to_string(),
+                    },
+                };
+                Err((status, facts))
+            }
+        }
+    }
+
     /// Runs one attempt (numbered from 1; `{attempt}` in the command becomes that number).
-    fn execute(&self, case: &Case, attempt: u32) -> Execution {
+    fn execute(&self, case: &Case, attempt: u32, image: Option<&ImageReady>) -> Execution {
         let s = &self.settings;
-        let request = RunRequest {
+        let request = self.request(case, attempt);
+        match case.runtime {
+            RuntimeKind::Docker => match (&self.docker, image) {
+                (Ok(docker), Some(image)) => {
+                    self.handle
+                        .block_on(docker.run(&case.image, &image.id, &request))
+                }
+                (Ok(_), None) => Execution::errored("the image stage was not set up", s.keep),
+                (Err(why), _) => Execution::errored(why.as_str(), s.keep),
+            },
+            RuntimeKind::Singularity => match &self.singularity {
+                Ok(sing) => self.handle.block_on(sing.run(case, &request)),
+                Err(why) => Execution::errored(why.as_str(), s.keep),
+            },
+        }
+    }
+
+    /// What the runtime is asked to run for one attempt of a case.
+    fn request(&self, case: &Case, attempt: u32) -> RunRequest {
+        let s = &self.settings;
+        RunRequest {
             case_name: case.name.clone(),
             command: case
                 .plan
@@ -183,17 +286,42 @@ impl Harness {
             slow_period: s.slow_period,
             memory: case.plan.memory,
             keep: s.keep,
-        };
-        match case.runtime {
-            RuntimeKind::Docker => match &self.docker {
-                Ok(docker) => self.handle.block_on(docker.run(&case.image, &request)),
-                Err(why) => Execution::errored(why.as_str(), s.keep),
-            },
-            RuntimeKind::Singularity => match &self.singularity {
-                Ok(sing) => self.handle.block_on(sing.run(case, &request)),
-                Err(why) => Execution::errored(why.as_str(), s.keep),
-            },
         }
+    }
+
+    /// Creates the container of the case after this one in run order while this one runs,
+    /// when that case will run on the same (ready) image and no thread has started it yet.
+    fn create_next_ahead(&self, case: &Case) {
+        let (Ok(docker), Some(order)) = (&self.docker, self.order.get()) else {
+            return;
+        };
+        let (order, places) = order;
+        let Some(next) = places.get(&case.name).and_then(|&at| order.get(at + 1)) else {
+            return;
+        };
+        let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let stopping = self.cancel.is_cancelled()
+            || (self.settings.fail_fast && self.something_failed.load(Ordering::SeqCst));
+        if next.image != case.image
+            || !Self::needs_image(next, self.settings.run_skipped)
+            || started.contains(&next.name)
+            || stopping
+        {
+            return;
+        }
+        let _enter = self.handle.enter();
+        docker.create_ahead(&next.image, self.request(next, 1));
+    }
+
+    /// The order libtest runs the cases in (after its filters): the next case's container is
+    /// created while the current one runs.
+    pub fn set_run_order(&self, cases: Vec<Case>) {
+        let places = cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        let _ = self.order.set((cases, places));
     }
 
     fn record(&self, record: Record) {
@@ -201,6 +329,31 @@ impl Harness {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(record);
+    }
+}
+
+/// `pull-seconds` and `pulled-bytes` of a case's image: 0 when the image was already there.
+/// They become properties of the image's testsuite.
+fn pull_facts(ready: &ImageReady) -> Vec<(String, String)> {
+    let (seconds, bytes) = ready
+        .pulled
+        .map(|p| (p.elapsed.as_secs_f64(), p.bytes))
+        .unwrap_or_default();
+    vec![
+        ("pull-seconds".to_string(), format!("{seconds:.3}")),
+        ("pulled-bytes".to_string(), bytes.to_string()),
+    ]
+}
+
+/// Tells the image stage that a case of its image ended, however it ended.
+struct ImageDone {
+    stage: Arc<ImageStage>,
+    image: String,
+}
+
+impl Drop for ImageDone {
+    fn drop(&mut self) {
+        self.stage.case_done(&self.image);
     }
 }
 

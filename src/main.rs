@@ -16,14 +16,18 @@ mod cli;
 mod durations;
 mod error_chain;
 mod harness;
+mod images;
 mod inputs;
 mod junit_read;
+mod knobs;
 mod matrix;
 mod merge;
 mod partition;
 mod plan;
 mod record;
+mod registry_auth;
 mod report;
+mod reporter;
 mod runtime;
 mod sif_cache;
 mod spec;
@@ -32,6 +36,7 @@ mod time_partition;
 mod units;
 mod verdict;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -41,11 +46,12 @@ use crate::cancel::Cancel;
 use crate::cli::{Cli, Command};
 use crate::error_chain::chain;
 use crate::harness::{Harness, Settings};
+use crate::images::ImageStage;
 use crate::inputs::{Inputs, PlanOptions};
 use crate::plan::{Case, RuntimeKind};
 use crate::record::{Attempt, Record, Status};
 use crate::report::ReportTarget;
-use crate::runtime::docker::DockerRuntime;
+use crate::runtime::docker::{DockerRuntime, Waits};
 use crate::runtime::singularity::{find_binary, SingularityRuntime};
 use crate::sif_cache::SifCache;
 use crate::spec::Spec;
@@ -80,8 +86,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if !cli.libtest.list {
         summary::check_target(cli.summary.as_deref())?;
     }
+    let waits = knobs::docker_waits(|name| std::env::var_os(name))?;
     // Inputs are checked before anything runs: errors here exit with 2.
-    let Inputs { spec, cases, .. } = Inputs::load(
+    let Inputs { spec, mut cases } = Inputs::load(
         &cli.selection,
         PlanOptions {
             timeout: cli.timeout,
@@ -90,12 +97,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             only_skipped: cli.libtest.ignored,
         },
     )?;
+    // Image by image: an image's cases run together, so it is pulled once and can be pruned
+    // after its last case.
+    cases.sort_by(|a, b| (a.runtime, &a.image).cmp(&(b.runtime, &b.image)));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let code = execute(&cli, &spec, &cases, &rt);
+    let code = execute(&cli, &spec, &cases, waits, &rt);
     // A SIF download abandoned on Ctrl-C may still hold a blocking thread: don't wait for it.
     rt.shutdown_background();
     code
@@ -105,9 +115,17 @@ fn execute(
     cli: &Cli,
     spec: &Spec,
     cases: &[Case],
+    waits: Waits,
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<ExitCode> {
-    let args = cli.harness_args();
+    let mut args = cli.harness_args();
+    // libtest's lines go through a pipe to the reporter: colour is decided by where they end.
+    if args.color.is_none()
+        && std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none()
+    {
+        args.color = Some(libtest_mimic::ColorSetting::Always);
+    }
     let cancel = Cancel::new();
     let settings = Settings {
         env: spec.container_env(|name| std::env::var(name).ok()),
@@ -126,7 +144,14 @@ fn execute(
         return Ok(ExitCode::SUCCESS);
     }
     if args.list {
-        let harness = Harness::new(rt.handle().clone(), unused(), unused(), cancel, settings);
+        let harness = Harness::new(
+            rt.handle().clone(),
+            unused(),
+            None,
+            unused(),
+            cancel,
+            settings,
+        );
         let _listed = libtest_mimic::run(&args, harness.trials(cases));
         return Ok(ExitCode::SUCCESS);
     }
@@ -172,7 +197,7 @@ fn execute(
         ("spec".to_string(), spec.path.display().to_string()),
     ];
     let docker = if needs(RuntimeKind::Docker) {
-        match rt.block_on(connect_docker(&run_id, cli.grace, &cancel)) {
+        match rt.block_on(connect_docker(&run_id, cli.grace, waits, &cancel)) {
             Ok(d) => {
                 extra.push(("docker-version".to_string(), d.version().to_string()));
                 Ok(d)
@@ -200,17 +225,44 @@ fn execute(
         unused()
     };
 
+    let stage = docker.as_ref().ok().map(|d| {
+        let images: Vec<&str> = selected
+            .iter()
+            .filter(|c| Harness::needs_image(c, cli.run_skipped()))
+            .map(|c| c.image.as_str())
+            .collect();
+        ImageStage::new(
+            Arc::clone(d),
+            rt.handle().clone(),
+            cancel.clone(),
+            &images,
+            cli.pull_ahead,
+            cli.prune_images,
+        )
+    });
     let harness = Harness::new(
         rt.handle().clone(),
         docker.clone(),
+        stage.clone(),
         singularity,
         cancel.clone(),
         settings,
     );
-    let conclusion = libtest_mimic::run(&args, harness.trials(cases));
+    harness.set_run_order(selected.iter().map(|c| (*c).clone()).collect());
+    let conclusion = {
+        // From here the reporter owns the terminal: libtest's lines reach it whole.
+        let _relay = reporter::relay::start();
+        libtest_mimic::run(&args, harness.trials(cases))
+    };
     let records = harness.take_records();
     let failed = conclusion.has_failed() || records.iter().any(|r| r.status().is_bad());
-    // Removals still in flight end before the verdict.
+    // Removals and prunes still in flight end before the verdict.
+    if let Some(stage) = &stage {
+        rt.block_on(stage.finish());
+        if let Some(line) = stage.totals().line() {
+            eprintln!("zoo-runner: {line}");
+        }
+    }
     if let Ok(d) = &docker {
         rt.block_on(d.finish());
     }
@@ -331,18 +383,18 @@ fn new_run_id() -> String {
 async fn connect_docker(
     run_id: &str,
     grace: std::time::Duration,
+    waits: Waits,
     cancel: &Cancel,
 ) -> Result<Arc<DockerRuntime>, runtime::docker::DockerError> {
-    let docker = DockerRuntime::connect(run_id, grace, cancel.clone()).await?;
+    let docker = DockerRuntime::connect(run_id, grace, waits, cancel.clone()).await?;
     let sweep = docker.sweep_stale().await;
     if sweep.removed > 0 {
-        eprintln!(
-            "zoo-runner: removed {} container(s) left by earlier runs that were killed",
-            sweep.removed
-        );
+        reporter::send(reporter::Event::Swept {
+            removed: sweep.removed,
+        });
     }
     for problem in &sweep.problems {
-        eprintln!("zoo-runner: sweep: {problem}");
+        reporter::note(format!("sweep: {problem}"));
     }
     Ok(Arc::new(docker))
 }

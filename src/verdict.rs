@@ -38,6 +38,21 @@ pub fn judge(outcome: &Outcome, stdout: &str, stderr: &str, plan: &CasePlan) -> 
         Outcome::Interrupted => Status::NotRun {
             reason: "interrupted while running, and stopped".into(),
         },
+        Outcome::Stuck { timed_out, waited } => {
+            let stuck = format!(
+                "the container could not be stopped: still running {} after SIGTERM and a \
+                 SIGKILL, so the runner gave up on it and removed it by force",
+                show_duration(*waited)
+            );
+            match timed_out {
+                Some(after) => Status::TimedOut {
+                    message: format!("ran past its timeout of {}; {stuck}", show_duration(*after)),
+                },
+                None => Status::Errored {
+                    message: format!("interrupted while running; {stuck}"),
+                },
+            }
+        }
     };
     match (&plan.expect_failure, status) {
         (Some(reason), Status::Failed { message }) => Status::ExpectedFailure {
@@ -198,6 +213,30 @@ mod tests {
             &plan(Some("x")),
         );
         assert!(matches!(s, Status::Errored { .. }), "{s:?}");
+    }
+
+    #[test]
+    fn a_container_that_would_not_stop_says_so() {
+        let stuck = |timed_out| Outcome::Stuck {
+            timed_out,
+            waited: Duration::from_secs(64),
+        };
+        let s = judge(
+            &exec(stuck(Some(Duration::from_secs(2))), "", ""),
+            &plan(None),
+        );
+        let Status::TimedOut { message } = s else {
+            panic!("a timeout, with its stuck container: {s:?}")
+        };
+        assert!(message.contains("timeout of 2s"), "{message}");
+        assert!(message.contains("could not be stopped"), "{message}");
+        assert!(message.contains("1m4s"), "{message}");
+        let s = judge(&exec(stuck(None), "", ""), &plan(None));
+        assert!(
+            matches!(s, Status::Errored { ref message } if message.contains("interrupted")
+                && message.contains("could not be stopped")),
+            "{s:?}"
+        );
     }
 
     #[test]

@@ -25,11 +25,26 @@ fn shared_slot() -> RwLockReadGuard<'static, ()> {
     RUNNERS.read().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Waits until the case's container is running (a container can exist earlier: the runner
+/// creates the next case's container while the case before it runs).
 fn wait_for_container(pid: u32, case: &str) -> String {
     let start = Instant::now();
     loop {
-        if let Some(id) = containers_of(pid, Some(case)).into_iter().next() {
-            return id;
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=org.zoo-runner.pid={pid}"),
+                "--filter",
+                &format!("label=org.zoo-runner.case={case}"),
+                "--filter",
+                "status=running",
+            ])
+            .output()
+            .unwrap();
+        if let Some(id) = String::from_utf8_lossy(&out.stdout).lines().next() {
+            return id.to_string();
         }
         assert!(
             start.elapsed() < Duration::from_secs(120),
@@ -425,12 +440,12 @@ struct DaemonProxy {
 
 impl DaemonProxy {
     fn start(dir: &std::path::Path) -> DaemonProxy {
-        Self::start_cutting_at_create(dir, usize::MAX)
+        Self::start_cutting_at_start(dir, usize::MAX)
     }
 
-    /// A proxy that also cuts by itself when the runner asks for its `n`th container: the
-    /// daemon is then lost between two cases, not during a wait.
-    fn start_cutting_at_create(dir: &std::path::Path, n: usize) -> DaemonProxy {
+    /// A proxy that also cuts by itself when the runner starts its `n`th container: the
+    /// daemon is then lost between two cases (the one before has ended), not during a wait.
+    fn start_cutting_at_start(dir: &std::path::Path, n: usize) -> DaemonProxy {
         let path = dir.join("proxy.sock");
         let listener = UnixListener::bind(&path).unwrap();
         let proxy = DaemonProxy {
@@ -439,7 +454,7 @@ impl DaemonProxy {
             open: Arc::default(),
         };
         let me = proxy.handle();
-        let creates = Arc::new(AtomicUsize::new(0));
+        let starts = Arc::new(AtomicUsize::new(0));
         thread::spawn(move || {
             for client in listener.incoming().flatten() {
                 if me.cut.load(Ordering::SeqCst) {
@@ -453,10 +468,13 @@ impl DaemonProxy {
                     open.push(client.try_clone().unwrap());
                     open.push(daemon.try_clone().unwrap());
                 }
-                let (me2, creates2) = (me.handle(), Arc::clone(&creates));
+                let (me2, starts2) = (me.handle(), Arc::clone(&starts));
                 let watch = move |chunk: &[u8]| {
-                    let create = chunk.windows(18).any(|w| w == b"/containers/create");
-                    if create && creates2.fetch_add(1, Ordering::SeqCst) + 1 >= n {
+                    // `POST /v1.xx/containers/ID/start HTTP/1.1`
+                    let line = chunk.split(|&b| b == b'\n').next().unwrap_or_default();
+                    let start =
+                        line.starts_with(b"POST ") && line.windows(7).any(|w| w == b"/start ");
+                    if start && starts2.fetch_add(1, Ordering::SeqCst) + 1 >= n {
                         me2.cut();
                         return false;
                     }
@@ -519,12 +537,15 @@ fn losing_the_daemon_mid_run_is_an_error_with_its_own_exit_code() {
         &[("DOCKER_HOST", &host)],
     );
     let pid = process.id();
-    let left = wait_for_container(pid, "docker::hang");
+    wait_for_container(pid, "docker::hang");
     thread::sleep(Duration::from_millis(500));
     proxy.cut();
     let run = finish(process);
-    // The daemon was fine all along: clean up what the cut-off runner could not remove.
-    let _ = Command::new("docker").args(["rm", "-f", &left]).output();
+    // The daemon was fine all along: clean up what the cut-off runner could not remove (the
+    // running case's container, and the next case's, created ahead).
+    for left in containers_of(pid, None) {
+        let _ = Command::new("docker").args(["rm", "-f", &left]).output();
+    }
     assert_eq!(run.code, 3, "{}", run.all());
     assert!(
         run.stderr.contains("was lost during the run"),
@@ -545,7 +566,7 @@ fn losing_the_daemon_between_cases_is_exit_3_not_a_failure_per_case() {
     require_fixture_image();
     let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
-    let proxy = DaemonProxy::start_cutting_at_create(dir.path(), 2);
+    let proxy = DaemonProxy::start_cutting_at_start(dir.path(), 2);
     let host = format!("unix://{}", proxy.path.display());
     let (run, report) = run_reported(
         &[
@@ -560,7 +581,7 @@ fn losing_the_daemon_between_cases_is_exit_3_not_a_failure_per_case() {
     );
     assert!(
         proxy.cut.load(Ordering::SeqCst),
-        "the proxy cut at the second create"
+        "the proxy cut at the second start"
     );
     assert_eq!(run.code, 3, "{}", run.all());
     assert!(
@@ -582,6 +603,11 @@ fn losing_the_daemon_between_cases_is_exit_3_not_a_failure_per_case() {
             message.contains("lost the Docker daemon") || message.contains("was lost earlier"),
             "{message}"
         );
+    }
+    // The daemon was fine all along: remove the next case's container, created ahead, that
+    // the cut-off runner could not remove.
+    for left in containers_with_label(&format!("org.zoo-runner.run={}", property(&doc, "run-id"))) {
+        let _ = Command::new("docker").args(["rm", "-f", &left]).output();
     }
 }
 

@@ -40,7 +40,14 @@ pub enum Flavor {
 }
 
 /// Properties that are the same for every case of an image: they go on the image's testsuite.
-const IMAGE_KEYS: [&str; 4] = ["image", "image-id", "docker-version", "singularity-version"];
+const IMAGE_KEYS: [&str; 6] = [
+    "image",
+    "image-id",
+    "docker-version",
+    "singularity-version",
+    "pull-seconds",
+    "pulled-bytes",
+];
 
 /// The prefix of the per-case fact lines at the head of `system-out`.
 pub const FACT_PREFIX: &str = "[zoo-runner] ";

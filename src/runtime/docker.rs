@@ -7,22 +7,24 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateImageOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::StreamExt;
 use thiserror::Error;
-use tokio::sync::OnceCell;
 
+use super::pull::{self, PullFailure, PullStats};
 use super::{outcome_of_exit, Execution, Outcome, RunRequest};
 use crate::cancel::{Cancel, Level};
 use crate::capture::Captured;
 use crate::error_chain::chain;
+use crate::reporter::{self, Event};
 use crate::runtime::identity::Identity;
 use crate::units::{show_duration, show_size};
 
@@ -39,10 +41,10 @@ pub const LABEL_PID_NS: &str = "org.zoo-runner.pid-ns";
 pub const RUNNER: &str = "zoo-runner";
 
 /// How long the daemon gets to answer a request (bollard's default) when no stop needs longer.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long after a stop's grace period the runner still waits for the container to exit
 /// before it kills it itself, and again after that kill before it gives up on it.
-const STOP_SLACK: Duration = Duration::from_secs(30);
+pub const STOP_SLACK: Duration = Duration::from_secs(30);
 /// How long the output stream may go on after the container has exited.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -71,11 +73,59 @@ pub enum ImageError {
     Inspect { image: String, reason: String },
     #[error("failed to pull image `{image}`: {reason}")]
     Pull { image: String, reason: String },
+    /// A failed pull, described with the registry it came from.
+    #[error("{0}")]
+    Registry(String),
+    #[error("cannot pull `{image}`: the login for registry {registry} cannot be read: {reason}")]
+    Credentials {
+        image: String,
+        registry: String,
+        reason: String,
+    },
+    #[error("not run: the run was interrupted while `{image}` was being pulled")]
+    Interrupted { image: String },
     #[error("image `{image}` is missing after its pull: {reason}")]
     MissingAfterPull { image: String, reason: String },
 }
 
-type ImageSlot = Arc<OnceCell<Result<String, ImageError>>>;
+/// An image the daemon has: its id, and what pulling it took when this run pulled it.
+#[derive(Debug, Clone)]
+pub struct ImageReady {
+    pub id: String,
+    pub pulled: Option<PullStats>,
+}
+
+/// How long the runner waits on a container that will not stop and on a daemon that does not
+/// answer. The constants above, unless the tests shorten them (`crate::knobs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waits {
+    /// See `STOP_SLACK`.
+    pub stop_slack: Duration,
+    /// The least time a request gets; see `request_timeout`.
+    pub request_timeout: Duration,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Self {
+            stop_slack: STOP_SLACK,
+            request_timeout: REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl Waits {
+    /// How long any request to the daemon may take: at least `request_timeout`, and as long as
+    /// the longest stop (the grace period, then a SIGKILL, with `stop_slack` after each), so a
+    /// stop with a long grace period is not cut off while the daemon carries it out. Rounded
+    /// up to whole seconds: bollard counts whole seconds and would take 0.5 s as 0 (at once).
+    pub fn request_timeout(&self, grace: Duration) -> Duration {
+        let longest_stop = grace.saturating_add(self.stop_slack.saturating_mul(2));
+        let wanted = self.request_timeout.max(longest_stop);
+        let secs = wanted.as_secs() + u64::from(wanted.subsec_nanos() > 0);
+        Duration::from_secs(secs.max(1))
+    }
+}
 
 pub struct DockerRuntime {
     docker: Docker,
@@ -83,12 +133,16 @@ pub struct DockerRuntime {
     version: String,
     cancel: Cancel,
     identity: Identity,
+    /// Containers created for the next case while the case before it runs, by case name; the
+    /// case takes its own, and `finish` removes those of cases that never ran.
+    ahead: Mutex<HashMap<String, tokio::task::JoinHandle<Result<String, BollardError>>>>,
     /// Removals of finished containers, done while the next case runs; awaited by `finish`.
     removals: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-    /// Image -> its id, or why it cannot be had; filled once per run.
-    images: Mutex<HashMap<String, ImageSlot>>,
     /// Set when the daemon stopped answering mid-run: later cases error at once.
     lost: AtomicBool,
+    waits: Waits,
+    /// How long a request may take (`Waits::request_timeout` for this run's grace period).
+    request_timeout: Duration,
 }
 
 impl DockerRuntime {
@@ -98,15 +152,17 @@ impl DockerRuntime {
     pub async fn connect(
         run_id: &str,
         grace: Duration,
+        waits: Waits,
         cancel: Cancel,
     ) -> Result<Self, DockerError> {
         let unreachable = |source| DockerError::Unreachable {
             host: docker_host(),
             source,
         };
+        let request_timeout = waits.request_timeout(grace);
         let docker = Docker::connect_with_defaults()
             .map_err(unreachable)?
-            .with_timeout(REQUEST_TIMEOUT.max(grace + STOP_SLACK * 2));
+            .with_timeout(request_timeout);
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         let version = docker.version().await.map_err(unreachable)?;
         Ok(Self {
@@ -115,14 +171,56 @@ impl DockerRuntime {
             version: version.version.unwrap_or_else(|| "unknown".into()),
             cancel,
             identity: Identity::of_this_process(),
+            ahead: Mutex::new(HashMap::new()),
             removals: Mutex::new(Vec::new()),
-            images: Mutex::new(HashMap::new()),
             lost: AtomicBool::new(false),
+            waits,
+            request_timeout,
         })
     }
 
-    /// Waits for every container removal still in flight.
+    /// Creates the container of the case `req` names now, while the case before it runs, so
+    /// that case starts sooner. At most one per case; `run` takes it.
+    pub fn create_ahead(self: &Arc<Self>, image: &str, req: RunRequest) {
+        if self.daemon_lost() {
+            return;
+        }
+        let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
+        if ahead.contains_key(&req.case_name) {
+            return;
+        }
+        let me = Arc::clone(self);
+        let image = image.to_string();
+        let name = req.case_name.clone();
+        let task = tokio::spawn(async move { me.create(&image, &req).await });
+        ahead.insert(name, task);
+    }
+
+    /// The container created ahead for this case, if any.
+    async fn take_ahead(&self, case_name: &str) -> Option<Result<String, BollardError>> {
+        let task = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(case_name)?;
+        task.await.ok()
+    }
+
+    /// Waits for every container removal still in flight, and removes the containers created
+    /// ahead for cases that did not run.
     pub async fn finish(&self) {
+        let unused: Vec<_> = self
+            .ahead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(_, task)| task)
+            .collect();
+        for task in unused {
+            if let Ok(Ok(id)) = task.await {
+                self.remove_later(id);
+            }
+        }
         let pending = std::mem::take(&mut *self.removals.lock().unwrap_or_else(|p| p.into_inner()));
         for removal in pending {
             let _ = removal.await;
@@ -137,6 +235,19 @@ impl DockerRuntime {
         }
     }
 
+    /// Why a request failed: a lost daemon says so, since no later case will run either.
+    fn request_failed(&self, what: &str, e: &BollardError) -> String {
+        if self.daemon_lost() {
+            format!(
+                "not run: lost the Docker daemon at {} (could not {what}): {}",
+                docker_host(),
+                short(e)
+            )
+        } else {
+            format!("failed to {what}: {}", short(e))
+        }
+    }
+
     pub fn version(&self) -> &str {
         &self.version
     }
@@ -146,24 +257,20 @@ impl DockerRuntime {
         self.lost.load(Ordering::SeqCst)
     }
 
-    /// The image's id, pulling it first if the daemon does not have it. Once per run per image.
-    pub async fn ensure_image(&self, image: &str) -> Result<String, ImageError> {
-        let slot = {
-            let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
-            images.entry(image.to_string()).or_default().clone()
-        };
-        slot.get_or_init(|| self.inspect_or_pull(image))
-            .await
-            .clone()
-    }
-
-    async fn inspect_or_pull(&self, image: &str) -> Result<String, ImageError> {
-        let pull_failed = |reason: String| ImageError::Pull {
-            image: image.to_string(),
-            reason,
-        };
+    /// The image's id, pulling it first (with progress on the reporter) if the daemon does not
+    /// have it. The image stage calls this once per image.
+    pub async fn inspect_or_pull(
+        &self,
+        image: &str,
+        credentials: Option<DockerCredentials>,
+    ) -> Result<ImageReady, ImageError> {
         match self.docker.inspect_image(image).await {
-            Ok(info) => return Ok(info.id.unwrap_or_default()),
+            Ok(info) => {
+                return Ok(ImageReady {
+                    id: info.id.unwrap_or_default(),
+                    pulled: None,
+                })
+            }
             Err(BollardError::DockerResponseServerError {
                 status_code: 404, ..
             }) => {}
@@ -175,33 +282,18 @@ impl DockerRuntime {
                 });
             }
         }
-        eprintln!("zoo-runner: pulling image `{image}`");
-        let options = CreateImageOptionsBuilder::default()
-            .from_image(image)
-            .build();
-        let mut progress = self.docker.create_image(Some(options), None, None);
-        let mut last = String::new();
-        while let Some(item) = progress.next().await {
-            match item {
-                Ok(info) => {
-                    if let Some(detail) = info.error_detail.and_then(|d| d.message) {
-                        return Err(pull_failed(detail));
-                    }
-                    let line = format!(
-                        "{} {}",
-                        info.id.unwrap_or_default(),
-                        info.status.unwrap_or_default()
-                    );
-                    if line != last {
-                        eprintln!("zoo-runner: pull `{image}`: {}", line.trim());
-                        last = line;
-                    }
-                }
-                Err(e) => return Err(pull_failed(short(&e))),
-            }
-        }
+        let stats =
+            pull::pull(&self.docker, image, credentials)
+                .await
+                .map_err(|PullFailure(reason)| ImageError::Pull {
+                    image: image.to_string(),
+                    reason,
+                })?;
         match self.docker.inspect_image(image).await {
-            Ok(info) => Ok(info.id.unwrap_or_default()),
+            Ok(info) => Ok(ImageReady {
+                id: info.id.unwrap_or_default(),
+                pulled: Some(stats),
+            }),
             Err(e) => Err(ImageError::MissingAfterPull {
                 image: image.to_string(),
                 reason: short(&e),
@@ -209,8 +301,20 @@ impl DockerRuntime {
         }
     }
 
+    /// Removes an image this run pulled (`--prune-images`), once no container uses it: waits for
+    /// the removals in flight first.
+    pub async fn remove_image(&self, image: &str) -> Result<(), String> {
+        self.finish().await;
+        let options = RemoveImageOptionsBuilder::default().build();
+        self.docker
+            .remove_image(image, Some(options), None)
+            .await
+            .map(|_| ())
+            .map_err(|e| short(&e))
+    }
+
     /// Runs one case in a fresh container and removes the container afterwards.
-    pub async fn run(&self, image: &str, req: &RunRequest) -> Execution {
+    pub async fn run(&self, image: &str, image_id: &str, req: &RunRequest) -> Execution {
         let started = Instant::now();
         if self.daemon_lost() {
             return Execution::errored(
@@ -221,23 +325,17 @@ impl DockerRuntime {
                 req.keep,
             );
         }
-        // A pull can take long: an interruption does not wait for it.
-        let image_id = tokio::select! {
-            ready = self.ensure_image(image) => match ready {
-                Ok(id) => id,
-                Err(e) => return Execution::errored(e.to_string(), req.keep),
-            },
-            _ = self.cancel.reached(Level::Stop) => {
-                return Execution::before_start(Outcome::Interrupted, req.keep)
-            }
-        };
         let mut properties = vec![
             ("image".to_string(), image.to_string()),
-            ("image-id".to_string(), image_id),
+            ("image-id".to_string(), image_id.to_string()),
             ("docker-version".to_string(), self.version.clone()),
             ("command".to_string(), req.command.join(" ")),
         ];
-        let id = match self.create(image, req).await {
+        let created = match self.take_ahead(&req.case_name).await {
+            Some(created) => created,
+            None => self.create(image, req).await,
+        };
+        let id = match created {
             Ok(id) => id,
             Err(e) => {
                 self.note_if_lost(&e);
@@ -332,17 +430,17 @@ impl DockerRuntime {
             Ok(a) => a.output,
             Err(e) => {
                 self.note_if_lost(&e);
-                let reason = format!("failed to attach to the container: {}", short(&e));
+                let reason = self.request_failed("attach to the container", &e);
                 return failed(reason, stdout, stderr);
             }
         };
         if let Err(e) = self.docker.start_container(id, None).await {
             self.note_if_lost(&e);
-            let reason = format!("failed to start the container: {}", short(&e));
+            let reason = self.request_failed("start the container", &e);
             return failed(reason, stdout, stderr);
         }
         let started = Instant::now();
-        let (end, log_error) = {
+        let ((end, mut notes), log_error) = {
             let logs = async {
                 let mut error = None;
                 while let Some(item) = attached.next().await {
@@ -362,24 +460,32 @@ impl DockerRuntime {
             };
             tokio::pin!(logs);
             tokio::select! {
-                end = self.wait(id, req, started) => {
+                waited = self.wait(id, req, started) => {
                     // The output ends with the container; should it not (a daemon that keeps
-                    // the stream open), it gets a bounded time after the exit.
-                    let log_error = match tokio::time::timeout(DRAIN, &mut logs).await {
-                        Ok(e) => e,
-                        Err(_) => Some(format!(
-                            "the output stream stayed open {} after the container ended; \
-                             stopped reading",
-                            show_duration(DRAIN)
-                        )),
+                    // the stream open), it gets a bounded time after the exit. A container
+                    // given up on is still running: its stream would not end.
+                    let log_error = if matches!(waited.0, End::Stuck { .. }) {
+                        None
+                    } else {
+                        match tokio::time::timeout(DRAIN, &mut logs).await {
+                            Ok(e) => e,
+                            Err(_) => Some(format!(
+                                "the output stream stayed open {} after the container ended; \
+                                 stopped reading",
+                                show_duration(DRAIN)
+                            )),
+                        }
                     };
-                    (end, log_error)
+                    (waited, log_error)
                 }
                 // The stream ended first: the container has exited or is about to.
                 log_error = &mut logs => (self.wait(id, req, started).await, log_error),
             }
         };
-        self.conclude(id, req, end, log_error, stdout, stderr).await
+        if let Some(e) = log_error {
+            notes.push(format!("reading the output failed: {e}"));
+        }
+        self.conclude(id, req, end, notes, stdout, stderr).await
     }
 
     async fn conclude(
@@ -387,7 +493,7 @@ impl DockerRuntime {
         id: &str,
         req: &RunRequest,
         end: End,
-        log_error: Option<String>,
+        notes: Vec<String>,
         stdout: Captured,
         mut stderr: Captured,
     ) -> Execution {
@@ -403,16 +509,15 @@ impl DockerRuntime {
                     reason: format!("lost the Docker daemon while the case ran: {e}"),
                 }
             }
-            End::Stuck => Outcome::Errored {
-                reason: format!(
-                    "the container did not exit within {} of its stop and a SIGKILL; removed by force",
-                    show_duration(req.grace + STOP_SLACK * 2)
-                ),
+            End::Stuck { timed_out } => Outcome::Stuck {
+                timed_out: timed_out.then_some(req.timeout),
+                waited: req.grace + self.waits.stop_slack * 2,
             },
             End::Exited => self.judge_exit(id, req).await,
         };
-        if let Some(e) = log_error {
-            stderr.push(format!("\n[zoo-runner: reading the output failed: {e}]\n").as_bytes());
+        // What went wrong around the command, after its own output.
+        for note in notes {
+            stderr.push(format!("\n[zoo-runner: {note}]\n").as_bytes());
         }
         Execution {
             outcome,
@@ -424,21 +529,33 @@ impl DockerRuntime {
     }
 
     /// Waits for the container to exit, stopping it at its timeout or on interruption. Every
-    /// wait has a deadline: a container still there `STOP_SLACK` after its stop is killed, and
-    /// one still there `STOP_SLACK` after that is given up on (and removed by force).
-    async fn wait(&self, id: &str, req: &RunRequest, started: Instant) -> End {
+    /// wait has a deadline: a container still there `stop_slack` after its stop's grace period
+    /// is killed, and one still there `stop_slack` after that is given up on (and removed by
+    /// force). Also returns notes for the case's stderr: what went wrong while stopping it.
+    async fn wait(&self, id: &str, req: &RunRequest, started: Instant) -> (End, Vec<String>) {
+        let slack = self.waits.stop_slack;
         let mut waiting = Box::pin(self.docker.wait_container(id, None));
         let deadline = tokio::time::sleep_until(deadline_after(started, req.timeout));
         tokio::pin!(deadline);
-        let mut slow =
-            tokio::time::interval_at(deadline_after(started, req.slow_period), req.slow_period);
+        // The next whole period from the start: a wait begun late (the output ended first)
+        // must not repeat the slow notes it missed.
+        let periods = started.elapsed().as_nanos() / req.slow_period.as_nanos().max(1) + 1;
+        let first = req
+            .slow_period
+            .saturating_mul(u32::try_from(periods).unwrap_or(u32::MAX));
+        let mut slow = tokio::time::interval_at(deadline_after(started, first), req.slow_period);
+        slow.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut stopped: Option<End> = None;
+        // The stop or kill request in flight. A stuck daemon may never answer it, so it runs
+        // beside the wait and the deadlines instead of holding them up.
+        let mut request: Option<Request<'_>> = None;
         let mut give_up: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let mut killed = false;
+        let mut notes = Vec::new();
         loop {
             tokio::select! {
                 item = waiting.next() => {
-                    return match item {
+                    let end = match item {
                         // A non-zero exit comes back as an error from bollard; the code is read
                         // from inspect afterwards either way.
                         None | Some(Ok(_)) | Some(Err(BollardError::DockerContainerWaitError { .. })) => {
@@ -446,52 +563,82 @@ impl DockerRuntime {
                         }
                         Some(Err(e)) => stopped.unwrap_or(End::Lost(short(&e))),
                     };
+                    return (end, notes);
                 }
                 _ = &mut deadline, if stopped.is_none() => {
-                    eprintln!(
-                        "zoo-runner: {} timed out after {}; stopping it",
+                    reporter::note(format!(
+                        "{} timed out after {}; stopping it",
                         req.case_name, show_duration(req.timeout)
-                    );
+                    ));
                     stopped = Some(End::TimedOut);
-                    self.stop(id, req.grace).await;
-                    give_up = Some(Box::pin(tokio::time::sleep(STOP_SLACK)));
+                    request = Some(self.stop_request(id, req.grace));
+                    give_up = Some(Box::pin(tokio::time::sleep(req.grace.saturating_add(slack))));
                 }
                 _ = self.cancel.reached(Level::Stop), if stopped.is_none() => {
                     stopped = Some(End::Interrupted);
-                    self.stop(id, req.grace).await;
-                    give_up = Some(Box::pin(tokio::time::sleep(STOP_SLACK)));
+                    request = Some(self.stop_request(id, req.grace));
+                    give_up = Some(Box::pin(tokio::time::sleep(req.grace.saturating_add(slack))));
+                }
+                // A second interruption kills at once.
+                _ = self.cancel.reached(Level::Kill), if stopped.is_some() && !killed => {
+                    killed = true;
+                    request = Some(self.kill_request(id));
+                    give_up = Some(Box::pin(tokio::time::sleep(slack)));
+                }
+                (what, result) = async { request.as_mut().expect("guarded").await }, if request.is_some() => {
+                    request = None;
+                    if let Some(note) = failed_request(what, result, self.request_timeout) {
+                        reporter::note(format!("{}: {note}", req.case_name));
+                        notes.push(note);
+                    }
                 }
                 _ = async { give_up.as_mut().expect("guarded").await }, if give_up.is_some() => {
                     if killed {
-                        return End::Stuck;
+                        let note = format!(
+                            "the container was still running {} after the SIGKILL; \
+                             the runner gave up on it and removes it by force",
+                            show_duration(slack)
+                        );
+                        reporter::note(format!("{}: {note}", req.case_name));
+                        notes.push(note);
+                        let timed_out = matches!(stopped, Some(End::TimedOut));
+                        return (End::Stuck { timed_out }, notes);
                     }
+                    let note = format!(
+                        "the container was still running {} after its stop's grace period; \
+                         the runner sent SIGKILL",
+                        show_duration(slack)
+                    );
+                    reporter::note(format!("{}: {note}", req.case_name));
+                    notes.push(note);
                     killed = true;
-                    let kill = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
-                    let _ = self.docker.kill_container(id, Some(kill)).await;
-                    give_up = Some(Box::pin(tokio::time::sleep(STOP_SLACK)));
+                    request = Some(self.kill_request(id));
+                    give_up = Some(Box::pin(tokio::time::sleep(slack)));
                 }
                 _ = slow.tick(), if stopped.is_none() => {
-                    eprintln!(
-                        "zoo-runner: {} has been running for over {}",
-                        req.case_name, show_duration(started.elapsed())
-                    );
+                    reporter::send(Event::SlowCase {
+                        case: req.case_name.clone(),
+                        running: started.elapsed(),
+                    });
                 }
             }
         }
     }
 
-    /// SIGTERM, a grace period, then SIGKILL (Docker's stop); a second interruption kills at once.
-    async fn stop(&self, id: &str, grace: Duration) {
+    /// Docker's stop: SIGTERM, the grace period, then SIGKILL; answered once the container is
+    /// gone.
+    fn stop_request<'a>(&'a self, id: &'a str, grace: Duration) -> Request<'a> {
         let options = StopContainerOptionsBuilder::default()
             .t(grace.as_secs().min(i32::MAX as u64) as i32)
             .build();
-        tokio::select! {
-            _ = self.docker.stop_container(id, Some(options)) => {}
-            _ = self.cancel.reached(Level::Kill) => {
-                let kill = KillContainerOptionsBuilder::default().signal("SIGKILL").build();
-                let _ = self.docker.kill_container(id, Some(kill)).await;
-            }
-        }
+        Box::pin(async move { ("stop", self.docker.stop_container(id, Some(options)).await) })
+    }
+
+    fn kill_request<'a>(&'a self, id: &'a str) -> Request<'a> {
+        let options = KillContainerOptionsBuilder::default()
+            .signal("SIGKILL")
+            .build();
+        Box::pin(async move { ("kill", self.docker.kill_container(id, Some(options)).await) })
     }
 
     /// The exit code of a finished container (137 = 128 + SIGKILL), when it can be read.
@@ -531,10 +678,10 @@ impl DockerRuntime {
         let docker = self.docker.clone();
         let task = tokio::spawn(async move {
             if let Err(e) = remove_container(&docker, &id).await {
-                eprintln!(
-                    "zoo-runner: could not remove container {id}: {}; the next run will",
+                reporter::note(format!(
+                    "could not remove container {id}: {}; the next run will",
                     short(&e)
-                );
+                ));
             }
         });
         self.removals
@@ -614,6 +761,30 @@ async fn remove_container(docker: &Docker, id: &str) -> Result<(), BollardError>
     }
 }
 
+/// A stop or kill request to the daemon, named for messages.
+type Request<'a> = futures_util::future::BoxFuture<'a, (&'static str, Result<(), BollardError>)>;
+
+/// What to say about a stop or kill request (`what`) that failed; `None` when the failure only
+/// means the container is already gone or no longer running (404, 409).
+fn failed_request(
+    what: &str,
+    result: Result<(), BollardError>,
+    timeout: Duration,
+) -> Option<String> {
+    match result {
+        Ok(())
+        | Err(BollardError::DockerResponseServerError {
+            status_code: 404 | 409,
+            ..
+        }) => None,
+        Err(BollardError::RequestTimeoutError) => Some(format!(
+            "the Docker daemon did not answer the {what} request within {}",
+            show_duration(timeout)
+        )),
+        Err(e) => Some(format!("the {what} request failed: {}", short(&e))),
+    }
+}
+
 /// True when the request never got an answer from the daemon (as opposed to an answer that
 /// refuses it).
 fn is_connection_error(e: &BollardError) -> bool {
@@ -631,8 +802,11 @@ enum End {
     TimedOut,
     Interrupted,
     Lost(String),
-    /// Still there after its stop, a SIGKILL and two deadlines.
-    Stuck,
+    /// Still there after its stop, a SIGKILL and two deadlines; `timed_out` when the stop was
+    /// for its timeout (else for an interruption).
+    Stuck {
+        timed_out: bool,
+    },
 }
 
 /// `start + after` on tokio's clock, or a far future where that would overflow.
@@ -700,5 +874,69 @@ mod tests {
         // Beyond the kernel's pid_max: no such process.
         assert!(!run_is_alive(&labels(4_194_305, "")));
         assert!(!run_is_alive(&HashMap::new()));
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn requests_may_take_as_long_as_the_longest_stop() {
+        let defaults = Waits::default();
+        // Short stops keep bollard's two minutes.
+        assert_eq!(defaults.request_timeout(secs(10)), REQUEST_TIMEOUT);
+        assert_eq!(defaults.request_timeout(Duration::ZERO), REQUEST_TIMEOUT);
+        // A long grace period: the grace, then a SIGKILL, with the slack after each.
+        assert_eq!(defaults.request_timeout(secs(300)), secs(300 + 2 * 30));
+        assert_eq!(defaults.request_timeout(secs(3600)), secs(3660));
+        let knobs = Waits {
+            stop_slack: secs(2),
+            request_timeout: secs(3),
+        };
+        assert_eq!(knobs.request_timeout(secs(6)), secs(10));
+        assert_eq!(knobs.request_timeout(Duration::ZERO), secs(4));
+        let knobs = Waits {
+            stop_slack: secs(1),
+            request_timeout: secs(5),
+        };
+        assert_eq!(knobs.request_timeout(secs(1)), secs(5));
+    }
+
+    #[test]
+    fn request_timeouts_are_whole_seconds_never_zero() {
+        let w = Waits {
+            stop_slack: Duration::from_millis(250),
+            request_timeout: Duration::from_millis(100),
+        };
+        assert_eq!(w.request_timeout(Duration::ZERO), secs(1));
+        assert_eq!(w.request_timeout(secs(2)), secs(3), "2.5 s rounds up");
+    }
+
+    #[test]
+    fn only_stop_failures_that_matter_are_noted() {
+        let refused = |status_code| {
+            Err(BollardError::DockerResponseServerError {
+                status_code,
+                message: "no".into(),
+            })
+        };
+        assert_eq!(failed_request("stop", Ok(()), secs(3)), None);
+        assert_eq!(failed_request("stop", refused(404), secs(3)), None, "gone");
+        assert_eq!(
+            failed_request("kill", refused(409), secs(3)),
+            None,
+            "not running"
+        );
+        let timed_out = failed_request("stop", Err(BollardError::RequestTimeoutError), secs(3))
+            .expect("a timeout is noted");
+        assert!(
+            timed_out.contains("did not answer the stop request within 3s"),
+            "{timed_out}"
+        );
+        let failed = failed_request("kill", refused(500), secs(3)).expect("noted");
+        assert!(
+            failed.contains("kill request failed") && failed.contains("HTTP 500"),
+            "{failed}"
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod identity;
+pub mod pull;
 pub mod singularity;
 
 use std::time::Duration;
@@ -53,6 +54,13 @@ pub enum Outcome {
     },
     /// Stopped because the run was interrupted (Ctrl-C, SIGTERM).
     Interrupted,
+    /// Stopped (at its timeout `timed_out`, else on interruption), but the container would not
+    /// go: still running `waited` after the stop, through its grace period and a SIGKILL. The
+    /// runner gave up on it and removes it by force.
+    Stuck {
+        timed_out: Option<Duration>,
+        waited: Duration,
+    },
 }
 
 /// What a runtime reports for one case.

@@ -22,6 +22,7 @@ use crate::cancel::{Cancel, Level};
 use crate::capture::Captured;
 use crate::error_chain::chain;
 use crate::plan::Case;
+use crate::reporter::{self, Event};
 use crate::sif_cache::{pull, SifCache, SifError, SifSource};
 use crate::units::show_duration;
 
@@ -305,10 +306,10 @@ impl SingularityRuntime {
             tokio::select! {
                 status = child.wait() => return Ok(End::Exited(status?)),
                 _ = &mut deadline => {
-                    eprintln!(
-                        "zoo-runner: {} timed out after {}; stopping it",
+                    reporter::note(format!(
+                        "{} timed out after {}; stopping it",
                         req.case_name, show_duration(req.timeout)
-                    );
+                    ));
                     let killed = self.stop_group(child, pgid, req.grace).await;
                     return Ok(End::TimedOut { killed });
                 }
@@ -316,10 +317,10 @@ impl SingularityRuntime {
                     self.stop_group(child, pgid, req.grace).await;
                     return Ok(End::Interrupted);
                 }
-                _ = slow.tick() => eprintln!(
-                    "zoo-runner: {} has been running for over {}",
-                    req.case_name, show_duration(started.elapsed())
-                ),
+                _ = slow.tick() => reporter::send(Event::SlowCase {
+                    case: req.case_name.clone(),
+                    running: started.elapsed(),
+                }),
             }
         }
     }

@@ -65,11 +65,11 @@ impl NameLock {
             }
             if !told {
                 told = true;
-                eprintln!(
-                    "zoo-runner: waiting for {} to finish fetching `{label}` into `{}`",
+                crate::reporter::note(format!(
+                    "waiting for {} to finish fetching `{label}` into `{}`",
                     describe_holder(holder(&mut file)),
                     dir.display()
-                );
+                ));
             }
             thread::sleep(POLL);
         }

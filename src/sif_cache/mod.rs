@@ -157,11 +157,11 @@ impl SifCache {
         } else if fs::symlink_metadata(&paths.done).is_ok() {
             // Not ours, or built before its md5 was recorded: it cannot be verified.
             let aside = move_aside(&paths.done, &paths.done)?;
-            eprintln!(
+            crate::reporter::line(format!(
                 "warning: `{}` has no md5 record; moved it to `{}` and building it again",
                 paths.done.display(),
                 aside.display()
-            );
+            ));
         }
         remove_leftovers(&paths)?;
         let part = paths.unique_part();
@@ -198,12 +198,12 @@ impl SifCache {
             return Ok(true);
         }
         let bad = move_aside(&paths.done, &paths.done)?;
-        eprintln!(
+        crate::reporter::line(format!(
             "warning: cached image `{}` has md5 {actual}, expected {expected}; \
              moved it to `{}` and fetching it again",
             paths.done.display(),
             bad.display()
-        );
+        ));
         Ok(false)
     }
 
@@ -239,12 +239,12 @@ impl SifCache {
                     path_of_bad_file: bad,
                 });
             }
-            eprintln!(
+            crate::reporter::line(format!(
                 "warning: download of `{}` has md5 {actual}, expected {expected}; \
                  kept it as `{}` and downloading again",
                 src.url,
                 bad.display()
-            );
+            ));
             round += 1;
         }
     }

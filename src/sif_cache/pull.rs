@@ -62,13 +62,15 @@ pub fn pull(
     let archive = PathBuf::from(format!("{}.tar", target.display()));
     let _remove_archive = RemoveOnDrop(&archive);
     let source = if handle.block_on(daemon_has(image)) {
-        eprintln!("zoo-runner: saving {image} from the Docker daemon for Apptainer");
+        crate::reporter::note(format!(
+            "saving {image} from the Docker daemon for Apptainer"
+        ));
         handle.block_on(save(image, &archive, stop))?;
         format!("docker-archive:{}", archive.display())
     } else {
         format!("docker://{image}")
     };
-    eprintln!("zoo-runner: building {} from {source}", target.display());
+    crate::reporter::note(format!("building {} from {source}", target.display()));
     run_pull(bin, target, &source, stop)
 }
 

@@ -2,7 +2,9 @@
 //! real Docker daemon and the fixture images that `fixtures/build.sh` builds.
 #![allow(dead_code)]
 
+pub mod daemon_proxy;
 pub mod http;
+pub mod registry;
 pub mod zoo;
 
 use std::cell::OnceCell;

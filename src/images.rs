@@ -1,0 +1,254 @@
+//! The image stage: a Docker image is made ready (inspected, or pulled from its registry) as a
+//! step of its own before its cases, so a pull is timed apart from them. Cases run image by
+//! image; while one image's cases run, the next `pull_ahead` images are pulled, and never more
+//! (disk is what CI runners lack). With `prune`, an image this run pulled is removed after its
+//! last case; an image that was there before the run is never removed.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+use tokio::task::JoinHandle;
+
+use crate::cancel::{Cancel, Level};
+use crate::error_chain::chain;
+use crate::registry_auth::{credentials_for, describe_pull_failure, registry_host};
+use crate::reporter;
+use crate::runtime::docker::{DockerRuntime, ImageError, ImageReady};
+use crate::units::{show_duration, show_size};
+
+/// The most images pulled ahead of the running one.
+pub const MAX_PULL_AHEAD: usize = 16;
+
+#[derive(Default)]
+struct Slot {
+    ready: OnceCell<Result<ImageReady, ImageError>>,
+    /// Cases of this image still to end; at zero the image may be pruned.
+    remaining: AtomicUsize,
+    /// Its first case has asked for it: from then on it no longer counts as pulled ahead.
+    started: AtomicBool,
+    pruned: AtomicBool,
+}
+
+/// Pulls this run made, for the final line and the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PullTotals {
+    pub images: usize,
+    pub bytes: u64,
+    pub time: Duration,
+}
+
+pub struct ImageStage {
+    docker: Arc<DockerRuntime>,
+    /// Where pulls ahead and prunes run (case ends are told from libtest's threads).
+    handle: tokio::runtime::Handle,
+    cancel: Cancel,
+    /// Images in the order their cases run.
+    order: Vec<String>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    pull_ahead: usize,
+    prune: bool,
+    /// Pulls started ahead of their cases.
+    ahead: Mutex<Vec<JoinHandle<()>>>,
+    /// Removals of pruned images.
+    prunes: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ImageStage {
+    /// `images` holds one entry per case that will run, in run order (an image once per case).
+    pub fn new(
+        docker: Arc<DockerRuntime>,
+        handle: tokio::runtime::Handle,
+        cancel: Cancel,
+        images: &[&str],
+        pull_ahead: usize,
+        prune: bool,
+    ) -> Arc<Self> {
+        let mut order: Vec<String> = Vec::new();
+        let mut slots: HashMap<String, Arc<Slot>> = HashMap::new();
+        for &image in images {
+            let slot = slots.entry(image.to_string()).or_insert_with(|| {
+                order.push(image.to_string());
+                Arc::default()
+            });
+            slot.remaining.fetch_add(1, Ordering::SeqCst);
+        }
+        Arc::new(ImageStage {
+            docker,
+            handle,
+            cancel,
+            order,
+            slots: Mutex::new(slots),
+            pull_ahead,
+            prune,
+            ahead: Mutex::default(),
+            prunes: Mutex::default(),
+        })
+    }
+
+    fn slot(&self, image: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        Arc::clone(slots.entry(image.to_string()).or_default())
+    }
+
+    /// The image, ready: pulled now unless it was there or pulled ahead. Starts pulling the next
+    /// images ahead. An interruption does not wait for a pull.
+    pub async fn prepare(self: &Arc<Self>, image: &str) -> Result<ImageReady, ImageError> {
+        let slot = self.slot(image);
+        slot.started.store(true, Ordering::SeqCst);
+        self.pull_ahead_of(image);
+        tokio::select! {
+            ready = slot.ready.get_or_init(|| self.fetch(image)) => ready.clone(),
+            _ = self.cancel.reached(Level::Stop) => Err(ImageError::Interrupted {
+                image: image.to_string(),
+            }),
+        }
+    }
+
+    async fn fetch(&self, image: &str) -> Result<ImageReady, ImageError> {
+        let registry = registry_host(image);
+        // Read the way the docker CLI reads them; a credential helper may take its time.
+        let owned = image.to_string();
+        let credentials = tokio::task::spawn_blocking(move || credentials_for(&owned))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|found| found.map_err(|e| chain(&e)))
+            .map_err(|reason| ImageError::Credentials {
+                image: image.to_string(),
+                registry: registry.clone(),
+                reason,
+            })?;
+        let sent = credentials.is_some();
+        match self.docker.inspect_or_pull(image, credentials).await {
+            Err(ImageError::Pull { image, reason }) => Err(ImageError::Registry(
+                describe_pull_failure(&image, &registry, sent, &reason).to_string(),
+            )),
+            other => other,
+        }
+    }
+
+    /// Starts the pulls of the next `pull_ahead` images after `image` that no case asked for yet.
+    fn pull_ahead_of(self: &Arc<Self>, image: &str) {
+        let Some(at) = self.order.iter().position(|i| i == image) else {
+            return;
+        };
+        for next in self.order.iter().skip(at + 1).take(self.pull_ahead) {
+            let slot = self.slot(next);
+            if slot.started.load(Ordering::SeqCst) || slot.ready.initialized() {
+                continue;
+            }
+            let me = Arc::clone(self);
+            let next = next.clone();
+            let task = self.handle.spawn(async move {
+                let slot = me.slot(&next);
+                tokio::select! {
+                    _ = slot.ready.get_or_init(|| me.fetch(&next)) => {}
+                    _ = me.cancel.reached(Level::Stop) => {}
+                }
+            });
+            self.ahead
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(task);
+        }
+    }
+
+    /// One case of `image` has ended (run or not); after its last, a pulled image is pruned.
+    pub fn case_done(self: &Arc<Self>, image: &str) {
+        let slot = self.slot(image);
+        let before = slot
+            .remaining
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if before == Ok(1) {
+            self.prune_later(image);
+        }
+    }
+
+    fn prune_later(self: &Arc<Self>, image: &str) {
+        if !self.prune {
+            return;
+        }
+        let slot = self.slot(image);
+        let pulled_here = matches!(
+            slot.ready.get(),
+            Some(Ok(ImageReady {
+                pulled: Some(_),
+                ..
+            }))
+        );
+        if !pulled_here || slot.pruned.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let docker = Arc::clone(&self.docker);
+        let image = image.to_string();
+        let task = self.handle.spawn(async move {
+            match docker.remove_image(&image).await {
+                Ok(()) => reporter::note(format!(
+                    "--prune-images: removed {image} (this run pulled it)"
+                )),
+                Err(why) => {
+                    reporter::note(format!("--prune-images: could not remove {image}: {why}"))
+                }
+            }
+        });
+        self.prunes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+    }
+
+    /// Ends the stage: pulls still going ahead are stopped, and with `prune` every image this
+    /// run pulled is removed, also those pulled ahead for cases that never ran.
+    pub async fn finish(self: &Arc<Self>) {
+        // Every case has ended: a pull still going ahead is for cases that will not run.
+        let ahead = std::mem::take(&mut *self.ahead.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in ahead {
+            task.abort();
+            let _ = task.await;
+        }
+        if self.prune {
+            for image in self.order.clone() {
+                self.prune_later(&image);
+            }
+        }
+        let prunes = std::mem::take(&mut *self.prunes.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in prunes {
+            let _ = task.await;
+        }
+    }
+
+    /// What this run pulled.
+    pub fn totals(&self) -> PullTotals {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut totals = PullTotals::default();
+        for slot in slots.values() {
+            if let Some(Ok(ImageReady {
+                pulled: Some(stats),
+                ..
+            })) = slot.ready.get()
+            {
+                totals.images += 1;
+                totals.bytes += stats.bytes;
+                totals.time += stats.elapsed;
+            }
+        }
+        totals
+    }
+}
+
+impl PullTotals {
+    /// `pulled 2 images (1.2 GiB) in 3m12s, not counted in case times`.
+    pub fn line(&self) -> Option<String> {
+        (self.images > 0).then(|| {
+            format!(
+                "pulled {} image{} ({}) in {}, not counted in case times",
+                self.images,
+                if self.images == 1 { "" } else { "s" },
+                show_size(self.bytes),
+                show_duration(self.time)
+            )
+        })
+    }
+}
