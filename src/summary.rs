@@ -51,6 +51,10 @@ struct Counts {
     skipped: usize,
     flaky: usize,
     ms: u64,
+    /// Time and bytes of the image's pulls (its testsuite's `pull-seconds`, `pulled-bytes`):
+    /// not part of `ms`, which is the cases' own time.
+    pull_ms: u64,
+    pulled_bytes: u64,
 }
 
 impl Counts {
@@ -72,6 +76,27 @@ impl Counts {
         self.skipped += o.skipped;
         self.flaky += o.flaky;
         self.ms = self.ms.saturating_add(o.ms);
+        self.pull_ms = self.pull_ms.saturating_add(o.pull_ms);
+        self.pulled_bytes = self.pulled_bytes.saturating_add(o.pulled_bytes);
+    }
+
+    /// Adds a suite's pull properties (a merged suite holds one per shard that pulled).
+    fn add_pulls(&mut self, properties: &[(String, String)]) {
+        for (key, value) in properties {
+            match key.as_str() {
+                "pull-seconds" => {
+                    let secs: f64 = value.parse().unwrap_or(0.0);
+                    if secs.is_finite() && secs > 0.0 {
+                        self.pull_ms = self.pull_ms.saturating_add((secs * 1000.0) as u64);
+                    }
+                }
+                "pulled-bytes" => {
+                    let bytes: u64 = value.parse().unwrap_or(0);
+                    self.pulled_bytes = self.pulled_bytes.saturating_add(bytes);
+                }
+                _ => {}
+            }
+        }
     }
 
     fn cases(&self) -> usize {
@@ -152,6 +177,7 @@ pub fn render(reports: &[ScannedReport]) -> String {
     let mut all: Vec<(&str, &ScannedCase)> = Vec::new();
     for suite in reports.iter().flat_map(|r| &r.suites) {
         let counts = suites.entry(suite.name.as_str()).or_default();
+        counts.add_pulls(&suite.properties);
         for case in &suite.cases {
             counts.add(case);
             all.push((suite.name.as_str(), case));
@@ -172,8 +198,16 @@ pub fn render(reports: &[ScannedReport]) -> String {
         total.cases(),
         human_time(total.ms)
     );
-    head.push_str("| image | passed | failed | errored | skipped | flaky | time |\n");
-    head.push_str("|---|--:|--:|--:|--:|--:|--:|\n");
+    if total.pull_ms > 0 || total.pulled_bytes > 0 {
+        let _ = writeln!(
+            head,
+            "Image pulls took {} ({}), not counted in the case times.\n",
+            human_time(total.pull_ms),
+            crate::units::show_size(total.pulled_bytes)
+        );
+    }
+    head.push_str("| image | passed | failed | errored | skipped | flaky | time | pull |\n");
+    head.push_str("|---|--:|--:|--:|--:|--:|--:|--:|\n");
     let mut shown = 0;
     for (name, c) in &suites {
         let row = table_row(&code(name), c);
@@ -186,7 +220,7 @@ pub fn render(reports: &[ScannedReport]) -> String {
     if shown < suites.len() {
         let _ = writeln!(
             head,
-            "| *{} more images not shown: this summary is kept under 1 MiB* | | | | | | |",
+            "| *{} more images not shown: this summary is kept under 1 MiB* | | | | | | | |",
             suites.len() - shown
         );
     }
@@ -237,13 +271,18 @@ pub fn render(reports: &[ScannedReport]) -> String {
 
 fn table_row(name: &str, c: &Counts) -> String {
     format!(
-        "| {name} | {} | {} | {} | {} | {} | {} |\n",
+        "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
         c.passed,
         c.failed,
         c.errored,
         c.skipped,
         c.flaky,
-        human_time(c.ms)
+        human_time(c.ms),
+        if c.pull_ms > 0 || c.pulled_bytes > 0 {
+            human_time(c.pull_ms)
+        } else {
+            "-".to_string()
+        }
     )
 }
 
@@ -393,6 +432,52 @@ mod tests {
                 .collect(),
             root_skipped: false,
         }
+    }
+
+    #[test]
+    fn pull_time_is_shown_apart_from_case_time() {
+        let mut pulled = report(vec![
+            (
+                "docker:img:1",
+                vec![case("a", Outcome::Passed, false, 2000, "")],
+            ),
+            (
+                "docker:img:2",
+                vec![case("b", Outcome::Passed, false, 1000, "")],
+            ),
+        ]);
+        pulled.suites[0].properties = vec![
+            ("pull-seconds".into(), "90.5".into()),
+            ("pulled-bytes".into(), (3u64 << 30).to_string()),
+        ];
+        pulled.suites[1].properties = vec![
+            ("pull-seconds".into(), "0.000".into()),
+            ("pulled-bytes".into(), "0".into()),
+        ];
+        let text = render(&[pulled]);
+        assert!(
+            text.contains("Image pulls took 1m 30s (3.0 GiB), not counted in the case times."),
+            "{text}"
+        );
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("| `docker:img:1`"))
+            .unwrap();
+        assert!(row.ends_with("| 2.0s | 1m 30s |"), "{row}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("| `docker:img:2`"))
+            .unwrap();
+        assert!(
+            row.ends_with("| 1.0s | - |"),
+            "an image that was there: {row}"
+        );
+        // Without pulls, no pull line at all.
+        let none = render(&[report(vec![(
+            "docker:img:3",
+            vec![case("c", Outcome::Passed, false, 10, "")],
+        )])]);
+        assert!(!none.contains("Image pulls took"), "{none}");
     }
 
     #[test]

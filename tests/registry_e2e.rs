@@ -82,12 +82,21 @@ fn a_pull_is_a_download_with_byte_progress_and_its_time_is_not_case_time() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_zoo(dir.path(), &[("quick", &pushed.image)]);
     let config = DockerConfig::empty();
-    let (run, report) = run_reported(&["--spec", &spec], &[("DOCKER_CONFIG", config.env_value())]);
+    let summary = dir.path().join("summary.md");
+    let (run, report) = run_reported(
+        &["--spec", &spec, "--summary", summary.to_str().unwrap()],
+        &[("DOCKER_CONFIG", config.env_value())],
+    );
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(
         is_local(&pushed.image),
         "the runner pulled {}",
         pushed.image
+    );
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        summary.contains("Image pulls took") && summary.contains("not counted in the case times"),
+        "the summary says how much time went into pulls: {summary}"
     );
     // Off a terminal: plain lines with readable byte counts, and a last line with the total.
     let progress: Vec<&str> = run
