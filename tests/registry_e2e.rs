@@ -255,59 +255,46 @@ fn the_next_image_is_pulled_while_the_current_images_cases_run() {
         ],
     );
     let config = DockerConfig::empty();
-    let env = [("DOCKER_CONFIG", config.env_value())];
-
-    let (code, log) = run_combined(
-        &[
-            "--spec",
-            &spec,
-            "--junit",
-            dir.path().join("j.xml").to_str().unwrap(),
-        ],
-        &env,
-    );
-    assert_eq!(code, 0, "{log}");
-    let pulled_b = log
-        .find(&format!("zoo-runner: pulled {}", b.image))
-        .unwrap_or_else(|| panic!("b was pulled: {log}"));
-    let a_ended = log
-        .find("test docker::slow/a ")
-        .unwrap_or_else(|| panic!("{log}"));
-    assert!(
-        pulled_b < a_ended,
-        "with the default --pull-ahead 1, b is pulled while a's 3 s case runs:\n{log}"
-    );
-    // Never more than one image ahead: c is pulled only once b's cases have started.
-    let pulled_c = log
-        .find(&format!("zoo-runner: pulled {}", c.image))
-        .unwrap_or_else(|| panic!("c was pulled: {log}"));
-    assert!(
-        pulled_c > a_ended,
-        "c waits until a's cases are done and b's begin:\n{log}"
-    );
-
-    // --pull-ahead 0: b waits for its own case, after a's.
-    let _ = Command::new("docker")
-        .args(["image", "rm", &a.image, &b.image, &c.image])
-        .output();
-    let (code, log) = run_combined(
-        &[
+    let junit = dir.path().join("j.xml");
+    // Runs with `--pull-ahead N`; returns the log and where in it each image's pull ended
+    // and a's case ended.
+    let run = |ahead: &str| {
+        let args = [
             "--spec",
             &spec,
             "--pull-ahead",
-            "0",
+            ahead,
             "--junit",
-            dir.path().join("j.xml").to_str().unwrap(),
-        ],
-        &env,
+            junit.to_str().unwrap(),
+        ];
+        let (code, log) = run_combined(&args, &[("DOCKER_CONFIG", config.env_value())]);
+        assert_eq!(code, 0, "{log}");
+        let at = |text: &str| log.find(text).unwrap_or_else(|| panic!("{text}: {log}"));
+        let pulled = |image: &str| at(&format!("zoo-runner: pulled {image}"));
+        let (b, c, a_ended) = (
+            pulled(&b.image),
+            pulled(&c.image),
+            at("test docker::slow/a "),
+        );
+        (log, b, c, a_ended)
+    };
+
+    let (log, pulled_b, pulled_c, a_ended) = run("1");
+    // b's pull lines came while `test docker::slow/a ... ` waited for its end: never inside it.
+    assert_test_lines_whole(&log.lines().collect::<Vec<_>>());
+    assert!(
+        pulled_b < a_ended,
+        "with --pull-ahead 1 (the default), b is pulled while a's 3 s case runs:\n{log}"
     );
-    assert_eq!(code, 0, "{log}");
-    let pulled_b = log
-        .find(&format!("zoo-runner: pulled {}", b.image))
-        .unwrap_or_else(|| panic!("{log}"));
-    let a_ended = log
-        .find("test docker::slow/a ")
-        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        pulled_c > a_ended,
+        "never more than one image ahead: c waits until a's cases are done:\n{log}"
+    );
+
+    let _ = Command::new("docker")
+        .args(["image", "rm", &a.image, &b.image, &c.image])
+        .output();
+    let (log, pulled_b, _, a_ended) = run("0");
     assert!(
         pulled_b > a_ended,
         "--pull-ahead 0 pulls b only when its case needs it:\n{log}"
