@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::caches::command::CacheRuntime;
 use crate::partition::Partition;
 use crate::plan::RuntimeKind;
 use crate::report::Flavor;
@@ -130,7 +131,56 @@ pub struct SelectionArgs {
 
 /// What `zoo-runner SUBCOMMAND` does besides running tests.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// The model-data caches (the spec's `caches`): list, prune, warm.
+    Cache(CacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Show each cache of the cache folder: runtime, image, path, size, last used.
+    List {
+        /// Which caches: Docker volumes, Apptainer folders, or both.
+        #[arg(long, value_enum, default_value_t = CacheRuntime::All)]
+        runtime: CacheRuntime,
+    },
+    /// Remove the caches of images the Docker daemon no longer has, and of SIF files that are
+    /// gone; a cache a running case holds is kept.
+    Prune {
+        /// Remove every cache of the cache folder.
+        #[arg(long)]
+        all: bool,
+        /// Which caches: Docker volumes, Apptainer folders, or both.
+        #[arg(long, value_enum, default_value_t = CacheRuntime::All)]
+        runtime: CacheRuntime,
+    },
+    /// Run the selection once with the network on, only to fill the caches, so that a later
+    /// `--offline` run can pass. Run flags (--junit, --test-threads, ...) go before `cache`.
+    Warm(WarmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+}
+
+/// What `cache warm` cannot be combined with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WarmError {
+    #[error("`cache warm` fills caches: it cannot run with --{0}")]
+    Conflict(&'static str),
+    #[error(
+        "selection flags go after `cache warm` (`zoo-runner cache warm --model M`), not before it"
+    )]
+    SelectionBefore,
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -205,6 +255,21 @@ pub struct Cli {
     #[arg(long)]
     pub sif_from_docker: bool,
 
+    /// Folder of the model-data caches: their locks, Apptainer folders, and the namespace of
+    /// the Docker volumes (default: $XDG_CACHE_HOME/zoo-runner/caches or
+    /// ~/.cache/zoo-runner/caches).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Run without the spec's caches: every case starts from the image alone.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Run every case with network `none`: only what the image and the caches hold is there
+    /// (fill the caches first with `cache warm`).
+    #[arg(long)]
+    pub offline: bool,
+
     #[command(flatten)]
     pub libtest: libtest_mimic::Arguments,
 }
@@ -258,6 +323,37 @@ impl Cli {
         args.bench = false;
         args.test = false;
         args
+    }
+
+    /// The cache folder: `--cache-dir`, else the default.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(crate::caches::default_dir)
+    }
+
+    /// Turns this run into `cache warm`: the warm subcommand's selection, caches on, network on.
+    pub fn into_warm(mut self, warm: WarmArgs) -> Result<Cli, WarmError> {
+        if self.offline {
+            return Err(WarmError::Conflict("offline"));
+        }
+        if self.no_cache {
+            return Err(WarmError::Conflict("no-cache"));
+        }
+        let top = &self.selection;
+        if !top.image.is_empty()
+            || !top.model.is_empty()
+            || !top.modelgroup.is_empty()
+            || top.all_models
+            || top.slim
+            || top.catalog.is_some()
+            || top.spec != std::path::Path::new(DEFAULT_SPEC)
+            || top.runtime != RuntimeChoice::Docker
+        {
+            return Err(WarmError::SelectionBefore);
+        }
+        self.selection = warm.selection;
+        Ok(self)
     }
 
     /// `--ignored` or `--include-ignored`: run the cases the spec marks `skip`.

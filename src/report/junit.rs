@@ -40,7 +40,14 @@ pub enum Flavor {
 }
 
 /// Properties that are the same for every case of an image: they go on the image's testsuite.
-const IMAGE_KEYS: [&str; 4] = ["image", "image-id", "docker-version", "singularity-version"];
+/// `versions` is what the spec's `versions` command printed in the image.
+const IMAGE_KEYS: [&str; 5] = [
+    "image",
+    "image-id",
+    "docker-version",
+    "singularity-version",
+    "versions",
+];
 
 /// The prefix of the per-case fact lines at the head of `system-out`.
 pub const FACT_PREFIX: &str = "[zoo-runner] ";
