@@ -892,6 +892,84 @@ workdir = "/w/{model}"
     }
 
     #[test]
+    fn caches_are_absolute_container_paths_that_do_not_overlap() {
+        let text = "command = \"x\"\ncaches = [\"/root/.kipoi/models/\", \"/home/u/.keras\"]\n\
+                    apptainer_home = \"/home/u\"\nversions = \"python -m pip freeze\"";
+        let spec = Spec::parse(Path::new("s.toml"), text).unwrap();
+        assert_eq!(spec.caches, ["/root/.kipoi/models", "/home/u/.keras"]);
+        assert_eq!(spec.apptainer_home.as_deref(), Some("/home/u"));
+        assert_eq!(
+            spec.versions.as_deref(),
+            Some(&["python", "-m", "pip", "freeze"].map(String::from)[..])
+        );
+        let none = Spec::parse(Path::new("s.toml"), "command = \"x\"").unwrap();
+        assert!(none.caches.is_empty() && none.versions.is_none() && none.apptainer_home.is_none());
+        let cases = [
+            (
+                "caches = [\"data\"]",
+                "line 2, column 10",
+                "`data` must be absolute",
+            ),
+            (
+                "caches = [\"/\"]",
+                "line 2, column 10",
+                "`/` cannot be a cache",
+            ),
+            ("caches = [\"/a:b\"]", "line 2, column 10", "holds `:`"),
+            ("caches = [\"/a,b\"]", "line 2, column 10", "holds `,`"),
+            (
+                "caches = [\"/a/../b\"]",
+                "line 2, column 10",
+                "must not hold `..`",
+            ),
+            (
+                "caches = [\"/a\", \"/a/b\"]",
+                "line 2, column 10",
+                "overlap",
+            ),
+            ("caches = [\"/a/\", \"/a\"]", "line 2, column 10", "overlap"),
+            (
+                "caches = \"/a\"",
+                "line 2, column 10",
+                "expected a sequence",
+            ),
+            (
+                "apptainer_home = \"home\"",
+                "line 2, column 18",
+                "must be absolute",
+            ),
+            (
+                "versions = \"\"",
+                "line 2, column 12",
+                "`versions` command is empty",
+            ),
+            (
+                "versions = \"pip show {model}\"",
+                "line 2, column 12",
+                "once per image",
+            ),
+            (
+                "volumes = [\"v:/c\"]\ncaches = [\"/c\"]",
+                "line 3, column 1",
+                "both in `caches` and a `volumes` target",
+            ),
+        ];
+        for (tail, position, want) in cases {
+            let err = refused(&format!("command = \"x\"\n{tail}"));
+            assert!(
+                err.contains(want) && err.contains(position),
+                "{tail}: {err}"
+            );
+        }
+        // Neighbours that only share a prefix do not overlap.
+        let text = "command = \"x\"\ncaches = [\"/a/b\", \"/a/bc\"]";
+        assert_eq!(
+            Spec::parse(Path::new("s.toml"), text).unwrap().caches.len(),
+            2
+        );
+    }
+
+    #[test]
     fn unknown_placeholders_are_refused_where_they_are_written() {
         let cases = [
             (

@@ -84,7 +84,7 @@ impl Versions {
         for ((runtime, image), text) in self.results() {
             lines.push(format!(
                 "versions in {runtime}:{image} (`{}`):",
-                self.command.join(" ")
+                shell_words::join(&self.command)
             ));
             let all: Vec<&str> = text.lines().collect();
             lines.extend(all.iter().take(SUMMARY_LINES).map(|l| format!("    {l}")));

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod keras;
 
 use std::cell::OnceCell;
 use std::io::Read;
