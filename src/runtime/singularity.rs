@@ -188,12 +188,13 @@ impl SingularityRuntime {
 
         let mut exec = self.run_process(&args, req).await;
         exec.duration = started.elapsed();
-        drop(held);
         exec.properties = vec![
             ("sif".into(), sif.display().to_string()),
             ("singularity-version".into(), self.version.clone()),
             ("command".into(), req.command.join(" ")),
         ];
+        exec.properties.extend(held.facts.iter().cloned());
+        drop(held);
         if let Some(src) = &case.sif {
             exec.properties.push(("sif-md5".into(), src.md5.clone()));
         }
