@@ -370,7 +370,7 @@ fn de_caches<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::E
 }
 
 /// True when `path` lies strictly inside the folder `dir`.
-pub fn is_under(path: &str, dir: &str) -> bool {
+fn is_under(path: &str, dir: &str) -> bool {
     path.strip_prefix(dir)
         .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
 }

@@ -1,7 +1,8 @@
 //! End to end, model-data caches under Apptainer: the fixture SIF (fixtures/sif/make-sif.sh) run
 //! by the REAL Apptainer (Debian sid) through the launcher fixtures/apptainer/apptainer. A cache
 //! is a host folder per (SIF md5, path) under `--cache-dir`, bound at the path; with
-//! `apptainer_home` the case's `$HOME` is the image's home, with the caches under it bound there.
+//! `apptainer_home` the case's `$HOME` is the image's home (with what the image keeps there),
+//! and the caches under it are bound there.
 
 mod common;
 
@@ -18,7 +19,10 @@ fn apptainer_cache_folders_are_bound_reused_listed_and_pruned() {
     require_fixture_image();
     let sif = fixture_cache().join("kipoi-fixture.sif");
     let bytes = std::fs::read(&sif).unwrap_or_else(|e| {
-        panic!("fixture SIF {} is missing ({e}); run `bash fixtures/build.sh`", sif.display())
+        panic!(
+            "fixture SIF {} is missing ({e}); run `bash fixtures/build.sh`",
+            sif.display()
+        )
     });
     let md5: String = {
         use md5::{Digest, Md5};
@@ -38,16 +42,18 @@ fn apptainer_cache_folders_are_bound_reused_listed_and_pruned() {
         &[("counter", FIXTURE_IMAGE)],
         Some(&format!(r#"{{"counter": {entry}}}"#)),
     );
-    // Each run adds one to a count in each cache and prints it, with $HOME.
+    // Each run adds one to a count in each cache and prints it, with $HOME and whether the
+    // image's own home is there (the fixture image keeps kipoi's config in /root/.kipoi; without
+    // `apptainer_home` the launcher's Apptainer binds the host's /root over it).
     let spec = dir.path().join("spec.toml");
     std::fs::write(
         &spec,
         r#"catalog = "catalog"
-command = ["sh", "-c", "echo HOME=$HOME; for d in $HOME/.keras /data/cache; do n=$(cat $d/count 2>/dev/null || echo 0); echo $((n+1)) > $d/count; echo $d runs=$((n+1)); done"]
+command = ["sh", "-c", "echo HOME=$HOME; test -f $HOME/.kipoi/config.yaml && echo image-home=yes; for d in $HOME/.keras /data/cache; do n=$(cat $d/count 2>/dev/null || echo 0); echo $((n+1)) > $d/count; echo $d runs=$((n+1)); done"]
 network = "none"
 timeout = "2m"
-caches = ["/home/zoo/.keras", "/data/cache"]
-apptainer_home = "/home/zoo"
+caches = ["/root/.keras", "/data/cache"]
+apptainer_home = "/root"
 "#,
     )
     .unwrap();
@@ -60,7 +66,10 @@ apptainer_home = "/home/zoo"
             "--runtime",
             "singularity",
             "--singularity-bin",
-            root().join("fixtures/apptainer/apptainer").to_str().unwrap(),
+            root()
+                .join("fixtures/apptainer/apptainer")
+                .to_str()
+                .unwrap(),
             "--sif-dir",
             sif_dir.to_str().unwrap(),
             "--cache-dir",
@@ -81,14 +90,17 @@ apptainer_home = "/home/zoo"
         let doc = report.doc();
         let case = testcase(&doc, "counter");
         let out = child_text(case, "system-out");
-        assert!(out.contains("HOME=/home/zoo"), "{out}");
+        assert!(out.contains("HOME=/root\nimage-home=yes"), "{out}");
         assert!(
-            out.contains(&format!("/home/zoo/.keras runs={n}"))
+            out.contains(&format!("/root/.keras runs={n}"))
                 && out.contains(&format!("/data/cache runs={n}")),
             "run {n}: {out}"
         );
         let fact = case_fact(case, "cache").expect("a cache fact");
-        assert!(fact.starts_with(&cache_dir.join("apptainer").display().to_string()), "{fact}");
+        assert!(
+            fact.starts_with(&cache_dir.join("apptainer").display().to_string()),
+            "{fact}"
+        );
     }
     // Host folders, named by the SIF's md5 and the path.
     let root = cache_dir.join("apptainer");
@@ -106,17 +118,32 @@ apptainer_home = "/home/zoo"
     let cache = |sub: &[&str]| {
         let mut all = vec!["cache"];
         all.extend(sub);
-        all.extend(["--runtime", "singularity", "--cache-dir", cache_dir.to_str().unwrap()]);
+        all.extend([
+            "--runtime",
+            "singularity",
+            "--cache-dir",
+            cache_dir.to_str().unwrap(),
+        ]);
         runner(&all)
     };
     let list = cache(&["list"]);
     assert_eq!(list.code, 0, "{}", list.all());
-    let rows: Vec<&str> = list.stdout.lines().filter(|l| l.starts_with("singularity")).collect();
+    let rows: Vec<&str> = list
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("singularity"))
+        .collect();
     assert_eq!(rows.len(), 2, "{}", list.all());
-    assert!(rows.iter().any(|r| r.contains("/home/zoo/.keras") && r.contains(&md5[..12])));
+    assert!(rows
+        .iter()
+        .any(|r| r.contains("/root/.keras") && r.contains(&md5[..12])));
     // The SIF is still there: nothing to prune; once it is gone, its caches go.
     let prune = cache(&["prune"]);
-    assert!(prune.stdout.contains("removed 0 cache(s)"), "{}", prune.all());
+    assert!(
+        prune.stdout.contains("removed 0 cache(s)"),
+        "{}",
+        prune.all()
+    );
     std::fs::remove_file(sif_dir.join("kipoi-fixture.sif")).unwrap();
     let prune = cache(&["prune"]);
     assert_eq!(prune.code, 0, "{}", prune.all());

@@ -3,20 +3,19 @@
 //! path, created) and `NAME.lock` is its lock.
 //!
 //! Apptainer runs as the host user and binds the host user's home, so `$HOME` in the container
-//! is the host's. A spec whose image keeps its data under its own home says so with
-//! `apptainer_home`: the case then runs with `--home HOME` (as the ANTsPyNet notes advise), or,
-//! when caches lie under that home, with `--home SCRATCH:HOME`, SCRATCH an empty folder of the
-//! case holding the caches' mount points, so the caches can be bound beneath it.
+//! is the host's, and a cache under the image's home would never be used. A spec whose image
+//! keeps its data under its own home says so with `apptainer_home`: the case then runs with
+//! `--no-mount home --home HOME` (the ANTsPyNet notes advise `--home /home/antspyuser`; without
+//! `--no-mount home` Apptainer mounts an empty home over the image's), so `$HOME` is the image's
+//! home with its built-in data, and the caches beneath it are bound there.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
 use super::lock::{last_used, lock_path, CacheLock};
 use super::{names, rfc3339, size_of, CacheError, Caches, Held};
-use crate::spec::is_under;
 
 /// What `NAME.json` records about a cache folder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,66 +84,18 @@ fn create(
     std::fs::create_dir_all(&folder).map_err(io)
 }
 
-/// The `apptainer exec` options that bind the held caches, and the case's scratch home when it
-/// needs one (removed when this is dropped).
-#[derive(Debug, Default)]
-pub struct BindArgs {
-    pub args: Vec<String>,
-    _scratch: Option<tempfile::TempDir>,
-}
-
-/// `--bind FOLDER:PATH` per cache, and `--home` as `home` (the spec's `apptainer_home`) asks.
-pub fn bind_args(
-    held: &Held,
-    home: Option<&str>,
-    scratch_in: &Path,
-) -> Result<BindArgs, CacheError> {
-    let mut out = BindArgs::default();
-    let mut binds: Vec<&(String, String)> = held.mounts.iter().collect();
+/// The `apptainer exec` options for the held caches and the spec's `apptainer_home`:
+/// `--no-mount home --home HOME` (the image's home is `$HOME`, with what the image keeps there,
+/// instead of the host user's home), then `--bind FOLDER:PATH` per cache.
+pub fn bind_args(held: &Held, home: Option<&str>) -> Vec<String> {
+    let mut args = Vec::new();
     if let Some(home) = home {
-        if let Some((folder, _)) = held.mounts.iter().find(|(_, path)| path == home) {
-            // The home itself is the cache.
-            out.args
-                .extend(["--home".into(), format!("{folder}:{home}")]);
-            binds.retain(|(_, path)| path != home);
-        } else if binds.iter().any(|(_, path)| is_under(path, home)) {
-            static N: AtomicU32 = AtomicU32::new(0);
-            std::fs::create_dir_all(scratch_in).map_err(|source| CacheError::Folder {
-                path: scratch_in.to_path_buf(),
-                source,
-            })?;
-            let scratch = tempfile::Builder::new()
-                .prefix(&format!(
-                    "home-{}-{}-",
-                    std::process::id(),
-                    N.fetch_add(1, Ordering::Relaxed)
-                ))
-                .tempdir_in(scratch_in)
-                .map_err(|source| CacheError::Folder {
-                    path: scratch_in.to_path_buf(),
-                    source,
-                })?;
-            for (_, path) in binds.iter().filter(|(_, p)| is_under(p, home)) {
-                let inside = scratch.path().join(&path[home.len() + 1..]);
-                std::fs::create_dir_all(&inside).map_err(|source| CacheError::Folder {
-                    path: inside.clone(),
-                    source,
-                })?;
-            }
-            out.args.extend([
-                "--home".into(),
-                format!("{}:{home}", scratch.path().display()),
-            ]);
-            out._scratch = Some(scratch);
-        } else {
-            out.args.extend(["--home".into(), home.to_string()]);
-        }
+        args.extend(["--no-mount", "home", "--home", home].map(String::from));
     }
-    for (folder, path) in binds {
-        out.args
-            .extend(["--bind".into(), format!("{folder}:{path}")]);
+    for (folder, path) in &held.mounts {
+        args.extend(["--bind".into(), format!("{folder}:{path}")]);
     }
-    Ok(out)
+    args
 }
 
 /// One Apptainer cache, as `cache list` shows it.
@@ -261,7 +212,6 @@ mod tests {
 
     #[test]
     fn binds_and_home_follow_the_spec() {
-        let dir = tempfile::tempdir().unwrap();
         let held = Held {
             mounts: vec![
                 ("/c/a".into(), "/home/u/.keras".into()),
@@ -269,28 +219,22 @@ mod tests {
             ],
             ..Default::default()
         };
-        let plain = bind_args(&held, None, dir.path()).unwrap();
         assert_eq!(
-            plain.args,
+            bind_args(&held, None),
             ["--bind", "/c/a:/home/u/.keras", "--bind", "/c/b:/opt/data"]
         );
-        // A cache under the image's home: a scratch home holds its mount point.
-        let homed = bind_args(&held, Some("/home/u"), dir.path()).unwrap();
-        assert_eq!(homed.args[0], "--home");
-        let scratch = homed.args[1].strip_suffix(":/home/u").unwrap().to_string();
-        assert!(Path::new(&scratch).join(".keras").is_dir());
-        assert_eq!(&homed.args[2..4], ["--bind", "/c/a:/home/u/.keras"]);
-        drop(homed);
-        assert!(!Path::new(&scratch).exists(), "the scratch home is removed");
-        // No cache under it: `--home HOME`, as the ANTsPyNet notes say.
-        let other = bind_args(&held, Some("/home/v"), dir.path()).unwrap();
-        assert_eq!(&other.args[..2], ["--home", "/home/v"]);
-        // The home is the cache.
-        let whole = Held {
-            mounts: vec![("/c/h".into(), "/home/u".into())],
-            ..Default::default()
-        };
-        let args = bind_args(&whole, Some("/home/u"), dir.path()).unwrap().args;
-        assert_eq!(args, ["--home", "/c/h:/home/u"]);
+        assert_eq!(
+            bind_args(&held, Some("/home/u")),
+            [
+                "--no-mount",
+                "home",
+                "--home",
+                "/home/u",
+                "--bind",
+                "/c/a:/home/u/.keras",
+                "--bind",
+                "/c/b:/opt/data"
+            ]
+        );
     }
 }

@@ -145,7 +145,7 @@ impl SingularityRuntime {
                 .once(RuntimeKind::Singularity, &case.image, probe)
                 .await;
         }
-        // The case's caches, locked until it ends (`held` and `binds` live to the end).
+        // The case's caches, locked until it ends.
         let held = match &req.caches {
             Some(caches) => match self.take_caches(caches, case, &sif).await {
                 Ok(held) => held,
@@ -156,16 +156,7 @@ impl SingularityRuntime {
             },
             None => Held::default(),
         };
-        let scratch = req
-            .caches
-            .as_ref()
-            .map(|c| caches::apptainer::root(&c.dir).join("homes"))
-            .unwrap_or_else(std::env::temp_dir);
-        let binds =
-            match caches::apptainer::bind_args(&held, req.apptainer_home.as_deref(), &scratch) {
-                Ok(binds) => binds,
-                Err(e) => return Execution::errored(e.to_string(), req.keep),
-            };
+        let binds = caches::apptainer::bind_args(&held, req.apptainer_home.as_deref());
         let mut args: Vec<String> = vec!["exec".into(), "--cleanenv".into()];
         if req.offline {
             // A network namespace with only a loopback interface.
@@ -182,7 +173,7 @@ impl SingularityRuntime {
         for volume in req.volumes.iter().filter(|v| v.starts_with('/')) {
             args.extend(["--bind".into(), volume.clone()]);
         }
-        args.extend(binds.args.iter().cloned());
+        args.extend(binds);
         args.push(sif.display().to_string());
         args.extend(req.command.iter().cloned());
 
