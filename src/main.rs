@@ -120,25 +120,15 @@ fn execute(
 ) -> anyhow::Result<ExitCode> {
     let args = cli.harness_args();
     let cancel = Cancel::new();
-    let caches = if cli.no_cache || spec.caches.is_empty() {
-        None
-    } else {
-        let dir = cli.cache_dir();
-        Some(Arc::new(Caches::new(
-            &dir,
-            spec.caches.clone(),
-            cancel.clone(),
-        )?))
-    };
     let versions = spec.versions.clone().map(|c| Arc::new(Versions::new(c)));
-    let settings = Settings {
+    let mut settings = Settings {
         env: spec.container_env(|name| std::env::var(name).ok()),
         network: if cli.offline {
             Network::None
         } else {
             spec.network
         },
-        caches: caches.clone(),
+        caches: None,
         offline: cli.offline,
         apptainer_home: spec.apptainer_home.clone(),
         versions: versions.clone(),
@@ -160,6 +150,19 @@ fn execute(
         let _listed = libtest_mimic::run(&args, harness.trials(cases));
         return Ok(ExitCode::SUCCESS);
     }
+
+    // The cache folder is made (or refused) before any case runs.
+    let caches = if cli.no_cache || spec.caches.is_empty() {
+        None
+    } else {
+        let dir = cli.cache_dir();
+        Some(Arc::new(Caches::new(
+            &dir,
+            spec.caches.clone(),
+            cancel.clone(),
+        )?))
+    };
+    settings.caches = caches.clone();
 
     // Everything that could keep the report from being written is checked before any case
     // runs; the cases' output is spooled next to it.

@@ -1162,6 +1162,25 @@ expect_failure = "broken"
             ]
         );
         assert!(kipoi.env.is_empty());
+        assert_eq!(kipoi.caches, ["/root/.kipoi/models"]);
+        assert!(kipoi.volumes.is_empty() && kipoi.versions.is_some());
+        // The second zoo, by spec alone: every function has its own example command.
+        let ants = Spec::load(&root.join("test-specs/antspynet.toml")).unwrap();
+        assert_eq!(ants.caches, ["/home/antspyuser/.keras"]);
+        assert_eq!(ants.apptainer_home.as_deref(), Some("/home/antspyuser"));
+        let catalog = crate::catalog::Catalog::load(&root.join("test-specs/antspynet")).unwrap();
+        let functions = catalog.models_of_image("cookpa/antspynet:latest").unwrap();
+        assert!(functions.len() >= 4, "{functions:?}");
+        for function in functions {
+            let plan = ants.plan_for(function, None);
+            assert_eq!(plan.command[..2], ["python", "-c"], "{function}");
+            assert!(
+                plan.command[2].contains(&format!("antspynet.{function}(")),
+                "{function}: {}",
+                plan.command[2]
+            );
+            assert_eq!(catalog.image_for(function), Some("cookpa/antspynet:latest"));
+        }
         Spec::load(&root.join("fixtures/spec.toml")).unwrap();
         let faults = Spec::load(&root.join("fixtures/faults/spec.toml")).unwrap();
         assert_eq!(
