@@ -80,10 +80,23 @@ pub async fn prepare(
             &caches.cancel,
         )
         .await?;
+        // Checked for every case (another runner may have pruned it since); given to the
+        // image's user when created, and once per run otherwise (a run killed between the two
+        // steps leaves a volume that still needs it).
+        let created = ensure_volume(docker, &name, &caches.dir_label(), image, image_id, path)
+            .await
+            .map_err(CacheError::Docker)?;
+        let give = || give_to_user(docker, image_id, &name, path, helper_labels.clone());
+        if created {
+            give().await.map_err(CacheError::Docker)?;
+        }
         let slot = caches.ready_slot(&name);
         slot.get_or_init(|| async {
-            ensure_volume(docker, &name, &caches.dir_label(), image, image_id, path).await?;
-            give_to_user(docker, image_id, &name, path, helper_labels.clone()).await
+            if created {
+                Ok(())
+            } else {
+                give().await
+            }
         })
         .await
         .clone()
@@ -94,7 +107,8 @@ pub async fn prepare(
     Ok(held)
 }
 
-/// Creates the volume unless it exists; an existing volume must be one of ours for this path.
+/// Creates the volume unless it exists (true when it made it); an existing volume must be one
+/// of ours for this path.
 async fn ensure_volume(
     docker: &Docker,
     name: &str,
@@ -102,7 +116,7 @@ async fn ensure_volume(
     image: &str,
     image_id: &str,
     path: &str,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     match docker.inspect_volume(name).await {
         Ok(volume) => {
             let labels = &volume.labels;
@@ -114,7 +128,7 @@ async fn ensure_volume(
                      `{path}`; remove it (`docker volume rm {name}`) or pass another --cache-dir"
                 ));
             }
-            return Ok(());
+            return Ok(false);
         }
         Err(BollardError::DockerResponseServerError {
             status_code: 404, ..
@@ -142,7 +156,7 @@ async fn ensure_volume(
     docker
         .create_volume(request)
         .await
-        .map(|_| ())
+        .map(|_| true)
         .map_err(|e| format!("cannot create the cache volume `{name}`: {}", short(&e)))
 }
 
