@@ -522,6 +522,97 @@ mod tests {
 }
 
 #[cfg(test)]
+mod cache_command_tests {
+    use super::*;
+
+    fn try_parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        use clap::FromArgMatches;
+        let matches = Cli::command_with_help()
+            .try_get_matches_from(std::iter::once("zoo-runner").chain(args.iter().copied()))?;
+        Cli::from_arg_matches(&matches)
+    }
+
+    fn cache_command(cli: Cli) -> CacheCommand {
+        match cli.command {
+            Some(Command::Cache(args)) => args.command,
+            None => panic!("no subcommand"),
+        }
+    }
+
+    #[test]
+    fn cache_subcommands_parse_with_the_cache_folder_before_or_after() {
+        let cli = try_parse(&["cache", "list", "--cache-dir", "/c"]).unwrap();
+        assert_eq!(cli.cache_dir(), PathBuf::from("/c"));
+        assert!(matches!(
+            cache_command(cli),
+            CacheCommand::List {
+                runtime: CacheRuntime::All
+            }
+        ));
+        let cli = try_parse(&["--cache-dir", "/d", "cache", "prune", "--all"]).unwrap();
+        assert_eq!(cli.cache_dir(), PathBuf::from("/d"));
+        assert!(matches!(
+            cache_command(cli),
+            CacheCommand::Prune { all: true, .. }
+        ));
+        let cli = try_parse(&["cache", "prune", "--runtime", "singularity"]).unwrap();
+        assert!(matches!(
+            cache_command(cli),
+            CacheCommand::Prune {
+                all: false,
+                runtime: CacheRuntime::Singularity
+            }
+        ));
+        assert!(
+            try_parse(&["cache"]).is_err(),
+            "a cache subcommand is required"
+        );
+        assert!(try_parse(&["cache", "list", "--runtime", "podman"]).is_err());
+        // A bare run is still a run.
+        assert!(try_parse(&[]).unwrap().command.is_none());
+    }
+
+    #[test]
+    fn warm_takes_its_selection_after_it_and_refuses_offline_and_no_cache() {
+        let warm = |args: &[&str]| {
+            let mut cli = try_parse(args).unwrap();
+            match cli.command.take() {
+                Some(Command::Cache(CacheArgs {
+                    command: CacheCommand::Warm(w),
+                })) => cli.into_warm(w),
+                other => panic!("{other:?}"),
+            }
+        };
+        let cli = warm(&[
+            "--test-threads",
+            "4",
+            "cache",
+            "warm",
+            "--model",
+            "A,B",
+            "--spec",
+            "s.toml",
+        ])
+        .unwrap();
+        assert_eq!(cli.selection.model, ["A", "B"]);
+        assert_eq!(cli.selection.spec, PathBuf::from("s.toml"));
+        assert_eq!(cli.harness_args().test_threads, Some(4));
+        assert_eq!(
+            warm(&["--offline", "cache", "warm"]).unwrap_err(),
+            WarmError::Conflict("offline")
+        );
+        assert_eq!(
+            warm(&["--no-cache", "cache", "warm"]).unwrap_err(),
+            WarmError::Conflict("no-cache")
+        );
+        assert_eq!(
+            warm(&["--model", "A", "cache", "warm"]).unwrap_err(),
+            WarmError::SelectionBefore
+        );
+    }
+}
+
+#[cfg(test)]
 mod readme_tests {
     use super::*;
     use std::collections::BTreeSet;
