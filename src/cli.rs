@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::caches::command::CacheRuntime;
 use crate::images::MAX_PULL_AHEAD;
 use crate::partition::{PartitionArg, MAX_SHARDS};
 use crate::plan::RuntimeKind;
@@ -266,12 +267,59 @@ pub enum Command {
     Matrix(MatrixArgs),
     /// Merge the shards' JUnit reports into one (counts recomputed, properties kept).
     Merge(MergeArgs),
+    /// The model-data caches (the spec's `caches`): list, prune, warm.
+    Cache(CacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Show each cache of the cache folder: runtime, image, path, size, last used.
+    List {
+        /// Which caches: Docker volumes, Apptainer folders, or both.
+        #[arg(long, value_enum, default_value_t = CacheRuntime::All)]
+        runtime: CacheRuntime,
+    },
+    /// Remove the caches of images the Docker daemon no longer has, and of SIF files that are
+    /// gone; a cache a running case holds is kept.
+    Prune {
+        /// Remove every cache of the cache folder.
+        #[arg(long)]
+        all: bool,
+        /// Which caches: Docker volumes, Apptainer folders, or both.
+        #[arg(long, value_enum, default_value_t = CacheRuntime::All)]
+        runtime: CacheRuntime,
+    },
+    /// Run the selection once with the network on, only to fill the caches, so that a later
+    /// `--offline` run can pass. Run flags (--junit, --test-threads, ...) go before `cache`.
+    Warm(WarmArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WarmArgs {
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+}
+
+/// What `cache warm` cannot be combined with.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WarmError {
+    #[error("`cache warm` fills caches: it cannot run with --{0}")]
+    Conflict(&'static str),
+    #[error(
+        "selection flags go after `cache warm` (`zoo-runner cache warm --model M`), not before it"
+    )]
+    SelectionBefore,
 }
 
 #[derive(Debug, Parser)]
 #[command(
     name = "zoo-runner",
-    args_conflicts_with_subcommands = true,
     after_help = "Exit codes: 0 all passed; 101 a test failed; 2 usage or input error; \
                   3 the Docker daemon could not be reached (or was lost); 130/143 interrupted."
 )]
@@ -363,6 +411,21 @@ pub struct Cli {
     #[arg(long)]
     pub sif_from_docker: bool,
 
+    /// Folder of the model-data caches: their locks, Apptainer folders, and the namespace of
+    /// the Docker volumes (default: $XDG_CACHE_HOME/zoo-runner/caches or
+    /// ~/.cache/zoo-runner/caches).
+    #[arg(long, value_name = "DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
+
+    /// Run without the spec's caches: every case starts from the image alone.
+    #[arg(long)]
+    pub no_cache: bool,
+
+    /// Run every case with network `none`: only what the image and the caches hold is there
+    /// (fill the caches first with `cache warm`).
+    #[arg(long)]
+    pub offline: bool,
+
     #[command(flatten)]
     pub libtest: libtest_mimic::Arguments,
 }
@@ -399,9 +462,35 @@ impl Cli {
 
     /// Parses the process's arguments; prints help or a usage error (exit 2) as clap does.
     pub fn parse_args() -> Self {
-        use clap::FromArgMatches;
         let matches = Self::command_with_help().get_matches();
-        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        Self::from_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The parsed command line. Flags before `matrix` or `merge` are refused (they would be
+    /// dropped silently); `cache` takes the run's flags before it (`--cache-dir`, and the run
+    /// flags of `cache warm`).
+    pub fn from_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        use clap::FromArgMatches;
+        if let Some(sub @ ("matrix" | "merge")) = matches.subcommand_name() {
+            let given: Vec<String> = matches
+                .ids()
+                .filter(|id| {
+                    matches.value_source(id.as_str())
+                        == Some(clap::parser::ValueSource::CommandLine)
+                })
+                .map(|id| id.to_string())
+                .collect();
+            if !given.is_empty() {
+                let message = format!(
+                    "flags before `{sub}` would be ignored ({}): put them after it \
+                     (`zoo-runner {sub} --spec FILE ...`)\n",
+                    given.join(", ")
+                );
+                return Err(Self::command_with_help()
+                    .error(clap::error::ErrorKind::ArgumentConflict, message));
+            }
+        }
+        Self::from_arg_matches(matches)
     }
 
     /// libtest-mimic's arguments, with our default of one test thread (containers are heavy).
@@ -416,6 +505,37 @@ impl Cli {
         args.bench = false;
         args.test = false;
         args
+    }
+
+    /// The cache folder: `--cache-dir`, else the default.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(crate::caches::default_dir)
+    }
+
+    /// Turns this run into `cache warm`: the warm subcommand's selection, caches on, network on.
+    pub fn into_warm(mut self, warm: WarmArgs) -> Result<Cli, WarmError> {
+        if self.offline {
+            return Err(WarmError::Conflict("offline"));
+        }
+        if self.no_cache {
+            return Err(WarmError::Conflict("no-cache"));
+        }
+        let top = &self.selection;
+        if !top.image.is_empty()
+            || !top.model.is_empty()
+            || !top.modelgroup.is_empty()
+            || top.all_models
+            || top.slim
+            || top.catalog.is_some()
+            || top.spec != std::path::Path::new(DEFAULT_SPEC)
+            || top.runtime != RuntimeChoice::Docker
+        {
+            return Err(WarmError::SelectionBefore);
+        }
+        self.selection = warm.selection;
+        Ok(self)
     }
 
     /// `--ignored` or `--include-ignored`: run the cases the spec marks `skip`.
@@ -455,10 +575,9 @@ mod tests {
     }
 
     fn try_parse(args: &[&str]) -> Result<Cli, clap::Error> {
-        use clap::FromArgMatches;
         let matches = Cli::command_with_help()
             .try_get_matches_from(std::iter::once("zoo-runner").chain(args.iter().copied()))?;
-        Cli::from_arg_matches(&matches)
+        Cli::from_matches(&matches)
     }
 
     #[test]
@@ -583,6 +702,96 @@ mod tests {
                 && !help.contains("Command line arguments")
                 && help.contains("--modelgroup")
                 && help.contains("--exact")
+        );
+    }
+}
+
+#[cfg(test)]
+mod cache_command_tests {
+    use super::*;
+
+    fn try_parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let matches = Cli::command_with_help()
+            .try_get_matches_from(std::iter::once("zoo-runner").chain(args.iter().copied()))?;
+        Cli::from_matches(&matches)
+    }
+
+    fn cache_command(cli: Cli) -> CacheCommand {
+        match cli.command {
+            Some(Command::Cache(args)) => args.command,
+            other => panic!("not `cache`: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn cache_subcommands_parse_with_the_cache_folder_before_or_after() {
+        let cli = try_parse(&["cache", "list", "--cache-dir", "/c"]).unwrap();
+        assert_eq!(cli.cache_dir(), PathBuf::from("/c"));
+        assert!(matches!(
+            cache_command(cli),
+            CacheCommand::List {
+                runtime: CacheRuntime::All
+            }
+        ));
+        let cli = try_parse(&["--cache-dir", "/d", "cache", "prune", "--all"]).unwrap();
+        assert_eq!(cli.cache_dir(), PathBuf::from("/d"));
+        assert!(matches!(
+            cache_command(cli),
+            CacheCommand::Prune { all: true, .. }
+        ));
+        let cli = try_parse(&["cache", "prune", "--runtime", "singularity"]).unwrap();
+        assert!(matches!(
+            cache_command(cli),
+            CacheCommand::Prune {
+                all: false,
+                runtime: CacheRuntime::Singularity
+            }
+        ));
+        assert!(
+            try_parse(&["cache"]).is_err(),
+            "a cache subcommand is required"
+        );
+        assert!(try_parse(&["cache", "list", "--runtime", "podman"]).is_err());
+        // A bare run is still a run.
+        assert!(try_parse(&[]).unwrap().command.is_none());
+    }
+
+    #[test]
+    fn warm_takes_its_selection_after_it_and_refuses_offline_and_no_cache() {
+        let warm = |args: &[&str]| {
+            let mut cli = try_parse(args).unwrap();
+            match cli.command.take() {
+                Some(Command::Cache(CacheArgs {
+                    command: CacheCommand::Warm(w),
+                })) => cli.into_warm(w),
+                other => panic!("{other:?}"),
+            }
+        };
+        let cli = warm(&[
+            "--test-threads",
+            "4",
+            "cache",
+            "warm",
+            "--model",
+            "A,B",
+            "--spec",
+            "s.toml",
+        ])
+        .unwrap();
+        assert_eq!(cli.selection.model, ["A", "B"]);
+        assert_eq!(cli.selection.spec, PathBuf::from("s.toml"));
+        assert_eq!(cli.harness_args().test_threads, Some(4));
+        assert_eq!(
+            warm(&["--offline", "cache", "warm"]).unwrap_err(),
+            WarmError::Conflict("offline")
+        );
+        assert_eq!(
+            warm(&["--no-cache", "cache", "warm"]).unwrap_err(),
+            WarmError::Conflict("no-cache")
+        );
+        assert_eq!(
+            warm(&["--model", "A", "cache", "warm"]).unwrap_err(),
+            WarmError::SelectionBefore
         );
     }
 }

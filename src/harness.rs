@@ -10,6 +10,7 @@ use std::time::Duration;
 use libtest_mimic::{Completion, Failed, Trial};
 use tokio::runtime::Handle;
 
+use crate::caches::Caches;
 use crate::cancel::Cancel;
 use crate::images::ImageStage;
 use crate::plan::{Case, RuntimeKind};
@@ -20,6 +21,7 @@ use crate::runtime::singularity::SingularityRuntime;
 use crate::runtime::{Execution, Outcome, RunRequest};
 use crate::spec::{CasePlan, Network};
 use crate::verdict::judge;
+use crate::versions::Versions;
 
 /// A runtime ready to run cases, or why it is not (each of its cases then says so).
 pub type Runtime<T> = Result<Arc<T>, String>;
@@ -39,6 +41,12 @@ pub struct Settings {
     pub run_skipped: bool,
     /// `--store-success-output`: keep the output of passing cases in the report too.
     pub store_success_output: bool,
+    /// The spec's caches, unless `--no-cache`.
+    pub caches: Option<Arc<Caches>>,
+    /// `--offline`: every case with network `none`.
+    pub offline: bool,
+    pub apptainer_home: Option<String>,
+    pub versions: Option<Arc<Versions>>,
 }
 
 pub struct Harness {
@@ -286,6 +294,10 @@ impl Harness {
             slow_period: s.slow_period,
             memory: case.plan.memory,
             keep: s.keep,
+            caches: s.caches.clone(),
+            offline: s.offline,
+            apptainer_home: s.apptainer_home.clone(),
+            versions: s.versions.clone(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! ```
 //! This file only parses, plans, runs, reports and picks the exit code.
 
+mod caches;
 mod cancel;
 mod capture;
 mod catalog;
@@ -35,6 +36,7 @@ mod summary;
 mod time_partition;
 mod units;
 mod verdict;
+mod versions;
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -42,8 +44,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
+use crate::caches::Caches;
 use crate::cancel::Cancel;
-use crate::cli::{Cli, Command};
+use crate::cli::{CacheCommand, Cli, Command};
 use crate::error_chain::chain;
 use crate::harness::{Harness, Settings};
 use crate::images::ImageStage;
@@ -54,7 +57,8 @@ use crate::report::ReportTarget;
 use crate::runtime::docker::{DockerRuntime, Waits};
 use crate::runtime::singularity::{find_binary, SingularityRuntime};
 use crate::sif_cache::SifCache;
-use crate::spec::Spec;
+use crate::spec::{Network, Spec};
+use crate::versions::Versions;
 
 /// Exit codes besides libtest's 101 for failed tests.
 const EXIT_USAGE: u8 = 2;
@@ -75,12 +79,26 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Some(command) = cli.command {
-        return match command {
-            Command::Matrix(args) => matrix::run(&args),
-            Command::Merge(args) => merge::run(&args),
-        };
+fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+    let mut warming = false;
+    if let Some(command) = cli.command.take() {
+        match command {
+            Command::Matrix(args) => return matrix::run(&args),
+            Command::Merge(args) => return merge::run(&args),
+            Command::Cache(args) => match args.command {
+                CacheCommand::List { runtime } => {
+                    return caches::command::list(&caches::prepare_dir(&cli.cache_dir())?, runtime)
+                }
+                CacheCommand::Prune { all, runtime } => {
+                    let dir = caches::prepare_dir(&cli.cache_dir())?;
+                    return caches::command::prune(&dir, all, runtime);
+                }
+                CacheCommand::Warm(warm) => {
+                    cli = cli.into_warm(warm)?;
+                    warming = true;
+                }
+            },
+        }
     }
     cli.validate()?;
     if !cli.libtest.list {
@@ -97,6 +115,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             only_skipped: cli.libtest.ignored,
         },
     )?;
+    if warming && spec.caches.is_empty() {
+        anyhow::bail!(
+            "`cache warm`: the spec `{}` names no `caches`, so there is nothing to fill",
+            spec.path.display()
+        );
+    }
     // Image by image: an image's cases run together, so it is pulled once and can be pruned
     // after its last case.
     cases.sort_by(|a, b| (a.runtime, &a.image).cmp(&(b.runtime, &b.image)));
@@ -127,9 +151,18 @@ fn execute(
         args.color = Some(libtest_mimic::ColorSetting::Always);
     }
     let cancel = Cancel::new();
-    let settings = Settings {
+    let versions = spec.versions.clone().map(|c| Arc::new(Versions::new(c)));
+    let mut settings = Settings {
         env: spec.container_env(|name| std::env::var(name).ok()),
-        network: spec.network,
+        network: if cli.offline {
+            Network::None
+        } else {
+            spec.network
+        },
+        caches: None,
+        offline: cli.offline,
+        apptainer_home: spec.apptainer_home.clone(),
+        versions: versions.clone(),
         volumes: spec.volumes.clone(),
         grace: cli.grace,
         slow_period: cli.slow_after,
@@ -155,6 +188,19 @@ fn execute(
         let _listed = libtest_mimic::run(&args, harness.trials(cases));
         return Ok(ExitCode::SUCCESS);
     }
+
+    // The cache folder is made (or refused) before any case runs.
+    let caches = if cli.no_cache || spec.caches.is_empty() {
+        None
+    } else {
+        let dir = cli.cache_dir();
+        Some(Arc::new(Caches::new(
+            &dir,
+            spec.caches.clone(),
+            cancel.clone(),
+        )?))
+    };
+    settings.caches = caches.clone();
 
     // Everything that could keep the report from being written is checked before any case
     // runs; the cases' output is spooled next to it.
@@ -196,6 +242,7 @@ fn execute(
         ),
         ("spec".to_string(), spec.path.display().to_string()),
     ];
+    extra.extend(run_facts(cli, spec, caches.as_deref()));
     let docker = if needs(RuntimeKind::Docker) {
         match rt.block_on(connect_docker(&run_id, cli.grace, waits, &cancel)) {
             Ok(d) => {
@@ -254,7 +301,14 @@ fn execute(
         let _relay = reporter::relay::start();
         libtest_mimic::run(&args, harness.trials(cases))
     };
-    let records = harness.take_records();
+    let mut records = harness.take_records();
+    if let Some(versions) = &versions {
+        versions.attach(&mut records);
+        for line in versions.summary() {
+            eprintln!("zoo-runner: {line}");
+        }
+    }
+    print_cache_summary(cli, caches.as_deref(), &records);
     let failed = conclusion.has_failed() || records.iter().any(|r| r.status().is_bad());
     // Removals and prunes still in flight end before the verdict.
     if let Some(stage) = &stage {
@@ -282,6 +336,48 @@ fn execute(
         ExitCode::SUCCESS
     };
     Ok(write_report(target, &records, &extra, cli).unwrap_or(verdict))
+}
+
+/// The run's facts about caches and the network, for every testsuite's properties.
+fn run_facts(cli: &Cli, spec: &Spec, caches: Option<&Caches>) -> Vec<(String, String)> {
+    let mut facts = Vec::new();
+    if cli.offline {
+        eprintln!("zoo-runner: offline run (--offline): every case runs with network `none`");
+        facts.push((
+            "network".to_string(),
+            "none: offline run (--offline); a model that needs a download fails".to_string(),
+        ));
+    }
+    match caches {
+        Some(c) => facts.push((
+            "caches".to_string(),
+            format!("{} in {}", spec.caches.join(", "), c.dir.display()),
+        )),
+        None if cli.no_cache && !spec.caches.is_empty() => {
+            facts.push(("caches".to_string(), "off (--no-cache)".to_string()))
+        }
+        None => {}
+    }
+    facts
+}
+
+/// After the run: how many caches it used, and for an offline run with failures, how to fill
+/// them.
+fn print_cache_summary(cli: &Cli, caches: Option<&Caches>, records: &[Record]) {
+    if let Some(c) = caches {
+        eprintln!(
+            "zoo-runner: {} cache(s) used, in {} (`zoo-runner cache list` shows them)",
+            c.used_count(),
+            c.dir.display()
+        );
+    }
+    let bad = records.iter().filter(|r| r.status().is_bad()).count();
+    if cli.offline && bad > 0 {
+        eprintln!(
+            "zoo-runner: this run was offline: {bad} case(s) did not pass; those that need a \
+             download pass only once `zoo-runner cache warm` has filled their caches"
+        );
+    }
 }
 
 /// Writes the report; on failure says so (with what the tests did) and gives the exit code that

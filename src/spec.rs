@@ -9,7 +9,10 @@
 //! memory = "8g"                                    # optional, at least 6 MiB
 //! env = ["KIPOI_CACHE=/cache", "SOME_HOST_VAR"]    # nothing from the host unless named
 //! shared_images = ["kipoi/kipoi-docker:sharedpy3keras2tf2"]
-//! volumes = ["kipoi-models:/root/.kipoi/models"]   # kept between cases: NAME or /host/path
+//! volumes = ["kipoi-models:/root/.kipoi/models"]   # mounted as they are: NAME or /host/path
+//! caches = ["/root/.kipoi/models"]                 # kept between cases, one per image and path
+//! apptainer_home = "/home/antspyuser"              # Apptainer: the image's home, not the host's
+//! versions = "python -m pip freeze"                # run once per image, kept in the report
 //!
 //! [models.Basenji]                                 # a model, or a whole group
 //! args = ["--batch_size=2"]
@@ -97,6 +100,12 @@ struct RawSpec {
     shared_images: Vec<String>,
     #[serde(default, deserialize_with = "de_volumes")]
     volumes: Vec<String>,
+    #[serde(default, deserialize_with = "de_caches")]
+    caches: Vec<String>,
+    #[serde(default, deserialize_with = "de_container_path")]
+    apptainer_home: Option<String>,
+    #[serde(default, deserialize_with = "de_versions")]
+    versions: Option<Vec<String>>,
     #[serde(default)]
     models: BTreeMap<String, toml::Spanned<RawRule>>,
 }
@@ -311,6 +320,86 @@ fn check_volume(entry: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A container path for a cache or a home: absolute, not `/`, and free of `:` and `,` (which
+/// Docker's and Apptainer's mount syntax split on). A trailing `/` is dropped.
+fn check_container_path(path: &str, key: &str) -> Result<String, String> {
+    let trimmed = path.trim_end_matches('/');
+    if !path.starts_with('/') {
+        return Err(format!(
+            "`{key}`: the container path `{path}` must be absolute"
+        ));
+    }
+    if trimmed.is_empty() {
+        return Err(format!(
+            "`{key}`: `/` cannot be a cache or a home: name a folder"
+        ));
+    }
+    if let Some(bad) = path
+        .chars()
+        .find(|c| matches!(c, ':' | ',') || c.is_control())
+    {
+        return Err(format!(
+            "`{key}`: the container path `{path}` holds `{}`, which mount options split on",
+            bad.escape_default()
+        ));
+    }
+    if trimmed.split('/').any(|part| part == "..") {
+        return Err(format!(
+            "`{key}`: the container path `{path}` must not hold `..`"
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn de_caches<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    let mut paths: Vec<String> = Vec::new();
+    for entry in &entries {
+        let path = check_container_path(entry, "caches").map_err(serde::de::Error::custom)?;
+        if let Some(other) = paths
+            .iter()
+            .find(|p| **p == path || is_under(&path, p) || is_under(p, &path))
+        {
+            return Err(serde::de::Error::custom(format!(
+                "`caches`: `{entry}` and `{other}` overlap: one cache cannot hold another"
+            )));
+        }
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// True when `path` lies strictly inside the folder `dir`.
+fn is_under(path: &str, dir: &str) -> bool {
+    path.strip_prefix(dir)
+        .is_some_and(|rest| rest.starts_with('/') && rest.len() > 1)
+}
+
+fn de_container_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = String::deserialize(d)?;
+    check_container_path(&text, "apptainer_home")
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// The `versions` command: like `command`, but run once per image, so no placeholder means
+/// anything in it.
+fn de_versions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let words = d.deserialize_any(CommandVisitor)?;
+    if words.is_empty() {
+        return Err(serde::de::Error::custom("the `versions` command is empty"));
+    }
+    for word in &words {
+        check_placeholders(word, "versions", &[]).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`versions` runs once per image, not per model: `{word}` holds a placeholder \
+                 ({{model}}, {{group}} and {{attempt}} mean nothing there)"
+            ))
+        })?;
+    }
+    Ok(Some(words))
+}
+
 fn de_env<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let entries = Vec::<String>::deserialize(d)?;
     for entry in &entries {
@@ -349,8 +438,15 @@ pub struct Spec {
     /// `NAME` (copied from the host when set) or `NAME=value`.
     pub env: Vec<String>,
     pub shared_images: Vec<String>,
-    /// Mounted in every container and kept between cases and runs (a cache, typically).
+    /// Mounted in every container as they are (`SOURCE:/path[:ro]`): what users mount themselves.
     pub volumes: Vec<String>,
+    /// Container paths kept between cases and runs, one cache per image and path (see
+    /// `crate::caches`); absolute, without a trailing `/`.
+    pub caches: Vec<String>,
+    /// Apptainer only: the image's home folder, used as `$HOME` instead of the host user's.
+    pub apptainer_home: Option<String>,
+    /// A command run once per image whose output (the packages inside) goes into the report.
+    pub versions: Option<Vec<String>>,
     models: BTreeMap<String, RawRule>,
 }
 
@@ -401,6 +497,19 @@ impl Spec {
             }
             models.insert(name, spanned.into_inner());
         }
+        if let Some(cache) = raw.caches.iter().find(|c| {
+            raw.volumes
+                .iter()
+                .any(|v| v.split(':').nth(1) == Some(c.as_str()))
+        }) {
+            let offset = text.find("caches").unwrap_or(0);
+            return Err(at(
+                offset,
+                format!(
+                    "`{cache}` is both in `caches` and a `volumes` target: keep it in one of them"
+                ),
+            ));
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         Ok(Self {
             path: path.to_path_buf(),
@@ -413,6 +522,9 @@ impl Spec {
             env: raw.env,
             shared_images: raw.shared_images,
             volumes: raw.volumes,
+            caches: raw.caches,
+            apptainer_home: raw.apptainer_home,
+            versions: raw.versions,
             models,
         })
     }
@@ -780,6 +892,84 @@ workdir = "/w/{model}"
     }
 
     #[test]
+    fn caches_are_absolute_container_paths_that_do_not_overlap() {
+        let text = "command = \"x\"\ncaches = [\"/root/.kipoi/models/\", \"/home/u/.keras\"]\n\
+                    apptainer_home = \"/home/u\"\nversions = \"python -m pip freeze\"";
+        let spec = Spec::parse(Path::new("s.toml"), text).unwrap();
+        assert_eq!(spec.caches, ["/root/.kipoi/models", "/home/u/.keras"]);
+        assert_eq!(spec.apptainer_home.as_deref(), Some("/home/u"));
+        assert_eq!(
+            spec.versions.as_deref(),
+            Some(&["python", "-m", "pip", "freeze"].map(String::from)[..])
+        );
+        let none = Spec::parse(Path::new("s.toml"), "command = \"x\"").unwrap();
+        assert!(none.caches.is_empty() && none.versions.is_none() && none.apptainer_home.is_none());
+        let cases = [
+            (
+                "caches = [\"data\"]",
+                "line 2, column 10",
+                "`data` must be absolute",
+            ),
+            (
+                "caches = [\"/\"]",
+                "line 2, column 10",
+                "`/` cannot be a cache",
+            ),
+            ("caches = [\"/a:b\"]", "line 2, column 10", "holds `:`"),
+            ("caches = [\"/a,b\"]", "line 2, column 10", "holds `,`"),
+            (
+                "caches = [\"/a/../b\"]",
+                "line 2, column 10",
+                "must not hold `..`",
+            ),
+            (
+                "caches = [\"/a\", \"/a/b\"]",
+                "line 2, column 10",
+                "overlap",
+            ),
+            ("caches = [\"/a/\", \"/a\"]", "line 2, column 10", "overlap"),
+            (
+                "caches = \"/a\"",
+                "line 2, column 10",
+                "expected a sequence",
+            ),
+            (
+                "apptainer_home = \"home\"",
+                "line 2, column 18",
+                "must be absolute",
+            ),
+            (
+                "versions = \"\"",
+                "line 2, column 12",
+                "`versions` command is empty",
+            ),
+            (
+                "versions = \"pip show {model}\"",
+                "line 2, column 12",
+                "once per image",
+            ),
+            (
+                "volumes = [\"v:/c\"]\ncaches = [\"/c\"]",
+                "line 3, column 1",
+                "both in `caches` and a `volumes` target",
+            ),
+        ];
+        for (tail, position, want) in cases {
+            let err = refused(&format!("command = \"x\"\n{tail}"));
+            assert!(
+                err.contains(want) && err.contains(position),
+                "{tail}: {err}"
+            );
+        }
+        // Neighbours that only share a prefix do not overlap.
+        let text = "command = \"x\"\ncaches = [\"/a/b\", \"/a/bc\"]";
+        assert_eq!(
+            Spec::parse(Path::new("s.toml"), text).unwrap().caches.len(),
+            2
+        );
+    }
+
+    #[test]
     fn unknown_placeholders_are_refused_where_they_are_written() {
         let cases = [
             (
@@ -972,6 +1162,25 @@ expect_failure = "broken"
             ]
         );
         assert!(kipoi.env.is_empty());
+        assert_eq!(kipoi.caches, ["/root/.kipoi/models"]);
+        assert!(kipoi.volumes.is_empty() && kipoi.versions.is_some());
+        // The second zoo, by spec alone: every function has its own example command.
+        let ants = Spec::load(&root.join("test-specs/antspynet.toml")).unwrap();
+        assert_eq!(ants.caches, ["/home/antspyuser/.keras"]);
+        assert_eq!(ants.apptainer_home.as_deref(), Some("/home/antspyuser"));
+        let catalog = crate::catalog::Catalog::load(&root.join("test-specs/antspynet")).unwrap();
+        let functions = catalog.models_of_image("cookpa/antspynet:latest").unwrap();
+        assert!(functions.len() >= 4, "{functions:?}");
+        for function in functions {
+            let plan = ants.plan_for(function, None);
+            assert_eq!(plan.command[..2], ["python", "-c"], "{function}");
+            assert!(
+                plan.command[2].contains(&format!("antspynet.{function}(")),
+                "{function}: {}",
+                plan.command[2]
+            );
+            assert_eq!(catalog.image_for(function), Some("cookpa/antspynet:latest"));
+        }
         Spec::load(&root.join("fixtures/spec.toml")).unwrap();
         let faults = Spec::load(&root.join("fixtures/faults/spec.toml")).unwrap();
         assert_eq!(

@@ -40,13 +40,15 @@ pub enum Flavor {
 }
 
 /// Properties that are the same for every case of an image: they go on the image's testsuite.
-const IMAGE_KEYS: [&str; 6] = [
+/// `versions` is what the spec's `versions` command printed in the image.
+const IMAGE_KEYS: [&str; 7] = [
     "image",
     "image-id",
     "docker-version",
     "singularity-version",
     "pull-seconds",
     "pulled-bytes",
+    "versions",
 ];
 
 /// The prefix of the per-case fact lines at the head of `system-out`.

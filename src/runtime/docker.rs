@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
-use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
     RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
@@ -21,12 +21,16 @@ use thiserror::Error;
 
 use super::pull::{self, PullFailure, PullStats};
 use super::{outcome_of_exit, Execution, Outcome, RunRequest};
+use crate::caches::{self, CacheError, Held};
 use crate::cancel::{Cancel, Level};
 use crate::capture::Captured;
 use crate::error_chain::chain;
+use crate::plan::RuntimeKind;
 use crate::reporter::{self, Event};
 use crate::runtime::identity::Identity;
+use crate::spec::Network;
 use crate::units::{show_duration, show_size};
+use crate::versions;
 
 /// Labels on every container the runner creates.
 pub const LABEL_RUNNER: &str = "org.zoo-runner.runner";
@@ -182,7 +186,8 @@ impl DockerRuntime {
     /// Creates the container of the case `req` names now, while the case before it runs, so
     /// that case starts sooner. At most one per case; `run` takes it.
     pub fn create_ahead(self: &Arc<Self>, image: &str, req: RunRequest) {
-        if self.daemon_lost() {
+        // A case with caches mounts them only once it holds their lock: it creates its own.
+        if self.daemon_lost() || req.caches.is_some() {
             return;
         }
         let mut ahead = self.ahead.lock().unwrap_or_else(|p| p.into_inner());
@@ -192,7 +197,7 @@ impl DockerRuntime {
         let me = Arc::clone(self);
         let image = image.to_string();
         let name = req.case_name.clone();
-        let task = tokio::spawn(async move { me.create(&image, &req).await });
+        let task = tokio::spawn(async move { me.create(&image, &req, Vec::new()).await });
         ahead.insert(name, task);
     }
 
@@ -325,15 +330,34 @@ impl DockerRuntime {
                 req.keep,
             );
         }
+        if let Some(versions) = &req.versions {
+            let probe = self.probe_versions(image, &versions.command, req);
+            versions.once(RuntimeKind::Docker, image, probe).await;
+        }
+        // The case's caches, locked until it ends (`held` lives to the end of this function).
+        let held = match &req.caches {
+            Some(caches) => {
+                let labels = self.labels(&format!("cache helper for {image}"));
+                match caches::docker::prepare(caches, &self.docker, image, image_id, labels).await {
+                    Ok(held) => held,
+                    Err(CacheError::Interrupted { .. }) => {
+                        return Execution::before_start(Outcome::Interrupted, req.keep)
+                    }
+                    Err(e) => return Execution::errored(e.to_string(), req.keep),
+                }
+            }
+            None => Held::default(),
+        };
         let mut properties = vec![
             ("image".to_string(), image.to_string()),
             ("image-id".to_string(), image_id.to_string()),
             ("docker-version".to_string(), self.version.clone()),
             ("command".to_string(), req.command.join(" ")),
         ];
+        properties.extend(held.facts.iter().cloned());
         let created = match self.take_ahead(&req.case_name).await {
             Some(created) => created,
-            None => self.create(image, req).await,
+            None => self.create(image, req, caches::docker::mounts(&held)).await,
         };
         let id = match created {
             Ok(id) => id,
@@ -356,13 +380,37 @@ impl DockerRuntime {
         properties.push(("container".to_string(), id.chars().take(12).collect()));
         let mut exec = self.run_container(&id, req).await;
         exec.duration = started.elapsed();
+        drop(held);
         self.remove_later(id);
         exec.properties.splice(0..0, properties);
         exec
     }
 
-    async fn create(&self, image: &str, req: &RunRequest) -> Result<String, BollardError> {
-        let labels = HashMap::from([
+    /// Runs the spec's `versions` command in a container of the image (network `none`, no
+    /// caches) and returns what it printed, or why it printed nothing useful.
+    async fn probe_versions(&self, image: &str, command: &[String], req: &RunRequest) -> String {
+        let probe = RunRequest {
+            case_name: format!("versions of {image}"),
+            command: command.to_vec(),
+            network: Network::None,
+            timeout: versions::TIMEOUT,
+            keep: versions::KEEP,
+            caches: None,
+            versions: None,
+            ..req.clone()
+        };
+        let id = match self.create(image, &probe, Vec::new()).await {
+            Ok(id) => id,
+            Err(e) => return format!("unknown: cannot create a container: {}", short(&e)),
+        };
+        let exec = self.run_container(&id, &probe).await;
+        self.remove_later(id);
+        versions::text_of(exec)
+    }
+
+    /// The labels of every container the runner creates (`case` names what it is for).
+    fn labels(&self, case: &str) -> HashMap<String, String> {
+        HashMap::from([
             (LABEL_RUNNER.to_string(), RUNNER.to_string()),
             (LABEL_RUN.to_string(), self.run_id.clone()),
             (LABEL_PID.to_string(), std::process::id().to_string()),
@@ -372,11 +420,21 @@ impl DockerRuntime {
             ),
             (LABEL_BOOT.to_string(), self.identity.boot_id.clone()),
             (LABEL_PID_NS.to_string(), self.identity.pid_ns.clone()),
-            (LABEL_CASE.to_string(), req.case_name.clone()),
-        ]);
+            (LABEL_CASE.to_string(), case.to_string()),
+        ])
+    }
+
+    async fn create(
+        &self,
+        image: &str,
+        req: &RunRequest,
+        mounts: Vec<Mount>,
+    ) -> Result<String, BollardError> {
+        let labels = self.labels(&req.case_name);
         let host_config = HostConfig {
             network_mode: Some(req.network.docker_mode().to_string()),
             binds: Some(req.volumes.clone()),
+            mounts: (!mounts.is_empty()).then_some(mounts),
             auto_remove: Some(false),
             memory: req.memory.map(|m| m as i64),
             // No swap beyond the limit, so the limit means what it says.

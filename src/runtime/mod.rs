@@ -9,10 +9,13 @@ pub mod identity;
 pub mod pull;
 pub mod singularity;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::caches::Caches;
 use crate::capture::Captured;
 use crate::spec::Network;
+use crate::versions::Versions;
 
 /// Everything a runtime needs to run one case.
 #[derive(Debug, Clone)]
@@ -33,6 +36,14 @@ pub struct RunRequest {
     pub memory: Option<u64>,
     /// Bytes kept at each end of stdout and of stderr.
     pub keep: usize,
+    /// The run's caches; None with `--no-cache` or a spec without `caches`.
+    pub caches: Option<Arc<Caches>>,
+    /// `--offline`: no network at all (for Docker `network` already says `none`).
+    pub offline: bool,
+    /// Apptainer only: the image's home folder (the spec's `apptainer_home`).
+    pub apptainer_home: Option<String>,
+    /// The spec's `versions` command, run once per image.
+    pub versions: Option<Arc<Versions>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

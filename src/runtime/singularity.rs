@@ -18,13 +18,15 @@ use tokio::process::{Child, Command};
 use tokio::sync::OnceCell;
 
 use super::{outcome_of_exit, signal_name, Execution, Outcome, RunRequest};
+use crate::caches::{self, CacheError, Caches, Held};
 use crate::cancel::{Cancel, Level};
 use crate::capture::Captured;
 use crate::error_chain::chain;
-use crate::plan::Case;
+use crate::plan::{Case, RuntimeKind};
 use crate::reporter::{self, Event};
-use crate::sif_cache::{pull, SifCache, SifError, SifSource};
+use crate::sif_cache::{md5_file, pull, SifCache, SifError, SifSource};
 use crate::units::show_duration;
+use crate::versions;
 
 #[derive(Debug, Error)]
 pub enum SingularityError {
@@ -138,7 +140,29 @@ impl SingularityRuntime {
                 return Execution::before_start(Outcome::Interrupted, req.keep)
             }
         };
+        if let Some(versions) = &req.versions {
+            let probe = self.probe_versions(&sif, &versions.command, req);
+            versions
+                .once(RuntimeKind::Singularity, &case.image, probe)
+                .await;
+        }
+        // The case's caches, locked until it ends.
+        let held = match &req.caches {
+            Some(caches) => match self.take_caches(caches, case, &sif).await {
+                Ok(held) => held,
+                Err(CacheError::Interrupted { .. }) => {
+                    return Execution::before_start(Outcome::Interrupted, req.keep)
+                }
+                Err(e) => return Execution::errored(e.to_string(), req.keep),
+            },
+            None => Held::default(),
+        };
+        let binds = caches::apptainer::bind_args(&held, req.apptainer_home.as_deref());
         let mut args: Vec<String> = vec!["exec".into(), "--cleanenv".into()];
+        if req.offline {
+            // A network namespace with only a loopback interface.
+            args.extend(["--net".into(), "--network".into(), "none".into()]);
+        }
         if let Some(dir) = &req.workdir {
             args.extend(["--pwd".into(), dir.clone()]);
         }
@@ -150,6 +174,7 @@ impl SingularityRuntime {
         for volume in req.volumes.iter().filter(|v| v.starts_with('/')) {
             args.extend(["--bind".into(), volume.clone()]);
         }
+        args.extend(binds);
         args.push(sif.display().to_string());
         args.extend(req.command.iter().cloned());
 
@@ -160,10 +185,63 @@ impl SingularityRuntime {
             ("singularity-version".into(), self.version.clone()),
             ("command".into(), req.command.join(" ")),
         ];
+        exec.properties.extend(held.facts.iter().cloned());
+        drop(held);
         if let Some(src) = &case.sif {
             exec.properties.push(("sif-md5".into(), src.md5.clone()));
         }
         exec
+    }
+
+    /// Locks (and makes, when missing) the case's cache folders, keyed by the SIF's md5: the
+    /// catalog's, else the one recorded when the SIF was built, else the file's own.
+    async fn take_caches(
+        &self,
+        caches: &Caches,
+        case: &Case,
+        sif: &Path,
+    ) -> Result<Held, CacheError> {
+        let recorded = PathBuf::from(format!("{}.md5", sif.display()));
+        let md5 = match &case.sif {
+            Some(entry) => entry.md5.to_ascii_lowercase(),
+            None => match std::fs::read_to_string(&recorded) {
+                Ok(text) => text.trim().to_ascii_lowercase(),
+                Err(_) => {
+                    let path = sif.to_path_buf();
+                    tokio::task::spawn_blocking(move || md5_file(&path))
+                        .await
+                        .map_err(|e| CacheError::Apptainer(e.to_string()))?
+                        .map_err(|e| {
+                            CacheError::Apptainer(format!(
+                                "cannot read `{}` to key its caches: {e}",
+                                sif.display()
+                            ))
+                        })?
+                }
+            },
+        };
+        caches::apptainer::prepare(caches, &case.image, sif, &md5).await
+    }
+
+    /// Runs the spec's `versions` command in the SIF and returns what it printed, or why it
+    /// printed nothing useful.
+    async fn probe_versions(&self, sif: &Path, command: &[String], req: &RunRequest) -> String {
+        let probe = RunRequest {
+            case_name: format!("versions of {}", sif.display()),
+            command: command.to_vec(),
+            timeout: versions::TIMEOUT,
+            keep: versions::KEEP,
+            caches: None,
+            versions: None,
+            ..req.clone()
+        };
+        let mut args: Vec<String> = vec!["exec".into(), "--cleanenv".into()];
+        if req.offline {
+            args.extend(["--net".into(), "--network".into(), "none".into()]);
+        }
+        args.push(sif.display().to_string());
+        args.extend(command.iter().cloned());
+        versions::text_of(self.run_process(&args, &probe).await)
     }
 
     /// The verified SIF of a case: downloaded from the catalog's URL, or pulled from the Docker

@@ -4,6 +4,7 @@
 
 pub mod daemon_proxy;
 pub mod http;
+pub mod keras;
 pub mod registry;
 pub mod zoo;
 

@@ -1,0 +1,261 @@
+//! `zoo-runner cache list` and `zoo-runner cache prune [--all]`: the caches of one cache folder
+//! (`--cache-dir`), Docker volumes and Apptainer folders alike.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use bollard::Docker;
+use clap::ValueEnum;
+
+use super::{apptainer, docker, rfc3339};
+use crate::runtime::docker::{docker_host, DockerError};
+use crate::units::show_size;
+
+/// Exit code when the Docker daemon cannot be reached (as for a run).
+const EXIT_DOCKER: u8 = 3;
+
+/// Which caches a `cache` subcommand looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum CacheRuntime {
+    Docker,
+    Singularity,
+    /// Both; an unreachable Docker daemon is then a warning, not an error.
+    #[default]
+    All,
+}
+
+/// One row of `cache list`.
+struct Row {
+    runtime: &'static str,
+    image: String,
+    path: String,
+    size: Option<u64>,
+    created: String,
+    last_used: Option<std::time::SystemTime>,
+    name: String,
+}
+
+/// Connects to the daemon as a run does (DOCKER_HOST, else the default socket).
+async fn connect() -> Result<Docker, DockerError> {
+    let unreachable = |source| DockerError::Unreachable {
+        host: docker_host(),
+        source,
+    };
+    let docker = Docker::connect_with_defaults().map_err(unreachable)?;
+    let docker = docker.negotiate_version().await.map_err(unreachable)?;
+    docker.ping().await.map_err(unreachable)?;
+    Ok(docker)
+}
+
+/// Docker, when `which` asks for it: Ok(None) when only asked for `all` and it is unreachable
+/// (a warning), Err when asked for `docker` alone.
+async fn daemon(which: CacheRuntime) -> Result<Option<Docker>, String> {
+    if which == CacheRuntime::Singularity {
+        return Ok(None);
+    }
+    match connect().await {
+        Ok(d) => Ok(Some(d)),
+        Err(e) if which == CacheRuntime::All => {
+            eprintln!(
+                "zoo-runner: warning: Docker caches left out: {} (pass --runtime singularity to \
+                 look at Apptainer caches only)",
+                crate::error_chain::chain(&e)
+            );
+            Ok(None)
+        }
+        Err(e) => Err(crate::error_chain::chain(&e)),
+    }
+}
+
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> anyhow::Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(rt.block_on(work))
+}
+
+/// `cache list`: one line per cache, with its image, path, size and when it was last used.
+pub fn list(dir: &Path, which: CacheRuntime) -> anyhow::Result<ExitCode> {
+    block_on(async {
+        let mut rows = Vec::new();
+        let docker = match daemon(which).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(EXIT_DOCKER));
+            }
+        };
+        if let Some(docker) = &docker {
+            for v in docker::list(docker, dir)
+                .await
+                .map_err(anyhow::Error::msg)?
+            {
+                let gone = !docker::image_exists(docker, &v.image_id)
+                    .await
+                    .unwrap_or(true);
+                rows.push(Row {
+                    runtime: "docker",
+                    image: format!(
+                        "{} ({}){}",
+                        v.image,
+                        super::names::short_id(&v.image_id),
+                        if gone { " [image gone]" } else { "" }
+                    ),
+                    path: v.path,
+                    size: v.size,
+                    created: v.created,
+                    last_used: v.last_used,
+                    name: v.name,
+                });
+            }
+        }
+        if which != CacheRuntime::Docker {
+            for f in apptainer::list(dir).map_err(anyhow::Error::msg)? {
+                let gone = !f.meta.sif.exists();
+                rows.push(Row {
+                    runtime: "singularity",
+                    image: format!(
+                        "{} ({}, md5 {}){}",
+                        f.meta.image,
+                        f.meta.sif.display(),
+                        f.meta.md5.chars().take(12).collect::<String>(),
+                        if gone { " [SIF gone]" } else { "" }
+                    ),
+                    path: f.meta.path,
+                    size: f.size,
+                    created: f.meta.created,
+                    last_used: f.last_used,
+                    name: f.name,
+                });
+            }
+        }
+        print_rows(dir, &rows);
+        Ok(ExitCode::SUCCESS)
+    })?
+}
+
+fn print_rows(dir: &Path, rows: &[Row]) {
+    if rows.is_empty() {
+        println!("no caches in {}", dir.display());
+        return;
+    }
+    let table: Vec<[String; 7]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.runtime.to_string(),
+                r.image.clone(),
+                r.path.clone(),
+                r.size.map(show_size).unwrap_or_else(|| "?".into()),
+                r.created.clone(),
+                r.last_used.map(rfc3339).unwrap_or_else(|| "never".into()),
+                r.name.clone(),
+            ]
+        })
+        .collect();
+    let head = [
+        "RUNTIME",
+        "IMAGE",
+        "PATH",
+        "SIZE",
+        "CREATED",
+        "LAST USED",
+        "CACHE",
+    ];
+    let mut widths = head.map(str::len);
+    for row in &table {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: [&str; 7]| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        out
+    };
+    println!("{}", line(head));
+    for row in &table {
+        println!("{}", line(row.each_ref().map(String::as_str)));
+    }
+    println!("{} cache(s) in {}", rows.len(), dir.display());
+}
+
+/// `cache prune`: removes the caches whose image the daemon no longer has (Docker) or whose SIF
+/// file is gone (Apptainer); with `all`, every cache. A cache a running case holds is kept.
+pub fn prune(dir: &Path, all: bool, which: CacheRuntime) -> anyhow::Result<ExitCode> {
+    block_on(async {
+        let docker = match daemon(which).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Ok(ExitCode::from(EXIT_DOCKER));
+            }
+        };
+        let (mut removed, mut freed, mut kept) = (0usize, 0u64, 0usize);
+        let mut report = |what: String, result: Result<(), String>, size: Option<u64>| match result
+        {
+            Ok(()) => {
+                removed += 1;
+                freed += size.unwrap_or(0);
+                println!("removed {what}");
+            }
+            Err(why) => {
+                kept += 1;
+                eprintln!("zoo-runner: kept {what}: {why}");
+            }
+        };
+        if let Some(docker) = &docker {
+            for v in docker::list(docker, dir)
+                .await
+                .map_err(anyhow::Error::msg)?
+            {
+                let why = if all {
+                    "--all"
+                } else {
+                    match docker::image_exists(docker, &v.image_id).await {
+                        Ok(true) => continue,
+                        Ok(false) => "its image is gone",
+                        Err(e) => {
+                            eprintln!("zoo-runner: kept {}: {e}", v.name);
+                            continue;
+                        }
+                    }
+                };
+                let what = format!("docker cache {} ({}, {}; {why})", v.name, v.image, v.path);
+                report(what, docker::remove(docker, dir, &v.name).await, v.size);
+            }
+        }
+        if which != CacheRuntime::Docker {
+            for f in apptainer::list(dir).map_err(anyhow::Error::msg)? {
+                let why = if all {
+                    "--all"
+                } else if f.meta.sif.exists() {
+                    continue;
+                } else {
+                    "its SIF is gone"
+                };
+                let what = format!(
+                    "singularity cache {} ({}, {}; {why})",
+                    f.name, f.meta.image, f.meta.path
+                );
+                report(what, apptainer::remove(dir, &f.name), f.size);
+            }
+        }
+        println!(
+            "removed {removed} cache(s), {} freed{}",
+            show_size(freed),
+            if kept > 0 {
+                format!("; kept {kept} in use")
+            } else {
+                String::new()
+            }
+        );
+        Ok(ExitCode::SUCCESS)
+    })?
+}
