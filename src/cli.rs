@@ -472,21 +472,30 @@ impl Cli {
     pub fn from_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
         use clap::FromArgMatches;
         if let Some(sub @ ("matrix" | "merge")) = matches.subcommand_name() {
-            let given: Vec<String> = matches
-                .ids()
-                .filter(|id| {
-                    matches.value_source(id.as_str())
-                        == Some(clap::parser::ValueSource::CommandLine)
+            let command = Self::command_with_help();
+            // Flags given on the command line, by their `--long` name (groups are no flags).
+            let given: Vec<String> = command
+                .get_arguments()
+                .filter(|arg| {
+                    matches
+                        .try_contains_id(arg.get_id().as_str())
+                        .unwrap_or(false)
+                        && matches.value_source(arg.get_id().as_str())
+                            == Some(clap::parser::ValueSource::CommandLine)
                 })
-                .map(|id| id.to_string())
+                .map(|arg| match arg.get_long() {
+                    Some(long) => format!("--{long}"),
+                    None => arg.get_id().to_string().to_uppercase(),
+                })
                 .collect();
             if !given.is_empty() {
                 let message = format!(
-                    "flags before `{sub}` would be ignored ({}): put them after it \
-                     (`zoo-runner {sub} --spec FILE ...`)\n",
+                    "arguments before `{sub}` would be ignored ({}): put them after it \
+                     (`zoo-runner {sub} ...`)\n",
                     given.join(", ")
                 );
-                return Err(Self::command_with_help()
+                return Err(command
+                    .clone()
                     .error(clap::error::ErrorKind::ArgumentConflict, message));
             }
         }
@@ -714,6 +723,27 @@ mod cache_command_tests {
         let matches = Cli::command_with_help()
             .try_get_matches_from(std::iter::once("zoo-runner").chain(args.iter().copied()))?;
         Cli::from_matches(&matches)
+    }
+
+    #[test]
+    fn arguments_before_matrix_or_merge_are_refused_naming_them() {
+        let err =
+            try_parse(&["--spec", "x.toml", "--model", "m", "matrix", "--per-image"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(
+            text.contains("--spec") && text.contains("--model"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("SelectionArgs"),
+            "groups are not flags: {text}"
+        );
+        let err = try_parse(&["FILTER", "merge", "--junit", "o.xml", "in.xml"]).unwrap_err();
+        assert!(err.to_string().contains("FILTER"), "{err}");
+        // After the subcommand they are its own; `cache` keeps the run's flags before it.
+        assert!(try_parse(&["matrix", "--spec", "x.toml", "--per-image"]).is_ok());
+        assert!(try_parse(&["--cache-dir", "/c", "cache", "list"]).is_ok());
     }
 
     fn cache_command(cli: Cli) -> CacheCommand {
