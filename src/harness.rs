@@ -41,6 +41,9 @@ pub struct Settings {
     pub run_skipped: bool,
     /// `--store-success-output`: keep the output of passing cases in the report too.
     pub store_success_output: bool,
+    /// Create the next case's container while a case runs: on one thread only, since with
+    /// several the daemon is busy anyway and the next case is often taken by another thread.
+    pub create_ahead: bool,
     /// The spec's caches, unless `--no-cache`.
     pub caches: Option<Arc<Caches>>,
     /// `--offline`: every case with network `none`.
@@ -307,6 +310,9 @@ impl Harness {
         let (Ok(docker), Some(order)) = (&self.docker, self.order.get()) else {
             return;
         };
+        if !self.settings.create_ahead {
+            return;
+        }
         let (order, places) = order;
         let Some(next) = places.get(&case.name).and_then(|&at| order.get(at + 1)) else {
             return;

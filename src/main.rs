@@ -171,6 +171,7 @@ fn execute(
         fail_fast: cli.fail_fast,
         run_skipped: cli.run_skipped(),
         store_success_output: cli.store_success_output,
+        create_ahead: args.test_threads == Some(1),
     };
     if args.list && args.format == Some(libtest_mimic::FormatSetting::Json) {
         print_json_list(&args, cases);
