@@ -305,7 +305,8 @@ fn the_next_image_is_pulled_while_the_current_images_cases_run() {
 fn prune_images_removes_what_the_run_pulled_and_keeps_what_was_there() {
     require_fixture_image();
     let registry = open_registry();
-    let pulled = push_fixture(FIXTURE_IMAGE, &registry, "pruned");
+    // 4 MiB, so the daemon reports the layer's size (a tiny layer may come with none).
+    let pulled = push_fixture_with(FIXTURE_IMAGE, &registry, "pruned", 4 << 20);
     let dir = tempfile::tempdir().unwrap();
     let spec = write_zoo(
         dir.path(),
