@@ -24,6 +24,7 @@ mod knobs;
 mod matrix;
 mod merge;
 mod partition;
+mod pid_file;
 mod plan;
 mod record;
 mod registry_auth;

@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 
 use super::lock::{last_used, lock_path, CacheLock};
 use super::{names, rfc3339, size_of, CacheError, Caches, Held};
+use crate::runtime::docker::short;
 use crate::runtime::docker::{LABEL_RUNNER, RUNNER};
 
 /// The cache folder whose locks guard the volume.
@@ -323,16 +324,6 @@ pub async fn remove(docker: &Docker, dir: &std::path::Path, name: &str) -> Resul
             status_code: 404, ..
         }) => Ok(()),
         Err(e) => Err(short(&e)),
-    }
-}
-
-fn short(e: &BollardError) -> String {
-    match e {
-        BollardError::DockerResponseServerError {
-            status_code,
-            message,
-        } => format!("{message} (HTTP {status_code})"),
-        other => crate::error_chain::chain(other),
     }
 }
 

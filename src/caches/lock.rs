@@ -9,12 +9,12 @@
 //! when the cache was last taken: `cache list` shows it as "last used".
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::CacheError;
 use crate::cancel::Cancel;
+use crate::pid_file::{read_holder, write_holder};
 
 /// How often a waiting case tries the lock again.
 const POLL: Duration = Duration::from_millis(100);
@@ -56,14 +56,14 @@ impl CacheLock {
             }
             if !told {
                 told = true;
-                eprintln!(
-                    "zoo-runner: waiting for {} to finish with the cache {what}",
-                    describe_holder(holder(&mut file))
-                );
+                crate::reporter::note(format!(
+                    "waiting for {} to finish with the cache {what}",
+                    describe_holder(read_holder(&mut file))
+                ));
             }
             tokio::time::sleep(POLL).await;
         }
-        stamp(&mut file);
+        write_holder(&mut file);
         Ok((CacheLock { _file: file }, started.elapsed()))
     }
 
@@ -73,7 +73,7 @@ impl CacheLock {
         let mut file = open(path)?;
         match file.try_lock() {
             Ok(()) => {
-                stamp(&mut file);
+                write_holder(&mut file);
                 Ok(Some(CacheLock { _file: file }))
             }
             Err(TryLockError::WouldBlock) => Ok(None),
@@ -102,23 +102,6 @@ fn open(path: &Path) -> Result<File, CacheError> {
             path: path.to_path_buf(),
             source,
         })
-}
-
-/// Writes the holder's pid (which also marks the time of use). Best effort: both are only
-/// for messages and listings.
-fn stamp(file: &mut File) {
-    let _ = file
-        .set_len(0)
-        .and_then(|()| file.seek(SeekFrom::Start(0)))
-        .and_then(|_| write!(file, "{}", std::process::id()));
-}
-
-/// The pid the holder wrote into the lock file, if readable.
-fn holder(file: &mut File) -> Option<u32> {
-    let mut text = String::new();
-    file.seek(SeekFrom::Start(0)).ok()?;
-    Read::by_ref(file).take(32).read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
 }
 
 fn describe_holder(pid: Option<u32>) -> String {

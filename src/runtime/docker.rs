@@ -226,6 +226,12 @@ impl DockerRuntime {
                 self.remove_later(id);
             }
         }
+        self.settle_removals().await;
+    }
+
+    /// Waits for every container removal in flight (not for containers created ahead: those
+    /// belong to cases still to come).
+    async fn settle_removals(&self) {
         let pending = std::mem::take(&mut *self.removals.lock().unwrap_or_else(|p| p.into_inner()));
         for removal in pending {
             let _ = removal.await;
@@ -309,7 +315,7 @@ impl DockerRuntime {
     /// Removes an image this run pulled (`--prune-images`), once no container uses it: waits for
     /// the removals in flight first.
     pub async fn remove_image(&self, image: &str) -> Result<(), String> {
-        self.finish().await;
+        self.settle_removals().await;
         let options = RemoveImageOptionsBuilder::default().build();
         self.docker
             .remove_image(image, Some(options), None)
@@ -904,7 +910,7 @@ pub fn process_start_time(pid: u32) -> Option<String> {
 
 /// bollard's errors can be long (whole JSON bodies); keep what a person needs, with the causes
 /// of transport errors ("error trying to connect: because No such file or directory").
-fn short(e: &BollardError) -> String {
+pub(crate) fn short(e: &BollardError) -> String {
     match e {
         BollardError::DockerResponseServerError {
             status_code,

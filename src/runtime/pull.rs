@@ -14,6 +14,7 @@ use bollard::query_parameters::CreateImageOptionsBuilder;
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use super::docker::short;
 use crate::reporter::TransferHandle;
 use crate::units::{show_duration, show_size};
 
@@ -110,7 +111,7 @@ pub async fn pull(
                 transfer.progress(bytes.done(), bytes.total());
             }
             Err(e) => {
-                result = Err(PullFailure(describe(&e)));
+                result = Err(PullFailure(short(&e)));
                 break;
             }
         }
@@ -129,16 +130,6 @@ pub async fn pull(
         bytes: bytes.done(),
         elapsed,
     })
-}
-
-fn describe(e: &bollard::errors::Error) -> String {
-    match e {
-        bollard::errors::Error::DockerResponseServerError {
-            status_code,
-            message,
-        } => format!("{message} (HTTP {status_code})"),
-        other => crate::error_chain::chain(other),
-    }
 }
 
 #[cfg(test)]

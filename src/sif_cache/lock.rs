@@ -7,12 +7,12 @@
 //! file lets two processes lock two different files of one name).
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use super::error::{io_error, SifError};
+use crate::pid_file::{read_holder, write_holder};
 
 /// How long a fetch waits for another process's fetch of the same image. A Kipoi SIF is a few
 /// GB; this is far more than a working download needs and ends a wait on a stuck process.
@@ -59,7 +59,7 @@ impl NameLock {
             if started.elapsed() >= limit {
                 return Err(SifError::LockWait {
                     path,
-                    holder: holder(&mut file),
+                    holder: read_holder(&mut file),
                     waited: limit,
                 });
             }
@@ -67,27 +67,15 @@ impl NameLock {
                 told = true;
                 crate::reporter::note(format!(
                     "waiting for {} to finish fetching `{label}` into `{}`",
-                    describe_holder(holder(&mut file)),
+                    describe_holder(read_holder(&mut file)),
                     dir.display()
                 ));
             }
             thread::sleep(POLL);
         }
-        // Best effort: the pid is only for other processes' messages.
-        let _ = file
-            .set_len(0)
-            .and_then(|()| file.seek(SeekFrom::Start(0)))
-            .and_then(|_| write!(file, "{}", std::process::id()));
+        write_holder(&mut file);
         Ok(NameLock { _file: file })
     }
-}
-
-/// The pid the holder wrote into the lock file, if readable.
-fn holder(file: &mut File) -> Option<u32> {
-    let mut text = String::new();
-    file.seek(SeekFrom::Start(0)).ok()?;
-    Read::by_ref(file).take(32).read_to_string(&mut text).ok()?;
-    text.trim().parse().ok()
 }
 
 pub(super) fn describe_holder(pid: Option<u32>) -> String {
