@@ -34,6 +34,9 @@ mod runtime;
 mod sif_cache;
 mod spec;
 mod summary;
+// Wired in by the next commits (probes, SIF builds, credential helpers, git, Apptainer cases).
+#[allow(dead_code)]
+mod supervise;
 mod time_partition;
 mod units;
 mod verdict;
