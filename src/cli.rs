@@ -547,6 +547,16 @@ impl Cli {
         Ok(self)
     }
 
+    /// The numbers libtest-mimic's own flags take, checked as a run checks them (a matrix checks
+    /// its jobs' flags with this, without touching files).
+    pub fn validate_numbers(&self) -> Result<(), CliError> {
+        match self.libtest.test_threads {
+            Some(0) => Err(CliError::ZeroThreads),
+            Some(n) if n > MAX_TEST_THREADS => Err(CliError::TooManyThreads(n)),
+            _ => Ok(()),
+        }
+    }
+
     /// `--ignored` or `--include-ignored`: run the cases the spec marks `skip`.
     pub fn run_skipped(&self) -> bool {
         self.libtest.ignored || self.libtest.include_ignored
@@ -555,11 +565,7 @@ impl Cli {
     /// Checks what clap's parsers cannot (libtest-mimic's flags bring their own), before
     /// anything runs.
     pub fn validate(&self) -> Result<(), CliError> {
-        match self.libtest.test_threads {
-            Some(0) => return Err(CliError::ZeroThreads),
-            Some(n) if n > MAX_TEST_THREADS => return Err(CliError::TooManyThreads(n)),
-            _ => {}
-        }
+        self.validate_numbers()?;
         if let Some(path) = &self.libtest.logfile {
             // libtest-mimic panics when it cannot create the logfile, after the plan is made.
             std::fs::OpenOptions::new()

@@ -32,7 +32,9 @@ pub enum MatrixError {
     BadRunFlags(String),
     #[error(
         "the run flags after `--` must not change which cases run ({0}): put selection flags \
-         before `--`, and leave the share to the matrix"
+         (--model, --modelgroup, --image, --only-image) before `--`, and leave the share to the \
+         matrix; libtest's FILTER, --skip, --exact, --ignored and --include-ignored are refused \
+         there, since the jobs are planned without them"
     )]
     SelectionInRunFlags(String),
 }
@@ -186,6 +188,8 @@ pub fn quote(words: &[String]) -> String {
         .join(" ")
 }
 
+/// A job's words parsed as a run parses them, with the checks a run makes on its numbers before
+/// anything runs (`--test-threads 0` would fail every job).
 fn parse_run(words: &[String]) -> Result<Cli, String> {
     let matches = Cli::command_with_help()
         .try_get_matches_from(
@@ -196,6 +200,7 @@ fn parse_run(words: &[String]) -> Result<Cli, String> {
     if cli.command.is_some() {
         return Err("a subcommand cannot be part of a job's arguments".to_string());
     }
+    cli.validate_numbers().map_err(|e| e.to_string())?;
     Ok(cli)
 }
 
@@ -212,7 +217,30 @@ fn check_run_flags(flags: &[String]) -> Result<(), MatrixError> {
     if cli.durations.is_some() {
         found.push("--durations".into());
     }
-    let flags_only: Vec<String> = found.into_iter().filter(|w| w.starts_with("--")).collect();
+    // libtest's narrowing flags would make the jobs' shares (planned without them) uneven or
+    // empty: the matrix refuses them rather than plan jobs that test nothing.
+    let libtest = &cli.libtest;
+    if let Some(filter) = &libtest.filter {
+        found.push(format!("--FILTER `{filter}`"));
+    }
+    for (given, flag) in [
+        (!libtest.skip.is_empty(), "--skip"),
+        (libtest.exact, "--exact"),
+        (libtest.ignored, "--ignored"),
+        (libtest.include_ignored, "--include-ignored"),
+    ] {
+        if given {
+            found.push(flag.into());
+        }
+    }
+    let flags_only: Vec<String> = found
+        .into_iter()
+        .filter(|w| w.starts_with("--"))
+        .map(|w| match w.strip_prefix("--FILTER ") {
+            Some(filter) => format!("the name filter {filter}"),
+            None => w,
+        })
+        .collect();
     if flags_only.is_empty() {
         Ok(())
     } else {
@@ -267,5 +295,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("--retrys"), "{err}");
+        // libtest's narrowing flags: the jobs are planned without them.
+        for (narrowing, named) in [
+            (&["--exact", "docker::Solo"][..], "--exact"),
+            (&["--skip", "A/m"][..], "--skip"),
+            (&["A/m"][..], "the name filter `A/m`"),
+            (&["--ignored"][..], "--ignored"),
+            (&["--include-ignored"][..], "--include-ignored"),
+        ] {
+            let err = check_run_flags(&flags(narrowing)).unwrap_err().to_string();
+            assert!(err.contains(named), "{narrowing:?}: {err}");
+        }
+        // Numbers a run refuses before it starts are refused here, for every job at once.
+        for threads in ["0", "999"] {
+            let err = check_run_flags(&flags(&["--test-threads", threads]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--test-threads"), "{threads}: {err}");
+        }
+        assert!(check_run_flags(&flags(&["--test-threads", "4"])).is_ok());
     }
 }

@@ -342,6 +342,51 @@ fn bad_inputs_exit_2_and_say_why() {
             ],
             "--retrys",
         ),
+        // libtest's narrowing flags after `--` (the jobs are planned without them).
+        (
+            vec![
+                "matrix",
+                "--spec",
+                &spec,
+                "--per-image",
+                "--",
+                "--exact",
+                "docker::G0/m0000",
+            ],
+            "--exact",
+        ),
+        (
+            vec![
+                "matrix", "--spec", &spec, "--shards", "3", "--", "--skip", "G0/m0000",
+            ],
+            "--skip",
+        ),
+        // A run would refuse these numbers in every job: the matrix does it once.
+        (
+            vec![
+                "matrix",
+                "--spec",
+                &spec,
+                "--shards",
+                "2",
+                "--",
+                "--test-threads",
+                "0",
+            ],
+            "--test-threads 0",
+        ),
+        (
+            vec![
+                "matrix",
+                "--spec",
+                &spec,
+                "--per-image",
+                "--",
+                "--test-threads",
+                "999",
+            ],
+            "--test-threads 999",
+        ),
         (
             vec![
                 "--spec",
