@@ -160,6 +160,68 @@ pub struct SelectionArgs {
 }
 
 impl SelectionArgs {
+    /// The selection given before a subcommand joined with the one given after it (`zoo-runner
+    /// --spec s.toml cache warm --model M`): lists add up, switches add up, and a flag with one
+    /// value may be given on one side only (a default counts as not given).
+    pub fn joined(mut self, after: SelectionArgs) -> Result<SelectionArgs, WarmError> {
+        fn one<T: PartialEq + std::fmt::Debug>(
+            flag: &'static str,
+            before: T,
+            after: T,
+            unset: &T,
+            show: impl Fn(&T) -> String,
+        ) -> Result<T, WarmError> {
+            match (before == *unset, after == *unset) {
+                (_, true) => Ok(before),
+                (true, false) => Ok(after),
+                (false, false) if before == after => Ok(before),
+                (false, false) => Err(WarmError::Twice {
+                    flag,
+                    before: show(&before),
+                    after: show(&after),
+                }),
+            }
+        }
+        let path = |p: &PathBuf| p.display().to_string();
+        let opt_path = |p: &Option<PathBuf>| p.as_ref().map(path).unwrap_or_default();
+        self.image.extend(after.image);
+        self.model.extend(after.model);
+        self.modelgroup.extend(after.modelgroup);
+        self.only_image.extend(after.only_image);
+        self.all_models |= after.all_models;
+        self.slim |= after.slim;
+        self.spec = one(
+            "spec",
+            self.spec,
+            after.spec,
+            &PathBuf::from(DEFAULT_SPEC),
+            path,
+        )?;
+        self.catalog = one("catalog", self.catalog, after.catalog, &None, opt_path)?;
+        self.runtime = one(
+            "runtime",
+            self.runtime,
+            after.runtime,
+            &RuntimeChoice::Docker,
+            |r| format!("{r:?}").to_lowercase(),
+        )?;
+        self.changed_since = one(
+            "changed-since",
+            self.changed_since,
+            after.changed_since,
+            &None,
+            |r| r.clone().unwrap_or_default(),
+        )?;
+        self.models_repo = one(
+            "models-repo",
+            self.models_repo,
+            after.models_repo,
+            &None,
+            opt_path,
+        )?;
+        Ok(self)
+    }
+
     /// The flags that give this selection again, for a job's command line; defaults left out.
     pub fn to_args(&self) -> Vec<String> {
         let mut args = Vec::new();
@@ -296,7 +358,8 @@ pub enum CacheCommand {
         runtime: CacheRuntime,
     },
     /// Run the selection once with the network on, only to fill the caches, so that a later
-    /// `--offline` run can pass. Run flags (--junit, --test-threads, ...) go before `cache`.
+    /// `--offline` run can pass. Run flags (--junit, --test-threads, ...) go before `cache`;
+    /// selection flags before `cache` or after `warm`.
     Warm(WarmArgs),
 }
 
@@ -312,9 +375,13 @@ pub enum WarmError {
     #[error("`cache warm` fills caches: it cannot run with --{0}")]
     Conflict(&'static str),
     #[error(
-        "selection flags go after `cache warm` (`zoo-runner cache warm --model M`), not before it"
+        "--{flag} is given before `cache` as `{before}` and after `warm` as `{after}`: give it once"
     )]
-    SelectionBefore,
+    Twice {
+        flag: &'static str,
+        before: String,
+        after: String,
+    },
 }
 
 #[derive(Debug, Parser)]
@@ -531,19 +598,7 @@ impl Cli {
         if self.no_cache {
             return Err(WarmError::Conflict("no-cache"));
         }
-        let top = &self.selection;
-        if !top.image.is_empty()
-            || !top.model.is_empty()
-            || !top.modelgroup.is_empty()
-            || top.all_models
-            || top.slim
-            || top.catalog.is_some()
-            || top.spec != std::path::Path::new(DEFAULT_SPEC)
-            || top.runtime != RuntimeChoice::Docker
-        {
-            return Err(WarmError::SelectionBefore);
-        }
-        self.selection = warm.selection;
+        self.selection = self.selection.joined(warm.selection)?;
         Ok(self)
     }
 
@@ -825,10 +880,34 @@ mod cache_command_tests {
             warm(&["--no-cache", "cache", "warm"]).unwrap_err(),
             WarmError::Conflict("no-cache")
         );
+        // Run-wide flags before `cache` are taken as well (people put them first).
+        let cli = warm(&[
+            "--spec",
+            "test-specs/antspynet.toml",
+            "--model",
+            "A",
+            "cache",
+            "warm",
+            "--model",
+            "B",
+            "--runtime",
+            "all",
+        ])
+        .unwrap();
         assert_eq!(
-            warm(&["--model", "A", "cache", "warm"]).unwrap_err(),
-            WarmError::SelectionBefore
+            cli.selection.spec,
+            PathBuf::from("test-specs/antspynet.toml")
         );
+        assert_eq!(cli.selection.model, ["A", "B"]);
+        assert_eq!(cli.selection.runtime, RuntimeChoice::All);
+        // The same flag on both sides with two values is refused, naming it.
+        let err = warm(&["--spec", "a.toml", "cache", "warm", "--spec", "b.toml"]).unwrap_err();
+        assert!(
+            matches!(&err, WarmError::Twice { flag: "spec", .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("a.toml") && err.to_string().contains("b.toml"));
+        assert!(warm(&["--spec", "a.toml", "cache", "warm", "--spec", "a.toml"]).is_ok());
     }
 }
 

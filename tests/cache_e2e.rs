@@ -205,13 +205,14 @@ fn offline_passes_after_a_warm_run_and_fails_with_the_models_message_after_prune
     let dir = zoo.cache_dir().display().to_string();
 
     let report = Report::new();
+    // As the README writes it: run-wide flags (the spec too) before `cache warm`.
     let warm = runner(&[
         "--junit",
         report.path(),
-        "cache",
-        "warm",
         "--spec",
         &spec,
+        "cache",
+        "warm",
         "--cache-dir",
         &dir,
     ]);
