@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -20,9 +19,9 @@ const PATIENCE: Duration = Duration::from_secs(120);
 
 fn standin(dir: &Path, pidfile: &Path) -> std::path::PathBuf {
     let script = dir.join("apptainer-standin");
-    std::fs::write(
+    install_script(
         &script,
-        format!(
+        &format!(
             "#!/bin/sh\n# STAND-IN for apptainer: see tests/apptainer_pipes_standin.rs\n\
              if [ \"$1\" = --version ]; then echo 'apptainer version 0.0-standin'; exit 0; fi\n\
              setsid sleep 600 &\n\
@@ -31,9 +30,7 @@ fn standin(dir: &Path, pidfile: &Path) -> std::path::PathBuf {
              exit 1\n",
             pidfile.display()
         ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
     script
 }
 

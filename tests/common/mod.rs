@@ -441,3 +441,20 @@ pub fn containers_of(pid: u32, case: Option<&str>) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Writes an executable script at `path`. The file is written under another name and put in
+/// place by the `install` program (another process), so no descriptor of this multi-threaded
+/// test process ever has the script open for writing: a thread that forks while it is open
+/// would make the script's exec fail with "text file busy" (ETXTBSY).
+pub fn install_script(path: &Path, text: &str) {
+    let source = path.with_extension("src");
+    std::fs::write(&source, text).expect("write the script's source");
+    let status = Command::new("install")
+        .args(["-m", "755"])
+        .arg(&source)
+        .arg(path)
+        .status()
+        .expect("the install program runs");
+    assert!(status.success(), "install {} failed", path.display());
+    let _ = std::fs::remove_file(&source);
+}
