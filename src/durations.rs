@@ -19,7 +19,7 @@ const MIN_MS: u64 = 1;
 const DEFAULT_MS: u64 = 1000;
 
 #[derive(Debug, Error)]
-#[error("--durations `{path}`: {source}")]
+#[error("--durations `{path}`")]
 pub struct DurationsError {
     path: PathBuf,
     #[source]

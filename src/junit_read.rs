@@ -17,7 +17,7 @@ const MESSAGE_KEEP: usize = 2048;
 
 #[derive(Debug, Error)]
 pub enum JunitReadError {
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`")]
     Io {
         path: PathBuf,
         #[source]

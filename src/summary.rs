@@ -35,7 +35,7 @@ pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
 pub enum SummaryError {
     #[error("--summary `{path}`: {why}")]
     Target { path: PathBuf, why: String },
-    #[error("cannot write the summary to `{path}`: {source}")]
+    #[error("cannot write the summary to `{path}`")]
     Write {
         path: PathBuf,
         #[source]
@@ -135,14 +135,14 @@ pub fn after_run(explicit: Option<&Path>, junit: &Path) {
     let text = match junit_read::scan(junit) {
         Ok(report) => render(std::slice::from_ref(&report)),
         Err(e) => {
-            eprintln!("error: no summary: {e}");
+            eprintln!("error: no summary: {}", crate::error_chain::chain(&e));
             return;
         }
     };
     match write(explicit, &text) {
         Ok(Some(path)) => eprintln!("zoo-runner: summary written to {}", path.display()),
         Ok(None) => {}
-        Err(e) => eprintln!("error: {e}"),
+        Err(e) => eprintln!("error: {}", crate::error_chain::chain(&e)),
     }
 }
 
