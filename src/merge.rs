@@ -5,7 +5,8 @@
 //! distinct property of its parts (so each shard's `run-id` is still there). Counts and times are
 //! recomputed from the cases, which are copied byte for byte, so a strict report stays valid
 //! against junit-10.xsd. A case (classname and name) reported twice is an error that names it.
-//! The report is written into a temporary file beside OUT and renamed, as a run's is.
+//! The report is written into a temporary file in a work folder beside OUT and renamed, as a
+//! run's is.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -17,7 +18,7 @@ use thiserror::Error;
 
 use crate::cli::MergeArgs;
 use crate::junit_read::{self, Outcome, ScannedReport};
-use crate::report::xml;
+use crate::report::{workdir, xml};
 use crate::summary;
 
 #[derive(Debug, Error)]
@@ -103,13 +104,14 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<ExitCode> {
         path: args.junit.clone(),
         why: format!("cannot create its folder `{}`: {e}", out_dir.display()),
     })?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.tmp-", out_name.to_string_lossy()))
-        .tempfile_in(&out_dir)
-        .map_err(|e| MergeError::Unwritable {
-            path: args.junit.clone(),
-            why: format!("cannot create a file in `{}`: {e}", out_dir.display()),
-        })?;
+    workdir::sweep(&out_dir).say();
+    let cannot_create = |e| MergeError::Unwritable {
+        path: args.junit.clone(),
+        why: format!("cannot create a file in `{}`: {e}", out_dir.display()),
+    };
+    let work = workdir::create(&out_dir, &out_name.to_string_lossy(), workdir::MERGE)
+        .map_err(cannot_create)?;
+    let tmp = workdir::report_file(work.path()).map_err(cannot_create)?;
     let failed = |source| MergeError::Write {
         path: args.junit.clone(),
         source,

@@ -359,8 +359,8 @@ fn a_second_interrupt_kills_at_once_and_still_removes() {
 fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
     require_fixture_image();
     let _alone = RUNNERS.write().unwrap_or_else(|p| p.into_inner());
-    // The killed run writes no report; `_report` keeps its folder until the end all the same.
-    let (process, _report) = spawn_reported(&["--spec", FAULTS, "--exact", "docker::hang"], &[]);
+    // The killed run writes no report, but leaves its work folder (spooled output) beside it.
+    let (process, killed) = spawn_reported(&["--spec", FAULTS, "--exact", "docker::hang"], &[]);
     let pid = process.id();
     let left = wait_for_container(pid, "docker::hang");
     signal(pid, libc::SIGKILL);
@@ -370,10 +370,21 @@ fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
         std::slice::from_ref(&left),
         "SIGKILL leaves the labelled container"
     );
-
-    // Two containers the sweep must not touch: one without the runner's labels, and one
-    // labelled by a run that is still alive (this test process).
-    let tag = format!("zr-test-{}", std::process::id());
+    let report_dir = std::path::Path::new(killed.path()).parent().unwrap();
+    let leftovers = files_in(report_dir);
+    assert!(
+        leftovers.len() == 1 && leftovers[0].starts_with(".junit.xml.spool-"),
+        "SIGKILL leaves the work folder: {leftovers:?}"
+    );
+    // A live runner's work folder beside it (this test process's) must stay.
+    let alive_dir = report_dir.join(".junit.xml.spool-alive");
+    std::fs::create_dir(&alive_dir).unwrap();
+    std::fs::copy(
+        report_dir.join(&leftovers[0]).join("zoo-runner-owner"),
+        alive_dir.join("zoo-runner-owner"),
+    )
+    .unwrap();
+    let owner = std::fs::read_to_string(alive_dir.join("zoo-runner-owner")).unwrap();
     let me = std::process::id().to_string();
     let my_start = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
     let my_start = my_start[my_start.rfind(')').unwrap() + 1..]
@@ -381,6 +392,19 @@ fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
         .nth(19)
         .unwrap()
         .to_string();
+    let owner: String = owner
+        .lines()
+        .map(|l| match l.split_once('=') {
+            Some(("pid", _)) => format!("pid={me}\n"),
+            Some(("pid-start", _)) => format!("pid-start={my_start}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(alive_dir.join("zoo-runner-owner"), owner).unwrap();
+
+    // Two containers the sweep must not touch: one without the runner's labels, and one
+    // labelled by a run that is still alive (this test process).
+    let tag = format!("zr-test-{}", std::process::id());
     let create = |labels: &[String]| -> String {
         let mut args = vec![
             "create".to_string(),
@@ -412,7 +436,15 @@ fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
         format!("org.zoo-runner.pid-ns={ns}"),
     ]);
 
-    let (run, _) = run_reported(&["--spec", FAULTS, "--exact", "docker::tiny_linear"], &[]);
+    // The next run writes its report where the killed one would have.
+    let run = runner(&[
+        "--spec",
+        FAULTS,
+        "--exact",
+        "docker::tiny_linear",
+        "--junit",
+        killed.path(),
+    ]);
     let remaining = containers_with_label(&format!("zr-test={tag}"));
     let _ = Command::new("docker")
         .args(["rm", "-f", &foreign, &alive])
@@ -427,6 +459,16 @@ fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
         remaining.len(),
         2,
         "foreign and live containers are untouched: {remaining:?}"
+    );
+    assert_eq!(
+        files_in(report_dir),
+        [".junit.xml.spool-alive", "junit.xml"],
+        "the killed run's work folder is removed, the live one's kept"
+    );
+    assert!(
+        run.stderr.contains("work folder(s) that killed runs left"),
+        "{}",
+        run.all()
     );
 }
 
