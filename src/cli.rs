@@ -255,6 +255,11 @@ pub struct MergeArgs {
     #[arg(long, value_name = "PATH")]
     pub summary: Option<PathBuf>,
 
+    /// The merged report's dialect (default: the inputs', which must agree): `extended` also
+    /// merges strict and extended reports; `strict` refuses extended ones.
+    #[arg(long, value_enum, value_name = "FLAVOR")]
+    pub junit_flavor: Option<Flavor>,
+
     /// The shards' JUnit reports: files, or folders searched for `*.xml`.
     #[arg(value_name = "IN", required = true)]
     pub inputs: Vec<PathBuf>,

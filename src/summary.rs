@@ -430,7 +430,7 @@ mod tests {
                         .collect(),
                 })
                 .collect(),
-            root_skipped: false,
+            extended: None,
         }
     }
 
