@@ -46,12 +46,6 @@ pub enum Outcome {
     },
 }
 
-impl Outcome {
-    pub fn is_bad(&self) -> bool {
-        matches!(self, Outcome::Failed | Outcome::Errored { .. })
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct ScannedCase {
     pub name: String,

@@ -149,7 +149,7 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<ExitCode> {
         args.junit.display()
     );
     // The report is written: a summary that cannot be written is said, and changes nothing.
-    let text = summary::render(&reports);
+    let text = summary::render(&summary::from_reports(&reports), &summary::Notes::default());
     match summary::write(args.summary.as_deref(), &text) {
         Ok(Some(path)) => eprintln!("zoo-runner: summary written to {}", path.display()),
         Ok(None) => {}

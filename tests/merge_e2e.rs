@@ -434,3 +434,32 @@ fn strict_and_extended_reports_do_not_merge_into_an_invalid_one() {
     let doc = roxmltree::Document::parse(&text).unwrap();
     assert_eq!(doc.root_element().attribute("skipped"), Some("2"));
 }
+
+/// A run that selects nothing writes a summary that says why, not an empty table.
+#[test]
+fn an_empty_selection_has_a_summary_that_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let zoo = dir.path().join("zoo");
+    write_catalog(&zoo.join("catalog"), &[("a1", "zoo/a:1")], None);
+    let spec = zoo.join("spec.toml");
+    std::fs::write(&spec, "catalog = \"catalog\"\ncommand = \"true\"\n").unwrap();
+    let summary = dir.path().join("summary.md");
+    let junit = dir.path().join("junit.xml");
+    let run = runner(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--skip",
+        "a1",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--summary",
+        summary.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.contains("**No case ran, so nothing was tested:** --skip left none of the 1 planned"),
+        "{md}"
+    );
+    assert!(!md.contains("| image |"), "{md}");
+}
