@@ -317,6 +317,11 @@ pub struct MergeArgs {
     #[arg(long, value_name = "PATH")]
     pub summary: Option<PathBuf>,
 
+    /// The merged report's dialect (default: the inputs', which must agree): `extended` also
+    /// merges strict and extended reports; `strict` refuses extended ones.
+    #[arg(long, value_enum, value_name = "FLAVOR")]
+    pub junit_flavor: Option<Flavor>,
+
     /// The shards' JUnit reports: files, or folders searched for `*.xml`.
     #[arg(value_name = "IN", required = true)]
     pub inputs: Vec<PathBuf>,
@@ -337,6 +342,12 @@ pub enum Command {
 pub struct CacheArgs {
     #[command(subcommand)]
     pub command: CacheCommand,
+
+    /// The cache folder, given after `cache` (`cache list --cache-dir D`); `--cache-dir` before
+    /// `cache` is the run's own flag. Only `cache` and a run take it: `matrix` and `merge` use
+    /// no cache.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -481,7 +492,7 @@ pub struct Cli {
     /// Folder of the model-data caches: their locks, Apptainer folders, and the namespace of
     /// the Docker volumes (default: $XDG_CACHE_HOME/zoo-runner/caches or
     /// ~/.cache/zoo-runner/caches).
-    #[arg(long, value_name = "DIR", global = true)]
+    #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
 
     /// Run without the spec's caches: every case starts from the image alone.
@@ -566,7 +577,14 @@ impl Cli {
                     .error(clap::error::ErrorKind::ArgumentConflict, message));
             }
         }
-        Self::from_arg_matches(matches)
+        let mut cli = Self::from_arg_matches(matches)?;
+        // `--cache-dir` after `cache` (or after its subcommand) is the same folder.
+        if let Some(Command::Cache(args)) = &mut cli.command {
+            if let Some(dir) = args.cache_dir.take() {
+                cli.cache_dir = Some(dir);
+            }
+        }
+        Ok(cli)
     }
 
     /// libtest-mimic's arguments, with our default of one test thread (containers are heavy).
@@ -807,6 +825,37 @@ mod cache_command_tests {
         assert!(try_parse(&["--cache-dir", "/c", "cache", "list"]).is_ok());
     }
 
+    /// `matrix` and `merge` use no cache: their help does not offer `--cache-dir`, and they
+    /// refuse it; a run and every `cache` subcommand take it.
+    #[test]
+    fn only_runs_and_cache_commands_take_the_cache_folder() {
+        let mut command = Cli::command_with_help();
+        for sub in ["matrix", "merge"] {
+            let help = command
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            assert!(!help.contains("--cache-dir"), "{sub}: {help}");
+        }
+        let cache = command.find_subcommand_mut("cache").unwrap();
+        assert!(cache.render_long_help().to_string().contains("--cache-dir"));
+        let list = cache.find_subcommand_mut("list").unwrap();
+        assert!(list.render_long_help().to_string().contains("--cache-dir"));
+        let err =
+            try_parse(&["merge", "--cache-dir", "/c", "--junit", "o.xml", "in.xml"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::UnknownArgument);
+        assert!(try_parse(&["matrix", "--per-image", "--cache-dir", "/c"]).is_err());
+        let cli = try_parse(&["cache", "--cache-dir", "/e", "list"]).unwrap();
+        assert_eq!(cli.cache_dir(), PathBuf::from("/e"));
+        let cli = try_parse(&["cache", "warm", "--cache-dir", "/w"]).unwrap();
+        assert_eq!(cli.cache_dir(), PathBuf::from("/w"));
+        assert_eq!(
+            try_parse(&["--cache-dir", "/r"]).unwrap().cache_dir(),
+            PathBuf::from("/r")
+        );
+    }
+
     fn cache_command(cli: Cli) -> CacheCommand {
         match cli.command {
             Some(Command::Cache(args)) => args.command,
@@ -854,6 +903,7 @@ mod cache_command_tests {
             match cli.command.take() {
                 Some(Command::Cache(CacheArgs {
                     command: CacheCommand::Warm(w),
+                    ..
                 })) => cli.into_warm(w),
                 other => panic!("{other:?}"),
             }

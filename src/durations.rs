@@ -4,7 +4,8 @@
 //! A case is known by `runtime::model` (the testcase's name and the runtime its classname
 //! starts with). A case with no recorded time counts as the median of the recorded ones; a case
 //! reported `not-run` (an interrupted run) has no recorded time. A case recorded in several
-//! reports counts as the mean of its times.
+//! reports counts as the mean of its times. Reports that record no time at all have no median:
+//! every case then weighs the same, as without `--durations`, and the callers say so.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,11 +16,12 @@ use crate::junit_read::{self, JunitReadError, Outcome};
 
 /// The weight of a case that took no measurable time: every case costs a container start.
 const MIN_MS: u64 = 1;
-/// The weight of every case when the reports hold no time at all.
-const DEFAULT_MS: u64 = 1000;
+/// The weight of every case when there is no median (no reports, or no time in them): a
+/// placeholder that only makes the cases equal, never shown as a time.
+const EQUAL_MS: u64 = 1000;
 
 #[derive(Debug, Error)]
-#[error("--durations `{path}`: {source}")]
+#[error("--durations `{path}`")]
 pub struct DurationsError {
     path: PathBuf,
     #[source]
@@ -30,7 +32,8 @@ pub struct DurationsError {
 pub struct Durations {
     /// `runtime::model` -> milliseconds.
     times: BTreeMap<String, u64>,
-    median: u64,
+    /// The median of the recorded times; none when no case has one.
+    median: Option<u64>,
     /// How many report files were read.
     pub files: usize,
 }
@@ -63,7 +66,7 @@ impl Durations {
             })
             .collect();
         Ok(Self {
-            median: median(times.values().copied()).unwrap_or(DEFAULT_MS),
+            median: median(times.values().copied()),
             times,
             files: files.len(),
         })
@@ -71,22 +74,30 @@ impl Durations {
 
     /// Every case weighs the same: no earlier times.
     pub fn none() -> Self {
-        Self {
-            median: DEFAULT_MS,
-            ..Self::default()
-        }
+        Self::default()
     }
 
     /// The expected time of a case (`runtime::model`), in milliseconds: recorded, or the median.
+    /// With no recorded time at all, every case gets the same weight (which is no time).
     pub fn weight(&self, case_name: &str) -> u64 {
-        self.times.get(case_name).copied().unwrap_or(self.median)
+        self.times
+            .get(case_name)
+            .copied()
+            .or(self.median)
+            .unwrap_or(EQUAL_MS)
+    }
+
+    /// True when the reports recorded at least one case's time.
+    pub fn has_times(&self) -> bool {
+        !self.times.is_empty()
     }
 
     pub fn is_known(&self, case_name: &str) -> bool {
         self.times.contains_key(case_name)
     }
 
-    pub fn median_ms(&self) -> u64 {
+    /// The median of the recorded times; none when the reports recorded no time.
+    pub fn median_ms(&self) -> Option<u64> {
         self.median
     }
 }
@@ -139,7 +150,8 @@ mod tests {
         assert_eq!(d.weight("docker::m1"), 2000, "mean of 1s and 3s");
         assert_eq!(d.weight("docker::m3"), 100_000);
         assert!(!d.is_known("docker::cut"), "not-run is no measurement");
-        assert_eq!(d.median_ms(), 3000);
+        assert_eq!(d.median_ms(), Some(3000));
+        assert!(d.has_times());
         assert_eq!(d.weight("docker::unknown"), 3000);
         assert_eq!(
             d.weight("singularity::m1"),
@@ -153,7 +165,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.xml");
         std::fs::write(&path, "model,seconds\nm1,3\n").unwrap();
-        let err = Durations::load(&path).unwrap_err().to_string();
+        let err = crate::error_chain::chain(&Durations::load(&path).unwrap_err());
         assert!(
             err.contains("--durations") && err.contains("not a JUnit report"),
             "{err}"
@@ -167,6 +179,23 @@ mod tests {
         std::fs::write(&path, report(&[])).unwrap();
         let d = Durations::load(&path).unwrap();
         assert_eq!(d.weight("docker::a"), d.weight("docker::b"));
+        assert!(!d.has_times());
+        assert_eq!(
+            d.median_ms(),
+            None,
+            "no time recorded: no median to count from"
+        );
+        // Only not-run cases: still nothing measured.
+        std::fs::write(
+            &path,
+            report(&[(
+                "cut",
+                "0",
+                "<skipped type=\"not-run\" message=\"interrupted\"/>",
+            )]),
+        )
+        .unwrap();
+        assert_eq!(Durations::load(&path).unwrap().median_ms(), None);
         assert_eq!(median([5, 1, 3, 2].into_iter()), Some(2));
     }
 }

@@ -4,8 +4,9 @@
 
 use std::error::Error;
 
-/// The error's message followed by each cause's, skipping a cause whose text the message
-/// already holds (some errors repeat their source in their own message).
+/// The error's message followed by each cause's. The runner's own errors never embed their
+/// source's text (the chain shows it); a cause whose text is already there is skipped only for
+/// foreign errors that do (bollard's and hyper's).
 pub fn chain(error: &(dyn Error + 'static)) -> String {
     let mut out = error.to_string();
     let mut source = error.source();
@@ -44,6 +45,7 @@ mod tests {
         );
     }
 
+    /// A foreign error that repeats its source.
     #[derive(Debug, thiserror::Error)]
     #[error("failed to read: connection refused")]
     struct Repeats(#[source] Io);
@@ -54,5 +56,31 @@ mod tests {
             chain(&Repeats(Io(Inner))),
             "failed to read: connection refused: because os error 111"
         );
+    }
+
+    /// The runner's errors that keep a source show its text once, through this chain or
+    /// through anyhow's `{:#}` (how `main` prints an input error).
+    #[test]
+    fn the_runners_errors_name_their_cause_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("gone.xml");
+        let read = crate::junit_read::scan(&missing).unwrap_err();
+        let summary = crate::summary::write(Some(&missing.join("s.md")), "x").unwrap_err();
+        let not_junit = dir.path().join("notj.xml");
+        std::fs::write(&not_junit, "model,seconds").unwrap();
+        let durations = crate::durations::Durations::load(&not_junit).unwrap_err();
+        for (text, cause) in [
+            (chain(&read), "os error 2"),
+            (format!("{:#}", anyhow::Error::from(read)), "os error 2"),
+            (chain(&summary), "os error"),
+            (format!("{:#}", anyhow::Error::from(summary)), "os error"),
+            (chain(&durations), "is not a JUnit report"),
+            (
+                format!("{:#}", anyhow::Error::from(durations)),
+                "is not a JUnit report",
+            ),
+        ] {
+            assert_eq!(text.matches(cause).count(), 1, "{text}");
+        }
     }
 }

@@ -140,14 +140,23 @@ fn keep_shard(
         Some(path) => {
             let d = Durations::load(path)?;
             let known = cases.iter().filter(|c| d.is_known(&c.name)).count();
-            eprintln!(
-                "zoo-runner: --partition {p}: {} report(s) in `{}` give times for {known} of \
-                 the {} planned cases; the others count as the median, {}",
-                d.files,
-                path.display(),
-                cases.len(),
-                crate::summary::human_time(d.median_ms())
-            );
+            match d.median_ms() {
+                Some(median) => eprintln!(
+                    "zoo-runner: --partition {p}: {} report(s) in `{}` give times for {known} \
+                     of the {} planned cases; the others count as the median, {}",
+                    d.files,
+                    path.display(),
+                    cases.len(),
+                    crate::summary::human_time(median)
+                ),
+                None => eprintln!(
+                    "zoo-runner: --partition {p}: {} report(s) in `{}` record no case's time, \
+                     so there is no median to count from: every case counts the same (images \
+                     are still kept together)",
+                    d.files,
+                    path.display()
+                ),
+            }
             d
         }
         None => {

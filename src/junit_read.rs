@@ -17,7 +17,7 @@ const MESSAGE_KEEP: usize = 2048;
 
 #[derive(Debug, Error)]
 pub enum JunitReadError {
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`")]
     Io {
         path: PathBuf,
         #[source]
@@ -44,12 +44,6 @@ pub enum Outcome {
     Skipped {
         kind: String,
     },
-}
-
-impl Outcome {
-    pub fn is_bad(&self) -> bool {
-        matches!(self, Outcome::Failed | Outcome::Errored { .. })
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -93,8 +87,10 @@ pub struct ScannedSuite {
 pub struct ScannedReport {
     pub path: PathBuf,
     pub suites: Vec<ScannedSuite>,
-    /// The root carried a `skipped` count (the extended flavour).
-    pub root_skipped: bool,
+    /// What keeps the report from validating against junit-10.xsd, as the extended flavour
+    /// writes it (a `skipped` count on the root, `properties` in a testcase, a `time` on a
+    /// rerun); `None` for a strict report.
+    pub extended: Option<&'static str>,
 }
 
 /// The report files a path names: the file itself, or every `*.xml` file in a folder and
@@ -168,7 +164,7 @@ pub fn scan(path: &Path) -> Result<ScannedReport, JunitReadError> {
     let mut report = ScannedReport {
         path: path.to_path_buf(),
         suites: Vec::new(),
-        root_skipped: false,
+        extended: None,
     };
     // Open elements' names, and the suites open among them (indexes into report.suites).
     let mut stack: Vec<Vec<u8>> = Vec::new();
@@ -195,7 +191,9 @@ pub fn scan(path: &Path) -> Result<ScannedReport, JunitReadError> {
                     saw_root = true;
                     match tag.as_slice() {
                         b"testsuites" => {
-                            report.root_skipped = attr(e, b"skipped").is_some();
+                            if attr(e, b"skipped").is_some() {
+                                report.extended = Some("its root has a `skipped` count");
+                            }
                         }
                         b"testsuite" => {}
                         other => {
@@ -217,6 +215,11 @@ pub fn scan(path: &Path) -> Result<ScannedReport, JunitReadError> {
                         }
                     }
                     b"properties" if case.is_none() => in_properties = !empty,
+                    b"properties" if stack.last().is_some_and(|t| t == b"testcase") => {
+                        report
+                            .extended
+                            .get_or_insert("its testcases hold `properties`");
+                    }
                     b"property" if in_properties && case.is_none() => {
                         if let (Some(&s), Some(name)) = (open_suites.last(), attr(e, b"name")) {
                             let value = attr(e, b"value").unwrap_or_default();
@@ -257,9 +260,14 @@ pub fn scan(path: &Path) -> Result<ScannedReport, JunitReadError> {
                             c.in_status_text = !empty && c.message.is_empty();
                         }
                     }
-                    b"flakyFailure" | b"flakyError" => {
+                    rerun @ (b"flakyFailure" | b"flakyError" | b"rerunFailure" | b"rerunError")
+                        if case.is_some() =>
+                    {
+                        if attr(e, b"time").is_some() {
+                            report.extended.get_or_insert("its reruns have a `time`");
+                        }
                         if let Some(c) = case.as_mut() {
-                            c.flaky = true;
+                            c.flaky |= rerun.starts_with(b"flaky");
                         }
                     }
                     _ => {}
@@ -446,6 +454,7 @@ mod tests {
             }
         );
         assert!(c(4).flaky && c(4).outcome == Outcome::Passed);
+        assert_eq!(report.extended, None, "a strict report");
         assert_eq!(c(1).time_ms, Some(2000));
         assert_eq!(c(1).case_name(), "docker::bad");
         let bytes = std::fs::read(&path).unwrap();
@@ -457,6 +466,40 @@ mod tests {
                 "{raw:?}"
             );
             assert!(raw.contains(&format!("name=\"{}\"", case.name)));
+        }
+    }
+
+    /// What the extended flavour adds, each on its own, marks a report as extended.
+    #[test]
+    fn extended_reports_are_told_from_strict_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let variants = [
+            (
+                REPORT.replace("time=\"3.500\">\n  <testsuite", "skipped=\"1\" time=\"3.500\">\n  <testsuite"),
+                "`skipped` count",
+            ),
+            (
+                REPORT.replace(
+                    "time=\"1.000\">\n",
+                    "time=\"1.000\"><properties><property name=\"command\" value=\"x\"/></properties>\n",
+                ),
+                "`properties`",
+            ),
+            (
+                REPORT.replace("message=\"first\"/>", "message=\"first\" time=\"0.5\"/>"),
+                "`time`",
+            ),
+        ];
+        for (i, (text, why)) in variants.iter().enumerate() {
+            assert_ne!(text, REPORT, "variant {i} changes the report");
+            let path = write(dir.path(), &format!("{i}.xml"), text);
+            let report = scan(&path).unwrap();
+            assert!(
+                report.extended.is_some_and(|w| w.contains(why)),
+                "{i}: {:?}",
+                report.extended
+            );
+            assert_eq!(report.suites[0].cases.len(), 5, "{i}");
         }
     }
 

@@ -222,15 +222,16 @@ fn execute(
 
     // Only what the filters keep decides which runtimes must be up.
     let selected = kept_by_filters(&args, cases);
+    // What the summary says besides the cases.
+    let mut notes = summary::Notes::default();
     if selected.is_empty() {
-        eprintln!(
-            "zoo-runner: warning: no case selected, nothing will be tested: {}",
-            why_nothing(cli, cases)
-        );
+        let why = why_nothing(cli, cases);
+        eprintln!("zoo-runner: warning: no case selected, nothing will be tested: {why}");
+        notes.why_empty = Some(why);
         if cli.require_tests {
             eprintln!("error: --require-tests: a run that tests nothing fails");
             let verdict = ExitCode::from(EXIT_NO_TESTS);
-            return Ok(write_report(target, &[], &[], cli).unwrap_or(verdict));
+            return Ok(write_report(target, &[], &[], cli, notes).unwrap_or(verdict));
         }
     }
     let needs = |kind| {
@@ -259,9 +260,8 @@ fn execute(
                 eprintln!("error: {e}");
                 let reason = format!("not run: {e}");
                 let records = errored_records(&selected, &reason);
-                return Ok(
-                    write_report(target, &records, &extra, cli).unwrap_or(EXIT_DOCKER.into())
-                );
+                return Ok(write_report(target, &records, &extra, cli, notes)
+                    .unwrap_or(EXIT_DOCKER.into()));
             }
         }
     } else {
@@ -326,6 +326,7 @@ fn execute(
         rt.block_on(d.finish());
     }
     let lost = docker.as_ref().is_ok_and(|d| d.daemon_lost());
+    notes.interrupted = cancel.signal().map(signal_name);
     let verdict = if let Some(signal) = cancel.signal() {
         ExitCode::from((128 + signal) as u8)
     } else if lost {
@@ -340,7 +341,17 @@ fn execute(
     } else {
         ExitCode::SUCCESS
     };
-    Ok(write_report(target, &records, &extra, cli).unwrap_or(verdict))
+    Ok(write_report(target, &records, &extra, cli, notes).unwrap_or(verdict))
+}
+
+/// `SIGINT`, for the summary.
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".to_string(),
+        libc::SIGTERM => "SIGTERM".to_string(),
+        libc::SIGHUP => "SIGHUP".to_string(),
+        other => format!("signal {other}"),
+    }
 }
 
 /// The run's facts about caches and the network, for every testsuite's properties.
@@ -385,19 +396,20 @@ fn print_cache_summary(cli: &Cli, caches: Option<&Caches>, records: &[Record]) {
     }
 }
 
-/// Writes the report; on failure says so (with what the tests did) and gives the exit code that
-/// says the report is lost.
+/// Writes the report, then the summary (from the records, so a lost report does not lose it);
+/// on failure says so (with what the tests did) and gives the exit code that says the report
+/// is lost.
 fn write_report(
     target: ReportTarget,
     records: &[Record],
     extra: &[(String, String)],
     cli: &Cli,
+    mut notes: summary::Notes,
 ) -> Option<ExitCode> {
     let path = target.path().to_path_buf();
-    match target.write(records, extra, cli.junit_flavor) {
+    let lost = match target.write(records, extra, cli.junit_flavor) {
         Ok(()) => {
             eprintln!("zoo-runner: JUnit report written to {}", path.display());
-            summary::after_run(cli.summary.as_deref(), &path);
             None
         }
         Err(e) => {
@@ -408,9 +420,12 @@ fn write_report(
                 bad,
                 records.len()
             );
+            notes.report_lost = Some(chain(&e));
             Some(ExitCode::from(EXIT_REPORT_LOST))
         }
-    }
+    };
+    summary::after_run(cli.summary.as_deref(), records, &notes);
+    lost
 }
 
 /// The cases libtest's name filters (FILTER, `--exact`, `--skip`) keep.

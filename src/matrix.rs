@@ -65,6 +65,15 @@ pub fn run(args: &MatrixArgs) -> anyhow::Result<ExitCode> {
         Some(path) => Some(Durations::load(path)?),
         None => None,
     };
+    if let (Some(d), Some(path)) = (&durations, &args.durations) {
+        if !d.has_times() {
+            eprintln!(
+                "zoo-runner: matrix: `{}` records no case's time, so there is no median to \
+                 count from: every case counts the same",
+                path.display()
+            );
+        }
+    }
     let jobs: Vec<(String, Vec<String>, Vec<&Case>)> = if args.per_image {
         per_image(&cases, &base)?
     } else {
@@ -80,7 +89,7 @@ pub fn run(args: &MatrixArgs) -> anyhow::Result<ExitCode> {
         words.extend(args.run_flags.iter().cloned());
         // Every job's command line must parse as a run does (a typo fails here, not in CI).
         parse_run(&words).map_err(MatrixError::BadRunFlags)?;
-        describe(&name, &share, durations.as_ref());
+        describe(&name, &share, durations.as_ref().filter(|d| d.has_times()));
         include.push(Job {
             name,
             args: quote(&words),

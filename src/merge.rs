@@ -5,7 +5,8 @@
 //! distinct property of its parts (so each shard's `run-id` is still there). Counts and times are
 //! recomputed from the cases, which are copied byte for byte, so a strict report stays valid
 //! against junit-10.xsd. A case (classname and name) reported twice is an error that names it.
-//! The report is written into a temporary file beside OUT and renamed, as a run's is.
+//! The report is written into a temporary file in a work folder beside OUT and renamed, as a
+//! run's is.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -16,8 +17,9 @@ use std::process::ExitCode;
 use thiserror::Error;
 
 use crate::cli::MergeArgs;
+use crate::error_chain::chain;
 use crate::junit_read::{self, Outcome, ScannedReport};
-use crate::report::xml;
+use crate::report::{workdir, xml, Flavor};
 use crate::summary;
 
 #[derive(Debug, Error)]
@@ -32,6 +34,21 @@ pub enum MergeError {
         first: PathBuf,
         second: PathBuf,
     },
+    #[error(
+        "`{extended}` is an extended JUnit report ({why}) and `{strict}` a strict one: merged, \
+         the report would not validate against junit-10.xsd; give --junit-flavor extended for an \
+         extended report, or run every shard with the same --junit-flavor"
+    )]
+    MixedFlavors {
+        extended: PathBuf,
+        why: &'static str,
+        strict: PathBuf,
+    },
+    #[error(
+        "--junit-flavor strict: `{path}` is an extended JUnit report ({why}), and merge copies \
+         cases as they are; give --junit-flavor extended, or leave this report out"
+    )]
+    NotStrict { path: PathBuf, why: &'static str },
     #[error("cannot write the merged report to `{path}`: {why}")]
     Unwritable { path: PathBuf, why: String },
     #[error("failed to write the merged report `{path}`")]
@@ -77,13 +94,15 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<ExitCode> {
         }
         .into());
     }
-    // The output of an earlier merge inside an input folder is not an input.
+    // The output of an earlier merge found in an input folder is not an input; OUT named as an
+    // input (a running total merged into itself) is: it is read before the rename replaces it.
     let out_abs = std::path::absolute(&args.junit).unwrap_or_else(|_| args.junit.clone());
     let mut files = Vec::new();
     for input in &args.inputs {
+        let folder = input.is_dir();
         for file in junit_read::report_files(input)? {
             let abs = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
-            if abs == out_abs {
+            if folder && abs == out_abs {
                 eprintln!(
                     "zoo-runner: merge: `{}` is the output; not read as an input",
                     file.display()
@@ -97,26 +116,27 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|f| junit_read::scan(f))
         .collect::<Result<Vec<_>, _>>()?;
+    let flavor = flavor(&reports, args.junit_flavor)?;
     let suites = group(&reports)?;
 
     std::fs::create_dir_all(&out_dir).map_err(|e| MergeError::Unwritable {
         path: args.junit.clone(),
         why: format!("cannot create its folder `{}`: {e}", out_dir.display()),
     })?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{}.tmp-", out_name.to_string_lossy()))
-        .tempfile_in(&out_dir)
-        .map_err(|e| MergeError::Unwritable {
-            path: args.junit.clone(),
-            why: format!("cannot create a file in `{}`: {e}", out_dir.display()),
-        })?;
+    workdir::sweep(&out_dir).say();
+    let cannot_create = |e| MergeError::Unwritable {
+        path: args.junit.clone(),
+        why: format!("cannot create a file in `{}`: {e}", out_dir.display()),
+    };
+    let work = workdir::create(&out_dir, &out_name.to_string_lossy(), workdir::MERGE)
+        .map_err(cannot_create)?;
+    let tmp = workdir::report_file(work.path()).map_err(cannot_create)?;
     let failed = |source| MergeError::Write {
         path: args.junit.clone(),
         source,
     };
     let mut out = BufWriter::with_capacity(256 * 1024, tmp.reopen().map_err(failed)?);
-    let root_skipped = reports.iter().any(|r| r.root_skipped);
-    write(&mut out, &reports, &suites, root_skipped).map_err(failed)?;
+    write(&mut out, &reports, &suites, flavor == Flavor::Extended).map_err(failed)?;
     let file = out.into_inner().map_err(|e| failed(e.into_error()))?;
     file.sync_all().map_err(failed)?;
     tmp.persist(&args.junit).map_err(|e| failed(e.error))?;
@@ -128,11 +148,37 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<ExitCode> {
         suites.len(),
         args.junit.display()
     );
-    let text = summary::render(&reports);
-    if let Some(path) = summary::write(args.summary.as_deref(), &text)? {
-        eprintln!("zoo-runner: summary written to {}", path.display());
+    // The report is written: a summary that cannot be written is said, and changes nothing.
+    let text = summary::render(&summary::from_reports(&reports), &summary::Notes::default());
+    match summary::write(args.summary.as_deref(), &text) {
+        Ok(Some(path)) => eprintln!("zoo-runner: summary written to {}", path.display()),
+        Ok(None) => {}
+        Err(e) => eprintln!("error: {}", chain(&e)),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The merged report's flavour. Cases are copied as they are, so it is the inputs': strict
+/// when they all are, extended when they all are or when `--junit-flavor extended` asks for
+/// it. A mix without that, or an extended input under `--junit-flavor strict`, is refused: its
+/// cases would make a "strict" report fail junit-10.xsd.
+fn flavor(reports: &[ScannedReport], asked: Option<Flavor>) -> Result<Flavor, MergeError> {
+    let extended = reports.iter().find_map(|r| r.extended.map(|why| (r, why)));
+    let strict = reports.iter().find(|r| r.extended.is_none());
+    match (asked, extended, strict) {
+        (Some(Flavor::Extended), _, _) => Ok(Flavor::Extended),
+        (_, None, _) => Ok(Flavor::Strict),
+        (Some(Flavor::Strict), Some((r, why)), _) => Err(MergeError::NotStrict {
+            path: r.path.clone(),
+            why,
+        }),
+        (None, Some(_), None) => Ok(Flavor::Extended),
+        (None, Some((r, why)), Some(s)) => Err(MergeError::MixedFlavors {
+            extended: r.path.clone(),
+            why,
+            strict: s.path.clone(),
+        }),
+    }
 }
 
 fn parent_of(path: &Path) -> PathBuf {
@@ -184,7 +230,7 @@ fn write(
     out: &mut impl Write,
     reports: &[ScannedReport],
     suites: &BTreeMap<&str, Suite>,
-    root_skipped: bool,
+    extended: bool,
 ) -> std::io::Result<()> {
     let mut total = Counts::default();
     for s in suites.values() {
@@ -195,7 +241,8 @@ fn write(
         total.ms = total.ms.saturating_add(s.counts.ms);
     }
     out.write_all(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"zoo-runner\"")?;
-    write_counts(out, &total, root_skipped)?;
+    // junit-10.xsd has no `skipped` on the root; the extended flavour writes one.
+    write_counts(out, &total, extended)?;
     out.write_all(b">\n")?;
     let mut files: Vec<Option<File>> = (0..reports.len()).map(|_| None).collect();
     for (name, suite) in suites {

@@ -245,10 +245,22 @@ fn a_two_gigabyte_log_flood_keeps_memory_bounded() {
     assert!(out.contains("bytes of output cut here"), "the cut is said");
 }
 
+/// An interrupted run: its exit, report, summary, pid and how long it took after the first
+/// signal.
+struct Interrupted {
+    run: Run,
+    report: String,
+    summary: String,
+    pid: u32,
+    took: Duration,
+}
+
 /// Runs tiny_linear, then hang, then signal_exit; interrupts while hang runs.
-fn interrupted_run(signals: &[i32], grace: &str) -> (Run, String, u32, Duration) {
+fn interrupted_run(signals: &[i32], grace: &str) -> Interrupted {
     require_fixture_image();
     let _slot = shared_slot();
+    let summary_dir = tempfile::tempdir().unwrap();
+    let summary = summary_dir.path().join("summary.md");
     let (process, report) = spawn_reported(
         &[
             "--spec",
@@ -257,6 +269,8 @@ fn interrupted_run(signals: &[i32], grace: &str) -> (Run, String, u32, Duration)
             "tiny_linear,hang,signal_exit",
             "--grace",
             grace,
+            "--summary",
+            summary.to_str().unwrap(),
         ],
         &[],
     );
@@ -272,12 +286,41 @@ fn interrupted_run(signals: &[i32], grace: &str) -> (Run, String, u32, Duration)
     }
     let run = finish(process);
     let took = started.elapsed();
-    let text = report.text().to_string();
-    (run, text, pid, took)
+    Interrupted {
+        report: report.text().to_string(),
+        summary: std::fs::read_to_string(&summary).unwrap_or_else(|e| panic!("{e}: {}", run.all())),
+        run,
+        pid,
+        took,
+    }
 }
 
-fn assert_interrupted_report(text: &str) {
-    let doc = roxmltree::Document::parse(text).unwrap();
+/// The report has the cases that did not run as `not-run`; the summary says the run was
+/// interrupted (by `signal`), that 2 of 3 cases did not run, and ranks only the case that ran
+/// among the slowest.
+fn assert_interrupted_report(run: &Interrupted, signal: &str) {
+    let summary = &run.summary;
+    assert!(
+        summary.starts_with(&format!(
+            "## zoo-runner (interrupted by {signal}): 1 passed, 0 failed, 0 errored, 2 skipped"
+        )),
+        "{summary}"
+    );
+    assert!(
+        summary.contains(&format!(
+            "**The run was interrupted ({signal}): 2 of 3 cases did not run.**"
+        )),
+        "{summary}"
+    );
+    let slowest = summary
+        .split("### Slowest cases")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(
+        slowest.contains("docker::tiny_linear") && !slowest.contains("not run"),
+        "{summary}"
+    );
+    let doc = roxmltree::Document::parse(&run.report).unwrap();
     let ok = testcase(&doc, "tiny_linear");
     assert!(
         child(ok, "failure").is_none()
@@ -297,7 +340,8 @@ fn assert_interrupted_report(text: &str) {
 
 #[test]
 fn sigint_stops_the_running_container_and_still_writes_the_report() {
-    let (run, text, pid, _) = interrupted_run(&[libc::SIGINT], "2s");
+    let interrupted = interrupted_run(&[libc::SIGINT], "2s");
+    let (run, pid) = (&interrupted.run, interrupted.pid);
     assert_eq!(run.code, 130, "{}", run.all());
     assert!(
         !run.stdout.contains("test result: ok"),
@@ -310,7 +354,7 @@ fn sigint_stops_the_running_container_and_still_writes_the_report() {
         "{}",
         run.all()
     );
-    assert_interrupted_report(&text);
+    assert_interrupted_report(&interrupted, "SIGINT");
     assert!(
         containers_of(pid, None).is_empty(),
         "no container of the run is left"
@@ -319,25 +363,26 @@ fn sigint_stops_the_running_container_and_still_writes_the_report() {
 
 /// One signal while `hang` runs: the run exits with `code`, writes its report and leaves no
 /// container.
-fn assert_one_signal_ends_cleanly(signal: i32, code: i32) {
-    let (run, text, pid, _) = interrupted_run(&[signal], "2s");
-    assert_eq!(run.code, code, "{}", run.all());
-    assert_interrupted_report(&text);
+fn assert_one_signal_ends_cleanly(signal: i32, code: i32, name: &str) {
+    let interrupted = interrupted_run(&[signal], "2s");
+    assert_eq!(interrupted.run.code, code, "{}", interrupted.run.all());
+    assert_interrupted_report(&interrupted, name);
     assert!(
-        containers_of(pid, None).is_empty(),
+        containers_of(interrupted.pid, None).is_empty(),
         "no container of the run is left"
     );
 }
 
 #[test]
 fn sigterm_exits_143_and_leaves_nothing() {
-    assert_one_signal_ends_cleanly(libc::SIGTERM, 143);
+    assert_one_signal_ends_cleanly(libc::SIGTERM, 143, "SIGTERM");
 }
 
 #[test]
 fn a_second_interrupt_kills_at_once_and_still_removes() {
     // With a 300 s grace period only the second signal can end the run quickly.
-    let (run, text, pid, took) = interrupted_run(&[libc::SIGINT, libc::SIGINT], "300s");
+    let interrupted = interrupted_run(&[libc::SIGINT, libc::SIGINT], "300s");
+    let (run, pid, took) = (&interrupted.run, interrupted.pid, interrupted.took);
     assert_eq!(run.code, 130, "{}", run.all());
     assert!(
         run.stderr.contains("killing running containers now"),
@@ -348,7 +393,7 @@ fn a_second_interrupt_kills_at_once_and_still_removes() {
         took < Duration::from_secs(120),
         "the grace period was cut short: {took:?}"
     );
-    assert_interrupted_report(&text);
+    assert_interrupted_report(&interrupted, "SIGINT");
     assert!(
         containers_of(pid, None).is_empty(),
         "no container of the run is left"
@@ -359,8 +404,8 @@ fn a_second_interrupt_kills_at_once_and_still_removes() {
 fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
     require_fixture_image();
     let _alone = RUNNERS.write().unwrap_or_else(|p| p.into_inner());
-    // The killed run writes no report; `_report` keeps its folder until the end all the same.
-    let (process, _report) = spawn_reported(&["--spec", FAULTS, "--exact", "docker::hang"], &[]);
+    // The killed run writes no report, but leaves its work folder (spooled output) beside it.
+    let (process, killed) = spawn_reported(&["--spec", FAULTS, "--exact", "docker::hang"], &[]);
     let pid = process.id();
     let left = wait_for_container(pid, "docker::hang");
     signal(pid, libc::SIGKILL);
@@ -370,10 +415,21 @@ fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
         std::slice::from_ref(&left),
         "SIGKILL leaves the labelled container"
     );
-
-    // Two containers the sweep must not touch: one without the runner's labels, and one
-    // labelled by a run that is still alive (this test process).
-    let tag = format!("zr-test-{}", std::process::id());
+    let report_dir = std::path::Path::new(killed.path()).parent().unwrap();
+    let leftovers = files_in(report_dir);
+    assert!(
+        leftovers.len() == 1 && leftovers[0].starts_with(".junit.xml.spool-"),
+        "SIGKILL leaves the work folder: {leftovers:?}"
+    );
+    // A live runner's work folder beside it (this test process's) must stay.
+    let alive_dir = report_dir.join(".junit.xml.spool-alive");
+    std::fs::create_dir(&alive_dir).unwrap();
+    std::fs::copy(
+        report_dir.join(&leftovers[0]).join("zoo-runner-owner"),
+        alive_dir.join("zoo-runner-owner"),
+    )
+    .unwrap();
+    let owner = std::fs::read_to_string(alive_dir.join("zoo-runner-owner")).unwrap();
     let me = std::process::id().to_string();
     let my_start = std::fs::read_to_string(format!("/proc/{me}/stat")).unwrap();
     let my_start = my_start[my_start.rfind(')').unwrap() + 1..]
@@ -381,6 +437,19 @@ fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
         .nth(19)
         .unwrap()
         .to_string();
+    let owner: String = owner
+        .lines()
+        .map(|l| match l.split_once('=') {
+            Some(("pid", _)) => format!("pid={me}\n"),
+            Some(("pid-start", _)) => format!("pid-start={my_start}\n"),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    std::fs::write(alive_dir.join("zoo-runner-owner"), owner).unwrap();
+
+    // Two containers the sweep must not touch: one without the runner's labels, and one
+    // labelled by a run that is still alive (this test process).
+    let tag = format!("zr-test-{}", std::process::id());
     let create = |labels: &[String]| -> String {
         let mut args = vec![
             "create".to_string(),
@@ -412,7 +481,15 @@ fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
         format!("org.zoo-runner.pid-ns={ns}"),
     ]);
 
-    let (run, _) = run_reported(&["--spec", FAULTS, "--exact", "docker::tiny_linear"], &[]);
+    // The next run writes its report where the killed one would have.
+    let run = runner(&[
+        "--spec",
+        FAULTS,
+        "--exact",
+        "docker::tiny_linear",
+        "--junit",
+        killed.path(),
+    ]);
     let remaining = containers_with_label(&format!("zr-test={tag}"));
     let _ = Command::new("docker")
         .args(["rm", "-f", &foreign, &alive])
@@ -427,6 +504,16 @@ fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
         remaining.len(),
         2,
         "foreign and live containers are untouched: {remaining:?}"
+    );
+    assert_eq!(
+        files_in(report_dir),
+        [".junit.xml.spool-alive", "junit.xml"],
+        "the killed run's work folder is removed, the live one's kept"
+    );
+    assert!(
+        run.stderr.contains("work folder(s) that killed runs left"),
+        "{}",
+        run.all()
     );
 }
 
@@ -613,7 +700,7 @@ fn losing_the_daemon_between_cases_is_exit_3_not_a_failure_per_case() {
 
 #[test]
 fn sighup_is_treated_like_sigterm() {
-    assert_one_signal_ends_cleanly(libc::SIGHUP, 129);
+    assert_one_signal_ends_cleanly(libc::SIGHUP, 129, "SIGHUP");
 }
 
 /// The labels a runner in this process's boot and PID namespace would put on a container.
@@ -736,6 +823,7 @@ fn a_report_lost_after_the_run_has_its_own_exit_code() {
     let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("reports/junit.xml");
+    let summary = dir.path().join("summary.md");
     let process = spawn_runner(
         &[
             "--spec",
@@ -748,6 +836,8 @@ fn a_report_lost_after_the_run_has_its_own_exit_code() {
             "1s",
             "--junit",
             junit.to_str().unwrap(),
+            "--summary",
+            summary.to_str().unwrap(),
         ],
         &[],
     );
@@ -763,6 +853,10 @@ fn a_report_lost_after_the_run_has_its_own_exit_code() {
         "{}",
         run.all()
     );
+    // The summary is made from the run's records: it is still written, and says what happened.
+    let md = std::fs::read_to_string(&summary).unwrap_or_else(|e| panic!("{e}: {}", run.all()));
+    assert!(md.contains("**The JUnit report was lost:**"), "{md}");
+    assert!(md.contains("**`docker::hang`** timed out"), "{md}");
     assert!(
         containers_of(pid, None).is_empty(),
         "nothing is left behind"

@@ -440,3 +440,55 @@ fn bad_inputs_exit_2_and_say_why() {
         );
     }
 }
+
+/// Reports that record no time (an empty `<testsuites/>`) have no median: the run and the
+/// matrix say so, and make up no time.
+#[test]
+fn durations_without_any_time_make_up_none() {
+    let zoo = generate(&[3, 2], 7, false);
+    let spec = zoo.spec();
+    let empty = zoo.path("empty.xml");
+    std::fs::write(&empty, "<testsuites/>\n").unwrap();
+    let empty = empty.display().to_string();
+    let run = runner(&[
+        "--spec",
+        &spec,
+        "--partition",
+        "time:1/2",
+        "--durations",
+        &empty,
+        "--list",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("record no case's time")
+            && run.stderr.contains("no median to count from"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("count as the median"),
+        "{}",
+        run.stderr
+    );
+    let run = runner(&[
+        "matrix",
+        "--spec",
+        &spec,
+        "--shards",
+        "2",
+        "--durations",
+        &empty,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("no median to count from"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("by --durations"),
+        "no expected time per job: {}",
+        run.stderr
+    );
+}

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::zoo::{matrix, sh_quote};
@@ -224,4 +224,242 @@ fn merge_inputs_that_are_not_reports_exit_2() {
     }
     let run = merge(&["--junit", out.to_str().unwrap()]);
     assert_eq!(run.code, 2, "no input: {}", run.all());
+}
+
+/// A real report of the runner, made without Docker: every model of the zoo is marked `skip`
+/// by the spec. Run under umask 022, through `sh`, as a CI step would.
+fn skipped_report(dir: &Path, name: &str, models: &[(&str, &str)], flags: &[&str]) -> PathBuf {
+    let zoo = dir.join(format!("{name}-zoo"));
+    write_catalog(&zoo.join("catalog"), models, None);
+    let mut spec = String::from("catalog = \"catalog\"\ncommand = \"true\"\nnetwork = \"none\"\n");
+    for (model, _) in models {
+        spec.push_str(&format!("[models.{model:?}]\nskip = \"not today\"\n"));
+    }
+    std::fs::write(zoo.join("spec.toml"), spec).unwrap();
+    let junit = dir.join(format!("{name}.xml"));
+    let spec = zoo.join("spec.toml");
+    let mut args = vec![
+        "--spec",
+        spec.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ];
+    args.extend_from_slice(flags);
+    let run = umask_022(&args, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    junit
+}
+
+/// The runner under umask 022 (through `sh`), with `env` set and no step summary unless given.
+fn umask_022(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new("sh");
+    cmd.current_dir(root())
+        .arg("-c")
+        .arg("umask 022 && exec \"$ZOO_RUNNER\" \"$@\"")
+        .arg("sh")
+        .args(args)
+        .env("ZOO_RUNNER", bin())
+        .env_remove("GITHUB_STEP_SUMMARY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap().into()
+}
+
+fn case_names(path: &Path) -> Vec<String> {
+    let text = read_junit(path);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    let mut names: Vec<String> = elements(&doc, "testcase")
+        .iter()
+        .map(|c| c.attribute("name").unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A running total merged into itself (`merge --junit inc.xml inc.xml new.xml`) keeps what it
+/// held: an input named as such is read before the output replaces it.
+#[test]
+fn a_running_total_merged_into_itself_keeps_its_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = skipped_report(
+        dir.path(),
+        "a",
+        &[("a1", "zoo/a:1"), ("a2", "zoo/a:1")],
+        &[],
+    );
+    let b = skipped_report(dir.path(), "b", &[("b1", "zoo/b:1")], &[]);
+    let inc = dir.path().join("inc.xml");
+    let run = merge(&["--junit", inc.to_str().unwrap(), a.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(case_names(&inc), ["a1", "a2"]);
+    let run = merge(&[
+        "--junit",
+        inc.to_str().unwrap(),
+        inc.to_str().unwrap(),
+        b.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        !run.stderr.contains("not read as an input"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(case_names(&inc), ["a1", "a2", "b1"], "nothing dropped");
+    // Found by searching a folder, OUT is still left out (with a note).
+    let folder = dir.path().join("shards");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::copy(&b, folder.join("b.xml")).unwrap();
+    let out = folder.join("total.xml");
+    std::fs::copy(&inc, &out).unwrap();
+    let run = merge(&["--junit", out.to_str().unwrap(), folder.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("is the output; not read as an input"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(case_names(&out), ["b1"]);
+}
+
+/// Reports are for others to read (a Jenkins agent, another user): under umask 022 a run's
+/// report and a merged one are 0644, like the summary, even where they replace a file.
+#[test]
+fn reports_get_the_umask_s_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let a = skipped_report(dir.path(), "a", &[("a1", "zoo/a:1")], &[]);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&a), 0o644, "{:o}", mode(&a));
+    let merged = dir.path().join("merged.xml");
+    let summary = dir.path().join("summary.md");
+    std::fs::write(&merged, "earlier").unwrap();
+    std::fs::set_permissions(&merged, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = umask_022(
+        &[
+            "merge",
+            "--junit",
+            merged.to_str().unwrap(),
+            "--summary",
+            summary.to_str().unwrap(),
+            a.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(mode(&merged), 0o644, "{:o}", mode(&merged));
+    assert_eq!(mode(&summary), 0o644);
+    assert_eq!(
+        files_in(dir.path()),
+        ["a-zoo", "a.xml", "merged.xml", "summary.md"],
+        "no work folder is left"
+    );
+}
+
+/// `GITHUB_STEP_SUMMARY` that cannot be written, after the merged report is: said on stderr
+/// (its cause once), and merge still exits 0, as a run does.
+#[test]
+fn a_step_summary_that_cannot_be_written_does_not_fail_the_merge() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = skipped_report(dir.path(), "a", &[("a1", "zoo/a:1")], &[]);
+    let merged = dir.path().join("merged.xml");
+    let step = dir.path().join("no-such-folder/step.md");
+    let run = runner_env(
+        &[
+            "merge",
+            "--junit",
+            merged.to_str().unwrap(),
+            a.to_str().unwrap(),
+        ],
+        &[("GITHUB_STEP_SUMMARY", step.to_str().unwrap())],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(case_names(&merged), ["a1"]);
+    assert!(
+        run.stderr.contains("cannot write the summary"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("os error 2").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+}
+
+/// A strict and an extended report merged would no longer validate: refused (exit 2, nothing
+/// written) unless `--junit-flavor extended` asks for an extended report.
+#[test]
+fn strict_and_extended_reports_do_not_merge_into_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let strict = skipped_report(dir.path(), "s", &[("s1", "zoo/s:1")], &[]);
+    let strict2 = skipped_report(dir.path(), "t", &[("t1", "zoo/t:1")], &[]);
+    let extended = skipped_report(
+        dir.path(),
+        "e",
+        &[("e1", "zoo/e:1")],
+        &["--junit-flavor", "extended"],
+    );
+    let out = dir.path().join("out.xml");
+    let (s, t, e, o) = (
+        strict.to_str().unwrap(),
+        strict2.to_str().unwrap(),
+        extended.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    for args in [
+        vec!["--junit", o, s, e],
+        vec!["--junit", o, "--junit-flavor", "strict", e],
+    ] {
+        let run = merge(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.all());
+        assert!(
+            run.stderr.contains("extended JUnit report") && run.stderr.contains("e.xml"),
+            "{}",
+            run.stderr
+        );
+        assert!(!out.exists(), "{args:?}: nothing written");
+    }
+    // Two strict reports stay strict (read_junit validates against junit-10.xsd).
+    let run = merge(&["--junit", o, s, t]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let text = read_junit(&out);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    assert_eq!(doc.root_element().attribute("skipped"), None);
+    // Asked for, the mix is an extended report.
+    let run = merge(&["--junit", o, "--junit-flavor", "extended", s, e]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let text = read_junit_unvalidated(&out);
+    let doc = roxmltree::Document::parse(&text).unwrap();
+    assert_eq!(doc.root_element().attribute("skipped"), Some("2"));
+}
+
+/// A run that selects nothing writes a summary that says why, not an empty table.
+#[test]
+fn an_empty_selection_has_a_summary_that_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let zoo = dir.path().join("zoo");
+    write_catalog(&zoo.join("catalog"), &[("a1", "zoo/a:1")], None);
+    let spec = zoo.join("spec.toml");
+    std::fs::write(&spec, "catalog = \"catalog\"\ncommand = \"true\"\n").unwrap();
+    let summary = dir.path().join("summary.md");
+    let junit = dir.path().join("junit.xml");
+    let run = runner(&[
+        "--spec",
+        spec.to_str().unwrap(),
+        "--skip",
+        "a1",
+        "--junit",
+        junit.to_str().unwrap(),
+        "--summary",
+        summary.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        md.contains("**No case ran, so nothing was tested:** --skip left none of the 1 planned"),
+        "{md}"
+    );
+    assert!(!md.contains("| image |"), "{md}");
 }

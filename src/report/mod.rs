@@ -1,8 +1,10 @@
 //! The JUnit report: where it goes (checked before any case runs), and how it is written
-//! (streamed into a temporary file beside the target, then renamed, so a reader never sees half
-//! a report). The XML itself is in `junit`, its escaping in `xml`.
+//! (streamed into a temporary file in a work folder beside the target, then renamed, so a reader
+//! never sees half a report). The XML itself is in `junit`, its escaping in `xml`, the work
+//! folders (and the sweep of those killed runs left) in `workdir`.
 
 pub mod junit;
+pub mod workdir;
 pub(crate) mod xml;
 
 use std::io::BufWriter;
@@ -27,11 +29,12 @@ pub enum ReportError {
     },
 }
 
-/// The report's place, claimed before the run: its folder exists, a temporary file beside the
-/// target could be created, and the spool folder for the cases' output sits next to it.
+/// The report's place, claimed before the run: its folder exists, and a work folder beside the
+/// target holds the cases' spooled output and the temporary file the report is written to.
 #[derive(Debug)]
 pub struct ReportTarget {
     path: PathBuf,
+    /// In `spool`; declared first, so it goes before its folder.
     tmp: NamedTempFile,
     spool: TempDir,
 }
@@ -58,19 +61,15 @@ impl ReportTarget {
         std::fs::create_dir_all(dir).map_err(|e| {
             unwritable(format!("cannot create its folder `{}`: {e}", dir.display()))
         })?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&format!(".{name}.tmp-"))
-            .tempfile_in(dir)
+        workdir::sweep(dir).say();
+        let spool = workdir::create(dir, name, workdir::SPOOL).map_err(|e| {
+            unwritable(format!(
+                "cannot create the output spool folder in `{}`: {e}",
+                dir.display()
+            ))
+        })?;
+        let tmp = workdir::report_file(spool.path())
             .map_err(|e| unwritable(format!("cannot create a file in `{}`: {e}", dir.display())))?;
-        let spool = tempfile::Builder::new()
-            .prefix(&format!(".{name}.spool-"))
-            .tempdir_in(dir)
-            .map_err(|e| {
-                unwritable(format!(
-                    "cannot create the output spool folder in `{}`: {e}",
-                    dir.display()
-                ))
-            })?;
         Ok(Self {
             path: path.to_path_buf(),
             tmp,
@@ -135,6 +134,32 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         assert!(!spool.exists(), "the spool folder goes with the target");
+    }
+
+    /// The umask of this process, as the kernel reports it.
+    fn umask() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("Umask:")).unwrap();
+        u32::from_str_radix(line["Umask:".len()..].trim(), 8).unwrap()
+    }
+
+    /// The report is for others to read (a Jenkins agent, another user): it gets the mode any
+    /// new file gets (0644 under umask 022), not a temporary file's 0600, even where it
+    /// replaces a file.
+    #[test]
+    fn the_report_gets_the_umask_s_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("junit.xml");
+        std::fs::write(&path, "earlier").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let records = vec![junit::tests::record("ok", vec![Status::Passed])];
+        ReportTarget::prepare(&path)
+            .unwrap()
+            .write(&records, &[], Flavor::Strict)
+            .unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666 & !umask(), "{mode:o}");
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub enum ImageError {
         registry: String,
         reason: String,
     },
-    #[error("not run: the run was interrupted while `{image}` was being pulled")]
+    #[error("the run was interrupted while `{image}` was being pulled")]
     Interrupted { image: String },
     #[error("image `{image}` is missing after its pull: {reason}")]
     MissingAfterPull { image: String, reason: String },

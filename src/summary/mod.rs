@@ -1,23 +1,32 @@
-//! `--summary PATH`: Markdown that a person reads on the CI page, made from JUnit reports (the
-//! run's own, or `merge`'s inputs).
-//! 1. A table per image (each runtime's testsuite): passed, failed, errored, skipped, flaky,
-//!    time; the columns add up to the cases (a flaky case passed on a retry and counts as flaky
-//!    only).
+//! `--summary PATH`: Markdown that a person reads on the CI page, made from the run's own
+//! records, or from the JUnit reports `merge` reads (see `input`).
+//! 0. How the run ended, where the counts do not tell: interrupted (and how many cases did not
+//!    run, and why), no case selected (and why), the JUnit report lost.
+//! 1. A table per image (each runtime's testsuite), images with failures or errors first, then
+//!    by name with numbers as numbers (`img2` before `img10`): passed, failed, errored, skipped,
+//!    flaky, time; the columns add up to the cases (a flaky case passed on a retry and counts as
+//!    flaky only).
 //! 2. Each failure and error, with the first lines of its message.
-//! 3. The slowest cases.
+//! 3. The slowest of the cases that ran.
 //!
 //! Without `--summary`, a run or merge appends it to `$GITHUB_STEP_SUMMARY` when that is set.
 //! It stays under 1 MiB (GitHub's limit for a step summary) whatever the reports hold: long
 //! parts are cut, with a note that says so.
 
-use std::collections::BTreeMap;
+mod input;
+mod order;
+
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-use crate::junit_read::{self, Outcome, ScannedCase, ScannedReport};
+pub use input::{from_records, from_reports, Case, Notes, Outcome, Suite};
+
+use crate::error_chain::chain;
+use crate::record::Record;
 
 /// GitHub refuses a step summary of 1 MiB or more; this leaves room for our notes.
 pub const LIMIT: usize = 1000 * 1000;
@@ -29,13 +38,15 @@ const LINE_CHARS: usize = 300;
 /// Characters of a name in a table cell or heading.
 const NAME_CHARS: usize = 200;
 const SLOWEST: usize = 10;
+/// Distinct reasons shown for the cases that did not run.
+const NOT_RUN_REASONS: usize = 5;
 pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
 
 #[derive(Debug, Error)]
 pub enum SummaryError {
     #[error("--summary `{path}`: {why}")]
     Target { path: PathBuf, why: String },
-    #[error("cannot write the summary to `{path}`: {source}")]
+    #[error("cannot write the summary to `{path}`")]
     Write {
         path: PathBuf,
         #[source]
@@ -50,6 +61,8 @@ struct Counts {
     errored: usize,
     skipped: usize,
     flaky: usize,
+    /// Of `skipped`: the cases that never started.
+    not_run: usize,
     ms: u64,
     /// Time and bytes of the image's pulls (its testsuite's `pull-seconds`, `pulled-bytes`):
     /// not part of `ms`, which is the cases' own time.
@@ -58,13 +71,17 @@ struct Counts {
 }
 
 impl Counts {
-    fn add(&mut self, case: &ScannedCase) {
+    fn add(&mut self, case: &Case) {
         match (&case.outcome, case.flaky) {
             (Outcome::Passed, true) => self.flaky += 1,
             (Outcome::Passed, false) => self.passed += 1,
             (Outcome::Failed, _) => self.failed += 1,
-            (Outcome::Errored { .. }, _) => self.errored += 1,
+            (Outcome::Errored | Outcome::TimedOut, _) => self.errored += 1,
             (Outcome::Skipped { .. }, _) => self.skipped += 1,
+            (Outcome::NotRun, _) => {
+                self.skipped += 1;
+                self.not_run += 1;
+            }
         }
         self.ms = self.ms.saturating_add(case.time_ms.unwrap_or(0));
     }
@@ -75,6 +92,7 @@ impl Counts {
         self.errored += o.errored;
         self.skipped += o.skipped;
         self.flaky += o.flaky;
+        self.not_run += o.not_run;
         self.ms = self.ms.saturating_add(o.ms);
         self.pull_ms = self.pull_ms.saturating_add(o.pull_ms);
         self.pulled_bytes = self.pulled_bytes.saturating_add(o.pulled_bytes);
@@ -126,23 +144,18 @@ pub fn check_target(path: Option<&Path>) -> Result<(), SummaryError> {
         .map_err(|e| bad(format!("cannot create a file in `{}`: {e}", dir.display())))
 }
 
-/// After a run wrote its report: the summary, where one is wanted. A summary that cannot be
-/// made is said on stderr; it does not change the run's verdict.
-pub fn after_run(explicit: Option<&Path>, junit: &Path) {
+/// At the end of a run, whether its report was written or lost: the summary, made from the
+/// run's records, where one is wanted. A summary that cannot be written is said on stderr; it
+/// does not change the run's exit code.
+pub fn after_run(explicit: Option<&Path>, records: &[Record], notes: &Notes) {
     if explicit.is_none() && std::env::var_os(GITHUB_STEP_SUMMARY).is_none() {
         return;
     }
-    let text = match junit_read::scan(junit) {
-        Ok(report) => render(std::slice::from_ref(&report)),
-        Err(e) => {
-            eprintln!("error: no summary: {e}");
-            return;
-        }
-    };
+    let text = render(&from_records(records), notes);
     match write(explicit, &text) {
         Ok(Some(path)) => eprintln!("zoo-runner: summary written to {}", path.display()),
         Ok(None) => {}
-        Err(e) => eprintln!("error: {e}"),
+        Err(e) => eprintln!("error: {}", chain(&e)),
     }
 }
 
@@ -171,25 +184,55 @@ pub fn write(explicit: Option<&Path>, text: &str) -> Result<Option<PathBuf>, Sum
     Ok(Some(path))
 }
 
-/// The Markdown for these reports; always under `LIMIT` bytes.
-pub fn render(reports: &[ScannedReport]) -> String {
-    let mut suites: BTreeMap<&str, Counts> = BTreeMap::new();
-    let mut all: Vec<(&str, &ScannedCase)> = Vec::new();
-    for suite in reports.iter().flat_map(|r| &r.suites) {
-        let counts = suites.entry(suite.name.as_str()).or_default();
-        counts.add_pulls(&suite.properties);
+/// One row of the table: an image's suites (a merge may hold several of the same name).
+struct Group<'a> {
+    name: &'a str,
+    counts: Counts,
+    cases: Vec<&'a Case>,
+}
+
+/// The Markdown for these suites; always under `LIMIT` bytes.
+pub fn render(suites: &[Suite], notes: &Notes) -> String {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for suite in suites {
+        let at = *index.entry(suite.name.as_str()).or_insert_with(|| {
+            groups.push(Group {
+                name: &suite.name,
+                counts: Counts::default(),
+                cases: Vec::new(),
+            });
+            groups.len() - 1
+        });
+        let group = &mut groups[at];
+        group.counts.add_pulls(&suite.properties);
         for case in &suite.cases {
-            counts.add(case);
-            all.push((suite.name.as_str(), case));
+            group.counts.add(case);
+            group.cases.push(case);
         }
     }
+    // What broke first, then by name with numbers as numbers.
+    groups.sort_by(|a, b| {
+        let all_good = |g: &Group| g.counts.failed + g.counts.errored == 0;
+        all_good(a)
+            .cmp(&all_good(b))
+            .then_with(|| order::natural(a.name, b.name))
+    });
+    let all: Vec<(&str, &Case)> = groups
+        .iter()
+        .flat_map(|g| g.cases.iter().map(move |c| (g.name, *c)))
+        .collect();
     let mut total = Counts::default();
-    suites.values().for_each(|c| total.sum(c));
+    groups.iter().for_each(|g| total.sum(&g.counts));
 
     let mut head = String::new();
     let _ = writeln!(
         head,
-        "## zoo-runner: {} passed, {} failed, {} errored, {} skipped, {} flaky ({} cases, {})\n",
+        "## zoo-runner{}: {} passed, {} failed, {} errored, {} skipped, {} flaky ({} cases, {})\n",
+        match &notes.interrupted {
+            Some(signal) => format!(" (interrupted by {signal})"),
+            None => String::new(),
+        },
         total.passed,
         total.failed,
         total.errored,
@@ -198,6 +241,26 @@ pub fn render(reports: &[ScannedReport]) -> String {
         total.cases(),
         human_time(total.ms)
     );
+    if let Some(why) = &notes.report_lost {
+        let _ = writeln!(
+            head,
+            "**The JUnit report was lost:** {}. This summary is what is left of the results.\n",
+            cut_chars(&clean(why), LINE_CHARS)
+        );
+    }
+    head.push_str(&not_run(&all, &total, notes));
+    if total.cases() == 0 {
+        let why = notes
+            .why_empty
+            .as_deref()
+            .unwrap_or("the reports hold no case");
+        let _ = writeln!(
+            head,
+            "**No case ran, so nothing was tested:** {}.",
+            cut_chars(&clean(why), LINE_CHARS * 2)
+        );
+        return head;
+    }
     if total.pull_ms > 0 || total.pulled_bytes > 0 {
         let _ = writeln!(
             head,
@@ -209,28 +272,28 @@ pub fn render(reports: &[ScannedReport]) -> String {
     head.push_str("| image | passed | failed | errored | skipped | flaky | time | pull |\n");
     head.push_str("|---|--:|--:|--:|--:|--:|--:|--:|\n");
     let mut shown = 0;
-    for (name, c) in &suites {
-        let row = table_row(&code(name), c);
+    for g in &groups {
+        let row = table_row(&code(g.name), &g.counts);
         if head.len() + row.len() > TABLE_LIMIT {
             break;
         }
         head.push_str(&row);
         shown += 1;
     }
-    if shown < suites.len() {
+    if shown < groups.len() {
         let _ = writeln!(
             head,
             "| *{} more images not shown: this summary is kept under 1 MiB* | | | | | | | |",
-            suites.len() - shown
+            groups.len() - shown
         );
     }
-    if suites.len() > 1 {
+    if groups.len() > 1 {
         head.push_str(&table_row("**all**", &total));
     }
 
     let tail = slowest(&all);
     let mut body = String::new();
-    let bad: Vec<&(&str, &ScannedCase)> = all.iter().filter(|(_, c)| c.outcome.is_bad()).collect();
+    let bad: Vec<&(&str, &Case)> = all.iter().filter(|(_, c)| c.outcome.is_bad()).collect();
     if !bad.is_empty() {
         let _ = writeln!(body, "\n### Failures and errors ({})\n", bad.len());
         // Room for the table, the slowest cases and the note that says what was cut.
@@ -269,6 +332,57 @@ pub fn render(reports: &[ScannedReport]) -> String {
     text
 }
 
+/// The cases that did not run, how many and why (each distinct reason with its count, the most
+/// common first); an interrupted run says so even when every case had started.
+fn not_run(all: &[(&str, &Case)], total: &Counts, notes: &Notes) -> String {
+    let mut text = String::new();
+    let n = total.not_run;
+    match (&notes.interrupted, n) {
+        (None, 0) => return text,
+        (Some(signal), 0) => {
+            let _ = writeln!(text, "**The run was interrupted ({signal}).**\n");
+            return text;
+        }
+        (Some(signal), _) => {
+            let _ = writeln!(
+                text,
+                "**The run was interrupted ({signal}): {n} of {} cases did not run.**\n",
+                total.cases()
+            );
+        }
+        (None, _) => {
+            let _ = writeln!(text, "**{n} of {} cases did not run.**\n", total.cases());
+        }
+    }
+    let mut reasons: Vec<(&str, usize)> = Vec::new();
+    for (_, case) in all.iter().filter(|(_, c)| c.outcome == Outcome::NotRun) {
+        let reason = case.message.lines().next().unwrap_or_default();
+        match reasons.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, count)) => *count += 1,
+            None => reasons.push((reason, 1)),
+        }
+    }
+    // Stable: equal counts keep the order the cases came in.
+    reasons.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    for (reason, count) in reasons.iter().take(NOT_RUN_REASONS) {
+        let reason = if reason.is_empty() {
+            "(no reason given)".to_string()
+        } else {
+            cut_chars(&clean(reason), LINE_CHARS)
+        };
+        let _ = writeln!(text, "- {count}: {reason}");
+    }
+    if reasons.len() > NOT_RUN_REASONS {
+        let _ = writeln!(
+            text,
+            "- and {} other reasons (the JUnit report has them)",
+            reasons.len() - NOT_RUN_REASONS
+        );
+    }
+    text.push('\n');
+    text
+}
+
 fn table_row(name: &str, c: &Counts) -> String {
     format!(
         "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
@@ -286,15 +400,15 @@ fn table_row(name: &str, c: &Counts) -> String {
     )
 }
 
-fn failure_entry(suite: &str, case: &ScannedCase) -> String {
+fn failure_entry(suite: &str, case: &Case) -> String {
     let what = match case.outcome {
         Outcome::Failed => "failed",
-        Outcome::Errored { timeout: true } => "timed out",
+        Outcome::TimedOut => "timed out",
         _ => "errored",
     };
     let mut entry = format!(
         "**{}** {what} (in {}, {})\n",
-        code(&case.case_name()),
+        code(&case.name),
         code(suite),
         human_time(case.time_ms.unwrap_or(0))
     );
@@ -319,9 +433,12 @@ fn failure_entry(suite: &str, case: &ScannedCase) -> String {
     entry
 }
 
-fn slowest(all: &[(&str, &ScannedCase)]) -> String {
-    let mut timed: Vec<&(&str, &ScannedCase)> =
-        all.iter().filter(|(_, c)| c.time_ms.is_some()).collect();
+/// The slowest of the cases that ran (not those skipped or not run, which took no time).
+fn slowest(all: &[(&str, &Case)]) -> String {
+    let mut timed: Vec<&(&str, &Case)> = all
+        .iter()
+        .filter(|(_, c)| c.outcome.ran() && c.time_ms.is_some())
+        .collect();
     if timed.is_empty() {
         return String::new();
     }
@@ -333,15 +450,16 @@ fn slowest(all: &[(&str, &ScannedCase)]) -> String {
             (Outcome::Passed, false) => "passed".to_string(),
             (Outcome::Passed, true) => "flaky".to_string(),
             (Outcome::Failed, _) => "failed".to_string(),
-            (Outcome::Errored { timeout: true }, _) => "timed out".to_string(),
-            (Outcome::Errored { .. }, _) => "errored".to_string(),
+            (Outcome::TimedOut, _) => "timed out".to_string(),
+            (Outcome::Errored, _) => "errored".to_string(),
+            (Outcome::NotRun, _) => "not run".to_string(),
             (Outcome::Skipped { kind }, _) if kind.is_empty() => "skipped".to_string(),
             (Outcome::Skipped { kind }, _) => format!("skipped ({})", code(kind)),
         };
         let _ = writeln!(
             text,
             "| {} | {} | {} | {result} |",
-            code(&case.case_name()),
+            code(&case.name),
             code(suite),
             human_time(case.time_ms.unwrap_or(0))
         );
@@ -399,39 +517,37 @@ pub fn human_time(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::junit_read::ScannedSuite;
 
-    fn case(name: &str, outcome: Outcome, flaky: bool, ms: u64, message: &str) -> ScannedCase {
-        ScannedCase {
+    /// A case of the suite it is put in: `docker::NAME` (or `singularity::NAME`).
+    fn case(name: &str, outcome: Outcome, flaky: bool, ms: u64, message: &str) -> Case {
+        Case {
             name: name.into(),
-            classname: "docker:img:1".into(),
-            time_ms: Some(ms),
             outcome,
-            message: message.into(),
             flaky,
-            range: 0..0,
+            time_ms: Some(ms),
+            message: message.into(),
         }
     }
 
-    fn report(suites: Vec<(&str, Vec<ScannedCase>)>) -> ScannedReport {
-        ScannedReport {
-            path: "x.xml".into(),
-            suites: suites
-                .into_iter()
-                .map(|(name, cases)| ScannedSuite {
-                    name: name.into(),
-                    properties: vec![],
-                    cases: cases
-                        .into_iter()
-                        .map(|c| ScannedCase {
-                            classname: name.into(),
-                            ..c
-                        })
-                        .collect(),
-                })
-                .collect(),
-            root_skipped: false,
-        }
+    fn report(suites: Vec<(&str, Vec<Case>)>) -> Vec<Suite> {
+        suites
+            .into_iter()
+            .map(|(name, cases)| Suite {
+                name: name.into(),
+                properties: vec![],
+                cases: cases
+                    .into_iter()
+                    .map(|c| Case {
+                        name: format!("{}::{}", name.split(':').next().unwrap(), c.name),
+                        ..c
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    fn md(suites: &[Suite]) -> String {
+        render(suites, &Notes::default())
     }
 
     #[test]
@@ -446,15 +562,15 @@ mod tests {
                 vec![case("b", Outcome::Passed, false, 1000, "")],
             ),
         ]);
-        pulled.suites[0].properties = vec![
+        pulled[0].properties = vec![
             ("pull-seconds".into(), "90.5".into()),
             ("pulled-bytes".into(), (3u64 << 30).to_string()),
         ];
-        pulled.suites[1].properties = vec![
+        pulled[1].properties = vec![
             ("pull-seconds".into(), "0.000".into()),
             ("pulled-bytes".into(), "0".into()),
         ];
-        let text = render(&[pulled]);
+        let text = md(&pulled);
         assert!(
             text.contains("Image pulls took 1m 30s (3.0 GiB), not counted in the case times."),
             "{text}"
@@ -473,10 +589,10 @@ mod tests {
             "an image that was there: {row}"
         );
         // Without pulls, no pull line at all.
-        let none = render(&[report(vec![(
+        let none = md(&report(vec![(
             "docker:img:3",
             vec![case("c", Outcome::Passed, false, 10, "")],
-        )])]);
+        )]));
         assert!(!none.contains("Image pulls took"), "{none}");
     }
 
@@ -497,18 +613,12 @@ mod tests {
                     ),
                     case(
                         "gone",
-                        Outcome::Errored { timeout: false },
+                        Outcome::Errored,
                         false,
                         0,
                         "image `img:1` is missing",
                     ),
-                    case(
-                        "slow",
-                        Outcome::Errored { timeout: true },
-                        false,
-                        90_000,
-                        "ran past 90s",
-                    ),
+                    case("slow", Outcome::TimedOut, false, 90_000, "ran past 90s"),
                     case(
                         "skip",
                         Outcome::Skipped {
@@ -534,7 +644,7 @@ mod tests {
                 vec![case("ok", Outcome::Passed, false, 7_200_000, "")],
             ),
         ]);
-        let md = render(&[r]);
+        let md = md(&r);
         assert!(
             md.contains("| `docker:img:1` | 1 | 1 | 2 | 2 | 1 | 1m 36s |"),
             "{md}"
@@ -558,11 +668,11 @@ mod tests {
     #[test]
     fn a_flood_stays_under_a_mebibyte_and_says_what_was_cut() {
         let message = format!("{}\n", "boom ".repeat(100)).repeat(50);
-        let cases: Vec<ScannedCase> = (0..20_000)
+        let cases: Vec<Case> = (0..20_000)
             .map(|i| case(&format!("m{i}"), Outcome::Failed, false, i, &message))
             .collect();
-        let many_suites: Vec<(&str, Vec<ScannedCase>)> = vec![("docker:img:1", cases)];
-        let md = render(&[report(many_suites)]);
+        let many_suites: Vec<(&str, Vec<Case>)> = vec![("docker:img:1", cases)];
+        let md = self::md(&report(many_suites));
         assert!(md.len() < 1 << 20, "{} bytes", md.len());
         assert!(
             md.contains("more failures and errors not shown"),
@@ -576,28 +686,218 @@ mod tests {
         assert!(md.contains("more lines in the JUnit report"));
 
         // Many images, names full of markup and control characters.
-        let odd: Vec<(String, Vec<ScannedCase>)> = (0..20_000)
+        let odd: Vec<(String, Vec<Case>)> = (0..20_000)
             .map(|i| {
                 (
                     format!("docker:img|`{i}`\u{1b}[31m{}", "x".repeat(300)),
-                    vec![case(
-                        "m",
-                        Outcome::Errored { timeout: false },
-                        false,
-                        1,
-                        "```\n```",
-                    )],
+                    vec![case("m", Outcome::Errored, false, 1, "```\n```")],
                 )
             })
             .collect();
         let r = report(odd.iter().map(|(n, c)| (n.as_str(), c.clone())).collect());
-        let md = render(&[r]);
+        let md = self::md(&r);
         assert!(md.len() < 1 << 20, "{} bytes", md.len());
         assert!(md.contains("more images not shown"));
         assert!(!md.contains('\u{1b}'));
         assert!(
             md.contains("````text"),
             "a fence longer than the message's backticks"
+        );
+    }
+
+    /// An interrupted run says so, how many cases did not run and why; its slowest cases are
+    /// the ones that ran.
+    #[test]
+    fn an_interrupted_run_says_so_and_what_did_not_run() {
+        let mut cases = vec![case("ran", Outcome::Passed, false, 1500, "")];
+        cases.push(case(
+            "stopped",
+            Outcome::NotRun,
+            false,
+            0,
+            "interrupted while running, and stopped",
+        ));
+        for i in 0..10 {
+            cases.push(case(
+                &format!("later{i}"),
+                Outcome::NotRun,
+                false,
+                0,
+                "the run was interrupted before this case started",
+            ));
+        }
+        let suites = report(vec![("docker:img:1", cases)]);
+        let notes = Notes {
+            interrupted: Some("SIGINT".into()),
+            ..Notes::default()
+        };
+        let md = render(&suites, &notes);
+        assert!(
+            md.starts_with(
+                "## zoo-runner (interrupted by SIGINT): 1 passed, 0 failed, 0 errored, 11 skipped"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("**The run was interrupted (SIGINT): 11 of 12 cases did not run.**"),
+            "{md}"
+        );
+        let first = md.find("- 10: the run was interrupted before this case started");
+        let second = md.find("- 1: interrupted while running, and stopped");
+        assert!(first.is_some() && first < second, "most common first: {md}");
+        let slowest = md.split("### Slowest cases").nth(1).unwrap();
+        assert_eq!(slowest.matches("| `docker::").count(), 1, "{slowest}");
+        assert!(
+            !slowest.contains("not run") && !slowest.contains("0ms"),
+            "{slowest}"
+        );
+
+        // Without a signal (--fail-fast, or reports merged): the count and the reasons.
+        let md = self::md(&report(vec![(
+            "docker:img:1",
+            vec![
+                case("bad", Outcome::Failed, false, 10, "exit code 1"),
+                case(
+                    "next",
+                    Outcome::NotRun,
+                    false,
+                    0,
+                    "--fail-fast: an earlier case failed",
+                ),
+            ],
+        )]));
+        assert!(!md.contains("interrupted"), "{md}");
+        assert!(
+            md.contains(
+                "**1 of 2 cases did not run.**\n\n- 1: --fail-fast: an earlier case failed"
+            ),
+            "{md}"
+        );
+    }
+
+    /// Skipped cases and cases not run took no time: they are no "slowest case".
+    #[test]
+    fn only_cases_that_ran_are_among_the_slowest() {
+        let md = md(&report(vec![(
+            "docker:img:1",
+            vec![
+                case(
+                    "skip",
+                    Outcome::Skipped {
+                        kind: "skip".into(),
+                    },
+                    false,
+                    0,
+                    "big",
+                ),
+                case("cut", Outcome::NotRun, false, 0, "interrupted"),
+                case(
+                    "xfail",
+                    Outcome::Skipped {
+                        kind: "expected-failure".into(),
+                    },
+                    false,
+                    20,
+                    "dead link",
+                ),
+                case("ok", Outcome::Passed, false, 30, ""),
+            ],
+        )]));
+        let slowest = md.split("### Slowest cases").nth(1).unwrap();
+        let rows: Vec<&str> = slowest.lines().filter(|l| l.starts_with("| `")).collect();
+        assert_eq!(rows.len(), 2, "{slowest}");
+        assert!(rows[0].contains("docker::ok") && rows[1].contains("docker::xfail"));
+        // Nothing ran: no section at all.
+        let md = self::md(&report(vec![(
+            "docker:img:1",
+            vec![case(
+                "skip",
+                Outcome::Skipped {
+                    kind: "skip".into(),
+                },
+                false,
+                0,
+                "big",
+            )],
+        )]));
+        assert!(!md.contains("Slowest"), "{md}");
+    }
+
+    /// No case: the reason instead of an empty table.
+    #[test]
+    fn an_empty_selection_says_why_instead_of_an_empty_table() {
+        let notes = Notes {
+            why_empty: Some("the filter `HAL` matched none of the 3 planned cases".into()),
+            ..Notes::default()
+        };
+        let md = render(&[], &notes);
+        assert!(
+            md.contains("**No case ran, so nothing was tested:** the filter `HAL` matched none"),
+            "{md}"
+        );
+        assert!(!md.contains("| image |"), "{md}");
+        let md = self::md(&[]);
+        assert!(md.contains("the reports hold no case"), "{md}");
+    }
+
+    /// A run whose report is lost still gets its summary, which says the report is lost.
+    #[test]
+    fn a_lost_report_is_said() {
+        let notes = Notes {
+            report_lost: Some("failed to write the JUnit report `r/junit.xml`: because x".into()),
+            ..Notes::default()
+        };
+        let md = render(
+            &report(vec![(
+                "docker:img:1",
+                vec![case("bad", Outcome::TimedOut, false, 3000, "ran past 3s")],
+            )]),
+            &notes,
+        );
+        assert!(
+            md.contains("**The JUnit report was lost:** failed to write"),
+            "{md}"
+        );
+        assert!(md.contains("**`docker::bad`** timed out"), "{md}");
+    }
+
+    /// Images with failures or errors first, then by name with numbers as numbers; the
+    /// failures follow the table's order.
+    #[test]
+    fn images_that_broke_come_first_then_in_natural_order() {
+        let ok = |m: &str| case(m, Outcome::Passed, false, 1, "");
+        let md = md(&report(vec![
+            ("docker:img0_1", vec![ok("a")]),
+            ("docker:img0_10", vec![ok("b")]),
+            ("docker:img0_2", vec![ok("c")]),
+            (
+                "docker:img0_30",
+                vec![case("d", Outcome::Errored, false, 1, "gone")],
+            ),
+            (
+                "docker:img0_4",
+                vec![case("e", Outcome::Failed, false, 1, "boom")],
+            ),
+        ]));
+        let rows: Vec<&str> = md
+            .lines()
+            .filter(|l| l.starts_with("| `docker:img"))
+            .map(|l| l.split(" | ").next().unwrap())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                "| `docker:img0_4`",
+                "| `docker:img0_30`",
+                "| `docker:img0_1`",
+                "| `docker:img0_2`",
+                "| `docker:img0_10`",
+            ]
+        );
+        let failures = md.split("### Failures and errors").nth(1).unwrap();
+        assert!(
+            failures.find("docker::e") < failures.find("docker::d"),
+            "{failures}"
         );
     }
 
