@@ -392,3 +392,59 @@ fn bad_cache_settings_stop_the_run_before_any_container() {
     assert!(run.stderr.contains("--cache-dir"), "{}", run.all());
     assert!(containers_of(pid, None).is_empty());
 }
+
+#[test]
+fn a_runner_stopped_while_waiting_for_a_cache_lock_says_its_case_never_started() {
+    use std::io::BufRead;
+    let zoo = KerasZoo::new();
+    zoo.serve(1, "brain");
+    let spec = zoo.spec("s", &[("brain", KERAS_V1)], "");
+    // A first run makes the cache and its lock file.
+    let (run, _) = zoo.run(&spec, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // This test holds every cache lock, as another runner's running case would.
+    let locks = zoo.cache_dir().join("docker");
+    let held: Vec<std::fs::File> = files_in(&locks)
+        .iter()
+        .filter(|name| name.ends_with(".lock"))
+        .map(|name| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(locks.join(name))
+                .unwrap();
+            file.try_lock().expect("nobody holds the lock");
+            file
+        })
+        .collect();
+    assert_eq!(held.len(), 1, "one cache, one lock");
+
+    let dir = zoo.cache_dir().display().to_string();
+    let (mut child, report) = spawn_reported(&["--spec", &spec, "--cache-dir", &dir], &[]);
+    // Waits until the runner says it waits for the lock; then Ctrl-C.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("to finish with the cache") {
+            break;
+        }
+    }
+    assert!(seen.contains("waiting for"), "{seen}");
+    signal(child.id(), libc::SIGINT);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let run = finish(child);
+    assert_eq!(run.code, 130, "{}\n{seen}{}", run.stdout, rest.join("\n"));
+    drop(held);
+    let doc = report.doc();
+    let skipped = child_message(testcase(&doc, "brain"), "skipped");
+    assert!(
+        skipped.contains("interrupted while waiting for the lock of the cache")
+            && skipped.contains("before it started")
+            && !skipped.contains("while running"),
+        "{skipped}"
+    );
+}

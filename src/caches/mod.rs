@@ -43,13 +43,16 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
-    #[error("interrupted while waiting for the cache {what}")]
+    #[error("interrupted while waiting for the lock of the cache {what}")]
     Interrupted { what: String },
     #[error("{0}")]
     Docker(String),
     #[error("{0}")]
     Apptainer(String),
 }
+
+/// Why `cache prune` keeps a cache a case holds; the caller says "kept".
+pub const IN_USE: &str = "in use by a running case";
 
 /// Whether a Docker volume was made ready in this run, or why it could not be.
 type ReadySlot = Arc<OnceCell<Result<(), String>>>;

@@ -20,8 +20,8 @@ use futures_util::StreamExt;
 use thiserror::Error;
 
 use super::pull::{self, PullFailure, PullStats};
-use super::{outcome_of_exit, Execution, Outcome, RunRequest};
-use crate::caches::{self, CacheError, Held};
+use super::{outcome_of_cache_error, outcome_of_exit, Execution, Outcome, RunRequest};
+use crate::caches::{self, Held};
 use crate::cancel::{Cancel, Level};
 use crate::capture::Captured;
 use crate::error_chain::chain;
@@ -346,10 +346,7 @@ impl DockerRuntime {
                 let labels = self.labels(&format!("cache helper for {image}"));
                 match caches::docker::prepare(caches, &self.docker, image, image_id, labels).await {
                     Ok(held) => held,
-                    Err(CacheError::Interrupted { .. }) => {
-                        return Execution::before_start(Outcome::Interrupted, req.keep)
-                    }
-                    Err(e) => return Execution::errored(e.to_string(), req.keep),
+                    Err(e) => return Execution::before_start(outcome_of_cache_error(&e), req.keep),
                 }
             }
             None => Held::default(),
