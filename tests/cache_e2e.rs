@@ -448,3 +448,73 @@ fn a_runner_stopped_while_waiting_for_a_cache_lock_says_its_case_never_started()
         "{skipped}"
     );
 }
+
+/// A folder nobody may write in, root included (the runner runs as root here, and root ignores
+/// file modes, so `chmod` would not do): made immutable with `chattr +i` (needs
+/// CAP_LINUX_IMMUTABLE and a filesystem with attributes), else covered by a read-only tmpfs
+/// (needs CAP_SYS_ADMIN). Undone when dropped.
+struct Unwritable {
+    dir: std::path::PathBuf,
+    undo: [&'static str; 2],
+}
+
+impl Unwritable {
+    fn make(dir: &std::path::Path) -> Unwritable {
+        std::fs::create_dir_all(dir).unwrap();
+        let run = |program: &str, args: &[&str]| {
+            std::process::Command::new(program)
+                .args(args)
+                .arg(dir)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if run("chattr", &["+i"]) {
+            return Unwritable {
+                dir: dir.to_path_buf(),
+                undo: ["chattr", "-i"],
+            };
+        }
+        assert!(
+            run("mount", &["-t", "tmpfs", "-o", "ro", "tmpfs"]),
+            "this test needs root: neither `chattr +i` nor a read-only tmpfs mount worked on {} \
+             (plain chmod does not stop root, who runs the runner here)",
+            dir.display()
+        );
+        Unwritable {
+            dir: dir.to_path_buf(),
+            undo: ["umount", ""],
+        }
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        let mut undo = std::process::Command::new(self.undo[0]);
+        if !self.undo[1].is_empty() {
+            undo.arg(self.undo[1]);
+        }
+        let _ = undo.arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn a_cache_folder_that_cannot_be_written_stops_the_run_before_any_container() {
+    let zoo = KerasZoo::new();
+    let spec = zoo.spec("s", &[("brain", KERAS_V1)], "");
+    let locked = Unwritable::make(&zoo.cache_dir());
+    let dir = zoo.cache_dir().display().to_string();
+    let (child, _report) = spawn_reported(&["--spec", &spec, "--cache-dir", &dir], &[]);
+    let pid = child.id();
+    let run = finish(child);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("cannot write in the cache folder")
+            && run.stderr.contains(&dir)
+            && run.stderr.contains("--cache-dir"),
+        "{}",
+        run.all()
+    );
+    assert!(!run.stdout.contains("test docker::"), "{}", run.all());
+    assert!(containers_of(pid, None).is_empty());
+    drop(locked);
+}
