@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::cancel::{Cancel, Level};
 use crate::error_chain::chain;
-use crate::registry_auth::{credentials_for, describe_pull_failure, registry_host};
+use crate::registry_auth::{credentials_for, describe_pull_failure, registry_host, HelperRun};
 use crate::reporter;
 use crate::runtime::docker::{DockerRuntime, ImageError, ImageReady};
 use crate::units::{show_duration, show_size};
@@ -62,6 +62,11 @@ pub struct ImageStage {
     /// With `prune`: the ids of the images the daemon had before this run's first pull (`None`
     /// when they could not be listed), so that cleaning up never touches one of them.
     before: OnceCell<Option<HashSet<String>>>,
+    /// How credential helpers run (deadline, the run's cancel).
+    helpers: HelperRun,
+    /// Held (shared) by each credential lookup in flight, which runs on a blocking thread and
+    /// outlives a `prepare` given up on: `finish` takes it whole, so no helper outlives the run.
+    lookups: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl ImageStage {
@@ -73,6 +78,7 @@ impl ImageStage {
         images: &[&str],
         pull_ahead: usize,
         prune: bool,
+        helper_timeout: Duration,
     ) -> Arc<Self> {
         let mut order: Vec<String> = Vec::new();
         let mut slots: HashMap<String, Arc<Slot>> = HashMap::new();
@@ -83,6 +89,10 @@ impl ImageStage {
             });
             slot.remaining.fetch_add(1, Ordering::SeqCst);
         }
+        let helpers = HelperRun {
+            timeout: helper_timeout,
+            cancel: cancel.clone(),
+        };
         Arc::new(ImageStage {
             docker,
             handle,
@@ -94,6 +104,8 @@ impl ImageStage {
             ahead: Mutex::default(),
             prunes: Mutex::default(),
             before: OnceCell::new(),
+            helpers,
+            lookups: Arc::default(),
         })
     }
 
@@ -123,15 +135,20 @@ impl ImageStage {
         let registry = registry_host(image);
         // Read the way the docker CLI reads them; a credential helper may take its time.
         let owned = image.to_string();
-        let credentials = tokio::task::spawn_blocking(move || credentials_for(&owned))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|found| found.map_err(|e| chain(&e)))
-            .map_err(|reason| ImageError::Credentials {
-                image: image.to_string(),
-                registry: registry.clone(),
-                reason,
-            })?;
+        let helpers = self.helpers.clone();
+        let lookup = Arc::clone(&self.lookups).read_owned().await;
+        let credentials = tokio::task::spawn_blocking(move || {
+            let _lookup = lookup;
+            credentials_for(&owned, &helpers)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|found| found.map_err(|e| chain(&e)))
+        .map_err(|reason| ImageError::Credentials {
+            image: image.to_string(),
+            registry: registry.clone(),
+            reason,
+        })?;
         let sent = credentials.is_some();
         if self.prune {
             // Before the first pull, so that a pull stopped half way can be told from what
@@ -238,6 +255,9 @@ impl ImageStage {
         for task in prunes {
             let _ = task.await;
         }
+        // A credential helper still running (its case gave up on it when the run was
+        // interrupted) is stopped by then; its end is waited for.
+        let _no_lookups = self.lookups.write().await;
         if self.prune {
             self.clean_stopped_pulls().await;
         }

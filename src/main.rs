@@ -109,6 +109,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         summary::check_target(cli.summary.as_deref())?;
     }
     let waits = knobs::docker_waits(|name| std::env::var_os(name))?;
+    let helper_timeout = knobs::helper_timeout(|name| std::env::var_os(name))?;
     // Inputs are checked before anything runs: errors here exit with 2.
     let Inputs { spec, mut cases } = Inputs::load(
         &cli.selection,
@@ -133,7 +134,7 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let code = execute(&cli, &spec, &cases, waits, &rt);
+    let code = execute(&cli, &spec, &cases, (waits, helper_timeout), &rt);
     // A SIF download abandoned on Ctrl-C may still hold a blocking thread: don't wait for it.
     rt.shutdown_background();
     code
@@ -143,7 +144,7 @@ fn execute(
     cli: &Cli,
     spec: &Spec,
     cases: &[Case],
-    waits: Waits,
+    (waits, helper_timeout): (Waits, Option<std::time::Duration>),
     rt: &tokio::runtime::Runtime,
 ) -> anyhow::Result<ExitCode> {
     let mut args = cli.harness_args();
@@ -290,6 +291,7 @@ fn execute(
             &images,
             cli.pull_ahead,
             cli.prune_images,
+            helper_timeout.unwrap_or(registry_auth::HELPER_TIMEOUT),
         )
     });
     let harness = Harness::new(

@@ -3,7 +3,8 @@
 //! pull is a real download. With and without a login, wrong logins, missing images and dead
 //! registries; byte progress off a terminal; pull time kept out of case time; pull-ahead;
 //! `--prune-images`, also when `--fail-fast` stops the run. One test puts a proxy in front of
-//! the daemon that withholds the answer to one pull (`common::daemon_proxy`).
+//! the daemon that withholds the answer to one pull (`common::daemon_proxy`); one runs a
+//! stand-in credential helper that never answers (a shell script, named so where it is made).
 
 mod common;
 
@@ -466,6 +467,81 @@ fn prune_images_with_fail_fast_leaves_the_disk_as_it_was() {
         "an image there before the run is kept"
     );
     report.text();
+}
+
+/// A folder holding a stand-in `docker-credential-hang` (a stand-in for a third-party
+/// credential helper that never answers: it ignores SIGTERM, starts a `sleep` that does too,
+/// saves that sleep's pid beside itself as `sleep-pid`, and waits).
+fn hanging_helper() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("helper.src");
+    std::fs::write(
+        &source,
+        "#!/bin/sh\n# stand-in for a docker credential helper that never answers\n\
+         trap '' TERM\nsleep 600 &\necho $! > \"$(dirname \"$0\")/sleep-pid\"\nwait\n",
+    )
+    .unwrap();
+    // Installed by another process: no descriptor of this test process has it open for
+    // writing when it runs ("text file busy").
+    let installed = Command::new("install")
+        .arg("-m755")
+        .arg(&source)
+        .arg(dir.path().join("docker-credential-hang"))
+        .status()
+        .unwrap();
+    assert!(installed.success());
+    dir
+}
+
+/// True while the process whose pid is in `file` runs (a zombie does not).
+fn still_running(file: &Path) -> bool {
+    let pid = std::fs::read_to_string(file).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+}
+
+#[test]
+fn a_credential_helper_that_never_answers_has_a_deadline_and_ends_with_the_run() {
+    require_fixture_image();
+    let registry = open_registry();
+    let pushed = push_fixture(FIXTURE_IMAGE, &registry, "helper-hangs");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_zoo(dir.path(), &[("hangs", &pushed.image)]);
+    let helper = hanging_helper();
+    let config = DockerConfig::with_json(r#"{"credsStore": "hang"}"#);
+    let path = format!("{}:/usr/bin:/bin", helper.path().display());
+    let sleep_pid = helper.path().join("sleep-pid");
+    let env = [
+        ("DOCKER_CONFIG", config.env_value()),
+        ("PATH", path.as_str()),
+    ];
+
+    // Past its deadline (shortened by the testing knob) the helper is stopped, and the case
+    // errors naming it.
+    let mut shortened = env.to_vec();
+    shortened.push(("ZOO_RUNNER_HELPER_TIMEOUT", "1s"));
+    let (run, report) = run_reported(&["--spec", &spec], &shortened);
+    assert_eq!(run.code, 101, "{}", run.all());
+    let doc = report.doc();
+    let error = child_message(testcase(&doc, "hangs"), "error");
+    assert!(
+        error.contains("`docker-credential-hang`")
+            && error.contains(&registry.address)
+            && error.contains("did not answer within 1s"),
+        "{error}"
+    );
+    assert!(!still_running(&sleep_pid), "the helper's sleep is gone");
+    std::fs::remove_file(&sleep_pid).unwrap();
+
+    // Ctrl-C while the helper hangs (no deadline near): the run ends with 130, and so does
+    // the helper with what it started.
+    let (mut child, _report) = spawn_reported(&["--spec", &spec], &env);
+    wait_for(&mut child, "the helper to start", || sleep_pid.exists());
+    signal(child.id(), libc::SIGINT);
+    let run = finish(child);
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert!(!still_running(&sleep_pid), "the helper's sleep is gone");
 }
 
 /// Removes ANSI escape sequences (colours, cursor moves, line clears) from a terminal
