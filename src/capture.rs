@@ -47,7 +47,8 @@ pub struct Captured {
 }
 
 /// Where the kept bytes are: a spool file, or memory when no spool file could be made (then the
-/// first write error is noted in the output itself).
+/// first write error is noted in the output itself) or when asked for ([`Captured::in_memory`],
+/// with no note).
 #[derive(Debug)]
 enum Body {
     Pending,
@@ -64,6 +65,18 @@ impl Captured {
             head_len: 0,
             tail: VecDeque::new(),
             total: 0,
+        }
+    }
+
+    /// Like [`Captured::new`], but kept in memory only, never spooled to disk: for output that
+    /// may hold a secret (a credential helper's answer).
+    pub fn in_memory(keep: usize) -> Self {
+        Self {
+            body: Body::Memory {
+                bytes: Vec::new(),
+                why: String::new(),
+            },
+            ..Self::new(keep)
         }
     }
 
@@ -140,7 +153,7 @@ impl Captured {
         let tail = [a, b].concat();
         self.write_body(&tail);
         let note = match &self.body {
-            Body::Memory { why, .. } => Some(why.clone()),
+            Body::Memory { why, .. } if !why.is_empty() => Some(why.clone()),
             _ => None,
         };
         Output {

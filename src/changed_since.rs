@@ -11,15 +11,45 @@
 //! - elsewhere in a group (a `model-template.yaml`, `models.tsv`, a group-level `model.yaml`,
 //!   shared files): every model under the nearest folder that holds models;
 //! - outside every group (the top-level README, CI files): nothing, and the run says so.
+//!
+//! git runs supervised ([`GitRun`]): a deadline, a process group of its own, stopped when the
+//! run is interrupted.
 
 use std::collections::BTreeSet;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::cancel::Cancel;
+use crate::supervise::process::{self, block_on};
+use crate::supervise::{Ending, Limits};
+use crate::units::{show_duration, show_size};
+
 /// The file that marks a model's folder in a Kipoi-like models repository.
 const MODEL_FILE: &str = "model.yaml";
+/// How long one git command may take.
+pub const GIT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The most output of one git command read (a file list of a large repository is a few MB).
+const GIT_OUTPUT_MAX: usize = 64 << 20;
+
+/// How git runs: stopped past `timeout`, and when the run is interrupted (`cancel`).
+#[derive(Debug, Clone)]
+pub struct GitRun {
+    pub timeout: Duration,
+    pub cancel: Cancel,
+}
+
+impl Default for GitRun {
+    /// The default deadline, and a cancel nobody raises.
+    fn default() -> Self {
+        GitRun {
+            timeout: GIT_TIMEOUT,
+            cancel: Cancel::new(),
+        }
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum ChangedError {
@@ -32,8 +62,8 @@ pub enum ChangedError {
     NotARepo { repo: PathBuf, why: String },
     #[error("--changed-since `{0}` starts with `-`: give a commit, branch or tag")]
     Dashed(String),
-    #[error("--changed-since: git could not be started ({0}); install git")]
-    NoGit(String),
+    #[error("--changed-since: git could not be started; install git")]
+    NoGit(#[source] std::io::Error),
     #[error(
         "--changed-since `{rev}`: git does not know this revision in `{repo}` ({why}); fetch it \
          first (a shallow clone has no history: `git fetch --deepen` or fetch-depth: 0)"
@@ -49,6 +79,16 @@ pub enum ChangedError {
         repo: PathBuf,
         why: String,
     },
+    #[error(
+        "--changed-since: `git {args}` in `{repo}` did not finish within {after} and was stopped"
+    )]
+    GitTimedOut {
+        args: String,
+        repo: PathBuf,
+        after: String,
+    },
+    #[error("--changed-since: interrupted while `git {args}` ran in `{repo}`; it was stopped")]
+    Interrupted { args: String, repo: PathBuf },
 }
 
 /// What the changes select.
@@ -105,19 +145,22 @@ fn some<'a>(names: impl ExactSizeIterator<Item = &'a String>) -> String {
     shown.join(", ")
 }
 
-/// The models that the changes between `rev` and HEAD in `repo` select, among `models`.
+/// The models that the changes between `rev` and HEAD in `repo` select, among `models`. Runs
+/// git as `run` says, to its end: call it from code that is not async.
 pub fn changed_models(
     repo: &Path,
     rev: &str,
     models: &BTreeSet<String>,
+    run: &GitRun,
 ) -> Result<Changes, ChangedError> {
+    let git = |args: &[&str]| git(repo, args, run);
     if !repo.is_dir() {
         return Err(ChangedError::NotAFolder(repo.to_path_buf()));
     }
     if rev.starts_with('-') {
         return Err(ChangedError::Dashed(rev.to_string()));
     }
-    git(repo, &["rev-parse", "--git-dir"]).map_err(|e| match e {
+    git(&["rev-parse", "--git-dir"]).map_err(|e| match e {
         ChangedError::Git { why, .. } => ChangedError::NotARepo {
             repo: repo.to_path_buf(),
             why,
@@ -125,7 +168,7 @@ pub fn changed_models(
         other => other,
     })?;
     let commit = format!("{rev}^{{commit}}");
-    let verified = git(repo, &["rev-parse", "--verify", "--quiet", &commit]);
+    let verified = git(&["rev-parse", "--verify", "--quiet", &commit]);
     match verified {
         Err(ChangedError::Git { why, .. }) => {
             return Err(ChangedError::UnknownRev {
@@ -140,22 +183,19 @@ pub fn changed_models(
         }
         other => other?,
     };
-    let paths = split_z(&git(
-        repo,
-        &[
-            "diff",
-            "--name-only",
-            "-z",
-            "--no-renames",
-            "--relative",
-            rev,
-            "HEAD",
-            "--",
-        ],
-    )?);
+    let paths = split_z(&git(&[
+        "diff",
+        "--name-only",
+        "-z",
+        "--no-renames",
+        "--relative",
+        rev,
+        "HEAD",
+        "--",
+    ])?);
     let mut marked = BTreeSet::new();
     for side in [rev, "HEAD"] {
-        let files = split_z(&git(repo, &["ls-tree", "-r", "-z", "--name-only", side])?);
+        let files = split_z(&git(&["ls-tree", "-r", "-z", "--name-only", side])?);
         marked.extend(files.into_iter().filter_map(|f| model_folder_of(&f)));
     }
     Ok(select(&paths, models, &marked))
@@ -226,30 +266,138 @@ fn split_z(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Runs git in `repo` and returns its stdout; its stderr is the error's reason.
-fn git(repo: &Path, args: &[&str]) -> Result<Vec<u8>, ChangedError> {
-    let out = Command::new("git")
+/// Runs git in `repo` (supervised, as `run` says) and returns its stdout; its stderr is the
+/// error's reason.
+fn git(repo: &Path, args: &[&str], run: &GitRun) -> Result<Vec<u8>, ChangedError> {
+    let mut command = tokio::process::Command::new("git");
+    command
         .arg("-C")
         .arg(repo)
         .args(args)
         // No pager, no prompt, and no locale-dependent quoting of the output.
         .env("GIT_PAGER", "cat")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .output()
-        .map_err(|e| ChangedError::NoGit(e.to_string()))?;
-    if !out.status.success() {
-        return Err(ChangedError::Git {
-            args: args.join(" "),
-            repo: repo.to_path_buf(),
-            why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+        .env("GIT_TERMINAL_PROMPT", "0");
+    let failed = |why: String| ChangedError::Git {
+        args: args.join(" "),
+        repo: repo.to_path_buf(),
+        why,
+    };
+    let limits = Limits::helper(run.timeout);
+    let running = process::run(command, None, GIT_OUTPUT_MAX, &limits, &run.cancel, |_| {});
+    let done = block_on(running)
+        .map_err(|e| failed(format!("cannot wait for it: {e}")))?
+        .map_err(|e| ChangedError::NoGit(e.source))?;
+    let status = match done.ending {
+        Ending::Exited(status) => status,
+        Ending::TimedOut { .. }
+        | Ending::Stuck {
+            timed_out: true, ..
+        } => {
+            return Err(ChangedError::GitTimedOut {
+                args: args.join(" "),
+                repo: repo.to_path_buf(),
+                after: show_duration(run.timeout),
+            })
+        }
+        Ending::Interrupted { .. } | Ending::Stuck { .. } => {
+            return Err(ChangedError::Interrupted {
+                args: args.join(" "),
+                repo: repo.to_path_buf(),
+            })
+        }
+        Ending::Lost(why) => return Err(failed(why)),
+    };
+    if !status.success() {
+        return Err(failed(done.stderr.finish().text().trim().to_string()));
     }
-    Ok(out.stdout)
+    if done.stdout.cut() > 0 {
+        return Err(failed(format!(
+            "it printed more than the {} the runner reads",
+            show_size(2 * GIT_OUTPUT_MAX as u64)
+        )));
+    }
+    let mut out = Vec::new();
+    done.stdout
+        .finish()
+        .reader()
+        .and_then(|mut r| r.read_to_end(&mut out))
+        .map_err(|e| failed(format!("reading its output failed: {e}")))?;
+    Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A git repository whose config includes a FIFO nobody writes to: real git blocks for ever
+    /// opening it, as it reads its config at its start.
+    fn hanging_repo() -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join(".git/hang.fifo");
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{script}: {out:?}");
+        };
+        sh("git init -q && mkfifo .git/hang.fifo && git config include.path hang.fifo");
+        (dir, fifo)
+    }
+
+    /// True while a process has the FIFO open to read (git, blocked on it): opening it to
+    /// write without blocking fails with ENXIO when nobody reads.
+    fn read_by_someone(fifo: &Path) -> bool {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+        {
+            Ok(_) => true,
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(libc::ENXIO), "{e}");
+                false
+            }
+        }
+    }
+
+    #[test]
+    fn a_git_that_does_not_finish_is_stopped_at_its_deadline() {
+        let (dir, fifo) = hanging_repo();
+        let run = GitRun {
+            timeout: Duration::from_millis(500),
+            cancel: Cancel::new(),
+        };
+        let err = changed_models(dir.path(), "HEAD", &set(&["a"]), &run).unwrap_err();
+        assert!(matches!(err, ChangedError::GitTimedOut { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(
+            text.contains("`git rev-parse --git-dir`") && text.contains("within 500ms"),
+            "{text}"
+        );
+        assert!(!read_by_someone(&fifo), "git is gone");
+    }
+
+    #[test]
+    fn an_interruption_stops_git() {
+        let (dir, fifo) = hanging_repo();
+        let cancel = Cancel::new();
+        let run = GitRun {
+            timeout: GIT_TIMEOUT,
+            cancel: cancel.clone(),
+        };
+        let ctrl_c = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            cancel.raise(libc::SIGINT);
+        });
+        let err = changed_models(dir.path(), "HEAD", &set(&["a"]), &run).unwrap_err();
+        ctrl_c.join().unwrap();
+        assert!(matches!(err, ChangedError::Interrupted { .. }), "{err:?}");
+        assert!(!read_by_someone(&fifo), "git is gone");
+    }
 
     fn set(names: &[&str]) -> BTreeSet<String> {
         names.iter().map(|s| s.to_string()).collect()

@@ -2,9 +2,11 @@
 //! step of its own before its cases, so a pull is timed apart from them. Cases run image by
 //! image; while one image's cases run, the next `pull_ahead` images are pulled, and never more
 //! (disk is what CI runners lack). With `prune`, an image this run pulled is removed after its
-//! last case; an image that was there before the run is never removed.
+//! last case; an image that was there before the run is never removed. A pull stopped half way
+//! (an interruption, or `--fail-fast` ending the run while an image was pulled ahead) is cleaned
+//! up too: what the daemon kept of it is removed, so the disk after the run is as before it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use crate::cancel::{Cancel, Level};
 use crate::error_chain::chain;
-use crate::registry_auth::{credentials_for, describe_pull_failure, registry_host};
+use crate::registry_auth::{credentials_for, describe_pull_failure, registry_host, HelperRun};
 use crate::reporter;
 use crate::runtime::docker::{DockerRuntime, ImageError, ImageReady};
 use crate::units::{show_duration, show_size};
@@ -30,6 +32,9 @@ struct Slot {
     /// Its first case has asked for it: from then on it no longer counts as pulled ahead.
     started: AtomicBool,
     pruned: AtomicBool,
+    /// The daemon did not have it when it was first asked for: a pull of this run may have
+    /// brought (some of) it in.
+    absent: AtomicBool,
 }
 
 /// Pulls this run made, for the final line and the summary.
@@ -54,6 +59,14 @@ pub struct ImageStage {
     ahead: Mutex<Vec<JoinHandle<()>>>,
     /// Removals of pruned images.
     prunes: Mutex<Vec<JoinHandle<()>>>,
+    /// With `prune`: the ids of the images the daemon had before this run's first pull (`None`
+    /// when they could not be listed), so that cleaning up never touches one of them.
+    before: OnceCell<Option<HashSet<String>>>,
+    /// How credential helpers run (deadline, the run's cancel).
+    helpers: HelperRun,
+    /// Held (shared) by each credential lookup in flight, which runs on a blocking thread and
+    /// outlives a `prepare` given up on: `finish` takes it whole, so no helper outlives the run.
+    lookups: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl ImageStage {
@@ -65,6 +78,7 @@ impl ImageStage {
         images: &[&str],
         pull_ahead: usize,
         prune: bool,
+        helper_timeout: Duration,
     ) -> Arc<Self> {
         let mut order: Vec<String> = Vec::new();
         let mut slots: HashMap<String, Arc<Slot>> = HashMap::new();
@@ -75,6 +89,10 @@ impl ImageStage {
             });
             slot.remaining.fetch_add(1, Ordering::SeqCst);
         }
+        let helpers = HelperRun {
+            timeout: helper_timeout,
+            cancel: cancel.clone(),
+        };
         Arc::new(ImageStage {
             docker,
             handle,
@@ -85,6 +103,9 @@ impl ImageStage {
             prune,
             ahead: Mutex::default(),
             prunes: Mutex::default(),
+            before: OnceCell::new(),
+            helpers,
+            lookups: Arc::default(),
         })
     }
 
@@ -108,20 +129,36 @@ impl ImageStage {
     }
 
     async fn fetch(&self, image: &str) -> Result<ImageReady, ImageError> {
+        if let Some(id) = self.docker.image_id(image).await? {
+            return Ok(ImageReady { id, pulled: None });
+        }
         let registry = registry_host(image);
         // Read the way the docker CLI reads them; a credential helper may take its time.
         let owned = image.to_string();
-        let credentials = tokio::task::spawn_blocking(move || credentials_for(&owned))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|found| found.map_err(|e| chain(&e)))
-            .map_err(|reason| ImageError::Credentials {
-                image: image.to_string(),
-                registry: registry.clone(),
-                reason,
-            })?;
+        let helpers = self.helpers.clone();
+        let lookup = Arc::clone(&self.lookups).read_owned().await;
+        let credentials = tokio::task::spawn_blocking(move || {
+            let _lookup = lookup;
+            credentials_for(&owned, &helpers)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|found| found.map_err(|e| chain(&e)))
+        .map_err(|reason| ImageError::Credentials {
+            image: image.to_string(),
+            registry: registry.clone(),
+            reason,
+        })?;
         let sent = credentials.is_some();
-        match self.docker.inspect_or_pull(image, credentials).await {
+        if self.prune {
+            // Before the first pull, so that a pull stopped half way can be told from what
+            // was there.
+            self.before
+                .get_or_init(|| async { self.docker.image_ids().await.ok() })
+                .await;
+        }
+        self.slot(image).absent.store(true, Ordering::SeqCst);
+        match self.docker.pull_image(image, credentials).await {
             Err(ImageError::Pull { image, reason }) => Err(ImageError::Registry(
                 describe_pull_failure(&image, &registry, sent, &reason).to_string(),
             )),
@@ -200,7 +237,8 @@ impl ImageStage {
     }
 
     /// Ends the stage: pulls still going ahead are stopped, and with `prune` every image this
-    /// run pulled is removed, also those pulled ahead for cases that never ran.
+    /// run pulled is removed, also those pulled ahead for cases that never ran, and what the
+    /// daemon kept of a pull that was stopped.
     pub async fn finish(self: &Arc<Self>) {
         // Every case has ended: a pull still going ahead is for cases that will not run.
         let ahead = std::mem::take(&mut *self.ahead.lock().unwrap_or_else(|p| p.into_inner()));
@@ -216,6 +254,30 @@ impl ImageStage {
         let prunes = std::mem::take(&mut *self.prunes.lock().unwrap_or_else(|p| p.into_inner()));
         for task in prunes {
             let _ = task.await;
+        }
+        // A credential helper still running (its case gave up on it when the run was
+        // interrupted) is stopped by then; its end is waited for.
+        let _no_lookups = self.lookups.write().await;
+        if self.prune {
+            self.clean_stopped_pulls().await;
+        }
+    }
+
+    /// Removes what the daemon kept of the pulls this run began but did not finish (stopped, or
+    /// failed): an image it finished all the same after the runner let go of the pull, and
+    /// dangling images of its repository; never an image the daemon had before the run.
+    async fn clean_stopped_pulls(&self) {
+        let before = self.before.get().and_then(Option::as_ref);
+        for image in &self.order {
+            let slot = self.slot(image);
+            let finished = matches!(slot.ready.get(), Some(Ok(_)));
+            if !slot.absent.load(Ordering::SeqCst) || finished {
+                continue;
+            }
+            for line in self.docker.remove_stopped_pull(image, before).await {
+                let line = line.unwrap_or_else(|why| why);
+                reporter::note(format!("--prune-images: {line}"));
+            }
         }
     }
 

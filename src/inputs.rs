@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::catalog::Catalog;
-use crate::changed_since;
+use crate::changed_since::{self, GitRun};
 use crate::cli::{SelectionArgs, DEFAULT_SPEC};
 use crate::durations::Durations;
 use crate::partition::{Partition, PartitionArg, Scheme};
@@ -33,6 +33,8 @@ pub struct PlanOptions {
     pub durations: Option<PathBuf>,
     /// libtest's `--ignored`: only what the spec marks skip.
     pub only_skipped: bool,
+    /// How `--changed-since` runs git (deadline, the run's cancel).
+    pub git: GitRun,
 }
 
 impl Inputs {
@@ -82,7 +84,7 @@ impl Inputs {
         let mut cases = plan::plan(&catalog, &spec, &plan_selection)?;
         if let (Some(rev), Some(repo)) = (&selection.changed_since, &selection.models_repo) {
             let universe: BTreeSet<String> = catalog.models().map(str::to_string).collect();
-            let changes = changed_since::changed_models(repo, rev, &universe)?;
+            let changes = changed_since::changed_models(repo, rev, &universe, &options.git)?;
             eprintln!("zoo-runner: {}", changes.describe(rev));
             cases.retain(|c| changes.models.contains(&c.model));
         }

@@ -16,7 +16,11 @@ pub const STOP_SLACK_VAR: &str = "ZOO_RUNNER_STOP_SLACK";
 /// Replaces `REQUEST_TIMEOUT`: the least time the daemon gets to answer a request.
 pub const REQUEST_TIMEOUT_VAR: &str = "ZOO_RUNNER_REQUEST_TIMEOUT";
 
-/// The most either knob takes: they exist to shorten waits, not to make them endless.
+/// Replaces the deadlines of the programs the runner runs for itself: credential helpers
+/// (`HELPER_TIMEOUT`) and git (`GIT_TIMEOUT`).
+pub const HELPER_TIMEOUT_VAR: &str = "ZOO_RUNNER_HELPER_TIMEOUT";
+
+/// The most any knob takes: they exist to shorten waits, not to make them endless.
 const MAX_KNOB: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -40,6 +44,13 @@ pub fn docker_waits(get: impl Fn(&str) -> Option<OsString>) -> Result<Waits, Kno
         stop_slack: duration(&get, STOP_SLACK_VAR)?.unwrap_or(defaults.stop_slack),
         request_timeout: request_timeout(&get)?.unwrap_or(defaults.request_timeout),
     })
+}
+
+/// The deadline the knob sets for the runner's helper programs, if it is set.
+pub fn helper_timeout(
+    get: impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<Duration>, KnobError> {
+    duration(&get, HELPER_TIMEOUT_VAR)
 }
 
 fn request_timeout(get: &impl Fn(&str) -> Option<OsString>) -> Result<Option<Duration>, KnobError> {
@@ -121,6 +132,17 @@ mod tests {
             assert!(shown.contains(var), "{var}={value}: {shown}");
             assert!(shown.contains(&format!("`{value}`")), "{shown}");
         }
+    }
+
+    #[test]
+    fn the_helper_deadline_knob_is_read_and_checked() {
+        let get = |value: &'static str| {
+            move |name: &str| (name == HELPER_TIMEOUT_VAR).then(|| OsString::from(value))
+        };
+        assert_eq!(helper_timeout(|_| None), Ok(None));
+        assert_eq!(helper_timeout(get("2s")), Ok(Some(Duration::from_secs(2))));
+        let e = helper_timeout(get("0s")).unwrap_err();
+        assert!(chain(&e).contains(HELPER_TIMEOUT_VAR), "{}", chain(&e));
     }
 
     #[test]

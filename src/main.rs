@@ -34,7 +34,7 @@ mod runtime;
 mod sif_cache;
 mod spec;
 mod summary;
-// Wired in by the next commits (probes, SIF builds, credential helpers, git, Apptainer cases).
+// Wired in by the next commits (probes, SIF builds, Apptainer cases).
 #[allow(dead_code)]
 mod supervise;
 mod time_partition;
@@ -50,6 +50,7 @@ use anyhow::Context;
 
 use crate::caches::Caches;
 use crate::cancel::Cancel;
+use crate::changed_since::GitRun;
 use crate::cli::{CacheCommand, Cli, Command};
 use crate::error_chain::chain;
 use crate::harness::{Harness, Settings};
@@ -87,7 +88,17 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     let mut warming = false;
     if let Some(command) = cli.command.take() {
         match command {
-            Command::Matrix(args) => return matrix::run(&args),
+            Command::Matrix(args) => {
+                let git_timeout = knobs::helper_timeout(|name| std::env::var_os(name))?;
+                return with_signals(|_, cancel| {
+                    let git = GitRun {
+                        timeout: git_timeout.unwrap_or(changed_since::GIT_TIMEOUT),
+                        cancel: cancel.clone(),
+                    };
+                    let code = matrix::run(&args, git);
+                    interrupted_early(cancel).map_or(code, Ok)
+                });
+            }
             Command::Merge(args) => return merge::run(&args),
             Command::Cache(args) => match args.command {
                 CacheCommand::List { runtime } => {
@@ -108,17 +119,78 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     if !cli.libtest.list {
         summary::check_target(cli.summary.as_deref())?;
     }
-    let waits = knobs::docker_waits(|name| std::env::var_os(name))?;
+    let knobs = Knobs {
+        waits: knobs::docker_waits(|name| std::env::var_os(name))?,
+        helper_timeout: knobs::helper_timeout(|name| std::env::var_os(name))?,
+    };
+    with_signals(|rt, cancel| run_tests(&cli, warming, knobs, rt, cancel))
+}
+
+/// The testing knobs a run reads (`crate::knobs`).
+#[derive(Debug, Clone, Copy)]
+struct Knobs {
+    waits: Waits,
+    /// The deadline of credential helpers and git, when the knob sets it.
+    helper_timeout: Option<std::time::Duration>,
+}
+
+/// Runs `work` on an async runtime that catches SIGINT, SIGTERM and SIGHUP from its start:
+/// whatever the runner starts from then on (git while the inputs load, a credential helper, a
+/// case) is stopped on the first signal, and the run ends with 128 + its number.
+fn with_signals(
+    work: impl FnOnce(&tokio::runtime::Runtime, &Cancel) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let cancel = Cancel::new();
+    {
+        let _guard = rt.enter();
+        cancel
+            .listen_for_signals()
+            .context("failed to listen for SIGINT/SIGTERM/SIGHUP")?;
+    }
+    let code = work(&rt, &cancel);
+    // A SIF download abandoned on Ctrl-C may still hold a blocking thread: don't wait for it.
+    rt.shutdown_background();
+    code
+}
+
+/// The exit code of a run interrupted before anything ran (while its inputs loaded): the
+/// signal's, as the signal's default action would have given.
+fn interrupted_early(cancel: &Cancel) -> Option<ExitCode> {
+    let signal = cancel.signal()?;
+    eprintln!("zoo-runner: interrupted while the inputs were loaded; nothing ran");
+    Some(ExitCode::from((128 + signal) as u8))
+}
+
+fn run_tests(
+    cli: &Cli,
+    warming: bool,
+    knobs: Knobs,
+    rt: &tokio::runtime::Runtime,
+    cancel: &Cancel,
+) -> anyhow::Result<ExitCode> {
     // Inputs are checked before anything runs: errors here exit with 2.
-    let Inputs { spec, mut cases } = Inputs::load(
+    let loaded = Inputs::load(
         &cli.selection,
         PlanOptions {
             timeout: cli.timeout,
             partition: cli.partition,
             durations: cli.durations.clone(),
             only_skipped: cli.libtest.ignored,
+            git: GitRun {
+                timeout: knobs.helper_timeout.unwrap_or(changed_since::GIT_TIMEOUT),
+                cancel: cancel.clone(),
+            },
         },
-    )?;
+    );
+    if let Some(code) = interrupted_early(cancel) {
+        return Ok(code);
+    }
+    let Inputs { spec, mut cases } = loaded?;
     if warming && spec.caches.is_empty() {
         anyhow::bail!(
             "`cache warm`: the spec `{}` names no `caches`, so there is nothing to fill",
@@ -128,23 +200,16 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
     // Image by image: an image's cases run together, so it is pulled once and can be pruned
     // after its last case.
     cases.sort_by(|a, b| (a.runtime, &a.image).cmp(&(b.runtime, &b.image)));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?;
-    let code = execute(&cli, &spec, &cases, waits, &rt);
-    // A SIF download abandoned on Ctrl-C may still hold a blocking thread: don't wait for it.
-    rt.shutdown_background();
-    code
+    execute(cli, &spec, &cases, knobs, rt, cancel.clone())
 }
 
 fn execute(
     cli: &Cli,
     spec: &Spec,
     cases: &[Case],
-    waits: Waits,
+    knobs: Knobs,
     rt: &tokio::runtime::Runtime,
+    cancel: Cancel,
 ) -> anyhow::Result<ExitCode> {
     let mut args = cli.harness_args();
     // libtest's lines go through a pipe to the reporter: colour is decided by where they end.
@@ -154,7 +219,6 @@ fn execute(
     {
         args.color = Some(libtest_mimic::ColorSetting::Always);
     }
-    let cancel = Cancel::new();
     let versions = spec.versions.clone().map(|c| Arc::new(Versions::new(c)));
     let mut settings = Settings {
         env: spec.container_env(|name| std::env::var(name).ok()),
@@ -211,14 +275,6 @@ fn execute(
     // runs; the cases' output is spooled next to it.
     let target = ReportTarget::prepare(&cli.junit)?;
     capture::set_spool_dir(target.spool_dir().to_path_buf());
-    // Signals are caught from here on: an interruption during the daemon connection or the
-    // sweep still ends in a report and a clean exit.
-    {
-        let _guard = rt.enter();
-        cancel
-            .listen_for_signals()
-            .context("failed to listen for SIGINT/SIGTERM/SIGHUP")?;
-    }
 
     // Only what the filters keep decides which runtimes must be up.
     let selected = kept_by_filters(&args, cases);
@@ -250,7 +306,7 @@ fn execute(
     ];
     extra.extend(run_facts(cli, spec, caches.as_deref()));
     let docker = if needs(RuntimeKind::Docker) {
-        match rt.block_on(connect_docker(&run_id, cli.grace, waits, &cancel)) {
+        match rt.block_on(connect_docker(&run_id, cli.grace, knobs.waits, &cancel)) {
             Ok(d) => {
                 extra.push(("docker-version".to_string(), d.version().to_string()));
                 Ok(d)
@@ -290,6 +346,9 @@ fn execute(
             &images,
             cli.pull_ahead,
             cli.prune_images,
+            knobs
+                .helper_timeout
+                .unwrap_or(registry_auth::HELPER_TIMEOUT),
         )
     });
     let harness = Harness::new(

@@ -15,6 +15,7 @@ use clap::FromArgMatches;
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::changed_since::GitRun;
 use crate::cli::{Cli, MatrixArgs};
 use crate::durations::Durations;
 use crate::inputs::{self, Inputs, PlanOptions};
@@ -50,9 +51,14 @@ struct Matrix {
     include: Vec<Job>,
 }
 
-pub fn run(args: &MatrixArgs) -> anyhow::Result<ExitCode> {
+/// `git` is how `--changed-since` runs git.
+pub fn run(args: &MatrixArgs, git: GitRun) -> anyhow::Result<ExitCode> {
     check_run_flags(&args.run_flags)?;
-    let Inputs { cases, .. } = Inputs::load(&args.selection, PlanOptions::default())?;
+    let options = PlanOptions {
+        git,
+        ..PlanOptions::default()
+    };
+    let Inputs { cases, .. } = Inputs::load(&args.selection, options)?;
     let base = if args.per_image {
         // Each job's `--only-image` is one of the selection's: it replaces the list.
         let mut selection = args.selection.clone();

@@ -38,6 +38,9 @@ pub fn judge(outcome: &Outcome, stdout: &str, stderr: &str, plan: &CasePlan) -> 
         Outcome::Interrupted => Status::NotRun {
             reason: "interrupted while running, and stopped".into(),
         },
+        Outcome::NotStarted { reason } => Status::NotRun {
+            reason: reason.clone(),
+        },
         Outcome::Stuck { timed_out, waited } => {
             let stuck = format!(
                 "the container could not be stopped: still running {} after SIGTERM and a \

@@ -117,6 +117,7 @@ pub fn text_of(exec: Execution) -> String {
             crate::units::show_duration(after)
         ),
         Outcome::Interrupted => "unknown: interrupted".to_string(),
+        Outcome::NotStarted { reason } => format!("unknown: {reason}"),
         Outcome::Stuck { .. } => {
             "unknown: the versions command's container could not be stopped".to_string()
         }

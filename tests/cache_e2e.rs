@@ -393,3 +393,129 @@ fn bad_cache_settings_stop_the_run_before_any_container() {
     assert!(run.stderr.contains("--cache-dir"), "{}", run.all());
     assert!(containers_of(pid, None).is_empty());
 }
+
+#[test]
+fn a_runner_stopped_while_waiting_for_a_cache_lock_says_its_case_never_started() {
+    use std::io::BufRead;
+    let zoo = KerasZoo::new();
+    zoo.serve(1, "brain");
+    let spec = zoo.spec("s", &[("brain", KERAS_V1)], "");
+    // A first run makes the cache and its lock file.
+    let (run, _) = zoo.run(&spec, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // This test holds every cache lock, as another runner's running case would.
+    let locks = zoo.cache_dir().join("docker");
+    let held: Vec<std::fs::File> = files_in(&locks)
+        .iter()
+        .filter(|name| name.ends_with(".lock"))
+        .map(|name| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(locks.join(name))
+                .unwrap();
+            file.try_lock().expect("nobody holds the lock");
+            file
+        })
+        .collect();
+    assert_eq!(held.len(), 1, "one cache, one lock");
+
+    let dir = zoo.cache_dir().display().to_string();
+    let (mut child, report) = spawn_reported(&["--spec", &spec, "--cache-dir", &dir], &[]);
+    // Waits until the runner says it waits for the lock; then Ctrl-C.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("to finish with the cache") {
+            break;
+        }
+    }
+    assert!(seen.contains("waiting for"), "{seen}");
+    signal(child.id(), libc::SIGINT);
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let run = finish(child);
+    assert_eq!(run.code, 130, "{}\n{seen}{}", run.stdout, rest.join("\n"));
+    drop(held);
+    let doc = report.doc();
+    let skipped = child_message(testcase(&doc, "brain"), "skipped");
+    assert!(
+        skipped.contains("interrupted while waiting for the lock of the cache")
+            && skipped.contains("before it started")
+            && !skipped.contains("while running"),
+        "{skipped}"
+    );
+}
+
+/// A folder nobody may write in, root included (the runner runs as root here, and root ignores
+/// file modes, so `chmod` would not do): made immutable with `chattr +i` (needs
+/// CAP_LINUX_IMMUTABLE and a filesystem with attributes), else covered by a read-only tmpfs
+/// (needs CAP_SYS_ADMIN). Undone when dropped.
+struct Unwritable {
+    dir: std::path::PathBuf,
+    undo: [&'static str; 2],
+}
+
+impl Unwritable {
+    fn make(dir: &std::path::Path) -> Unwritable {
+        std::fs::create_dir_all(dir).unwrap();
+        let run = |program: &str, args: &[&str]| {
+            std::process::Command::new(program)
+                .args(args)
+                .arg(dir)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if run("chattr", &["+i"]) {
+            return Unwritable {
+                dir: dir.to_path_buf(),
+                undo: ["chattr", "-i"],
+            };
+        }
+        assert!(
+            run("mount", &["-t", "tmpfs", "-o", "ro", "tmpfs"]),
+            "this test needs root: neither `chattr +i` nor a read-only tmpfs mount worked on {} \
+             (plain chmod does not stop root, who runs the runner here)",
+            dir.display()
+        );
+        Unwritable {
+            dir: dir.to_path_buf(),
+            undo: ["umount", ""],
+        }
+    }
+}
+
+impl Drop for Unwritable {
+    fn drop(&mut self) {
+        let mut undo = std::process::Command::new(self.undo[0]);
+        if !self.undo[1].is_empty() {
+            undo.arg(self.undo[1]);
+        }
+        let _ = undo.arg(&self.dir).status();
+    }
+}
+
+#[test]
+fn a_cache_folder_that_cannot_be_written_stops_the_run_before_any_container() {
+    let zoo = KerasZoo::new();
+    let spec = zoo.spec("s", &[("brain", KERAS_V1)], "");
+    let locked = Unwritable::make(&zoo.cache_dir());
+    let dir = zoo.cache_dir().display().to_string();
+    let (child, _report) = spawn_reported(&["--spec", &spec, "--cache-dir", &dir], &[]);
+    let pid = child.id();
+    let run = finish(child);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("cannot write in the cache folder")
+            && run.stderr.contains(&dir)
+            && run.stderr.contains("--cache-dir"),
+        "{}",
+        run.all()
+    );
+    assert!(!run.stdout.contains("test docker::"), "{}", run.all());
+    assert!(containers_of(pid, None).is_empty());
+    drop(locked);
+}

@@ -1,6 +1,8 @@
 //! `--changed-since REV --models-repo DIR` on a real git repository made here, shaped like
 //! kipoi/models: a model named like its group, template groups without model folders, nested
-//! groups, a rename and a deletion. The built binary lists what each change selects.
+//! groups, a rename and a deletion. The built binary lists what each change selects. And a
+//! repository on which git hangs (its config includes a FIFO nobody writes to), for git's
+//! deadline and for Ctrl-C while the inputs load.
 
 mod common;
 
@@ -338,4 +340,101 @@ fn unknown_revisions_and_bad_repositories_exit_2() {
     assert_eq!(jobs[0].name, "zoo/nest:v1");
     let listed = common::zoo::list_through_shell(&jobs[0].args, &[]);
     assert_eq!(listed, ["docker::Nest/z"]);
+}
+
+/// Makes real git hang in `repo`: its config includes a FIFO nobody writes to, which git opens
+/// (and blocks on) as it reads its config at its start.
+fn make_git_hang(repo: &Path) {
+    let fifo = repo.join(".git/hang.fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    git(repo, &["config", "include.path", "hang.fifo"]);
+}
+
+/// The pids of the git processes running in `repo` (by their `-C REPO` argument).
+fn gits_in(repo: &Path) -> Vec<String> {
+    let wanted = repo.to_str().unwrap();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_git = words.first().is_some_and(|w| w.ends_with(b"git"));
+            let here = words.contains(&wanted.as_bytes());
+            (is_git && here).then(|| entry.file_name().to_string_lossy().into_owned())
+        })
+        .collect()
+}
+
+/// Waits (at most two minutes) until git runs in `repo`; fails with the runner's output if
+/// the runner ends first.
+fn wait_for_git(child: &mut std::process::Child, repo: &Path) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while gits_in(repo).is_empty() {
+        if child.try_wait().unwrap().is_some() || std::time::Instant::now() > until {
+            let _ = child.kill();
+            let out = finish(std::mem::replace(
+                child,
+                Command::new("true").spawn().unwrap(),
+            ));
+            panic!("git never ran in {}:\n{}", repo.display(), out.all());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_git_that_hangs_has_a_deadline_and_a_signal_while_inputs_load_ends_the_run() {
+    let f = fixture();
+    make_git_hang(&f.repo);
+    let repo = f.repo.to_str().unwrap();
+    let selection = [
+        "--spec",
+        f.spec.as_str(),
+        "--changed-since",
+        f.base.as_str(),
+        "--models-repo",
+        repo,
+    ];
+    let listing: Vec<&str> = selection.iter().copied().chain(["--list"]).collect();
+
+    // Past its deadline (shortened by the testing knob) git is stopped: an input error.
+    let run = runner_env(&listing, &[("ZOO_RUNNER_HELPER_TIMEOUT", "1s")]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("`git rev-parse --git-dir`")
+            && run.stderr.contains("did not finish within 1s"),
+        "{}",
+        run.all()
+    );
+    assert!(gits_in(&f.repo).is_empty(), "git is gone");
+
+    // Ctrl-C while git hangs (no deadline near): the run ends with 130 at once, git with it.
+    let mut child = spawn_runner(&listing, &[]);
+    wait_for_git(&mut child, &f.repo);
+    signal(child.id(), libc::SIGINT);
+    let run = finish(child);
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("interrupted while the inputs were loaded"),
+        "{}",
+        run.all()
+    );
+    assert!(run.stdout.is_empty(), "nothing listed: {}", run.stdout);
+    assert!(gits_in(&f.repo).is_empty(), "git is gone");
+
+    // `matrix` loads the same inputs: SIGTERM ends it with 143, git with it.
+    let matrix: Vec<&str> = ["matrix"]
+        .into_iter()
+        .chain(selection)
+        .chain(["--per-image"])
+        .collect();
+    let mut child = spawn_runner(&matrix, &[]);
+    wait_for_git(&mut child, &f.repo);
+    signal(child.id(), libc::SIGTERM);
+    let run = finish(child);
+    assert_eq!(run.code, 143, "{}", run.all());
+    assert!(gits_in(&f.repo).is_empty(), "git is gone");
 }

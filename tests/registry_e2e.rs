@@ -2,13 +2,16 @@
 //! each test pushes a stamped copy of the fixture image and removes it locally, so the runner's
 //! pull is a real download. With and without a login, wrong logins, missing images and dead
 //! registries; byte progress off a terminal; pull time kept out of case time; pull-ahead;
-//! `--prune-images`.
+//! `--prune-images`, also when `--fail-fast` stops the run. One test puts a proxy in front of
+//! the daemon that withholds the answer to one pull (`common::daemon_proxy`); one runs a
+//! stand-in credential helper that never answers (a shell script, named so where it is made).
 
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::daemon_proxy;
 use common::registry::{
     auth_registry, is_local, open_registry, push_fixture, push_fixture_with, DockerConfig,
 };
@@ -341,6 +344,204 @@ fn prune_images_removes_what_the_run_pulled_and_keeps_what_was_there() {
     );
     let doc = report.doc();
     assert_ne!(suite_property(&doc, &pulled.image, "pulled-bytes"), "0");
+}
+
+/// The repository of the image whose pull answer the proxy withholds (unique to that test).
+const WITHHELD_REPOSITORY: &str = "prune-failfast-b";
+
+/// Picks the pull of [`WITHHELD_REPOSITORY`] (its name is in the query).
+fn the_ahead_pull(method: &str, target: &str) -> bool {
+    method == "POST" && target.contains("/images/create") && target.contains(WITHHELD_REPOSITORY)
+}
+
+/// Polls `done` every 100 ms while the runner `child` runs, for at most two minutes; else
+/// stops the runner and fails the test with `what` and the runner's output.
+fn wait_for(child: &mut std::process::Child, what: &str, mut done: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !done() {
+        let ended = child.try_wait().unwrap().is_some();
+        if ended || std::time::Instant::now() > until {
+            signal(child.id(), libc::SIGINT);
+            let out = finish(std::mem::replace(
+                child,
+                Command::new("true").spawn().unwrap(),
+            ));
+            panic!("waited for {what} in vain:\n{}", out.all());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn prune_images_with_fail_fast_leaves_the_disk_as_it_was() {
+    require_fixture_image();
+    let registry = open_registry();
+    // Cases run image by image, in the order of the images' names: `failing`'s two cases
+    // first, then `ahead`'s one, whose image is pulled while `failing`'s first case runs.
+    let failing = push_fixture(FIXTURE_IMAGE, &registry, "prune-failfast-a");
+    let ahead = push_fixture(FIXTURE_IMAGE, &registry, WITHHELD_REPOSITORY);
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    std::fs::create_dir(&gate).unwrap();
+    write_catalog(
+        &dir.path().join("catalog"),
+        &[
+            ("a/fails", &failing.image),
+            ("a/next", &failing.image),
+            ("b/never", &ahead.image),
+        ],
+        None,
+    );
+    // `a/fails` fails once the test opens its gate (a file in a mounted folder).
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "catalog = \"catalog\"\ncommand = \"true\"\nnetwork = \"none\"\ntimeout = \"2m\"\n\
+             volumes = [\"{}:/gate:ro\"]\n\
+             [models.\"a/fails\"]\n\
+             command = \"sh -c 'while [ ! -e /gate/open ]; do sleep 0.1; done; exit 1'\"\n",
+            gate.display()
+        ),
+    )
+    .unwrap();
+    // The daemon pulls `ahead` to its end, but the runner never hears back: the pull is still
+    // going for the runner when --fail-fast ends the run.
+    let proxy = daemon_proxy::SwallowingProxy::withholding_answers(dir.path(), the_ahead_pull);
+    let config = DockerConfig::empty();
+    let host = proxy.host();
+    let (mut child, report) = spawn_reported(
+        &[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--test-threads",
+            "1",
+            "--fail-fast",
+            "--prune-images",
+        ],
+        &[
+            ("DOCKER_CONFIG", config.env_value()),
+            ("DOCKER_HOST", &host),
+        ],
+    );
+    let pid = child.id();
+    // `a/next`'s container is made while `a/fails` runs, and the daemon has `ahead`.
+    wait_for(&mut child, "the container made ahead for a/next", || {
+        !containers_of(pid, Some("docker::a/next")).is_empty()
+    });
+    wait_for(
+        &mut child,
+        "the daemon to finish the pull of `ahead`",
+        || is_local(&ahead.image),
+    );
+    std::fs::write(gate.join("open"), "").unwrap();
+    let run = finish(child);
+    assert_eq!(run.code, 101, "{}", run.all());
+    assert_status(&run, "docker::a/fails", "FAILED");
+    assert_eq!(proxy.swallowed().len(), 1, "{:?}", proxy.swallowed());
+    assert!(!run.stderr.contains("could not remove"), "{}", run.all());
+    assert!(
+        run.stderr
+            .contains(&format!("--prune-images: removed {}", failing.image)),
+        "{}",
+        run.all()
+    );
+    assert!(!is_local(&failing.image), "{}", run.all());
+    assert!(
+        !is_local(&ahead.image),
+        "the image of the stopped pull is gone: {}",
+        run.all()
+    );
+    assert!(containers_of(pid, None).is_empty());
+    let images = Command::new("docker")
+        .args(["images", "-a", "--digests", "--format", "{{.Repository}}"])
+        .output()
+        .unwrap();
+    let images = String::from_utf8_lossy(&images.stdout);
+    assert!(
+        !images.contains("prune-failfast"),
+        "nothing of either image is left, tagged or not:\n{images}"
+    );
+    assert!(
+        is_local(FIXTURE_IMAGE),
+        "an image there before the run is kept"
+    );
+    report.text();
+}
+
+/// A folder holding a stand-in `docker-credential-hang` (a stand-in for a third-party
+/// credential helper that never answers: it ignores SIGTERM, starts a `sleep` that does too,
+/// saves that sleep's pid beside itself as `sleep-pid`, and waits).
+fn hanging_helper() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("helper.src");
+    std::fs::write(
+        &source,
+        "#!/bin/sh\n# stand-in for a docker credential helper that never answers\n\
+         trap '' TERM\nsleep 600 &\necho $! > \"$(dirname \"$0\")/sleep-pid\"\nwait\n",
+    )
+    .unwrap();
+    // Installed by another process: no descriptor of this test process has it open for
+    // writing when it runs ("text file busy").
+    let installed = Command::new("install")
+        .arg("-m755")
+        .arg(&source)
+        .arg(dir.path().join("docker-credential-hang"))
+        .status()
+        .unwrap();
+    assert!(installed.success());
+    dir
+}
+
+/// True while the process whose pid is in `file` runs (a zombie does not).
+fn still_running(file: &Path) -> bool {
+    let pid = std::fs::read_to_string(file).unwrap_or_default();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+}
+
+#[test]
+fn a_credential_helper_that_never_answers_has_a_deadline_and_ends_with_the_run() {
+    require_fixture_image();
+    let registry = open_registry();
+    let pushed = push_fixture(FIXTURE_IMAGE, &registry, "helper-hangs");
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_zoo(dir.path(), &[("hangs", &pushed.image)]);
+    let helper = hanging_helper();
+    let config = DockerConfig::with_json(r#"{"credsStore": "hang"}"#);
+    let path = format!("{}:/usr/bin:/bin", helper.path().display());
+    let sleep_pid = helper.path().join("sleep-pid");
+    let env = [
+        ("DOCKER_CONFIG", config.env_value()),
+        ("PATH", path.as_str()),
+    ];
+
+    // Past its deadline (shortened by the testing knob) the helper is stopped, and the case
+    // errors naming it.
+    let mut shortened = env.to_vec();
+    shortened.push(("ZOO_RUNNER_HELPER_TIMEOUT", "1s"));
+    let (run, report) = run_reported(&["--spec", &spec], &shortened);
+    assert_eq!(run.code, 101, "{}", run.all());
+    let doc = report.doc();
+    let error = child_message(testcase(&doc, "hangs"), "error");
+    assert!(
+        error.contains("`docker-credential-hang`")
+            && error.contains(&registry.address)
+            && error.contains("did not answer within 1s"),
+        "{error}"
+    );
+    assert!(!still_running(&sleep_pid), "the helper's sleep is gone");
+    std::fs::remove_file(&sleep_pid).unwrap();
+
+    // Ctrl-C while the helper hangs (no deadline near): the run ends with 130, and so does
+    // the helper with what it started.
+    let (mut child, _report) = spawn_reported(&["--spec", &spec], &env);
+    wait_for(&mut child, "the helper to start", || sleep_pid.exists());
+    signal(child.id(), libc::SIGINT);
+    let run = finish(child);
+    assert_eq!(run.code, 130, "{}", run.all());
+    assert!(!still_running(&sleep_pid), "the helper's sleep is gone");
 }
 
 /// Removes ANSI escape sequences (colours, cursor moves, line clears) from a terminal

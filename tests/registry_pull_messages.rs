@@ -2,12 +2,31 @@
 //! read from config files (one written by `docker login` itself) open the auth registry, and
 //! the daemon's own messages for a failed pull, through bollard's `create_image` as the runner
 //! pulls, are described as what they are. The module is compiled into this test from its
-//! source, since the runner is a binary crate (so its unit tests run here a second time).
+//! source, since the runner is a binary crate (so its unit tests run here a second time), with
+//! the modules it runs credential helpers with (the supervisor, the cancel, bounded captures).
 
+#[path = "../src/cancel.rs"]
+#[allow(dead_code)]
+mod cancel;
+#[path = "../src/capture.rs"]
+#[allow(dead_code)]
+mod capture;
 mod common;
 #[path = "../src/registry_auth/mod.rs"]
 #[allow(dead_code, unused_imports)]
 mod registry_auth;
+#[path = "../src/supervise/mod.rs"]
+#[allow(dead_code)]
+mod supervise;
+#[path = "../src/units.rs"]
+#[allow(dead_code)]
+mod units;
+/// A stand-in for the runner's reporter, which `cancel` names (for its signal listener, which
+/// this test does not start).
+#[allow(dead_code)]
+mod reporter {
+    pub fn note(_message: impl Into<String>) {}
+}
 
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::CreateImageOptionsBuilder;
@@ -43,7 +62,11 @@ async fn pull(image: &str, credentials: Option<DockerCredentials>) -> Result<(),
 
 /// The credentials `config` holds for `image`, as the runner will read them.
 fn credentials(config: &DockerConfig, image: &str) -> Option<DockerCredentials> {
-    credentials_in(config.path(), image, None).expect("the config reads")
+    let helpers = registry_auth::HelperRun {
+        timeout: registry_auth::HELPER_TIMEOUT,
+        cancel: cancel::Cancel::new(),
+    };
+    credentials_in(config.path(), image, None, &helpers).expect("the config reads")
 }
 
 /// Pulls `image` with the credentials of `config` and returns how the failure is described.

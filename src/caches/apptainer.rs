@@ -15,7 +15,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use super::lock::{last_used, lock_path, CacheLock};
-use super::{names, rfc3339, size_of, CacheError, Caches, Held};
+use super::{names, rfc3339, size_of, CacheError, Caches, Held, IN_USE};
 
 /// What `NAME.json` records about a cache folder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,12 +142,12 @@ pub fn list(dir: &Path) -> Result<Vec<FolderCache>, String> {
     Ok(found)
 }
 
-/// Removes a cache folder and its record, unless a case holds it (then says so and keeps it).
+/// Removes a cache folder and its record, unless a case holds it (then says so: [`super::IN_USE`]).
 pub fn remove(dir: &Path, name: &str) -> Result<(), String> {
     let root = root(dir);
     let _lock = CacheLock::try_acquire(&lock_path(&root, name))
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| "in use by a running case; kept".to_string())?;
+        .ok_or_else(|| IN_USE.to_string())?;
     let folder = root.join(name);
     match std::fs::remove_dir_all(&folder) {
         Ok(()) => {}

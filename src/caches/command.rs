@@ -207,7 +207,7 @@ pub fn prune(dir: &Path, all: bool, which: CacheRuntime) -> anyhow::Result<ExitC
             }
             Err(why) => {
                 kept += 1;
-                eprintln!("zoo-runner: kept {what}: {why}");
+                eprintln!("zoo-runner: {}", kept_line(&what, &why));
             }
         };
         if let Some(docker) = &docker {
@@ -222,7 +222,7 @@ pub fn prune(dir: &Path, all: bool, which: CacheRuntime) -> anyhow::Result<ExitC
                         Ok(true) => continue,
                         Ok(false) => "its image is gone",
                         Err(e) => {
-                            eprintln!("zoo-runner: kept {}: {e}", v.name);
+                            eprintln!("zoo-runner: {}", kept_line(&v.name, &e));
                             continue;
                         }
                     }
@@ -258,4 +258,59 @@ pub fn prune(dir: &Path, all: bool, which: CacheRuntime) -> anyhow::Result<ExitC
         );
         Ok(ExitCode::SUCCESS)
     })?
+}
+
+/// The line for a cache `prune` leaves: `what` it is and why (the reason does not say "kept").
+fn kept_line(what: &str, why: &str) -> String {
+    format!("kept {what}: {why}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caches::lock::{lock_path, CacheLock};
+    use crate::caches::{Caches, Held};
+    use crate::cancel::Cancel;
+
+    /// "kept" once: the reason a held cache is kept does not repeat the word.
+    fn says_kept_once(line: &str) {
+        assert_eq!(line.matches("kept").count(), 1, "{line}");
+        assert!(line.contains("in use by a running case"), "{line}");
+    }
+
+    #[test]
+    fn a_held_docker_cache_is_kept_with_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "zoo-runner-cache-test";
+        let _held = CacheLock::try_acquire(&lock_path(&docker::lock_dir(dir.path()), name))
+            .unwrap()
+            .unwrap();
+        // The lock is tried before the daemon is asked anything.
+        let client = Docker::connect_with_defaults().unwrap();
+        let why = block_on(docker::remove(&client, dir.path(), name))
+            .unwrap()
+            .unwrap_err();
+        says_kept_once(&kept_line(
+            &format!("docker cache {name} (img, /p; --all)"),
+            &why,
+        ));
+    }
+
+    #[test]
+    fn a_held_apptainer_cache_is_kept_with_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let caches = Caches::new(dir.path(), vec!["/data".into()], Cancel::new()).unwrap();
+        let held: Held = block_on(apptainer::prepare(
+            &caches,
+            "img:1",
+            Path::new("/sifs/img.sif"),
+            "0123456789abcdef0123456789abcdef",
+        ))
+        .unwrap()
+        .unwrap();
+        let name = apptainer::list(&caches.dir).unwrap()[0].name.clone();
+        let why = apptainer::remove(&caches.dir, &name).unwrap_err();
+        says_kept_once(&kept_line(&format!("singularity cache {name}"), &why));
+        drop(held);
+    }
 }

@@ -23,7 +23,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 
 use super::lock::{last_used, lock_path, CacheLock};
-use super::{names, rfc3339, size_of, CacheError, Caches, Held};
+use super::{names, rfc3339, size_of, CacheError, Caches, Held, IN_USE};
 use crate::runtime::docker::short;
 use crate::runtime::docker::{LABEL_RUNNER, RUNNER};
 
@@ -309,11 +309,11 @@ pub async fn image_exists(docker: &Docker, image_id: &str) -> Result<bool, Strin
     }
 }
 
-/// Removes a cache volume, unless a case holds it (then says so and keeps it).
+/// Removes a cache volume, unless a case holds it (then says so: [`super::IN_USE`]).
 pub async fn remove(docker: &Docker, dir: &std::path::Path, name: &str) -> Result<(), String> {
     let lock = CacheLock::try_acquire(&lock_path(&lock_dir(dir), name))
         .map_err(|e| e.to_string())?
-        .ok_or_else(|| "in use by a running case; kept".to_string())?;
+        .ok_or_else(|| IN_USE.to_string())?;
     let result = docker
         .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
         .await;

@@ -37,19 +37,31 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "cannot write in the cache folder `{path}` (pass --cache-dir DIR to use another, or make \
+         it writable)"
+    )]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot lock the cache lock file `{path}`: {source}")]
     Lock {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("interrupted while waiting for the cache {what}")]
+    #[error("interrupted while waiting for the lock of the cache {what}")]
     Interrupted { what: String },
     #[error("{0}")]
     Docker(String),
     #[error("{0}")]
     Apptainer(String),
 }
+
+/// Why `cache prune` keeps a cache a case holds; the caller says "kept".
+pub const IN_USE: &str = "in use by a running case";
 
 /// Whether a Docker volume was made ready in this run, or why it could not be.
 type ReadySlot = Arc<OnceCell<Result<(), String>>>;
@@ -71,9 +83,11 @@ pub struct Caches {
 
 impl Caches {
     /// Creates the cache folder if needed and resolves it to an absolute path (it names the
-    /// Docker volumes, so `./c` and `/abs/c` must agree).
+    /// Docker volumes, so `./c` and `/abs/c` must agree), and checks that cases can write where
+    /// they will (before any case runs, rather than failing each).
     pub fn new(dir: &Path, paths: Vec<String>, cancel: Cancel) -> Result<Caches, CacheError> {
         let dir = prepare_dir(dir)?;
+        check_writable(&dir)?;
         Ok(Caches {
             dir,
             paths,
@@ -158,6 +172,24 @@ pub fn prepare_dir(dir: &Path) -> Result<PathBuf, CacheError> {
     };
     std::fs::create_dir_all(dir).map_err(folder_error)?;
     std::fs::canonicalize(dir).map_err(folder_error)
+}
+
+/// Checks that the folders cases write in (Docker's lock files, Apptainer's cache folders) can
+/// be made and written: a file is created in each and removed again. Root ignores file modes,
+/// so only trying tells (an immutable folder, a read-only mount).
+fn check_writable(dir: &Path) -> Result<(), CacheError> {
+    for folder in [docker::lock_dir(dir), apptainer::root(dir)] {
+        let not_writable = |source| CacheError::NotWritable {
+            path: folder.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&folder).map_err(not_writable)?;
+        tempfile::Builder::new()
+            .prefix(".zoo-runner-write-check-")
+            .tempfile_in(&folder)
+            .map_err(not_writable)?;
+    }
+    Ok(())
 }
 
 /// A time as RFC 3339 in UTC, to the second (`2024-05-01T12:00:00Z`).

@@ -1,15 +1,20 @@
 //! Credential helpers (`docker-credential-NAME`), run the way the docker CLI runs them:
 //! `docker-credential-NAME get` with the server address on stdin, which prints
-//! `{"ServerURL": ..., "Username": ..., "Secret": ...}`.
+//! `{"ServerURL": ..., "Username": ..., "Secret": ...}`. Unlike under the docker CLI, a helper
+//! has a deadline ([`HelperRun`]) and ends with the run (Ctrl-C): it runs supervised, in a
+//! process group of its own, its output (a secret) kept in memory only.
 
 use std::ffi::OsStr;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use bollard::auth::DockerCredentials;
 use serde::Deserialize;
 
 use super::AuthError;
+use crate::cancel::Cancel;
+use crate::supervise::process::{self, block_on};
+use crate::supervise::{Ending, Limits};
+use crate::units::show_duration;
 
 /// What a helper prints (with exit status 1) when it has nothing for the server: the docker
 /// CLI then pulls without credentials.
@@ -18,6 +23,19 @@ const NOT_FOUND: &str = "credentials not found in native keychain";
 const TOKEN_USER: &str = "<token>";
 /// How much of a failing helper's output goes into the error.
 const OUTPUT_SHOWN: usize = 500;
+/// How much of a helper's output is read: an answer is a few hundred bytes.
+const OUTPUT_KEPT: usize = 64 * 1024;
+/// How long a credential helper may take before it is stopped. The docker CLI waits for ever
+/// (a helper may ask for a passphrase); a CI job cannot.
+pub const HELPER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How credential helpers are run: stopped past `timeout` ([`HELPER_TIMEOUT`] in a run), and
+/// when the run is interrupted.
+#[derive(Debug, Clone)]
+pub struct HelperRun {
+    pub timeout: Duration,
+    pub cancel: Cancel,
+}
 
 #[derive(Debug, Deserialize)]
 struct HelperAnswer {
@@ -36,6 +54,7 @@ pub(super) struct Ask<'a> {
     pub configured_in: String,
     /// The PATH to find the helper on; the process's own when `None`.
     pub path_var: Option<&'a OsStr>,
+    pub run: &'a HelperRun,
 }
 
 impl Ask<'_> {
@@ -43,45 +62,62 @@ impl Ask<'_> {
         format!("docker-credential-{}", self.helper.trim())
     }
 
-    /// The registry's credentials, or `None` when the helper has none for it.
+    /// The registry's credentials, or `None` when the helper has none for it. Runs the helper
+    /// to its end (from code that is not async: a blocking thread, or a test).
     pub fn get(&self) -> Result<Option<DockerCredentials>, AuthError> {
         let program = self.program();
-        let mut command = Command::new(&program);
-        command
-            .arg("get")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut command = tokio::process::Command::new(&program);
+        command.arg("get");
         if let Some(path) = self.path_var {
             command.env("PATH", path);
         }
-        let mut child = command.spawn().map_err(|source| AuthError::HelperMissing {
+        let limits = Limits::helper(self.run.timeout);
+        let input = Some(self.server.as_bytes().to_vec());
+        let running =
+            process::run_in_memory(command, input, OUTPUT_KEPT, &limits, &self.run.cancel);
+        let io_error = |source| AuthError::HelperIo {
             program: program.clone(),
             registry: self.registry.to_string(),
-            configured_in: self.configured_in.clone(),
             source,
-        })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A helper that exits without reading closes the pipe; its exit status tells.
-            let _ = stdin.write_all(self.server.as_bytes());
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| AuthError::HelperIo {
+        };
+        let done = block_on(running)
+            .map_err(io_error)?
+            .map_err(|e| AuthError::HelperMissing {
                 program: program.clone(),
                 registry: self.registry.to_string(),
-                source,
+                configured_in: self.configured_in.clone(),
+                source: e.source,
             })?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
+        let status = match done.ending {
+            Ending::Exited(status) => status,
+            Ending::TimedOut { .. }
+            | Ending::Stuck {
+                timed_out: true, ..
+            } => {
+                return Err(AuthError::HelperTimedOut {
+                    program,
+                    registry: self.registry.to_string(),
+                    after: show_duration(self.run.timeout),
+                })
+            }
+            Ending::Interrupted { .. } | Ending::Stuck { .. } => {
+                return Err(AuthError::HelperInterrupted {
+                    program,
+                    registry: self.registry.to_string(),
+                })
+            }
+            Ending::Lost(why) => return Err(io_error(std::io::Error::other(why))),
+        };
+        let stdout = done.stdout.finish().text();
+        if !status.success() {
             if stdout.trim() == NOT_FOUND {
                 return Ok(None);
             }
-            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stderr = done.stderr.finish().text();
             return Err(AuthError::HelperFailed {
                 program,
                 registry: self.registry.to_string(),
-                status: out.status.to_string(),
+                status: status.to_string(),
                 output: shorten(format!("{} {}", stdout.trim(), stderr.trim()).trim()),
             });
         }

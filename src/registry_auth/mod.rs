@@ -13,7 +13,8 @@
 //!
 //! Not done: the default store the docker CLI picks when a config holds no credentials at all
 //! and a `pass` or `secretservice` helper is installed, and the `DOCKER_AUTH_CONFIG` variable.
-//! A helper runs without a time limit, as under the docker CLI (it may prompt for a passphrase).
+//! Unlike under the docker CLI, a helper has a deadline ([`HelperRun`], a minute by default) and
+//! is stopped when the run is interrupted.
 
 mod config;
 mod helper;
@@ -29,6 +30,7 @@ use bollard::auth::DockerCredentials;
 use thiserror::Error;
 
 // Also read by tests/registry_pull_messages.rs, which compiles this module on its own.
+pub use helper::{HelperRun, HELPER_TIMEOUT};
 #[allow(unused_imports)]
 pub use pull_failure::{describe_pull_failure, PullFailure, PullFailureKind};
 #[allow(unused_imports)]
@@ -76,6 +78,21 @@ pub enum AuthError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the credential helper `{program}` for registry {registry} did not answer within {after} \
+         and was stopped; run `{program} get` by hand to see why (a helper that waits for a \
+         passphrase or a login cannot get one in a CI job)"
+    )]
+    HelperTimedOut {
+        program: String,
+        registry: String,
+        after: String,
+    },
+    #[error(
+        "the credential helper `{program}` for registry {registry} was stopped: the run was \
+         interrupted"
+    )]
+    HelperInterrupted { program: String, registry: String },
     #[error("the credential helper `{program}` for registry {registry} could not be read")]
     HelperIo {
         program: String,
@@ -118,10 +135,14 @@ pub fn docker_config_dir() -> Option<PathBuf> {
 
 /// The credentials the docker CLI would use to pull `image`, from its config folder
 /// ([`docker_config_dir`]) and the credential helpers on the PATH. `None`: pull anonymously.
-/// Runs a helper process when the config names one: call it off the async threads.
-pub fn credentials_for(image: &str) -> Result<Option<DockerCredentials>, AuthError> {
+/// Runs a helper process when the config names one, as `run` says: call it off the async
+/// threads.
+pub fn credentials_for(
+    image: &str,
+    run: &HelperRun,
+) -> Result<Option<DockerCredentials>, AuthError> {
     match docker_config_dir() {
-        Some(dir) => credentials_in(&dir, image, None),
+        Some(dir) => credentials_in(&dir, image, None, run),
         None => Ok(None),
     }
 }
@@ -132,6 +153,7 @@ pub fn credentials_in(
     config_dir: &Path,
     image: &str,
     path_var: Option<&OsStr>,
+    run: &HelperRun,
 ) -> Result<Option<DockerCredentials>, AuthError> {
     let path = config_dir.join("config.json");
     let Some(file) = config::load(&path)? else {
@@ -146,6 +168,7 @@ pub fn credentials_in(
             server: &server,
             configured_in: format!("`{key}` in `{}`", path.display()),
             path_var,
+            run,
         }
         .get();
     }

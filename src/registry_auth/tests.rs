@@ -25,7 +25,15 @@ fn basic(user: &str, password: &str) -> String {
 }
 
 fn lookup(dir: &Path, image: &str) -> Result<Option<DockerCredentials>, AuthError> {
-    credentials_in(dir, image, None)
+    credentials_in(dir, image, None, &run())
+}
+
+/// Helpers run with the run's deadline and a cancel nobody raises.
+fn run() -> HelperRun {
+    HelperRun {
+        timeout: HELPER_TIMEOUT,
+        cancel: crate::cancel::Cancel::new(),
+    }
 }
 
 fn user_password(c: &DockerCredentials) -> (Option<&str>, Option<&str>) {
@@ -176,13 +184,29 @@ struct StandInHelper {
 
 impl StandInHelper {
     fn new(name: &str, stdout: &str, code: i32) -> StandInHelper {
-        let dir = tempfile::tempdir().unwrap();
         let script = format!(
             "#!/bin/sh\n# stand-in for a docker credential helper\n\
              printf '%s' \"$*\" > \"$(dirname \"$0\")/args-{name}\"\n\
              cat > \"$(dirname \"$0\")/stdin-{name}\"\n\
              printf '%s' '{stdout}'\nexit {code}\n"
         );
+        StandInHelper::with_script(name, &script)
+    }
+
+    /// A stand-in helper that never answers: it ignores SIGTERM, starts a `sleep` that does too
+    /// (its pid saved beside it as `sleep-NAME`), and waits for it.
+    fn hanging(name: &str) -> StandInHelper {
+        StandInHelper::with_script(
+            name,
+            &format!(
+                "#!/bin/sh\n# stand-in for a docker credential helper that never answers\n\
+                 trap '' TERM\nsleep 600 &\necho $! > \"$(dirname \"$0\")/sleep-{name}\"\nwait\n"
+            ),
+        )
+    }
+
+    fn with_script(name: &str, script: &str) -> StandInHelper {
+        let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join(format!("{name}.src"));
         std::fs::write(&source, script).unwrap();
         // Installed by another process, so that no descriptor of this (multi-threaded) test
@@ -199,6 +223,15 @@ impl StandInHelper {
             dir,
             name: name.to_string(),
         }
+    }
+
+    /// True while the process whose pid the helper saved in `file` runs (a zombie does not).
+    fn still_running(&self, file: &str) -> bool {
+        let pid = std::fs::read_to_string(self.file(file)).expect("the helper saved a pid");
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
     }
 
     fn path_var(&self) -> OsString {
@@ -229,7 +262,7 @@ fn cred_helpers_are_asked_with_the_server_address_on_stdin() {
     let dir =
         config_dir(r#"{"credHelpers": {"127.0.0.1:5556": "standin", "docker.io": "standin"}}"#);
     let path = helper.path_var();
-    let c = credentials_in(dir.path(), IMAGE, Some(&path))
+    let c = credentials_in(dir.path(), IMAGE, Some(&path), &run())
         .unwrap()
         .expect("credentials from the helper");
     assert_eq!(
@@ -238,7 +271,7 @@ fn cred_helpers_are_asked_with_the_server_address_on_stdin() {
     );
     assert_eq!(c.serveraddress.as_deref(), Some(AUTH_REGISTRY));
     assert_eq!(helper.asked(), Some((AUTH_REGISTRY.into(), "get".into())));
-    credentials_in(dir.path(), HUB_IMAGE, Some(&path))
+    credentials_in(dir.path(), HUB_IMAGE, Some(&path), &run())
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -255,7 +288,7 @@ fn a_token_user_from_a_helper_gives_an_identity_token() {
         0,
     );
     let dir = config_dir(r#"{"credsStore": "standin"}"#);
-    let c = credentials_in(dir.path(), IMAGE, Some(&helper.path_var()))
+    let c = credentials_in(dir.path(), IMAGE, Some(&helper.path_var()), &run())
         .unwrap()
         .unwrap();
     assert_eq!(c.identitytoken.as_deref(), Some("refresh"));
@@ -272,7 +305,7 @@ fn creds_store_serves_every_registry_and_a_cred_helper_wins_over_it() {
     );
     let dir = config_dir(&json);
     // The store wins over `auths`, as under the docker CLI.
-    let c = credentials_in(dir.path(), IMAGE, Some(&store.path_var()))
+    let c = credentials_in(dir.path(), IMAGE, Some(&store.path_var()), &run())
         .unwrap()
         .unwrap();
     assert_eq!(
@@ -280,7 +313,8 @@ fn creds_store_serves_every_registry_and_a_cred_helper_wins_over_it() {
         (Some("helper-user"), Some("helper-secret"))
     );
     // ghcr.io has its own helper, which is not on this PATH: the store is not asked instead.
-    let err = credentials_in(dir.path(), "ghcr.io/a/b:1", Some(&store.path_var())).unwrap_err();
+    let err =
+        credentials_in(dir.path(), "ghcr.io/a/b:1", Some(&store.path_var()), &run()).unwrap_err();
     assert!(
         matches!(&err, AuthError::HelperMissing { program, .. } if program == "docker-credential-own"),
         "{err:?}"
@@ -291,7 +325,8 @@ fn creds_store_serves_every_registry_and_a_cred_helper_wins_over_it() {
 fn a_missing_helper_names_the_helper_the_registry_and_the_config() {
     let empty = tempfile::tempdir().unwrap();
     let dir = config_dir(r#"{"credsStore": "nowhere"}"#);
-    let err = credentials_in(dir.path(), IMAGE, Some(empty.path().as_os_str())).unwrap_err();
+    let err =
+        credentials_in(dir.path(), IMAGE, Some(empty.path().as_os_str()), &run()).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, AuthError::HelperMissing { .. }), "{err:?}");
     assert!(text.contains("`docker-credential-nowhere`"), "{text}");
@@ -304,7 +339,7 @@ fn a_missing_helper_names_the_helper_the_registry_and_the_config() {
 fn a_failing_helper_names_the_helper_the_registry_and_what_it_said() {
     let helper = StandInHelper::new("standin", "keychain is locked", 3);
     let dir = config_dir(r#"{"credsStore": "standin"}"#);
-    let err = credentials_in(dir.path(), IMAGE, Some(&helper.path_var())).unwrap_err();
+    let err = credentials_in(dir.path(), IMAGE, Some(&helper.path_var()), &run()).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, AuthError::HelperFailed { .. }), "{err:?}");
     assert!(text.contains("`docker-credential-standin`"), "{text}");
@@ -317,7 +352,7 @@ fn a_failing_helper_names_the_helper_the_registry_and_what_it_said() {
 fn a_helper_without_credentials_for_the_server_means_an_anonymous_pull() {
     let helper = StandInHelper::new("standin", "credentials not found in native keychain", 1);
     let dir = config_dir(r#"{"credsStore": "standin"}"#);
-    let got = credentials_in(dir.path(), IMAGE, Some(&helper.path_var())).unwrap();
+    let got = credentials_in(dir.path(), IMAGE, Some(&helper.path_var()), &run()).unwrap();
     assert!(got.is_none());
     assert!(helper.asked().is_some(), "the helper was asked");
 }
@@ -326,7 +361,57 @@ fn a_helper_without_credentials_for_the_server_means_an_anonymous_pull() {
 fn a_helper_answer_that_is_not_json_is_an_error() {
     let helper = StandInHelper::new("standin", "user=x secret=y", 0);
     let dir = config_dir(r#"{"credHelpers": {"127.0.0.1:5556": "standin"}}"#);
-    let err = credentials_in(dir.path(), IMAGE, Some(&helper.path_var())).unwrap_err();
+    let err = credentials_in(dir.path(), IMAGE, Some(&helper.path_var()), &run()).unwrap_err();
     assert!(matches!(err, AuthError::HelperAnswer { .. }), "{err:?}");
     assert!(err.to_string().contains("registry 127.0.0.1:5556"), "{err}");
+}
+
+#[test]
+fn a_helper_that_never_answers_is_stopped_at_its_deadline_with_what_it_started() {
+    let helper = StandInHelper::hanging("hang");
+    let dir = config_dir(r#"{"credsStore": "hang"}"#);
+    let run = HelperRun {
+        timeout: std::time::Duration::from_millis(500),
+        cancel: crate::cancel::Cancel::new(),
+    };
+    let err = credentials_in(dir.path(), IMAGE, Some(&helper.path_var()), &run).unwrap_err();
+    assert!(matches!(err, AuthError::HelperTimedOut { .. }), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("`docker-credential-hang`"), "{text}");
+    assert!(text.contains("registry 127.0.0.1:5556"), "{text}");
+    assert!(text.contains("did not answer within 500ms"), "{text}");
+    // It ignored SIGTERM: SIGKILL to its process group took it and its `sleep`.
+    assert!(
+        !helper.still_running("sleep-hang"),
+        "the helper's sleep is gone"
+    );
+}
+
+#[test]
+fn an_interruption_stops_a_helper_that_never_answers() {
+    let helper = StandInHelper::hanging("hang");
+    let dir = config_dir(r#"{"credHelpers": {"127.0.0.1:5556": "hang"}}"#);
+    let cancel = crate::cancel::Cancel::new();
+    let run = HelperRun {
+        timeout: HELPER_TIMEOUT,
+        cancel: cancel.clone(),
+    };
+    let ctrl_c = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        cancel.raise(libc::SIGINT);
+    });
+    let err = credentials_in(dir.path(), IMAGE, Some(&helper.path_var()), &run).unwrap_err();
+    ctrl_c.join().unwrap();
+    assert!(
+        matches!(err, AuthError::HelperInterrupted { .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("`docker-credential-hang`"),
+        "{err}"
+    );
+    assert!(
+        !helper.still_running("sleep-hang"),
+        "the helper's sleep is gone"
+    );
 }

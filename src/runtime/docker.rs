@@ -2,7 +2,7 @@
 //! create a labelled container (tty off, so stdout and stderr stay apart), attach to it, start
 //! it, stream its output into bounded captures while waiting with a timeout, then remove it, whatever happened.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,15 +13,17 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
+    StopContainerOptionsBuilder,
 };
 use bollard::Docker;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
 use futures_util::StreamExt;
 use thiserror::Error;
 
 use super::pull::{self, PullFailure, PullStats};
-use super::{outcome_of_exit, Execution, Outcome, RunRequest};
-use crate::caches::{self, CacheError, Held};
+use super::{outcome_of_cache_error, outcome_of_exit, Execution, Outcome, RunRequest};
+use crate::caches::{self, Held};
 use crate::cancel::{Cancel, Level};
 use crate::capture::Captured;
 use crate::error_chain::chain;
@@ -51,6 +53,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 pub const STOP_SLACK: Duration = Duration::from_secs(30);
 /// How long the output stream may go on after the container has exited.
 const DRAIN: Duration = Duration::from_secs(10);
+/// How long a removal of a container waits for another one already under way (another
+/// runner's sweep) to end before it tries again itself.
+const REMOVAL_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Error)]
 pub enum DockerError {
@@ -131,6 +136,15 @@ impl Waits {
     }
 }
 
+/// A container being created ahead for a case, and the image it is made from.
+struct Ahead {
+    image: String,
+    task: tokio::task::JoinHandle<Result<String, BollardError>>,
+}
+
+/// A container removal running in the background; any number of waiters may wait for it.
+type Removal = Shared<BoxFuture<'static, ()>>;
+
 pub struct DockerRuntime {
     docker: Docker,
     run_id: String,
@@ -138,10 +152,12 @@ pub struct DockerRuntime {
     cancel: Cancel,
     identity: Identity,
     /// Containers created for the next case while the case before it runs, by case name; the
-    /// case takes its own, and `finish` removes those of cases that never ran.
-    ahead: Mutex<HashMap<String, tokio::task::JoinHandle<Result<String, BollardError>>>>,
-    /// Removals of finished containers, done while the next case runs; awaited by `finish`.
-    removals: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// case takes its own, and those of cases that never ran are removed when their image is
+    /// pruned, or by `finish`.
+    ahead: Mutex<HashMap<String, Ahead>>,
+    /// Removals of finished containers, done while the next case runs; a prune and `finish`
+    /// wait for them (each without taking them from the others).
+    removals: Mutex<Vec<Removal>>,
     /// Set when the daemon stopped answering mid-run: later cases error at once.
     lost: AtomicBool,
     waits: Waits,
@@ -195,10 +211,16 @@ impl DockerRuntime {
             return;
         }
         let me = Arc::clone(self);
-        let image = image.to_string();
         let name = req.case_name.clone();
-        let task = tokio::spawn(async move { me.create(&image, &req, Vec::new()).await });
-        ahead.insert(name, task);
+        let made_from = image.to_string();
+        let task = tokio::spawn(async move { me.create(&made_from, &req, Vec::new()).await });
+        ahead.insert(
+            name,
+            Ahead {
+                image: image.to_string(),
+                task,
+            },
+        );
     }
 
     /// The container created ahead for this case, if any.
@@ -208,33 +230,47 @@ impl DockerRuntime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(case_name)?;
-        task.await.ok()
+        task.task.await.ok()
     }
 
     /// Waits for every container removal still in flight, and removes the containers created
     /// ahead for cases that did not run.
     pub async fn finish(&self) {
-        let unused: Vec<_> = self
+        self.discard_ahead(|_| true).await;
+        self.settle_removals().await;
+        self.removals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Removes the containers created ahead that `unused` picks (cases that will not run):
+    /// waits for their creation, then removes them in the background.
+    async fn discard_ahead(&self, unused: impl Fn(&Ahead) -> bool) {
+        let picked: Vec<Ahead> = self
             .ahead
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(_, task)| task)
+            .extract_if(|_, ahead| unused(ahead))
+            .map(|(_, ahead)| ahead)
             .collect();
-        for task in unused {
-            if let Ok(Ok(id)) = task.await {
+        for ahead in picked {
+            if let Ok(Ok(id)) = ahead.task.await {
                 self.remove_later(id);
             }
         }
-        self.settle_removals().await;
     }
 
-    /// Waits for every container removal in flight (not for containers created ahead: those
-    /// belong to cases still to come).
+    /// Waits for every container removal in flight, including those another waiter waits for
+    /// too (not for containers created ahead: those belong to cases still to come).
     async fn settle_removals(&self) {
-        let pending = std::mem::take(&mut *self.removals.lock().unwrap_or_else(|p| p.into_inner()));
+        let pending: Vec<Removal> = self
+            .removals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         for removal in pending {
-            let _ = removal.await;
+            removal.await;
         }
     }
 
@@ -268,31 +304,30 @@ impl DockerRuntime {
         self.lost.load(Ordering::SeqCst)
     }
 
-    /// The image's id, pulling it first (with progress on the reporter) if the daemon does not
-    /// have it. The image stage calls this once per image.
-    pub async fn inspect_or_pull(
+    /// The image's id when the daemon has it, `None` when it does not.
+    pub async fn image_id(&self, image: &str) -> Result<Option<String>, ImageError> {
+        match self.docker.inspect_image(image).await {
+            Ok(info) => Ok(Some(info.id.unwrap_or_default())),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => {
+                self.note_if_lost(&e);
+                Err(ImageError::Inspect {
+                    image: image.to_string(),
+                    reason: short(&e),
+                })
+            }
+        }
+    }
+
+    /// Pulls `image` (with progress on the reporter) and returns its id. The image stage calls
+    /// this once per image, when the daemon does not have it.
+    pub async fn pull_image(
         &self,
         image: &str,
         credentials: Option<DockerCredentials>,
     ) -> Result<ImageReady, ImageError> {
-        match self.docker.inspect_image(image).await {
-            Ok(info) => {
-                return Ok(ImageReady {
-                    id: info.id.unwrap_or_default(),
-                    pulled: None,
-                })
-            }
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => {}
-            Err(e) => {
-                self.note_if_lost(&e);
-                return Err(ImageError::Inspect {
-                    image: image.to_string(),
-                    reason: short(&e),
-                });
-            }
-        }
         let stats =
             pull::pull(&self.docker, image, credentials)
                 .await
@@ -312,9 +347,23 @@ impl DockerRuntime {
         }
     }
 
-    /// Removes an image this run pulled (`--prune-images`), once no container uses it: waits for
-    /// the removals in flight first.
+    /// The ids of every image the daemon has (intermediate ones too).
+    pub async fn image_ids(&self) -> Result<HashSet<String>, String> {
+        let options = ListImagesOptionsBuilder::default().all(true).build();
+        let images = self
+            .docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| short(&e))?;
+        Ok(images.into_iter().map(|i| i.id).collect())
+    }
+
+    /// Removes an image this run pulled (`--prune-images`), once no container of the runner
+    /// uses it: the containers created ahead for its cases that did not run are removed, and
+    /// every removal in flight is waited for first.
     pub async fn remove_image(&self, image: &str) -> Result<(), String> {
+        // The image's cases have all ended: a container made ahead for one of them is unused.
+        self.discard_ahead(|ahead| ahead.image == image).await;
         self.settle_removals().await;
         let options = RemoveImageOptionsBuilder::default().build();
         self.docker
@@ -322,6 +371,70 @@ impl DockerRuntime {
             .await
             .map(|_| ())
             .map_err(|e| short(&e))
+    }
+
+    /// Removes what a pull of `image` that this run stopped (or that failed) left behind: the
+    /// image itself, should the daemon have finished it, and dangling images of its repository
+    /// (a tag gone, its digest kept). Only images whose id is not in `before` (what the daemon
+    /// had before the run's first pull) are touched; without `before` only the image itself,
+    /// which the daemon did not have when the pull began. Returns one line per image removed
+    /// or not.
+    pub async fn remove_stopped_pull(
+        &self,
+        image: &str,
+        before: Option<&HashSet<String>>,
+    ) -> Vec<Result<String, String>> {
+        // Waits for the runner's own containers, as a prune does.
+        self.discard_ahead(|ahead| ahead.image == image).await;
+        self.settle_removals().await;
+        // (what to remove: a name or an id; its id; what to call it)
+        let mut left: Vec<(String, String, String)> = Vec::new();
+        if let Ok(Some(id)) = self.image_id(image).await {
+            if before.is_none_or(|b| !b.contains(&id)) {
+                // By name: should someone have tagged it otherwise meanwhile, theirs stays.
+                left.push((image.to_string(), id, image.to_string()));
+            }
+        }
+        if let Some(before) = before {
+            let repository = repository_of(image);
+            let filters = HashMap::from([("dangling".to_string(), vec!["true".to_string()])]);
+            let options = ListImagesOptionsBuilder::default()
+                .filters(&filters)
+                .build();
+            let dangling = self
+                .docker
+                .list_images(Some(options))
+                .await
+                .unwrap_or_default();
+            for found in dangling {
+                let ours = found
+                    .repo_digests
+                    .iter()
+                    .any(|d| repository_of(d) == repository);
+                let listed = left.iter().any(|(_, id, _)| *id == found.id);
+                if ours && !before.contains(&found.id) && !listed {
+                    let what = format!("{repository} ({})", short_id(&found.id));
+                    left.push((found.id.clone(), found.id, what));
+                }
+            }
+        }
+        let mut lines = Vec::new();
+        for (target, _, what) in left {
+            let options = RemoveImageOptionsBuilder::default().build();
+            lines.push(
+                match self.docker.remove_image(&target, Some(options), None).await {
+                    Ok(_)
+                    | Err(BollardError::DockerResponseServerError {
+                        status_code: 404, ..
+                    }) => Ok(format!("removed {what}, left by a pull this run stopped")),
+                    Err(e) => Err(format!(
+                        "could not remove {what}, left by a pull this run stopped: {}",
+                        short(&e)
+                    )),
+                },
+            );
+        }
+        lines
     }
 
     /// Runs one case in a fresh container and removes the container afterwards.
@@ -346,10 +459,7 @@ impl DockerRuntime {
                 let labels = self.labels(&format!("cache helper for {image}"));
                 match caches::docker::prepare(caches, &self.docker, image, image_id, labels).await {
                     Ok(held) => held,
-                    Err(CacheError::Interrupted { .. }) => {
-                        return Execution::before_start(Outcome::Interrupted, req.keep)
-                    }
-                    Err(e) => return Execution::errored(e.to_string(), req.keep),
+                    Err(e) => return Execution::before_start(outcome_of_cache_error(&e), req.keep),
                 }
             }
             None => Held::default(),
@@ -735,12 +845,8 @@ impl DockerRuntime {
         outcome_of_exit(state.exit_code.unwrap_or(-1))
     }
 
-    async fn remove(&self, id: &str) -> Result<(), BollardError> {
-        remove_container(&self.docker, id).await
-    }
-
     /// Removes a finished container in the background, so the next case need not wait for it;
-    /// `finish` waits for every such removal before the run ends.
+    /// a prune and `finish` wait for every such removal.
     fn remove_later(&self, id: String) {
         let docker = self.docker.clone();
         let task = tokio::spawn(async move {
@@ -751,10 +857,14 @@ impl DockerRuntime {
                 ));
             }
         });
-        self.removals
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(task);
+        let removal: Removal = async move {
+            let _ = task.await;
+        }
+        .boxed()
+        .shared();
+        let mut removals = self.removals.lock().unwrap_or_else(|p| p.into_inner());
+        removals.retain(|r| r.peek().is_none());
+        removals.push(removal);
     }
 
     /// Removes containers left by runs whose runner process is provably gone (killed outright).
@@ -791,8 +901,10 @@ impl DockerRuntime {
                 continue;
             }
             let Some(id) = container.id else { continue };
-            match self.remove(&id).await {
-                Ok(()) => sweep.removed += 1,
+            match remove_container(&self.docker, &id).await {
+                Ok(Removed::Now) => sweep.removed += 1,
+                // Another runner's sweep took it first.
+                Ok(Removed::Elsewhere) => {}
                 Err(e) => sweep.problems.push(format!(
                     "could not remove container {} of a killed run: {}",
                     id.chars().take(12).collect::<String>(),
@@ -812,20 +924,77 @@ pub struct Sweep {
     pub problems: Vec<String>,
 }
 
-/// Removes a container (and its anonymous volumes); one already gone counts as removed.
-async fn remove_container(docker: &Docker, id: &str) -> Result<(), BollardError> {
+/// How a container's removal ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Removed {
+    /// This request removed it.
+    Now,
+    /// Someone else did (another runner's sweep): it was gone already, or their removal,
+    /// under way when ours came, has ended.
+    Elsewhere,
+}
+
+/// Removes a container (and its anonymous volumes). One already gone, or whose removal someone
+/// else has under way (HTTP 409 "already in progress"), is no error: the latter is waited for,
+/// so that the container is gone when this returns.
+async fn remove_container(docker: &Docker, id: &str) -> Result<Removed, BollardError> {
+    match remove_once(docker, id).await {
+        Err(e) if is_removal_in_progress(&e) => {}
+        other => return other,
+    }
+    let deadline = Instant::now() + REMOVAL_WAIT;
+    while Instant::now() < deadline {
+        match docker.inspect_container(id, None).await {
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(Removed::Elsewhere),
+            Err(e) => return Err(e),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    // Their removal did not end (it may have failed): ours, once more.
+    remove_once(docker, id).await
+}
+
+async fn remove_once(docker: &Docker, id: &str) -> Result<Removed, BollardError> {
     let options = RemoveContainerOptionsBuilder::default()
         .force(true)
         .v(true)
         .build();
     match docker.remove_container(id, Some(options)).await {
-        Ok(()) => Ok(()),
-        // Already gone (removed by someone else, or a sweep): nothing left to do.
+        Ok(()) => Ok(Removed::Now),
         Err(BollardError::DockerResponseServerError {
             status_code: 404, ..
-        }) => Ok(()),
+        }) => Ok(Removed::Elsewhere),
         Err(e) => Err(e),
     }
+}
+
+/// The daemon's answer when another removal of the container is under way.
+fn is_removal_in_progress(e: &BollardError) -> bool {
+    matches!(e, BollardError::DockerResponseServerError { status_code: 409, message }
+        if message.contains("already in progress"))
+}
+
+/// The repository an image reference or a repo digest names, as the daemon writes it
+/// (`127.0.0.1:5555/zoo/x:1` and `127.0.0.1:5555/zoo/x@sha256:...` -> `127.0.0.1:5555/zoo/x`;
+/// Docker Hub's `docker.io/library/` prefixes left out).
+fn repository_of(reference: &str) -> String {
+    let name = reference.split('@').next().unwrap_or(reference);
+    let name = match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => repo,
+        _ => name,
+    };
+    let name = name
+        .strip_prefix("docker.io/")
+        .or_else(|| name.strip_prefix("index.docker.io/"))
+        .unwrap_or(name);
+    name.strip_prefix("library/").unwrap_or(name).to_string()
+}
+
+/// The first 12 hex digits of an image id, as the docker CLI shows it.
+fn short_id(id: &str) -> String {
+    id.trim_start_matches("sha256:").chars().take(12).collect()
 }
 
 /// A stop or kill request to the daemon, named for messages.
@@ -978,6 +1147,67 @@ mod tests {
         };
         assert_eq!(w.request_timeout(Duration::ZERO), secs(1));
         assert_eq!(w.request_timeout(secs(2)), secs(3), "2.5 s rounds up");
+    }
+
+    /// Against the real daemon: two removals of one container at once (as two runners'
+    /// sweeps of one leftover) both end without an error, one of them by the other's hand,
+    /// and the container is gone.
+    #[tokio::test]
+    async fn two_removals_at_once_both_end_with_the_container_gone() {
+        // 30000 files in its own layer: removing it takes long enough (a third of a second on
+        // an idle machine) that the second removal comes while the first is under way, and
+        // the daemon answers it 409 "already in progress".
+        let name = format!("zoo-runner-unit-removal-{}", std::process::id());
+        let made = std::process::Command::new("docker")
+            .args([
+                "run",
+                "--name",
+                &name,
+                "--network",
+                "none",
+                "local/kipoi-fixture:py3",
+            ])
+            .args(["sh", "-c", "mkdir /d && cd /d && seq 1 30000 | xargs touch"])
+            .output()
+            .expect("the docker CLI runs");
+        assert!(
+            made.status.success(),
+            "a container of the fixture image (bash fixtures/build.sh makes it): {}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        let docker = Docker::connect_with_defaults().unwrap();
+        let (a, b) = tokio::join!(
+            remove_container(&docker, &name),
+            remove_container(&docker, &name)
+        );
+        let mut ends = [a.unwrap(), b.unwrap()];
+        ends.sort_by_key(|e| *e == Removed::Elsewhere);
+        assert_eq!(ends, [Removed::Now, Removed::Elsewhere]);
+        let gone = docker.inspect_container(&name, None).await;
+        assert!(
+            matches!(
+                gone,
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 404,
+                    ..
+                })
+            ),
+            "{gone:?}"
+        );
+    }
+
+    #[test]
+    fn repositories_of_references_and_digests_agree() {
+        let local = "127.0.0.1:5555/zoo/x";
+        assert_eq!(repository_of("127.0.0.1:5555/zoo/x:t1"), local);
+        assert_eq!(repository_of("127.0.0.1:5555/zoo/x@sha256:ab"), local);
+        assert_eq!(repository_of("127.0.0.1:5555/zoo/x"), local);
+        assert_eq!(repository_of("docker.io/library/busybox:1"), "busybox");
+        assert_eq!(repository_of("busybox@sha256:ab"), "busybox");
+        assert_eq!(
+            repository_of("kipoi/kipoi-docker:mmsplice"),
+            "kipoi/kipoi-docker"
+        );
     }
 
     #[test]

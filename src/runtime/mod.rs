@@ -12,7 +12,7 @@ pub mod singularity;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::caches::Caches;
+use crate::caches::{CacheError, Caches};
 use crate::capture::Captured;
 use crate::spec::Network;
 use crate::versions::Versions;
@@ -65,6 +65,11 @@ pub enum Outcome {
     },
     /// Stopped because the run was interrupted (Ctrl-C, SIGTERM).
     Interrupted,
+    /// Ended before its command started, by an interruption while it waited (for a cache's
+    /// lock); `reason` says where it was.
+    NotStarted {
+        reason: String,
+    },
     /// Stopped (at its timeout `timed_out`, else on interruption), but the container would not
     /// go: still running `waited` after the stop, through its grace period and a SIGKILL. The
     /// runner gave up on it and removes it by force.
@@ -105,6 +110,19 @@ impl Execution {
             duration: Duration::ZERO,
             properties: Vec::new(),
         }
+    }
+}
+
+/// The outcome of a case whose caches could not be taken: an interruption while it waited for
+/// a cache's lock ends it before it started; anything else is an error.
+pub fn outcome_of_cache_error(e: &CacheError) -> Outcome {
+    match e {
+        CacheError::Interrupted { .. } => Outcome::NotStarted {
+            reason: format!("{e}, before it started"),
+        },
+        other => Outcome::Errored {
+            reason: other.to_string(),
+        },
     }
 }
 

@@ -150,8 +150,8 @@ impl SingularityRuntime {
         let held = match &req.caches {
             Some(caches) => match self.take_caches(caches, case, &sif).await {
                 Ok(held) => held,
-                Err(CacheError::Interrupted { .. }) => {
-                    return Execution::before_start(Outcome::Interrupted, req.keep)
+                Err(e @ CacheError::Interrupted { .. }) => {
+                    return Execution::before_start(super::outcome_of_cache_error(&e), req.keep)
                 }
                 Err(e) => return Execution::errored(e.to_string(), req.keep),
             },

@@ -86,9 +86,34 @@ pub fn signal_group(pgid: i32, signal: i32) {
 /// /dev/null) and keeping `keep` bytes of each end of its output. `on_slow` is told how long it
 /// has run, every slow period.
 pub async fn run(
-    mut command: Command,
+    command: Command,
     stdin: Option<Vec<u8>>,
     keep: usize,
+    limits: &Limits,
+    cancel: &Cancel,
+    on_slow: impl FnMut(Duration),
+) -> Result<Finished, SpawnError> {
+    let captures = [Captured::new(keep), Captured::new(keep)];
+    run_capturing(command, stdin, captures, limits, cancel, on_slow).await
+}
+
+/// Like [`run`], with its output kept in memory only, never spooled to disk: for a child whose
+/// output may hold a secret (a credential helper's answer).
+pub async fn run_in_memory(
+    command: Command,
+    stdin: Option<Vec<u8>>,
+    keep: usize,
+    limits: &Limits,
+    cancel: &Cancel,
+) -> Result<Finished, SpawnError> {
+    let captures = [Captured::in_memory(keep), Captured::in_memory(keep)];
+    run_capturing(command, stdin, captures, limits, cancel, |_| {}).await
+}
+
+async fn run_capturing(
+    mut command: Command,
+    stdin: Option<Vec<u8>>,
+    [mut stdout, mut stderr]: [Captured; 2],
     limits: &Limits,
     cancel: &Cancel,
     on_slow: impl FnMut(Duration),
@@ -121,8 +146,6 @@ pub async fn run(
             let _ = pipe.write_all(&bytes).await;
         });
     }
-    let mut stdout = Captured::new(keep);
-    let mut stderr = Captured::new(keep);
     let (out, err) = (child.stdout.take(), child.stderr.take());
     let ((ending, notes), drained) = {
         let reading = async {

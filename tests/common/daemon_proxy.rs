@@ -1,10 +1,13 @@
 //! A unix-socket proxy in front of the real Docker daemon that swallows the requests a test
-//! picks: it neither forwards them nor answers them, as a daemon stuck on them would. Every
-//! other request goes through to the daemon unchanged.
+//! picks: it neither forwards them nor answers them, as a daemon stuck on them would. Or, in
+//! its other mode, forwards them but withholds their answers: the daemon does the work, and the
+//! client never hears back, as over a connection that stalls. Every other request goes through
+//! to the daemon unchanged.
 
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -14,6 +17,17 @@ const DAEMON: &str = "/var/run/docker.sock";
 /// Picks the requests to swallow, from the method and the path without its API version
 /// prefix or query (`POST`, `/containers/ID/stop`).
 pub type Swallow = fn(method: &str, path: &str) -> bool;
+
+/// Picks the requests whose answers to withhold, from the method and the whole request target
+/// (path and query: `/v1.41/images/create?fromImage=...`).
+pub type Withhold = fn(method: &str, target: &str) -> bool;
+
+/// What the proxy does to the requests it picks.
+#[derive(Clone, Copy)]
+enum Rule {
+    Swallow(Swallow),
+    Withhold(Withhold),
+}
 
 pub struct SwallowingProxy {
     path: PathBuf,
@@ -26,6 +40,16 @@ pub struct SwallowingProxy {
 impl SwallowingProxy {
     /// Listens on `dir/proxy.sock`.
     pub fn start(dir: &Path, swallow: Swallow) -> SwallowingProxy {
+        SwallowingProxy::listen(dir, Rule::Swallow(swallow))
+    }
+
+    /// Listens on `dir/proxy.sock`, forwarding every request, but dropping the answers to
+    /// those `withhold` picks (they count as swallowed).
+    pub fn withholding_answers(dir: &Path, withhold: Withhold) -> SwallowingProxy {
+        SwallowingProxy::listen(dir, Rule::Withhold(withhold))
+    }
+
+    fn listen(dir: &Path, rule: Rule) -> SwallowingProxy {
         let path = dir.join("proxy.sock");
         let listener = UnixListener::bind(&path).expect("the proxy socket binds");
         let proxy = SwallowingProxy {
@@ -44,13 +68,15 @@ impl SwallowingProxy {
                     open.push(client.try_clone().unwrap());
                     open.push(daemon.try_clone().unwrap());
                 }
+                let withheld = Arc::new(AtomicBool::new(false));
                 forward_requests(
                     client.try_clone().unwrap(),
                     daemon.try_clone().unwrap(),
-                    swallow,
+                    rule,
                     Arc::clone(&swallowed),
+                    Arc::clone(&withheld),
                 );
-                forward_answers(daemon, client);
+                forward_answers(daemon, client, withheld);
             }
         });
         proxy
@@ -78,12 +104,14 @@ impl Drop for SwallowingProxy {
 /// Copies the client's requests to the daemon until one is to be swallowed; from then on the
 /// connection's bytes are read and dropped, so the client waits for an answer that never
 /// comes. The client sends each request only once the last one is answered (no pipelining),
-/// so a request starts a read.
+/// so a request starts a read. A request whose answer is withheld is forwarded, and
+/// `withheld` set before it is, so that none of its answer reaches the client.
 fn forward_requests(
     mut client: UnixStream,
     mut daemon: UnixStream,
-    swallow: Swallow,
+    rule: Rule,
     swallowed: Arc<Mutex<Vec<String>>>,
+    withheld: Arc<AtomicBool>,
 ) {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
@@ -92,11 +120,18 @@ fn forward_requests(
             if holding {
                 continue;
             }
-            if let Some((method, path)) = request_line(&buf[..k]) {
-                if swallow(&method, &path) {
-                    swallowed.lock().unwrap().push(format!("{method} {path}"));
-                    holding = true;
-                    continue;
+            if let Some((method, path, target)) = request_line(&buf[..k]) {
+                match rule {
+                    Rule::Swallow(swallow) if swallow(&method, &path) => {
+                        swallowed.lock().unwrap().push(format!("{method} {path}"));
+                        holding = true;
+                        continue;
+                    }
+                    Rule::Withhold(withhold) if withhold(&method, &target) => {
+                        swallowed.lock().unwrap().push(format!("{method} {path}"));
+                        withheld.store(true, Ordering::SeqCst);
+                    }
+                    _ => {}
                 }
             }
             if daemon.write_all(&buf[..k]).is_err() {
@@ -107,16 +142,26 @@ fn forward_requests(
     });
 }
 
-fn forward_answers(mut daemon: UnixStream, mut client: UnixStream) {
+/// Copies the daemon's answers to the client; once `withheld` is set, reads them to the end
+/// and drops them.
+fn forward_answers(mut daemon: UnixStream, mut client: UnixStream, withheld: Arc<AtomicBool>) {
     thread::spawn(move || {
-        let _ = std::io::copy(&mut daemon, &mut client);
+        let mut buf = vec![0u8; 64 * 1024];
+        while let Ok(k @ 1..) = daemon.read(&mut buf) {
+            if withheld.load(Ordering::SeqCst) {
+                continue;
+            }
+            if client.write_all(&buf[..k]).is_err() {
+                break;
+            }
+        }
         let _ = client.shutdown(std::net::Shutdown::Write);
     });
 }
 
-/// The method and path of an HTTP request that starts `chunk`: the path without its query and
-/// without an API version prefix (`/v1.47`).
-fn request_line(chunk: &[u8]) -> Option<(String, String)> {
+/// The method, path and whole target of an HTTP request that starts `chunk`: the path without
+/// its query and without an API version prefix (`/v1.47`).
+fn request_line(chunk: &[u8]) -> Option<(String, String, String)> {
     let line_end = chunk.windows(2).position(|w| w == b"\r\n")?;
     let line = std::str::from_utf8(&chunk[..line_end]).ok()?;
     let mut words = line.split(' ');
@@ -131,7 +176,7 @@ fn request_line(chunk: &[u8]) -> Option<(String, String)> {
         }
         _ => path,
     };
-    Some((method.to_string(), path.to_string()))
+    Some((method.to_string(), path.to_string(), target.to_string()))
 }
 
 /// Swallows `docker stop` and `docker kill` of any container: a daemon that cannot stop one.
