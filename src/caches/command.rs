@@ -290,12 +290,16 @@ pub fn prune(
     })?
 }
 
-/// `unused for over 30d (--unused-for)`.
+/// `unused for over 30d (--unused-for)`: whole days as days, as such a limit is given.
 fn unused_note(unused_for: Option<Duration>) -> String {
-    format!(
-        "unused for over {} (--unused-for)",
-        crate::units::show_duration(unused_for.unwrap_or_default())
-    )
+    let limit = unused_for.unwrap_or_default();
+    let secs = limit.as_secs();
+    let shown = if secs >= 86_400 && secs % 86_400 == 0 && limit.subsec_nanos() == 0 {
+        format!("{}d", secs / 86_400)
+    } else {
+        crate::units::show_duration(limit)
+    };
+    format!("unused for over {shown} (--unused-for)")
 }
 
 /// Removes the quarantined SIFs of the SIF folder: downloads whose md5 did not match, kept as
