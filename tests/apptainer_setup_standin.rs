@@ -111,7 +111,9 @@ fn an_unusable_apptainer_exits_3_and_each_case_says_why() {
     let empty_path = dir.path().join("empty-path");
     std::fs::create_dir_all(&empty_path).unwrap();
 
-    let runs: [(Option<&Path>, &[(&str, &str)], &str); 5] = [
+    /// The binary given (if any), the runner's environment, what the message must say.
+    type Setup<'a> = (Option<&'a Path>, &'a [(&'a str, &'a str)], &'a str);
+    let runs: [Setup; 5] = [
         (Some(&missing), &[], "does not exist"),
         (Some(&folder), &[], "is a folder, not a program"),
         (Some(&plain), &[], "is not executable"),

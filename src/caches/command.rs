@@ -294,7 +294,7 @@ pub fn prune(
 fn unused_note(unused_for: Option<Duration>) -> String {
     let limit = unused_for.unwrap_or_default();
     let secs = limit.as_secs();
-    let shown = if secs >= 86_400 && secs % 86_400 == 0 && limit.subsec_nanos() == 0 {
+    let shown = if secs >= 86_400 && secs.is_multiple_of(86_400) && limit.subsec_nanos() == 0 {
         format!("{}d", secs / 86_400)
     } else {
         crate::units::show_duration(limit)
