@@ -121,9 +121,20 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
     let sif = fixture_sif();
     let server = Server::start();
     server.script(SIF_PATH, vec![Reply::File(Arc::clone(&sif))]);
-    let r = run_singularity(&server, &md5_hex(&sif), &[]);
+    let sums = tempfile::tempdir().unwrap();
+    let summary = sums.path().join("summary.md");
+    let r = run_singularity(
+        &server,
+        &md5_hex(&sif),
+        &["--summary", summary.to_str().unwrap()],
+    );
     let run = &r.run;
     assert_eq!(run.code, 101, "{}", run.all());
+    let text = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        text.contains("pulls took") && text.contains("not counted in the case times"),
+        "the summary's pull column counts the SIF download:\n{text}"
+    );
     assert_status(run, "singularity::tiny_linear", "ok");
     assert_status(run, "singularity::tiny_fail_expect", "FAILED");
     assert_status(run, "singularity::tiny_fail_raise", "FAILED");
