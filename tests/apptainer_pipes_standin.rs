@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -19,9 +18,9 @@ use md5::{Digest, Md5};
 const PATIENCE: Duration = Duration::from_secs(120);
 
 fn standin(dir: &Path, pidfile: &Path) -> std::path::PathBuf {
-    let script = dir.join("apptainer-standin");
+    let source = dir.join("apptainer-standin.txt");
     std::fs::write(
-        &script,
+        &source,
         format!(
             "#!/bin/sh\n# STAND-IN for apptainer: see tests/apptainer_pipes_standin.rs\n\
              if [ \"$1\" = --version ]; then echo 'apptainer version 0.0-standin'; exit 0; fi\n\
@@ -33,7 +32,17 @@ fn standin(dir: &Path, pidfile: &Path) -> std::path::PathBuf {
         ),
     )
     .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Installed by another process, so that no descriptor of this test process has it open for
+    // writing when it runs ("text file busy").
+    let script = dir.join("apptainer-standin");
+    let status = std::process::Command::new("install")
+        .arg("-m")
+        .arg("755")
+        .arg(&source)
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(status.success());
     script
 }
 

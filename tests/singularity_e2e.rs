@@ -553,3 +553,39 @@ fn a_read_only_sif_store_is_used_as_it_is() {
     assert!(!report.exists());
     assert!(server.requests(SIF_PATH).is_empty());
 }
+
+#[test]
+fn a_stalled_download_gives_up_at_the_download_timeout() {
+    let sif = fixture_sif();
+    let server = Server::start();
+    // A little of the file, then a minute of silence.
+    server.script(SIF_PATH, vec![Reply::Stall(Arc::clone(&sif))]);
+    let r = run_singularity(
+        &server,
+        &md5_hex(&sif),
+        &[
+            "--exact",
+            "singularity::tiny_linear",
+            "--download-timeout",
+            "2s",
+        ],
+    );
+    assert_eq!(r.run.code, 101, "{}", r.run.all());
+    assert_eq!(
+        server.requests(SIF_PATH).len(),
+        1,
+        "no attempt after the budget"
+    );
+    let doc = r.report.doc();
+    let message = child_message(testcase(&doc, "tiny_linear"), "error");
+    assert!(
+        message.contains("after 2s (--download-timeout)") && message.contains(SIF_PATH),
+        "{message}"
+    );
+    // What arrived is kept for the next run to resume.
+    assert!(
+        files_in(&r.sif_dir).iter().any(|n| n.contains(".part-")),
+        "{:?}",
+        files_in(&r.sif_dir)
+    );
+}
