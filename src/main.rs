@@ -61,7 +61,7 @@ use crate::record::{Attempt, Record, Status};
 use crate::report::ReportTarget;
 use crate::runtime::docker::{DockerRuntime, Waits};
 use crate::runtime::singularity::{find_binary, SingularityRuntime};
-use crate::sif_cache::{pull::sif_name, SifCache};
+use crate::sif_cache::SifCache;
 use crate::spec::{Network, Spec};
 use crate::versions::Versions;
 
@@ -549,7 +549,14 @@ async fn setup_singularity(
         .with_progress(true)
         .with_download_timeout(cli.download_timeout);
     if cache.is_read_only() {
-        check_read_only_store(cli, &cache, selected).map_err(SetupError::Input)?;
+        let run_skipped = cli.run_skipped();
+        let needed = selected
+            .iter()
+            .filter(|c| c.runtime == RuntimeKind::Singularity)
+            .filter(|c| c.plan.skip.is_none() || run_skipped)
+            .copied();
+        sifs::check_read_only_store(&cache, needed, cli.sif_from_docker)
+            .map_err(|e| SetupError::Input(e.into()))?;
         reporter::note(format!(
             "the SIF folder `{}` is read-only: its SIFs are used as they are, after an md5 check",
             cache.dir().display()
@@ -566,40 +573,6 @@ async fn setup_singularity(
                 SetupError::Runtime(e)
             }
         })
-}
-
-/// A read-only SIF folder must already hold every SIF the selected cases use: nothing can be
-/// downloaded or built there.
-fn check_read_only_store(cli: &Cli, cache: &SifCache, selected: &[&Case]) -> anyhow::Result<()> {
-    let mut missing: Vec<String> = Vec::new();
-    for case in selected
-        .iter()
-        .filter(|c| c.runtime == RuntimeKind::Singularity)
-        .filter(|c| c.plan.skip.is_none() || cli.run_skipped())
-    {
-        let lacking = match &case.sif {
-            Some(entry) => (!cache.holds(&entry.name, false)).then(|| entry.name.clone()),
-            None if cli.sif_from_docker => {
-                let name = sif_name(&case.image);
-                (!cache.holds(&name, true)).then(|| format!("{name} (built from {})", case.image))
-            }
-            None => None,
-        };
-        if let Some(name) = lacking.filter(|n| !missing.contains(n)) {
-            missing.push(name);
-        }
-    }
-    if missing.is_empty() {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "the SIF folder `{}` (--sif-dir) is read-only, and {} SIF(s) the selected cases need are \
-         not in it: {}; nothing can be downloaded or built there: put them there first, or pass a \
-         writable --sif-dir",
-        cache.dir().display(),
-        missing.len(),
-        missing.join(", ")
-    )
 }
 
 /// A runtime no selected case needs.

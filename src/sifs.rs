@@ -207,6 +207,52 @@ impl SifTotals {
     }
 }
 
+/// A read-only SIF folder lacks SIFs the run needs: nothing can be downloaded or built there.
+#[derive(Debug, Error)]
+#[error(
+    "the SIF folder `{}` (--sif-dir) is read-only, and {} SIF(s) the selected cases need are not \
+     in it: {}; nothing can be downloaded or built there: put them there first, or pass a \
+     writable --sif-dir",
+    .dir.display(),
+    .missing.len(),
+    .missing.join(", ")
+)]
+pub struct MissingFromStore {
+    pub dir: PathBuf,
+    pub missing: Vec<String>,
+}
+
+/// Checks that a read-only SIF folder holds the SIF of every case in `cases` (the Singularity
+/// cases that will run): the catalog's, or with `sif_from_docker` a built one with its md5
+/// record.
+pub fn check_read_only_store<'a>(
+    cache: &SifCache,
+    cases: impl IntoIterator<Item = &'a Case>,
+    sif_from_docker: bool,
+) -> Result<(), MissingFromStore> {
+    let mut missing: Vec<String> = Vec::new();
+    for case in cases {
+        let lacking = match &case.sif {
+            Some(entry) => (!cache.holds(&entry.name, false)).then(|| entry.name.clone()),
+            None if sif_from_docker => {
+                let name = pull::sif_name(&case.image);
+                (!cache.holds(&name, true)).then(|| format!("{name} (built from {})", case.image))
+            }
+            None => None,
+        };
+        if let Some(name) = lacking.filter(|n| !missing.contains(n)) {
+            missing.push(name);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(MissingFromStore {
+        dir: cache.dir().to_path_buf(),
+        missing,
+    })
+}
+
 /// `pull-seconds` and `pulled-bytes` of a case's SIF, as a Docker case has them for its image:
 /// 0 when it was in the cache already. They become properties of the testsuite.
 pub fn fetch_facts(ready: &SifReady) -> Vec<(String, String)> {
