@@ -86,11 +86,23 @@ fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
 
-/// True while the process runs (gone, or a zombie nobody reaped yet, does not).
+/// True while the process runs (gone, or a zombie nobody reaped yet, does not), once a SIGKILL
+/// sent to it has had up to 10 s to land: a bound for a signal on a loaded machine, not a speed
+/// check.
 fn running(pid: &str) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(") ")
-        .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    let runs = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    };
+    let asked = Instant::now();
+    while runs() {
+        if asked.elapsed() > Duration::from_secs(10) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 #[test]

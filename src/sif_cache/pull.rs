@@ -337,6 +337,8 @@ mod tests {
             while !pidfile_exists(&watched) {
                 std::thread::sleep(Duration::from_millis(20));
             }
+            // A double Ctrl-C: stopped, then killed at once (not after the 10 s grace).
+            raiser.raise(libc::SIGINT);
             raiser.raise(libc::SIGINT);
         });
         let err = run_pull(
@@ -394,10 +396,22 @@ mod tests {
         fs::read_to_string(path).is_ok_and(|t| !t.trim().is_empty())
     }
 
-    /// True while the process runs (gone, or a zombie nobody reaped yet, does not).
+    /// True while the process runs (gone, or a zombie nobody reaped yet, does not), once a
+    /// SIGKILL sent to it has had up to 10 s to land: delivery is not instant on a loaded
+    /// machine. A bound for a signal, not a speed check.
     fn running(pid: &str) -> bool {
-        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        let runs = || {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        };
+        let asked = std::time::Instant::now();
+        while runs() {
+            if asked.elapsed() > Duration::from_secs(10) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 }
