@@ -29,6 +29,17 @@ fn parse_timeout(text: &str) -> Result<Duration, UnitError> {
     parse_positive_duration(text, "--timeout", MAX_DURATION)
 }
 
+/// Caches may lie unused for years; more than ten is a typo.
+const MAX_UNUSED_FOR: Duration = Duration::from_secs(10 * 366 * 24 * 3600);
+
+fn parse_unused_for(text: &str) -> Result<Duration, UnitError> {
+    parse_positive_duration(text, "--unused-for", MAX_UNUSED_FOR)
+}
+
+fn parse_download_timeout(text: &str) -> Result<Duration, UnitError> {
+    parse_positive_duration(text, "--download-timeout", MAX_DURATION)
+}
+
 fn parse_slow_after(text: &str) -> Result<Duration, UnitError> {
     parse_positive_duration(text, "--slow-after", MAX_DURATION)
 }
@@ -358,12 +369,16 @@ pub enum CacheCommand {
         #[arg(long, value_enum, default_value_t = CacheRuntime::All)]
         runtime: CacheRuntime,
     },
-    /// Remove the caches of images the Docker daemon no longer has, and of SIF files that are
-    /// gone; a cache a running case holds is kept.
+    /// Remove the caches of images the Docker daemon no longer has, and of SIFs no longer
+    /// known (no SIF file that used the cache is still there with its md5); a cache a running
+    /// case holds is kept. Also removes the quarantined SIFs (`NAME.sif.bad`) of --sif-dir.
     Prune {
         /// Remove every cache of the cache folder.
         #[arg(long)]
         all: bool,
+        /// Also remove the caches no case has used for this long, e.g. 30d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_unused_for)]
+        unused_for: Option<Duration>,
         /// Which caches: Docker volumes, Apptainer folders, or both.
         #[arg(long, value_enum, default_value_t = CacheRuntime::All)]
         runtime: CacheRuntime,
@@ -399,7 +414,9 @@ pub enum WarmError {
 #[command(
     name = "zoo-runner",
     after_help = "Exit codes: 0 all passed; 101 a test failed; 2 usage or input error; \
-                  3 the Docker daemon could not be reached (or was lost); 130/143 interrupted."
+                  3 the container runtime cannot be used (the Docker daemon could not be reached \
+                  or was lost; Apptainer is missing, not a program, or its --version fails); \
+                  130/143 interrupted."
 )]
 pub struct Cli {
     /// A subcommand; without one, `zoo-runner [FLAGS]` runs the tests.
@@ -488,6 +505,12 @@ pub struct Cli {
     /// For a model with no SIF in the catalog, build one with `pull docker://IMAGE`.
     #[arg(long)]
     pub sif_from_docker: bool,
+
+    /// How long fetching one SIF may take in all: every download attempt and the pauses
+    /// between them, or a --sif-from-docker build (at most 30d). A stalled server is given up on
+    /// sooner: 60s of silence per attempt, 5 attempts.
+    #[arg(long, value_name = "DURATION", value_parser = parse_download_timeout, default_value = "2h")]
+    pub download_timeout: Duration,
 
     /// Folder of the model-data caches: their locks, Apptainer folders, and the namespace of
     /// the Docker volumes (default: $XDG_CACHE_HOME/zoo-runner/caches or
@@ -707,6 +730,12 @@ mod tests {
             (&["--timeout", "99999999999999999999h"][..], "too large"),
             (&["--slow-after", "0s"][..], "--slow-after"),
             (&["--slow-after", "0"][..], "--slow-after"),
+            (&["--download-timeout", "0s"][..], "--download-timeout"),
+            (&["--download-timeout", "31d"][..], "--download-timeout"),
+            (
+                &["--download-timeout", "99999999999999999999h"][..],
+                "too large",
+            ),
             (&["--grace", "2h"][..], "--grace"),
             (&["--keep-output", "0"][..], "--keep-output"),
             (&["--keep-output", "2g"][..], "--keep-output"),
@@ -884,7 +913,8 @@ mod cache_command_tests {
             cache_command(cli),
             CacheCommand::Prune {
                 all: false,
-                runtime: CacheRuntime::Singularity
+                runtime: CacheRuntime::Singularity,
+                unused_for: None,
             }
         ));
         assert!(

@@ -19,6 +19,7 @@ use crate::reporter;
 use crate::runtime::docker::{DockerRuntime, ImageError, ImageReady};
 use crate::runtime::singularity::SingularityRuntime;
 use crate::runtime::{Execution, Outcome, RunRequest};
+use crate::sifs::{fetch_facts, SifReady, SifUnavailable};
 use crate::spec::{CasePlan, Network};
 use crate::verdict::judge;
 use crate::versions::Versions;
@@ -182,11 +183,30 @@ impl Harness {
         if ready.is_some() {
             self.create_next_ahead(case);
         }
+        let sif = match self.prepare_sif(case) {
+            Ok(sif) => sif,
+            Err((status, properties)) => {
+                let summary = status.summary();
+                let interrupted = matches!(status, Status::NotRun { .. });
+                self.record(Record::new(
+                    case,
+                    Vec::new(),
+                    Attempt::not_started(status),
+                    properties,
+                ));
+                if !interrupted {
+                    self.something_failed.store(true, Ordering::SeqCst);
+                }
+                return Err(Failed::from(summary));
+            }
+        };
         let mut earlier = Vec::new();
         let mut n = 1;
         let (mut last, properties) = loop {
-            let (this, mut properties) = finish(self.execute(case, n, ready.as_ref()), &case.plan);
+            let exec = self.execute(case, n, ready.as_ref(), sif.as_ref());
+            let (this, mut properties) = finish(exec, &case.plan);
             properties.extend(ready.as_ref().map(pull_facts).unwrap_or_default());
+            properties.extend(sif.as_ref().map(fetch_facts).unwrap_or_default());
             let retry = this.status.is_bad() && n <= self.settings.retries;
             if !retry || self.cancel.is_cancelled() {
                 break (this, properties);
@@ -257,8 +277,44 @@ impl Harness {
         }
     }
 
+    /// A Singularity case's SIF, ready before the case's time starts (a download or a build is
+    /// a step of its own); or the status the case ends with when there is none.
+    #[allow(clippy::type_complexity)]
+    fn prepare_sif(
+        &self,
+        case: &Case,
+    ) -> Result<Option<SifReady>, (Status, Vec<(String, String)>)> {
+        if case.runtime != RuntimeKind::Singularity {
+            return Ok(None);
+        }
+        // Without a runtime the attempt says why.
+        let Ok(sing) = &self.singularity else {
+            return Ok(None);
+        };
+        match self.handle.block_on(sing.prepare(case)) {
+            Ok(ready) => Ok(Some(ready)),
+            Err(e) => {
+                let status = match e {
+                    SifUnavailable::Interrupted { .. } => Status::NotRun {
+                        reason: e.to_string(),
+                    },
+                    _ => Status::Errored {
+                        message: crate::error_chain::chain(&e),
+                    },
+                };
+                Err((status, Vec::new()))
+            }
+        }
+    }
+
     /// Runs one attempt (numbered from 1; `{attempt}` in the command becomes that number).
-    fn execute(&self, case: &Case, attempt: u32, image: Option<&ImageReady>) -> Execution {
+    fn execute(
+        &self,
+        case: &Case,
+        attempt: u32,
+        image: Option<&ImageReady>,
+        sif: Option<&SifReady>,
+    ) -> Execution {
         let s = &self.settings;
         let request = self.request(case, attempt);
         match case.runtime {
@@ -270,9 +326,10 @@ impl Harness {
                 (Ok(_), None) => Execution::errored("the image stage was not set up", s.keep),
                 (Err(why), _) => Execution::errored(why.as_str(), s.keep),
             },
-            RuntimeKind::Singularity => match &self.singularity {
-                Ok(sing) => self.handle.block_on(sing.run(case, &request)),
-                Err(why) => Execution::errored(why.as_str(), s.keep),
+            RuntimeKind::Singularity => match (&self.singularity, sif) {
+                (Ok(sing), Some(sif)) => self.handle.block_on(sing.run(case, &request, &sif.path)),
+                (Ok(_), None) => Execution::errored("the SIF stage was not set up", s.keep),
+                (Err(why), _) => Execution::errored(why.as_str(), s.keep),
             },
         }
     }

@@ -32,6 +32,7 @@ mod report;
 mod reporter;
 mod runtime;
 mod sif_cache;
+mod sifs;
 mod spec;
 mod summary;
 // Wired in by the next commits (probes, SIF builds, Apptainer cases).
@@ -68,6 +69,9 @@ use crate::versions::Versions;
 /// Exit codes besides libtest's 101 for failed tests.
 const EXIT_USAGE: u8 = 2;
 const EXIT_DOCKER: u8 = 3;
+/// Apptainer cannot be used (missing, broken, its `--version` fails): Docker's code, since it is
+/// the same case: the runtime, not the models.
+const EXIT_APPTAINER: u8 = 3;
 /// The cases ran, but the JUnit report could not be written: their results are lost to CI.
 const EXIT_REPORT_LOST: u8 = 4;
 /// `--require-tests` and the selection holds no case: nothing was tested.
@@ -104,9 +108,14 @@ fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
                 CacheCommand::List { runtime } => {
                     return caches::command::list(&caches::prepare_dir(&cli.cache_dir())?, runtime)
                 }
-                CacheCommand::Prune { all, runtime } => {
+                CacheCommand::Prune {
+                    all,
+                    runtime,
+                    unused_for,
+                } => {
                     let dir = caches::prepare_dir(&cli.cache_dir())?;
-                    return caches::command::prune(&dir, all, runtime);
+                    let sif_dir = cli.sif_dir.clone().unwrap_or_else(SifCache::default_dir);
+                    return caches::command::prune(&dir, &sif_dir, all, unused_for, runtime);
                 }
                 CacheCommand::Warm(warm) => {
                     cli = cli.into_warm(warm)?;
@@ -324,14 +333,26 @@ fn execute(
         unused()
     };
     let singularity = if needs(RuntimeKind::Singularity) {
-        let setup = rt.block_on(setup_singularity(cli, &cancel));
-        if let Ok(s) = &setup {
-            extra.push(("singularity-version".to_string(), s.version().to_string()));
+        match rt.block_on(setup_singularity(cli, &cancel, &selected)) {
+            Ok(s) => {
+                extra.push(("singularity-version".to_string(), s.version().to_string()));
+                Ok(s)
+            }
+            // The cases see the interruption too, and are reported not run.
+            Err(SetupError::Interrupted(e)) => Err(e.to_string()),
+            Err(SetupError::Input(e)) => return Err(e),
+            Err(SetupError::Runtime(e)) => {
+                let e = chain(&e);
+                eprintln!("error: {e}");
+                let records = errored_records(&selected, &format!("not run: {e}"));
+                return Ok(write_report(target, &records, &extra, cli, notes)
+                    .unwrap_or(EXIT_APPTAINER.into()));
+            }
         }
-        setup
     } else {
         unused()
     };
+    let sif_stage = singularity.clone();
 
     let stage = docker.as_ref().ok().map(|d| {
         let images: Vec<&str> = selected
@@ -380,6 +401,9 @@ fn execute(
         if let Some(line) = stage.totals().line() {
             eprintln!("zoo-runner: {line}");
         }
+    }
+    if let Some(line) = sif_stage.ok().and_then(|s| s.sif_totals().line()) {
+        eprintln!("zoo-runner: {line}");
     }
     if let Ok(d) = &docker {
         rt.block_on(d.finish());
@@ -574,18 +598,54 @@ async fn connect_docker(
     Ok(Arc::new(docker))
 }
 
-/// Finds and checks the Apptainer/Singularity binary; on failure each Singularity case says why.
-async fn setup_singularity(cli: &Cli, cancel: &Cancel) -> harness::Runtime<SingularityRuntime> {
-    let setup = async {
-        let bin = find_binary(cli.singularity_bin.as_deref())?;
-        let dir = cli.sif_dir.clone().unwrap_or_else(SifCache::default_dir);
-        let cache = SifCache::new(dir).with_progress(true);
-        SingularityRuntime::new(bin, cache, cli.sif_from_docker, cancel.clone()).await
-    };
-    setup.await.map(Arc::new).map_err(|e| {
-        eprintln!("error: {e}");
-        e.to_string()
-    })
+/// Why the Apptainer/Singularity runtime was not set up.
+enum SetupError {
+    /// `--sif-dir` cannot be used, or a read-only one lacks what must be fetched into it
+    /// (exit 2).
+    Input(anyhow::Error),
+    /// The binary is missing or broken (exit 3).
+    Runtime(runtime::singularity::SingularityError),
+    /// The run was interrupted while the binary was checked.
+    Interrupted(runtime::singularity::SingularityError),
+}
+
+/// Opens the SIF folder (an input error when it cannot be used, or is read-only and lacks a SIF
+/// the selection needs), then finds and checks the Apptainer/Singularity binary.
+async fn setup_singularity(
+    cli: &Cli,
+    cancel: &Cancel,
+    selected: &[&Case],
+) -> Result<Arc<SingularityRuntime>, SetupError> {
+    let dir = cli.sif_dir.clone().unwrap_or_else(SifCache::default_dir);
+    let cache = SifCache::open(dir)
+        .map_err(|e| SetupError::Input(e.into()))?
+        .with_progress(true)
+        .with_download_timeout(cli.download_timeout);
+    if cache.is_read_only() {
+        let run_skipped = cli.run_skipped();
+        let needed = selected
+            .iter()
+            .filter(|c| c.runtime == RuntimeKind::Singularity)
+            .filter(|c| c.plan.skip.is_none() || run_skipped)
+            .copied();
+        sifs::check_read_only_store(&cache, needed, cli.sif_from_docker)
+            .map_err(|e| SetupError::Input(e.into()))?;
+        reporter::note(format!(
+            "the SIF folder `{}` is read-only: its SIFs are used as they are, after an md5 check",
+            cache.dir().display()
+        ));
+    }
+    let bin = find_binary(cli.singularity_bin.as_deref()).map_err(SetupError::Runtime)?;
+    SingularityRuntime::new(bin, cache, cli.sif_from_docker, cancel.clone())
+        .await
+        .map(Arc::new)
+        .map_err(|e| {
+            if e.is_interrupted() {
+                SetupError::Interrupted(e)
+            } else {
+                SetupError::Runtime(e)
+            }
+        })
 }
 
 /// A runtime no selected case needs.

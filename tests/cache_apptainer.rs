@@ -137,18 +137,71 @@ apptainer_home = "/root"
     assert!(rows
         .iter()
         .any(|r| r.contains("/root/.keras") && r.contains(&md5[..12])));
-    // The SIF is still there: nothing to prune; once it is gone, its caches go.
+    // The SIF is still there: nothing to prune.
     let prune = cache(&["prune"]);
     assert!(
         prune.stdout.contains("removed 0 cache(s)"),
         "{}",
         prune.all()
     );
+
+    // The same SIF from a second SIF folder uses the same caches (they are keyed by its md5).
+    // With the first copy gone, the second still keeps them: not `[SIF gone]`, not pruned.
+    let sif_dir2 = dir.path().join("sifs2");
+    let mut second = args(&[]);
+    let at = second.iter().position(|a| a == "--sif-dir").unwrap();
+    second[at + 1] = sif_dir2.display().to_string();
+    let (run, report) = run_reported(&strs(&second), &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let out = child_text(testcase(&report.doc(), "counter"), "system-out").to_string();
+    assert!(out.contains("/data/cache runs=4"), "the same caches: {out}");
     std::fs::remove_file(sif_dir.join("kipoi-fixture.sif")).unwrap();
+    let list = cache(&["list"]);
+    assert!(!list.stdout.contains("[SIF gone]"), "{}", list.all());
+    assert!(
+        list.stdout
+            .contains(&sif_dir2.join("kipoi-fixture.sif").display().to_string()),
+        "{}",
+        list.all()
+    );
+    let prune = cache(&["prune"]);
+    assert!(
+        prune.stdout.contains("removed 0 cache(s)"),
+        "the second copy still uses them: {}",
+        prune.all()
+    );
+
+    // By age: a cache no case has used for longer than --unused-for goes.
+    let prune = cache(&["prune", "--unused-for", "30d"]);
+    assert!(
+        prune.stdout.contains("removed 0 cache(s)"),
+        "{}",
+        prune.all()
+    );
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(40 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(root.join(format!("{}.lock", folders[0])))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let prune = cache(&["prune", "--unused-for", "30d"]);
+    assert!(
+        prune.stdout.contains("unused for over 30d (--unused-for)")
+            && prune.stdout.contains("removed 1 cache(s)"),
+        "{}",
+        prune.all()
+    );
+    assert!(!root.join(&folders[0]).exists());
+
+    // Once no SIF with their md5 is left, the caches go.
+    std::fs::remove_file(sif_dir2.join("kipoi-fixture.sif")).unwrap();
+    let list = cache(&["list"]);
+    assert!(list.stdout.contains("[SIF gone]"), "{}", list.all());
     let prune = cache(&["prune"]);
     assert_eq!(prune.code, 0, "{}", prune.all());
     assert!(
-        prune.stdout.contains("its SIF is gone") && prune.stdout.contains("removed 2 cache(s)"),
+        prune.stdout.contains("its SIF is gone") && prune.stdout.contains("removed 1 cache(s)"),
         "{}",
         prune.all()
     );

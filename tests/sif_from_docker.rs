@@ -84,6 +84,19 @@ fn a_local_only_image_is_built_into_a_sif_and_runs() {
     );
     let version = property(&doc, "singularity-version");
     assert!(version.starts_with("apptainer version"), "{version}");
+    // The build was a step of its own: timed and sized on the suite, not in a case's time.
+    let built_size = std::fs::metadata(sif_dir.join("local_kipoi-fixture_py3.sif"))
+        .unwrap()
+        .len();
+    assert_eq!(property(&doc, "pulled-bytes"), built_size.to_string());
+    let seconds: f64 = property(&doc, "pull-seconds").parse().unwrap();
+    assert!(seconds > 0.0, "{seconds}");
+    assert!(
+        run.stderr.contains("zoo-runner: fetched 1 SIF (")
+            && run.stderr.contains("not counted in case times"),
+        "{}",
+        run.all()
+    );
 
     // The built SIF is kept with its md5, and nothing else (no archive, no .part).
     assert_eq!(
@@ -163,6 +176,16 @@ fn ctrl_c_during_a_build_stops_apptainer_and_leaves_nothing() {
     let doc = report.doc();
     let skipped = elements(&doc, "skipped");
     assert_eq!(skipped.len(), 3, "{}", report.text());
+    // The case waiting for the build says so, not "interrupted while running": it never
+    // started.
+    let building = skipped
+        .iter()
+        .filter(|n| {
+            n.attribute("message")
+                .is_some_and(|m| m.contains("interrupted while its SIF was being built"))
+        })
+        .count();
+    assert_eq!(building, 1, "{}", report.text());
 }
 
 #[test]
@@ -219,7 +242,8 @@ fn a_missing_binary_errors_each_case_with_the_reason() {
         ],
         &[],
     );
-    assert_eq!(run.code, 101, "{}", run.all());
+    // The runtime cannot be used, not the models failed: Docker's exit code for that.
+    assert_eq!(run.code, 3, "{}", run.all());
     let text = report.text();
     let doc = report.doc();
     let errors = elements(&doc, "error");

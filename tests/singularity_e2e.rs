@@ -121,9 +121,20 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
     let sif = fixture_sif();
     let server = Server::start();
     server.script(SIF_PATH, vec![Reply::File(Arc::clone(&sif))]);
-    let r = run_singularity(&server, &md5_hex(&sif), &[]);
+    let sums = tempfile::tempdir().unwrap();
+    let summary = sums.path().join("summary.md");
+    let r = run_singularity(
+        &server,
+        &md5_hex(&sif),
+        &["--summary", summary.to_str().unwrap()],
+    );
     let run = &r.run;
     assert_eq!(run.code, 101, "{}", run.all());
+    let text = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        text.contains("pulls took") && text.contains("not counted in the case times"),
+        "the summary's pull column counts the SIF download:\n{text}"
+    );
     assert_status(run, "singularity::tiny_linear", "ok");
     assert_status(run, "singularity::tiny_fail_expect", "FAILED");
     assert_status(run, "singularity::tiny_fail_raise", "FAILED");
@@ -142,6 +153,17 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
     );
     let version = property(&doc, "singularity-version");
     assert!(version.starts_with("apptainer version"), "{version}");
+    // The download is a step of its own, as a Docker pull is: on the suite, and in the last
+    // lines, never in a case's time.
+    assert_eq!(property(&doc, "pulled-bytes"), sif.len().to_string());
+    let seconds: f64 = property(&doc, "pull-seconds").parse().unwrap();
+    assert!(seconds > 0.0, "{seconds}");
+    assert!(
+        run.stderr.contains("zoo-runner: fetched 1 SIF (")
+            && run.stderr.contains("not counted in case times"),
+        "{}",
+        run.all()
+    );
     let message = child_message(testcase(&doc, "tiny_fail_raise"), "failure");
     assert!(
         message.contains("RuntimeError: fixture: deliberate failure"),
@@ -156,7 +178,7 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
     // A second run reuses the cached file (after checking its md5): no request at all.
     let dir2 = tempfile::tempdir().unwrap();
     let cat = good_catalog(dir2.path(), &server, &sif);
-    let (run, _) = run_reported(
+    let (run, report) = run_reported(
         &strs(&singularity_args(
             "fixtures/spec.toml",
             Some(&cat),
@@ -171,6 +193,8 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
         1,
         "the cached SIF was reused"
     );
+    assert_eq!(property(&report.doc(), "pulled-bytes"), "0");
+    assert!(!run.stderr.contains("fetched 1 SIF"), "{}", run.all());
 }
 
 #[test]
@@ -196,6 +220,45 @@ fn a_wrong_md5_never_runs_and_names_both_sums() {
         !r.sif_dir.join("kipoi-fixture.sif").exists(),
         "a bad file is never used"
     );
+    // Two bad downloads, one quarantined copy; and a second run still leaves one.
+    let bad = |dir: &Path| -> Vec<String> {
+        files_in(dir)
+            .into_iter()
+            .filter(|n| n.contains(".bad"))
+            .collect()
+    };
+    assert_eq!(bad(&r.sif_dir), ["kipoi-fixture.sif.bad"]);
+    let dir2 = tempfile::tempdir().unwrap();
+    let cat = catalog(dir2.path(), &server.url(SIF_PATH), wrong, "kipoi-fixture");
+    let (run, _) = run_reported(
+        &strs(&singularity_args(
+            "fixtures/spec.toml",
+            Some(&cat),
+            &r.sif_dir,
+            &["--exact", "singularity::tiny_linear"],
+        )),
+        &[],
+    );
+    assert_eq!(run.code, 101, "{}", run.all());
+    assert_eq!(bad(&r.sif_dir), ["kipoi-fixture.sif.bad"]);
+    // `cache prune` removes it.
+    let prune = runner(&[
+        "--sif-dir",
+        r.sif_dir.to_str().unwrap(),
+        "cache",
+        "prune",
+        "--runtime",
+        "singularity",
+        "--cache-dir",
+        dir2.path().join("caches").to_str().unwrap(),
+    ]);
+    assert_eq!(prune.code, 0, "{}", prune.all());
+    assert!(
+        prune.stdout.contains("removed 1 quarantined SIF(s)"),
+        "{}",
+        prune.all()
+    );
+    assert!(bad(&r.sif_dir).is_empty());
 }
 
 #[test]
@@ -241,6 +304,26 @@ fn transient_faults_are_retried_and_cut_downloads_resume() {
         requests[3].as_deref(),
         Some(format!("bytes={}-", sif.len() / 2).as_str()),
         "the last request resumes where the cut one stopped"
+    );
+    // Its progress starts where it resumed, not at 0.
+    let at_zero = r
+        .run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("zoo-runner: kipoi-fixture.sif: 0 B of"))
+        .count();
+    assert_eq!(
+        at_zero, 1,
+        "only the first attempt starts at 0:\n{}",
+        r.run.stderr
+    );
+    assert!(
+        r.run
+            .stderr
+            .lines()
+            .any(|l| l.starts_with("zoo-runner: kipoi-fixture.sif: ") && l.ends_with(", 50%")),
+        "the resumed attempt starts at half:\n{}",
+        r.run.stderr
     );
 }
 
@@ -398,5 +481,111 @@ fn an_interrupt_does_not_wait_for_a_stalled_download() {
             .iter()
             .all(|n| n.attribute("type") == Some("not-run")),
         "{text}"
+    );
+    // The case that waited for the download never started, and says so.
+    assert!(
+        skipped.iter().any(|n| n
+            .attribute("message")
+            .is_some_and(|m| m.contains("interrupted while its SIF was downloading"))),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_read_only_sif_store_is_used_as_it_is() {
+    require_fixture_image();
+    let sif = fixture_sif();
+    let server = Server::start();
+    server.script(SIF_PATH, vec![Reply::File(Arc::clone(&sif))]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    std::fs::copy(
+        fixture_cache().join("kipoi-fixture.sif"),
+        store.join("kipoi-fixture.sif"),
+    )
+    .unwrap();
+    let ro = common::mounts::ReadOnlyMount::of(&store, &dir.path().join("ro"));
+    let cat = good_catalog(dir.path(), &server, &sif);
+    let (run, report) = run_reported(
+        &strs(&singularity_args(
+            "fixtures/spec.toml",
+            Some(&cat),
+            &ro.path,
+            &["--exact", "singularity::tiny_linear"],
+        )),
+        &[],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("is read-only"), "{}", run.all());
+    assert!(server.requests(SIF_PATH).is_empty(), "nothing downloaded");
+    assert_eq!(files_in(&store), ["kipoi-fixture.sif"], "nothing written");
+    let doc = report.doc();
+    assert_eq!(
+        case_fact(testcase(&doc, "tiny_linear"), "sif"),
+        Some(ro.path.join("kipoi-fixture.sif").to_str().unwrap())
+    );
+
+    // A SIF that is not there cannot be downloaded into it: an input error, before any case.
+    let cat = catalog(
+        &dir.path().join("other"),
+        &server.url(SIF_PATH),
+        &md5_hex(&sif),
+        "absent",
+    );
+    let (run, report) = run_reported(
+        &strs(&singularity_args(
+            "fixtures/spec.toml",
+            Some(&cat),
+            &ro.path,
+            &[],
+        )),
+        &[],
+    );
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("read-only")
+            && run.stderr.contains("--sif-dir")
+            && run.stderr.contains("absent"),
+        "{}",
+        run.all()
+    );
+    assert!(!report.exists());
+    assert!(server.requests(SIF_PATH).is_empty());
+}
+
+#[test]
+fn a_stalled_download_gives_up_at_the_download_timeout() {
+    let sif = fixture_sif();
+    let server = Server::start();
+    // A little of the file, then a minute of silence.
+    server.script(SIF_PATH, vec![Reply::Stall(Arc::clone(&sif))]);
+    let r = run_singularity(
+        &server,
+        &md5_hex(&sif),
+        &[
+            "--exact",
+            "singularity::tiny_linear",
+            "--download-timeout",
+            "2s",
+        ],
+    );
+    assert_eq!(r.run.code, 101, "{}", r.run.all());
+    assert_eq!(
+        server.requests(SIF_PATH).len(),
+        1,
+        "no attempt after the budget"
+    );
+    let doc = r.report.doc();
+    let message = child_message(testcase(&doc, "tiny_linear"), "error");
+    assert!(
+        message.contains("after 2s (--download-timeout)") && message.contains(SIF_PATH),
+        "{message}"
+    );
+    // What arrived is kept for the next run to resume.
+    assert!(
+        files_in(&r.sif_dir).iter().any(|n| n.contains(".part-")),
+        "{:?}",
+        files_in(&r.sif_dir)
     );
 }

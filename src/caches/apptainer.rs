@@ -1,6 +1,10 @@
 //! Apptainer caches: one host folder per (SIF md5, path), `<cache folder>/apptainer/NAME/`,
-//! bound at the path with `--bind`. Beside it, `NAME.json` says what it is for (image, SIF, md5,
-//! path, created) and `NAME.lock` is its lock.
+//! bound at the path with `--bind`. Beside it, `NAME.json` says what it is for (image, md5,
+//! path, created, and every SIF file that used it) and `NAME.lock` is its lock.
+//!
+//! The key is the md5, not the file: the same SIF in two `--sif-dir`s shares its caches. So a
+//! cache is gone only when no SIF file that used it is still there with its md5
+//! ([`FolderMeta::known_sifs`]), or by age (`cache prune --unused-for`).
 //!
 //! Apptainer runs as the host user and binds the host user's home, so `$HOME` in the container
 //! is the host's, and a cache under the image's home would never be used. A spec whose image
@@ -10,7 +14,7 @@
 //! home with its built-in data, and the caches beneath it are bound there.
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -21,10 +25,78 @@ use super::{names, rfc3339, size_of, CacheError, Caches, Held, IN_USE};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FolderMeta {
     pub image: String,
+    /// The first SIF file that used it (all that older runners recorded).
     pub sif: PathBuf,
     pub md5: String,
     pub path: String,
     pub created: String,
+    /// Every SIF file that used it, as it was when it last did.
+    #[serde(default)]
+    pub sifs: Vec<SifSeen>,
+}
+
+/// A SIF file that used a cache: its path, size and modification time (seconds) then.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SifSeen {
+    pub path: PathBuf,
+    pub size: u64,
+    pub modified: u64,
+}
+
+impl SifSeen {
+    /// The SIF file at `path` as it is now.
+    fn of(path: &Path) -> Option<SifSeen> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(SifSeen {
+            path: path.to_path_buf(),
+            size: meta.len(),
+            modified: modified_secs(&meta)?,
+        })
+    }
+
+    /// True when the file is still there with the md5 `md5`: unchanged since it was seen (same
+    /// size and time), else by its `.md5` record, else by reading it.
+    fn holds(&self, md5: &str) -> bool {
+        let Ok(meta) = std::fs::metadata(&self.path) else {
+            return false;
+        };
+        if meta.len() == self.size && modified_secs(&meta) == Some(self.modified) {
+            return true;
+        }
+        let record = PathBuf::from(format!("{}.md5", self.path.display()));
+        if std::fs::read_to_string(record).is_ok_and(|r| r.trim().eq_ignore_ascii_case(md5)) {
+            return true;
+        }
+        crate::sif_cache::md5_file(&self.path).is_ok_and(|m| m.eq_ignore_ascii_case(md5))
+    }
+}
+
+fn modified_secs(meta: &std::fs::Metadata) -> Option<u64> {
+    let modified = meta.modified().ok()?;
+    Some(modified.duration_since(UNIX_EPOCH).ok()?.as_secs())
+}
+
+impl FolderMeta {
+    /// The SIF files that used this cache and still have its md5. None: the cache is of no use
+    /// any more.
+    pub fn known_sifs(&self) -> Vec<PathBuf> {
+        let mut seen = self.sifs.clone();
+        if !seen.iter().any(|s| s.path == self.sif) {
+            // Recorded by an older runner, with no size or time: checked by its md5.
+            seen.insert(
+                0,
+                SifSeen {
+                    path: self.sif.clone(),
+                    size: u64::MAX,
+                    modified: 0,
+                },
+            );
+        }
+        seen.into_iter()
+            .filter(|s| s.holds(&self.md5))
+            .map(|s| s.path)
+            .collect()
+    }
 }
 
 /// The folder (under the cache folder) that holds the Apptainer caches.
@@ -52,6 +124,8 @@ pub async fn prepare(
         let folder = root.join(&name);
         if !folder.is_dir() {
             create(&root, &name, image, sif, md5, path)?;
+        } else {
+            record_use(&root, &name, sif)?;
         }
         caches.note_used(&name);
         held.take(lock, waited, &folder.display().to_string(), path);
@@ -78,10 +152,41 @@ fn create(
         md5: md5.to_string(),
         path: path.to_string(),
         created: rfc3339(SystemTime::now()),
+        sifs: SifSeen::of(sif).into_iter().collect(),
     };
-    let text = serde_json::to_string_pretty(&meta).unwrap_or_default();
-    std::fs::write(root.join(format!("{name}.json")), text).map_err(io)?;
+    write_meta(root, name, &meta).map_err(io)?;
     std::fs::create_dir_all(&folder).map_err(io)
+}
+
+/// Adds `sif` to the SIF files the cache's record lists (or brings its entry up to date).
+/// Called under the cache's lock.
+fn record_use(root: &Path, name: &str, sif: &Path) -> Result<(), CacheError> {
+    let file = root.join(format!("{name}.json"));
+    let Some(mut meta) = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|text| serde_json::from_str::<FolderMeta>(&text).ok())
+    else {
+        // No record (made by hand, or lost): nothing to add to.
+        return Ok(());
+    };
+    let Some(now) = SifSeen::of(sif) else {
+        return Ok(());
+    };
+    if meta.sifs.contains(&now) {
+        return Ok(());
+    }
+    meta.sifs.retain(|s| s.path != now.path);
+    meta.sifs.push(now);
+    write_meta(root, name, &meta)
+        .map_err(|e| CacheError::Apptainer(format!("cannot write `{}`: {e}", file.display())))
+}
+
+/// Writes `NAME.json` through a temporary file and a rename: `cache list` never reads half.
+fn write_meta(root: &Path, name: &str, meta: &FolderMeta) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(meta).unwrap_or_default();
+    let tmp = root.join(format!("{name}.json.tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, root.join(format!("{name}.json")))
 }
 
 /// The `apptainer exec` options for the held caches and the spec's `apptainer_home`:

@@ -1,8 +1,10 @@
-//! `zoo-runner cache list` and `zoo-runner cache prune [--all]`: the caches of one cache folder
-//! (`--cache-dir`), Docker volumes and Apptainer folders alike.
+//! `zoo-runner cache list` and `zoo-runner cache prune [--all] [--unused-for D]`: the caches of
+//! one cache folder (`--cache-dir`), Docker volumes and Apptainer folders alike; prune also
+//! removes the quarantined SIFs (`NAME.sif.bad`) of the SIF folder (`--sif-dir`).
 
 use std::path::Path;
 use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
 
 use bollard::Docker;
 use clap::ValueEnum;
@@ -111,15 +113,20 @@ pub fn list(dir: &Path, which: CacheRuntime) -> anyhow::Result<ExitCode> {
         }
         if which != CacheRuntime::Docker {
             for f in apptainer::list(dir).map_err(anyhow::Error::msg)? {
-                let gone = !f.meta.sif.exists();
+                let known = f.meta.known_sifs();
+                let shown = known.first().unwrap_or(&f.meta.sif);
+                let more = match known.len() {
+                    0 | 1 => String::new(),
+                    n => format!(" +{} more", n - 1),
+                };
                 rows.push(Row {
                     runtime: "singularity",
                     image: format!(
-                        "{} ({}, md5 {}){}",
+                        "{} ({}{more}, md5 {}){}",
                         f.meta.image,
-                        f.meta.sif.display(),
+                        shown.display(),
                         f.meta.md5.chars().take(12).collect::<String>(),
-                        if gone { " [SIF gone]" } else { "" }
+                        if known.is_empty() { " [SIF gone]" } else { "" }
                     ),
                     path: f.meta.path,
                     size: f.size,
@@ -186,9 +193,25 @@ fn print_rows(dir: &Path, rows: &[Row]) {
     println!("{} cache(s) in {}", rows.len(), dir.display());
 }
 
-/// `cache prune`: removes the caches whose image the daemon no longer has (Docker) or whose SIF
-/// file is gone (Apptainer); with `all`, every cache. A cache a running case holds is kept.
-pub fn prune(dir: &Path, all: bool, which: CacheRuntime) -> anyhow::Result<ExitCode> {
+/// True when a cache last used at `last_used` has lain unused for longer than `unused_for`.
+fn unused_for_over(last_used: Option<SystemTime>, unused_for: Option<Duration>) -> bool {
+    match (last_used, unused_for) {
+        (Some(at), Some(limit)) => at.elapsed().is_ok_and(|idle| idle > limit),
+        _ => false,
+    }
+}
+
+/// `cache prune`: removes the caches whose image the daemon no longer has (Docker) or for which
+/// no SIF with their md5 is known any more (Apptainer); with `unused_for`, also those no case has
+/// used for that long; with `all`, every cache. A cache a running case holds is kept. Unless
+/// only Docker is asked for, the quarantined SIFs of `sif_dir` go too.
+pub fn prune(
+    dir: &Path,
+    sif_dir: &Path,
+    all: bool,
+    unused_for: Option<Duration>,
+    which: CacheRuntime,
+) -> anyhow::Result<ExitCode> {
     block_on(async {
         let docker = match daemon(which).await {
             Ok(d) => d,
@@ -216,11 +239,13 @@ pub fn prune(dir: &Path, all: bool, which: CacheRuntime) -> anyhow::Result<ExitC
                 .map_err(anyhow::Error::msg)?
             {
                 let why = if all {
-                    "--all"
+                    "--all".to_string()
+                } else if unused_for_over(v.last_used, unused_for) {
+                    unused_note(unused_for)
                 } else {
                     match docker::image_exists(docker, &v.image_id).await {
                         Ok(true) => continue,
-                        Ok(false) => "its image is gone",
+                        Ok(false) => "its image is gone".to_string(),
                         Err(e) => {
                             eprintln!("zoo-runner: {}", kept_line(&v.name, &e));
                             continue;
@@ -234,11 +259,13 @@ pub fn prune(dir: &Path, all: bool, which: CacheRuntime) -> anyhow::Result<ExitC
         if which != CacheRuntime::Docker {
             for f in apptainer::list(dir).map_err(anyhow::Error::msg)? {
                 let why = if all {
-                    "--all"
-                } else if f.meta.sif.exists() {
+                    "--all".to_string()
+                } else if unused_for_over(f.last_used, unused_for) {
+                    unused_note(unused_for)
+                } else if !f.meta.known_sifs().is_empty() {
                     continue;
                 } else {
-                    "its SIF is gone"
+                    "its SIF is gone: no SIF file that used it still has its md5".to_string()
                 };
                 let what = format!(
                     "singularity cache {} ({}, {}; {why})",
@@ -256,8 +283,61 @@ pub fn prune(dir: &Path, all: bool, which: CacheRuntime) -> anyhow::Result<ExitC
                 String::new()
             }
         );
+        if which != CacheRuntime::Docker {
+            prune_quarantined(sif_dir);
+        }
         Ok(ExitCode::SUCCESS)
     })?
+}
+
+/// `unused for over 30d (--unused-for)`: whole days as days, as such a limit is given.
+fn unused_note(unused_for: Option<Duration>) -> String {
+    let limit = unused_for.unwrap_or_default();
+    let secs = limit.as_secs();
+    let shown = if secs >= 86_400 && secs.is_multiple_of(86_400) && limit.subsec_nanos() == 0 {
+        format!("{}d", secs / 86_400)
+    } else {
+        crate::units::show_duration(limit)
+    };
+    format!("unused for over {shown} (--unused-for)")
+}
+
+/// Removes the quarantined SIFs of the SIF folder: downloads whose md5 did not match, kept as
+/// evidence (one per name; the error that made them names both sums).
+fn prune_quarantined(sif_dir: &Path) {
+    let found = match crate::sif_cache::quarantined(sif_dir) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!(
+                "zoo-runner: warning: cannot list the SIF folder `{}` (--sif-dir): {e}",
+                sif_dir.display()
+            );
+            return;
+        }
+    };
+    if found.is_empty() {
+        return;
+    }
+    let (mut removed, mut freed) = (0usize, 0u64);
+    for path in found {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                removed += 1;
+                freed += size;
+                println!(
+                    "removed quarantined SIF {} (its md5 did not match)",
+                    path.display()
+                );
+            }
+            Err(e) => eprintln!("zoo-runner: kept {}: {e}", path.display()),
+        }
+    }
+    println!(
+        "removed {removed} quarantined SIF(s) from {}, {} freed",
+        sif_dir.display(),
+        show_size(freed)
+    );
 }
 
 /// The line for a cache `prune` leaves: `what` it is and why (the reason does not say "kept").

@@ -29,10 +29,12 @@ pub enum Event {
     Note(String),
     /// A line as it is (errors and warnings carry their own `error:` / `warning:`).
     Line(String),
-    /// A transfer (an image pull, a SIF download) started; `key` names it in later events.
+    /// A transfer (an image pull, a SIF download) started, with `done` bytes already there (a
+    /// resumed download); `key` names it in later events.
     TransferStarted {
         key: String,
         label: String,
+        done: u64,
         total: Option<u64>,
     },
     /// Bytes done so far, and the total as far as it is known (a pull learns it layer by layer).
@@ -129,21 +131,30 @@ impl Reporter {
             Event::Swept { removed } => self.err_line(&format!(
                 "zoo-runner: removed {removed} container(s) left by earlier runs that were killed"
             )),
-            Event::TransferStarted { key, label, total } => {
+            Event::TransferStarted {
+                key,
+                label,
+                done,
+                total,
+            } => {
                 let bar = match &self.mode {
-                    Mode::Live(multi) => Some(multi.add(transfer_bar(&label, total))),
+                    Mode::Live(multi) => {
+                        let bar = multi.add(transfer_bar(&label, total));
+                        bar.set_position(done);
+                        Some(bar)
+                    }
                     Mode::Plain => None,
                 };
                 let mut transfer = Transfer {
                     label,
                     total,
-                    done: 0,
+                    done,
                     bar,
                     milestones: Milestones::new(Instant::now()),
                 };
                 if transfer.bar.is_none() {
-                    transfer.milestones.mark(0, total, Instant::now());
-                    self.err_line(&transfer_line(&transfer.label, 0, total));
+                    transfer.milestones.mark(done, total, Instant::now());
+                    self.err_line(&transfer_line(&transfer.label, done, total));
                 }
                 state.transfers.insert(key, transfer);
             }
@@ -271,6 +282,11 @@ pub struct TransferHandle {
 
 impl TransferHandle {
     pub fn start(label: impl Into<String>, total: Option<u64>) -> Self {
+        Self::start_at(label, 0, total)
+    }
+
+    /// A transfer that starts with `done` bytes already there (a resumed download).
+    pub fn start_at(label: impl Into<String>, done: u64, total: Option<u64>) -> Self {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let label = label.into();
@@ -278,6 +294,7 @@ impl TransferHandle {
         send(Event::TransferStarted {
             key: key.clone(),
             label: label.clone(),
+            done,
             total,
         });
         TransferHandle {

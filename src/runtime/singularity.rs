@@ -1,30 +1,31 @@
-//! The Singularity / Apptainer runtime: fetch the model's SIF (verified, cached, once per run per
-//! file; or built from the Docker image with `--sif-from-docker`), then
-//! `BIN exec --cleanenv --pwd DIR SIF COMMAND...` in its own process group, with a clean
-//! environment, streaming its output into bounded captures. On timeout or interruption the whole
-//! process group gets SIGTERM, then SIGKILL after the grace period. Once the process has ended,
-//! its output is read for at most [`DRAIN`]: a process that left the group (`setsid`) may hold
-//! the pipes open for ever, and the case must end all the same.
+//! The Singularity / Apptainer runtime: `BIN exec --cleanenv --pwd DIR SIF COMMAND...` with a
+//! clean environment, once the case's SIF is ready ([`crate::sifs`]).
+//!
+//! Every process it starts (the `--version` probe, a case, the spec's `versions` command) runs
+//! under the supervisor ([`crate::supervise::process`]): in a process group of its own, with a
+//! deadline, stopped with the whole group on timeout or interruption (SIGTERM, then SIGKILL
+//! after the grace period; at once on a second interruption), given up on if even that does not
+//! end it, and its output read for at most [`DRAIN`] once it has ended: a process that left the
+//! group (`setsid`) may hold the pipes open for ever, and the case must end all the same.
 
-use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::{select, Either};
 use thiserror::Error;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::{Child, Command};
-use tokio::sync::OnceCell;
+use tokio::process::Command;
 
 use super::{outcome_of_exit, signal_name, Execution, Outcome, RunRequest};
 use crate::caches::{self, CacheError, Caches, Held};
-use crate::cancel::{Cancel, Level};
-use crate::capture::Captured;
+use crate::cancel::Cancel;
 use crate::error_chain::chain;
 use crate::plan::{Case, RuntimeKind};
 use crate::reporter::{self, Event};
-use crate::sif_cache::{md5_file, pull, SifCache, SifError, SifSource};
+use crate::sif_cache::{md5_file, SifCache};
+use crate::sifs::{SifReady, SifStage, SifTotals, SifUnavailable};
+use crate::supervise::process::{self, exit_signal};
+use crate::supervise::{Ending, Limits};
 use crate::units::show_duration;
 use crate::versions;
 
@@ -35,85 +36,191 @@ pub enum SingularityError {
          --singularity-bin PATH"
     )]
     NotFound,
-    #[error("`{bin}` does not run: {reason}")]
+    #[error("--singularity-bin `{}` {what}", .bin.display())]
+    Unusable { bin: PathBuf, what: String },
+    #[error("`{} --version` could not be started", .bin.display())]
+    Start {
+        bin: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{} --version` {reason}", .bin.display())]
     Broken { bin: PathBuf, reason: String },
+    #[error("interrupted while `{} --version` ran", .bin.display())]
+    Interrupted { bin: PathBuf },
+}
+
+impl SingularityError {
+    pub fn is_interrupted(&self) -> bool {
+        matches!(self, SingularityError::Interrupted { .. })
+    }
 }
 
 /// How long the output pipes are still read after the process has ended (or was killed).
 const DRAIN: Duration = Duration::from_secs(2);
-
-/// Why a case has no SIF to run. Shared by every case of the file, hence `Arc`.
-#[derive(Debug, Clone, Error)]
-pub enum SifUnavailable {
-    #[error(
-        "the catalog has no SIF for `{model}` (model-to-singularity.json); pass \
-         --sif-from-docker to build one from `{image}`"
-    )]
-    NotInCatalog { model: String, image: String },
-    #[error(transparent)]
-    Fetch(Arc<SifError>),
-    #[error("the SIF fetch task failed")]
-    Task(#[source] Arc<tokio::task::JoinError>),
-}
-
-type SifSlot = Arc<OnceCell<Result<PathBuf, SifUnavailable>>>;
+/// How long a case's process may take to go after its SIGKILL before it is given up on.
+const SLACK: Duration = Duration::from_secs(10);
+/// How long `BIN --version` may take. The fixture's launcher starts a container for it, which
+/// takes seconds; a daemon that does not answer makes it hang.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Bytes of `--version`'s output kept.
+const PROBE_KEEP: usize = 4096;
 
 pub struct SingularityRuntime {
     bin: PathBuf,
     version: String,
-    cache: Arc<SifCache>,
-    sif_from_docker: bool,
     cancel: Cancel,
-    /// SIF name -> its verified path (or why there is none); filled once per run.
-    sifs: Mutex<HashMap<String, SifSlot>>,
+    sifs: SifStage,
 }
 
-/// `--singularity-bin`, else `apptainer`, else `singularity`, on PATH.
+/// `--singularity-bin` (a bare name is looked up on PATH), else `apptainer`, else
+/// `singularity`, on PATH; checked to be an executable file.
 pub fn find_binary(choice: Option<&Path>) -> Result<PathBuf, SingularityError> {
-    if let Some(bin) = choice {
-        return Ok(bin.to_path_buf());
+    let on_path = |name: &Path| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join(name))
+            .find(|candidate| is_executable_file(candidate))
+    };
+    let Some(bin) = choice else {
+        return ["apptainer", "singularity"]
+            .iter()
+            .find_map(|name| on_path(Path::new(name)))
+            .ok_or(SingularityError::NotFound);
+    };
+    let unusable = |what: &str| SingularityError::Unusable {
+        bin: bin.to_path_buf(),
+        what: what.to_string(),
+    };
+    let bare = bin.components().count() == 1 && !bin.as_os_str().to_string_lossy().contains('/');
+    if bare {
+        return on_path(bin).ok_or_else(|| unusable("is not on PATH"));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    ["apptainer", "singularity"]
-        .iter()
-        .flat_map(|name| std::env::split_paths(&path).map(move |dir| dir.join(name)))
-        .find(|candidate| candidate.is_file())
-        .ok_or(SingularityError::NotFound)
+    match std::fs::metadata(bin) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(unusable("does not exist")),
+        Err(e) => Err(unusable(&format!("cannot be read: {e}"))),
+        Ok(meta) if meta.is_dir() => Err(unusable("is a folder, not a program")),
+        Ok(meta) if meta.permissions().mode() & 0o111 == 0 => {
+            Err(unusable("is not executable (it has no x permission)"))
+        }
+        Ok(_) => Ok(bin.to_path_buf()),
+    }
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// Runs `BIN --version` under the supervisor (stopped past `timeout`, or on the run's
+/// interruption) and returns its version line, if it printed one.
+async fn probe_version(
+    bin: &Path,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<Option<String>, SingularityError> {
+    let mut command = Command::new(bin);
+    command.arg("--version");
+    probe(command, bin, timeout, cancel).await
+}
+
+/// [`probe_version`] with the command given (`bin` names it in messages).
+async fn probe(
+    command: Command,
+    bin: &Path,
+    timeout: Duration,
+    cancel: &Cancel,
+) -> Result<Option<String>, SingularityError> {
+    let done = process::run(
+        command,
+        None,
+        PROBE_KEEP,
+        &Limits::helper(timeout),
+        cancel,
+        |_| {},
+    )
+    .await
+    .map_err(|e| SingularityError::Start {
+        bin: bin.to_path_buf(),
+        source: e.source,
+    })?;
+    let broken = |reason: String| SingularityError::Broken {
+        bin: bin.to_path_buf(),
+        reason,
+    };
+    match &done.ending {
+        Ending::Exited(status) if status.success() => {}
+        Ending::Exited(status) => {
+            let said = done.stderr.finish().text();
+            let said = said.trim();
+            return Err(broken(if said.is_empty() {
+                format!("exited with {status}")
+            } else {
+                format!("exited with {status}: {said}")
+            }));
+        }
+        Ending::TimedOut { .. }
+        | Ending::Stuck {
+            timed_out: true, ..
+        } => {
+            return Err(broken(format!(
+                "did not answer within {}, and was stopped",
+                show_duration(timeout)
+            )))
+        }
+        Ending::Interrupted { .. } | Ending::Stuck { .. } => {
+            return Err(SingularityError::Interrupted {
+                bin: bin.to_path_buf(),
+            })
+        }
+        Ending::Lost(e) => return Err(broken(format!("could not be waited for: {e}"))),
+    }
+    Ok(version_line(&done.stdout.finish().text()))
+}
+
+/// The first line of `--version`'s output when it looks like a version (`apptainer version
+/// 1.4.5`, `singularity-ce version 4.1.0`): short, printable, with a number like 1.4 in it.
+fn version_line(stdout: &str) -> Option<String> {
+    let line = stdout.lines().next()?.trim();
+    let printable = !line.is_empty()
+        && line.len() <= 120
+        && line.chars().all(|c| c.is_ascii_graphic() || c == ' ');
+    let numbered = line.split([' ', '-', '_', '+']).any(|word| {
+        let mut parts = word.trim_start_matches('v').split('.');
+        let digits = |p: Option<&str>| {
+            p.is_some_and(|p| p.bytes().next().is_some_and(|b| b.is_ascii_digit()))
+        };
+        let first = parts.next();
+        first.is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            && digits(parts.next())
+    });
+    (printable && numbered).then(|| line.to_string())
 }
 
 impl SingularityRuntime {
-    /// Checks the binary runs (`BIN --version`) and keeps its version for the report.
+    /// Checks the binary runs (`BIN --version`, within [`PROBE_TIMEOUT`]) and keeps its
+    /// version for the report.
     pub async fn new(
         bin: PathBuf,
         cache: SifCache,
         sif_from_docker: bool,
         cancel: Cancel,
     ) -> Result<Self, SingularityError> {
-        let broken = |reason: String| SingularityError::Broken {
-            bin: bin.clone(),
-            reason,
+        let version = match probe_version(&bin, PROBE_TIMEOUT, &cancel).await? {
+            Some(version) => version,
+            None => {
+                reporter::line(format!(
+                    "warning: `{} --version` printed no version line; the report says `unknown`",
+                    bin.display()
+                ));
+                "unknown".to_string()
+            }
         };
-        let output = Command::new(&bin)
-            .arg("--version")
-            .stdin(Stdio::null())
-            .output()
-            .await
-            .map_err(|e| broken(e.to_string()))?;
-        if !output.status.success() {
-            return Err(broken(format!(
-                "`--version` exited with {}: {}",
-                output.status,
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
-        let version = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        let sifs = SifStage::new(bin.clone(), cache, sif_from_docker, cancel.clone());
         Ok(Self {
             bin,
             version,
-            cache: Arc::new(cache),
-            sif_from_docker,
             cancel,
-            sifs: Mutex::new(HashMap::new()),
+            sifs,
         })
     }
 
@@ -121,34 +228,28 @@ impl SingularityRuntime {
         &self.version
     }
 
-    pub async fn run(&self, case: &Case, req: &RunRequest) -> Execution {
+    /// The case's SIF, ready: a step before the case, whose time is not the case's.
+    pub async fn prepare(&self, case: &Case) -> Result<SifReady, SifUnavailable> {
+        self.sifs.prepare(case).await
+    }
+
+    /// What the run's SIF stage downloaded or built.
+    pub fn sif_totals(&self) -> SifTotals {
+        self.sifs.totals()
+    }
+
+    /// Runs the case in its SIF (made ready by [`Self::prepare`]).
+    pub async fn run(&self, case: &Case, req: &RunRequest, sif: &Path) -> Execution {
         let started = Instant::now();
-        // A download can take long: an interruption does not wait for it (it sees the
-        // interruption too, and what it leaves is resumed next time). A build from Docker has a
-        // process group to stop: that is waited for, so it does not outlive the run.
-        let fetching = self.sif_for(case);
-        tokio::pin!(fetching);
-        let sif = tokio::select! {
-            ready = &mut fetching => match ready {
-                Ok(path) => path,
-                Err(e) => return Execution::errored(chain(&e), req.keep),
-            },
-            _ = self.cancel.reached(Level::Stop) => {
-                if case.sif.is_none() {
-                    let _ = tokio::time::timeout(pull::STOP_TIME, &mut fetching).await;
-                }
-                return Execution::before_start(Outcome::Interrupted, req.keep)
-            }
-        };
         if let Some(versions) = &req.versions {
-            let probe = self.probe_versions(&sif, &versions.command, req);
+            let probe = self.probe_versions(sif, &versions.command, req);
             versions
                 .once(RuntimeKind::Singularity, &case.image, probe)
                 .await;
         }
         // The case's caches, locked until it ends.
         let held = match &req.caches {
-            Some(caches) => match self.take_caches(caches, case, &sif).await {
+            Some(caches) => match self.take_caches(caches, case, sif).await {
                 Ok(held) => held,
                 Err(e @ CacheError::Interrupted { .. }) => {
                     return Execution::before_start(super::outcome_of_cache_error(&e), req.keep)
@@ -244,95 +345,66 @@ impl SingularityRuntime {
         versions::text_of(self.run_process(&args, &probe).await)
     }
 
-    /// The verified SIF of a case: downloaded from the catalog's URL, or pulled from the Docker
-    /// image when asked to. Once per run per file, however many cases share it.
-    async fn sif_for(&self, case: &Case) -> Result<PathBuf, SifUnavailable> {
-        let key = match &case.sif {
-            Some(entry) => entry.name.clone(),
-            None if self.sif_from_docker => format!("docker://{}", case.image),
-            None => {
-                return Err(SifUnavailable::NotInCatalog {
-                    model: case.model.clone(),
-                    image: case.image.clone(),
-                })
-            }
-        };
-        let slot = {
-            let mut sifs = self.sifs.lock().unwrap_or_else(|p| p.into_inner());
-            sifs.entry(key).or_default().clone()
-        };
-        slot.get_or_init(|| async {
-            let cache = Arc::clone(&self.cache);
-            let cancel = self.cancel.clone();
-            let task = match &case.sif {
-                Some(entry) => {
-                    let source = SifSource {
-                        url: entry.url.clone(),
-                        name: entry.name.clone(),
-                        md5: entry.md5.clone(),
-                    };
-                    tokio::task::spawn_blocking(move || {
-                        cache.fetch_until(&source, &|| cancel.is_cancelled())
-                    })
-                }
-                None => {
-                    let bin = self.bin.clone();
-                    let image = case.image.clone();
-                    let handle = tokio::runtime::Handle::current();
-                    tokio::task::spawn_blocking(move || {
-                        let stop = || cancel.is_cancelled();
-                        cache.build(&pull::sif_name(&image), &stop, |target| {
-                            pull::pull(&bin, &image, target, &handle, &stop)
-                        })
-                    })
-                }
-            };
-            task.await
-                .map_err(|e| SifUnavailable::Task(Arc::new(e)))?
-                .map_err(|e| SifUnavailable::Fetch(Arc::new(e)))
-        })
-        .await
-        .clone()
-    }
-
-    async fn run_process(&self, args: &[String], req: &RunRequest) -> Execution {
-        let mut stdout = Captured::new(req.keep);
-        let mut stderr = Captured::new(req.keep);
+    /// `BIN ARGS...` with nothing of the host's environment but what Apptainer itself needs to
+    /// start.
+    fn command(&self, args: &[String]) -> Command {
         let mut command = Command::new(&self.bin);
         command
             .args(args)
-            // Nothing of the host's environment but what apptainer itself needs to start.
             .env_clear()
             .envs(
                 ["PATH", "HOME", "USER", "TMPDIR"]
                     .iter()
                     .filter_map(|k| std::env::var(k).ok().map(|v| (*k, v))),
             )
-            .env("LANG", "C.UTF-8")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        let mut child = match command.spawn() {
-            Ok(child) => child,
-            Err(e) => {
-                return Execution::errored(
-                    format!("failed to start `{}`: {e}", self.bin.display()),
-                    req.keep,
-                )
-            }
+            .env("LANG", "C.UTF-8");
+        command
+    }
+
+    /// Runs `BIN ARGS...` under the supervisor within the request's timeout, grace period and
+    /// slow notices, and says how it ended.
+    async fn run_process(&self, args: &[String], req: &RunRequest) -> Execution {
+        let limits = Limits {
+            timeout: Some(req.timeout),
+            grace: req.grace,
+            slack: SLACK,
+            slow: Some(req.slow_period),
+            drain: DRAIN,
         };
-        let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
-            return Execution::errored("the child process has no output pipes", req.keep);
+        let case = req.case_name.clone();
+        let running = process::run(
+            self.command(args),
+            None,
+            req.keep,
+            &limits,
+            &self.cancel,
+            |running| {
+                reporter::send(Event::SlowCase {
+                    case: case.clone(),
+                    running,
+                })
+            },
+        );
+        // Said when the deadline comes, while the supervisor stops it.
+        let timeout_note = async {
+            tokio::time::sleep(req.timeout).await;
+            reporter::note(format!(
+                "{} timed out after {}; stopping it",
+                req.case_name,
+                show_duration(req.timeout)
+            ));
+            std::future::pending::<std::convert::Infallible>().await
         };
-        let (end, drained) = {
-            let reading = async {
-                tokio::join!(pump(out, &mut stdout), pump(err, &mut stderr));
-            };
-            read_while(reading, self.wait(&mut child, req), DRAIN).await
+        let done = match select(Box::pin(running), Box::pin(timeout_note)).await {
+            Either::Left((done, _)) => done,
+            Either::Right((never, _)) => match never {},
         };
-        if !drained {
+        let done = match done {
+            Ok(done) => done,
+            Err(e) => return Execution::errored(chain(&e), req.keep),
+        };
+        let mut stderr = done.stderr;
+        if !done.drained {
             stderr.push(
                 format!(
                     "\nzoo-runner: stopped reading the output {} after the process ended: \
@@ -343,8 +415,11 @@ impl SingularityRuntime {
                 .as_bytes(),
             );
         }
-        let outcome = match end {
-            Ok(End::Exited(status)) => match (status.code(), status_signal(&status)) {
+        for note in &done.notes {
+            stderr.push(format!("\nzoo-runner: {note}\n").as_bytes());
+        }
+        let outcome = match done.ending {
+            Ending::Exited(status) => match (status.code(), exit_signal(&status)) {
                 (Some(code), _) => outcome_of_exit(code as i64),
                 (None, Some(sig)) => Outcome::Errored {
                     reason: format!("the process was killed by {}", signal_name(sig as i64)),
@@ -353,120 +428,34 @@ impl SingularityRuntime {
                     reason: format!("the process ended oddly: {status}"),
                 },
             },
-            Ok(End::TimedOut { killed }) => Outcome::TimedOut {
+            Ending::TimedOut { killed } => Outcome::TimedOut {
                 after: req.timeout,
                 killed,
             },
-            Ok(End::Interrupted) => Outcome::Interrupted,
-            Err(e) => Outcome::Errored {
+            Ending::Interrupted { .. } => Outcome::Interrupted,
+            Ending::Stuck {
+                timed_out: true, ..
+            } => Outcome::TimedOut {
+                after: req.timeout,
+                killed: true,
+            },
+            Ending::Stuck { waited, .. } => Outcome::Errored {
+                reason: format!(
+                    "interrupted, and the process could not be stopped: still running {} \
+                     after SIGTERM and a SIGKILL, so the runner gave up on it",
+                    show_duration(waited)
+                ),
+            },
+            Ending::Lost(e) => Outcome::Errored {
                 reason: format!("lost track of the process: {e}"),
             },
         };
         Execution {
             outcome,
-            stdout,
+            stdout: done.stdout,
             stderr,
             duration: Duration::ZERO,
             properties: Vec::new(),
-        }
-    }
-
-    async fn wait(&self, child: &mut Child, req: &RunRequest) -> std::io::Result<End> {
-        let started = Instant::now();
-        let deadline = tokio::time::sleep(req.timeout);
-        tokio::pin!(deadline);
-        let mut slow = tokio::time::interval_at(
-            tokio::time::Instant::now() + req.slow_period,
-            req.slow_period,
-        );
-        let pgid = child.id().map(|id| id as i32);
-        loop {
-            tokio::select! {
-                status = child.wait() => return Ok(End::Exited(status?)),
-                _ = &mut deadline => {
-                    reporter::note(format!(
-                        "{} timed out after {}; stopping it",
-                        req.case_name, show_duration(req.timeout)
-                    ));
-                    let killed = self.stop_group(child, pgid, req.grace).await;
-                    return Ok(End::TimedOut { killed });
-                }
-                _ = self.cancel.reached(Level::Stop) => {
-                    self.stop_group(child, pgid, req.grace).await;
-                    return Ok(End::Interrupted);
-                }
-                _ = slow.tick() => reporter::send(Event::SlowCase {
-                    case: req.case_name.clone(),
-                    running: started.elapsed(),
-                }),
-            }
-        }
-    }
-
-    /// SIGTERM to the whole process group, the grace period, then SIGKILL; a second
-    /// interruption skips the wait.
-    /// Returns true when SIGTERM was not enough (the grace period ran out, or a second
-    /// interruption asked for a kill).
-    async fn stop_group(&self, child: &mut Child, pgid: Option<i32>, grace: Duration) -> bool {
-        let Some(pgid) = pgid else { return false };
-        signal_group(pgid, libc::SIGTERM);
-        let ended_by_term = tokio::select! {
-            _ = child.wait() => true,
-            _ = tokio::time::sleep(grace) => false,
-            _ = self.cancel.reached(Level::Kill) => false,
-        };
-        // The leader may be gone while others of its group live on: kill the group regardless.
-        signal_group(pgid, libc::SIGKILL);
-        let _ = child.wait().await;
-        !ended_by_term
-    }
-}
-
-enum End {
-    Exited(std::process::ExitStatus),
-    TimedOut { killed: bool },
-    Interrupted,
-}
-
-fn signal_group(pgid: i32, signal: i32) {
-    // SAFETY: kill(2) with a negative pid signals a process group; no memory is touched.
-    unsafe {
-        libc::kill(-pgid, signal);
-    }
-}
-
-fn status_signal(status: &std::process::ExitStatus) -> Option<i32> {
-    use std::os::unix::process::ExitStatusExt;
-    status.signal()
-}
-
-/// Drives `reading` while `work` runs, then gives `reading` at most `drain` more. Returns what
-/// `work` gave and whether `reading` finished.
-async fn read_while<W: std::future::Future>(
-    reading: impl std::future::Future<Output = ()>,
-    work: W,
-    drain: Duration,
-) -> (W::Output, bool) {
-    tokio::pin!(reading);
-    tokio::pin!(work);
-    let mut read_all = false;
-    let result = loop {
-        tokio::select! {
-            () = &mut reading, if !read_all => read_all = true,
-            result = &mut work => break result,
-        }
-    };
-    let read_all = read_all || tokio::time::timeout(drain, &mut reading).await.is_ok();
-    (result, read_all)
-}
-
-/// Copies a pipe into a bounded capture until it closes.
-async fn pump(mut reader: impl AsyncRead + Unpin, into: &mut Captured) {
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => into.push(&buf[..n]),
         }
     }
 }
@@ -476,8 +465,125 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_explicit_binary_wins() {
-        let chosen = find_binary(Some(Path::new("/opt/x/apptainer"))).unwrap();
-        assert_eq!(chosen, PathBuf::from("/opt/x/apptainer"));
+    fn an_explicit_binary_is_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("apptainer");
+        let err = find_binary(Some(&missing)).unwrap_err();
+        assert!(err.to_string().contains("does not exist"), "{err}");
+        let err = find_binary(Some(dir.path())).unwrap_err();
+        assert!(err.to_string().contains("is a folder"), "{err}");
+        std::fs::write(&missing, "#!/bin/sh\n").unwrap();
+        let err = find_binary(Some(&missing)).unwrap_err();
+        assert!(
+            err.to_string().contains("--singularity-bin") && err.to_string().contains("executable"),
+            "{err}"
+        );
+        std::fs::set_permissions(&missing, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(find_binary(Some(&missing)).unwrap(), missing);
+        // A bare name is looked up on PATH.
+        assert!(find_binary(Some(Path::new("sh"))).unwrap().is_absolute());
+        let err = find_binary(Some(Path::new("no-such-apptainer-here"))).unwrap_err();
+        assert!(err.to_string().contains("not on PATH"), "{err}");
+    }
+
+    #[test]
+    fn only_a_version_line_is_taken() {
+        assert_eq!(
+            version_line("apptainer version 1.4.5\n").as_deref(),
+            Some("apptainer version 1.4.5")
+        );
+        assert_eq!(
+            version_line("singularity-ce version 4.1.0-jammy\nmore\n").as_deref(),
+            Some("singularity-ce version 4.1.0-jammy")
+        );
+        assert_eq!(
+            version_line("singularity version v3.8.7\n").as_deref(),
+            Some("singularity version v3.8.7")
+        );
+        assert_eq!(version_line(""), None);
+        assert_eq!(version_line("hello world\n"), None);
+        assert_eq!(version_line(&"1.2 ".repeat(100)), None, "too long");
+        // 300 random bytes (xorshift), read as the runner reads output.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let noise: Vec<u8> = (0..300)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect();
+        assert_eq!(version_line(&String::from_utf8_lossy(&noise)), None);
+    }
+
+    /// A STAND-IN for a `--version` that never answers: `sh SCRIPT` (run by `sh`, never
+    /// written and then run by this process: "text file busy").
+    fn hanging(dir: &Path, script: &str) -> Command {
+        let file = dir.join("hangs.sh");
+        std::fs::write(&file, script).unwrap();
+        let mut command = Command::new("sh");
+        command.arg(file).arg("--version");
+        command
+    }
+
+    #[tokio::test]
+    async fn a_version_probe_that_never_answers_is_stopped_at_its_deadline() {
+        let cancel = Cancel::new();
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let command = hanging(
+            dir.path(),
+            &format!("sleep 600 & echo $! > '{}'; wait\n", pidfile.display()),
+        );
+        let err = probe(
+            command,
+            Path::new("stand-in"),
+            Duration::from_millis(500),
+            &cancel,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, SingularityError::Broken { .. })
+                && err.to_string().contains("did not answer within 500ms"),
+            "{err}"
+        );
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        // Gone, or a zombie nobody reaped yet: either way it no longer runs, once the SIGKILL
+        // has landed (a bound for a signal on a loaded machine, not a speed check).
+        let running = || {
+            let stat =
+                std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+        };
+        let killed = Instant::now();
+        while running() && killed.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!running(), "the probe's child went with its group");
+    }
+
+    #[tokio::test]
+    async fn a_version_probe_ends_on_an_interruption() {
+        let cancel = Cancel::new();
+        let dir = tempfile::tempdir().unwrap();
+        let command = hanging(dir.path(), "trap '' TERM\nsleep 600\n");
+        let raiser = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            raiser.raise(libc::SIGTERM);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            raiser.raise(libc::SIGINT);
+        });
+        let err = probe(
+            command,
+            Path::new("stand-in"),
+            Duration::from_secs(600),
+            &cancel,
+        )
+        .await
+        .unwrap_err();
+        assert!(err.is_interrupted(), "{err}");
     }
 }

@@ -48,6 +48,10 @@ impl RetryPolicy {
     }
 }
 
+/// The default of `--download-timeout`: how long one SIF fetch (every attempt and pause) or
+/// build may take in all.
+pub const DEFAULT_BUDGET: Duration = Duration::from_secs(2 * 60 * 60);
+
 /// Downloads one URL into a `.part` file, retrying transient failures.
 #[derive(Debug)]
 pub(super) struct Downloader {
@@ -55,6 +59,39 @@ pub(super) struct Downloader {
     pub(super) retry: RetryPolicy,
     /// Draw a progress line on stderr while downloading.
     pub(super) progress: bool,
+    /// How long one download may take in all, attempts and pauses included.
+    pub(super) budget: Duration,
+}
+
+/// Where one download stands: its deadline, the bytes it received, why its last attempt failed.
+struct Run<'a> {
+    url: &'a str,
+    part: &'a Path,
+    label: &'a str,
+    stop: &'a dyn Fn() -> bool,
+    deadline: Instant,
+    budget: Duration,
+    received: u64,
+    last: String,
+}
+
+impl Run<'_> {
+    /// Time left before the deadline; an error once it has passed.
+    fn left(&self) -> Result<Duration, SifError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(self.timed_out());
+        }
+        Ok(left)
+    }
+
+    fn timed_out(&self) -> SifError {
+        SifError::DownloadTimeout {
+            url: self.url.to_owned(),
+            after: self.budget,
+            last: self.last.clone(),
+        }
+    }
 }
 
 impl Downloader {
@@ -67,33 +104,51 @@ impl Downloader {
             agent,
             retry: RetryPolicy::default(),
             progress: false,
+            budget: DEFAULT_BUDGET,
         }
     }
 
-    /// Runs [`Self::download_once`] until it succeeds, fails for good, or runs out of attempts.
+    /// Runs [`Self::download_once`] until it succeeds, fails for good, runs out of attempts or
+    /// out of its budget. Returns the bytes received.
     pub(super) fn download_with_retry(
         &self,
         url: &str,
         part: &Path,
         label: &str,
         stop: &dyn Fn() -> bool,
-    ) -> Result<(), SifError> {
+    ) -> Result<u64, SifError> {
+        let started = Instant::now();
+        let mut run = Run {
+            url,
+            part,
+            label,
+            stop,
+            deadline: started
+                .checked_add(self.budget)
+                .unwrap_or(started + Duration::from_secs(100 * 365 * 24 * 3600)),
+            budget: self.budget,
+            received: 0,
+            last: String::new(),
+        };
         if let Some(path) = file_url_path(url) {
-            return copy_local(&path, part, label, self.progress, stop);
+            copy_local(&path, &mut run, self.progress)?;
+            return Ok(run.received);
         }
         let attempts = self.retry.attempts.max(1);
-        let mut last = String::new();
         for attempt in 0..attempts {
-            match self.download_once(url, part, label, stop) {
-                Ok(()) => return Ok(()),
+            match self.download_once(&mut run) {
+                Ok(()) => return Ok(run.received),
                 Err(Failure::Fatal(err)) => return Err(err),
                 Err(Failure::Retry {
                     reason,
                     retry_after,
                 }) => {
-                    last = reason;
+                    run.last = reason;
                     if attempt + 1 < attempts {
                         let pause = retry_after.unwrap_or_else(|| self.retry.backoff(attempt));
+                        if pause >= run.left()? {
+                            return Err(run.timed_out());
+                        }
                         sleep_unless_stopped(pause, stop, label)?;
                     }
                 }
@@ -102,19 +157,14 @@ impl Downloader {
         Err(SifError::Transient {
             url: url.to_owned(),
             attempts,
-            last,
+            last: run.last,
         })
     }
 
     /// One HTTP exchange: continues an existing `.part` file if the server allows it.
-    fn download_once(
-        &self,
-        url: &str,
-        part: &Path,
-        label: &str,
-        stop: &dyn Fn() -> bool,
-    ) -> Result<(), Failure> {
-        let (response, offset) = self.request_rest(url, part)?;
+    fn download_once(&self, run: &mut Run<'_>) -> Result<(), Failure> {
+        let (url, part) = (run.url, run.part);
+        let (response, offset) = self.request_rest(url, part, run.left()?)?;
         let start = match response.status() {
             200 => 0,
             206 => {
@@ -148,25 +198,25 @@ impl Downloader {
             .map(|len| len + start);
 
         let mut file = open_part(part, start)?;
-        let mut progress = Progress::new(self.progress, label, total);
-        copy_body(
-            response.into_reader(),
-            &mut file,
-            part,
-            start,
-            &mut progress,
-            stop,
-        )
+        let mut progress = Progress::new(self.progress, run.label, start, total);
+        copy_body(response.into_reader(), &mut file, start, &mut progress, run)
     }
 
-    /// Sends the GET, asking only for the missing bytes when a `.part` file exists.
+    /// Sends the GET, asking only for the missing bytes when a `.part` file exists; the whole
+    /// exchange, body included, ends by the download's deadline (`left` from now).
     /// Returns the response and the offset that was asked for.
-    fn request_rest(&self, url: &str, part: &Path) -> Result<(ureq::Response, u64), Failure> {
+    fn request_rest(
+        &self,
+        url: &str,
+        part: &Path,
+        left: Duration,
+    ) -> Result<(ureq::Response, u64), Failure> {
         loop {
             let offset = file_len(part)?;
             let mut request = self
                 .agent
                 .get(url)
+                .timeout(left)
                 // Byte ranges only make sense on the unencoded file.
                 .set("Accept-Encoding", "identity");
             if offset > 0 {
@@ -257,34 +307,42 @@ fn describe_transport(transport: &ureq::Transport) -> String {
 }
 
 /// Streams the body into `file`; a read error (reset, timeout, early close) is retryable
-/// and the bytes written so far stay in the `.part` file for the next attempt to resume.
+/// and the bytes written so far stay in the `.part` file for the next attempt to resume. Past
+/// the download's deadline it gives up for good (the `.part` file stays too).
 fn copy_body(
     mut body: impl Read,
     file: &mut File,
-    part: &Path,
     mut written: u64,
     progress: &mut Progress,
-    stop: &dyn Fn() -> bool,
+    run: &mut Run<'_>,
 ) -> Result<(), Failure> {
+    let part = run.part;
     let mut buf = vec![0u8; CHUNK];
     loop {
-        if stop() {
+        if (run.stop)() {
             return Err(Failure::Fatal(interrupted(part)));
         }
+        run.left()?;
         let n = match body.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => n,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) => {
+                let reason = format!("connection lost after {written} bytes: {err}");
+                if run.left().is_err() {
+                    run.last = reason;
+                    return Err(Failure::Fatal(run.timed_out()));
+                }
                 return Err(Failure::Retry {
-                    reason: format!("connection lost after {written} bytes: {err}"),
+                    reason,
                     retry_after: None,
-                })
+                });
             }
         };
         file.write_all(&buf[..n])
             .map_err(io_error("write to", part))?;
         written += n as u64;
+        run.received += n as u64;
         progress.update(written);
     }
     progress.finish(written);
@@ -335,13 +393,8 @@ pub(super) fn file_url_path(url: &str) -> Option<std::path::PathBuf> {
 }
 
 /// Copies a local image into the `.part` file, continuing an existing one like a Range request.
-fn copy_local(
-    source: &Path,
-    part: &Path,
-    label: &str,
-    show: bool,
-    stop: &dyn Fn() -> bool,
-) -> Result<(), SifError> {
+fn copy_local(source: &Path, run: &mut Run<'_>, show: bool) -> Result<(), SifError> {
+    let part = run.part;
     let mut input = File::open(source).map_err(io_error("open image source", source))?;
     let total = input
         .metadata()
@@ -354,8 +407,8 @@ fn copy_local(
         .seek(SeekFrom::Start(start))
         .map_err(io_error("read image source", source))?;
     let mut file = open_part(part, start)?;
-    let mut progress = Progress::new(show, label, Some(total));
-    match copy_body(input, &mut file, part, start, &mut progress, stop) {
+    let mut progress = Progress::new(show, run.label, start, Some(total));
+    match copy_body(input, &mut file, start, &mut progress, run) {
         Ok(()) => Ok(()),
         Err(Failure::Fatal(err)) => Err(err),
         // Only a read error of the source ends up here: it is not a network fault.

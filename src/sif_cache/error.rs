@@ -46,6 +46,53 @@ pub enum SifError {
     Interrupted { label: String },
 
     #[error(
+        "gave up on `{url}` after {} (--download-timeout){}; what arrived is kept and the \
+         next run resumes it",
+        crate::units::show_duration(*.after),
+        last_reason(.last)
+    )]
+    DownloadTimeout {
+        url: String,
+        after: std::time::Duration,
+        /// Why the last attempt ended, if one failed.
+        last: String,
+    },
+
+    #[error(
+        "`{command}` did not finish within {} (--download-timeout) and was stopped{}",
+        crate::units::show_duration(*.after),
+        stderr_tail(.stderr)
+    )]
+    BuildTimeout {
+        command: String,
+        after: std::time::Duration,
+        stderr: String,
+    },
+
+    #[error(
+        "`{name}` is not in the read-only SIF folder `{}` (--sif-dir), and nothing can be \
+         {what} there: put it there first, or pass a writable --sif-dir",
+        .dir.display()
+    )]
+    ReadOnly {
+        dir: PathBuf,
+        name: String,
+        /// `downloaded` or `built`.
+        what: &'static str,
+    },
+
+    #[error(
+        "`{}` in the read-only SIF folder (--sif-dir) has md5 {actual}, expected {expected}; it \
+         cannot be replaced there: fix the store, or pass a writable --sif-dir",
+        .path.display()
+    )]
+    ReadOnlyMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
+
+    #[error(
         "gave up waiting for {} to finish fetching into `{}` after {}; \
          if no runner is working on it, that process is stuck: stop it",
         super::lock::describe_holder(*.holder),
@@ -97,7 +144,6 @@ pub enum SifError {
     },
 }
 
-#[cfg(test)]
 impl SifError {
     /// True when the fetch stopped because the run was interrupted.
     pub fn is_interrupted(&self) -> bool {
@@ -112,6 +158,15 @@ pub(super) fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Err
         action,
         path,
         source,
+    }
+}
+
+/// `: the last attempt ended: <why>`, or nothing when no attempt failed.
+fn last_reason(last: &str) -> String {
+    if last.is_empty() {
+        String::new()
+    } else {
+        format!(" (the last attempt: {last})")
     }
 }
 

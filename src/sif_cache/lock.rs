@@ -28,13 +28,14 @@ pub(super) struct NameLock {
 
 impl NameLock {
     /// Takes the lock of `label` (`<name>.sif`) in `dir`, waiting for another holder at most
-    /// `limit`, and giving up with [`SifError::Interrupted`] as soon as `stop()` is true.
+    /// `limit`, and giving up with [`SifError::Interrupted`] as soon as `stop()` is true. Also
+    /// says whether it had to wait.
     pub(super) fn acquire(
         dir: &Path,
         label: &str,
         limit: Duration,
         stop: &dyn Fn() -> bool,
-    ) -> Result<NameLock, SifError> {
+    ) -> Result<(NameLock, bool), SifError> {
         let path = dir.join(format!("{label}.lock"));
         let mut file = OpenOptions::new()
             .read(true)
@@ -74,7 +75,7 @@ impl NameLock {
             thread::sleep(POLL);
         }
         write_holder(&mut file);
-        Ok(NameLock { _file: file })
+        Ok((NameLock { _file: file }, told))
     }
 }
 

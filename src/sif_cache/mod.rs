@@ -8,8 +8,16 @@
 //! - `<name>.sif.part-<pid>-<n>`: an unfinished download of one process, resumed with an
 //!   HTTP `Range` request by the next fetch (which takes it over under the lock);
 //! - `<name>.sif.md5`: for a SIF built from a Docker image, the md5 it had when built;
-//! - `<name>.sif.bad-<unix-seconds>[-k]`: a file whose md5 did not match, kept as
-//!   evidence (never deleted by this module).
+//! - `<name>.sif.bad`: the last file of that name whose md5 did not match, kept as evidence;
+//!   one per name at most (a new one replaces it, and those of older runners,
+//!   `<name>.sif.bad-<unix-seconds>[-k]`, go then too); `cache prune` removes them.
+//!
+//! A catalog name that already ends in `.sif` is not given a second one.
+//!
+//! A folder the runner cannot write in (a shared store the admins fill, mounted read-only) is
+//! used as it is: a SIF found there is used once its md5 matches (read from a `<name>.sif.md5`
+//! beside it when that holds the catalog's md5, else computed), with no lock; one that is
+//! missing cannot be fetched there ([`SifError::ReadOnly`]).
 //!
 //! Guarantees of [`SifCache::fetch`]:
 //!
@@ -40,7 +48,6 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use md5::{Digest, Md5};
 
@@ -73,10 +80,43 @@ pub struct SifCache {
     downloader: Downloader,
     /// How long to wait for another process holding a name's lock.
     lock_wait: Duration,
+    /// The folder cannot be written in: SIFs are only read from it.
+    read_only: bool,
+}
+
+/// A SIF ready to use, and what it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// `<dir>/<name>.sif`, verified.
+    pub path: PathBuf,
+    /// Bytes this call downloaded, or the size of the SIF it built; 0 when it reused one.
+    pub bytes: u64,
+    /// True when it was there at the first look: nothing was downloaded, built or waited for.
+    pub reused: bool,
+}
+
+/// `--sif-dir` cannot be used at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SifDirError {
+    #[error("--sif-dir `{}` is a file, not a folder", .0.display())]
+    NotAFolder(PathBuf),
+    #[error("cannot create the SIF folder `{}` (--sif-dir)", .path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot write a file in the SIF folder `{}` (--sif-dir)", .path.display())]
+    Probe {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl SifCache {
     /// Uses `dir` as the cache folder; it is created if missing.
+    #[cfg(test)]
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         let dir = dir.into();
         // Best effort only: `fetch` creates it again and reports a failure properly.
@@ -85,7 +125,66 @@ impl SifCache {
             dir,
             downloader: Downloader::new(),
             lock_wait: lock::WAIT_LIMIT,
+            read_only: false,
         }
+    }
+
+    /// Uses `dir` (`--sif-dir`) as the cache folder: creates it when missing, and finds out
+    /// whether files can be made in it (else it is used read-only). A file, or a folder that
+    /// cannot be made or probed, is an error.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, SifDirError> {
+        let dir = dir.into();
+        if dir.is_file() {
+            return Err(SifDirError::NotAFolder(dir));
+        }
+        fs::create_dir_all(&dir).map_err(|source| SifDirError::Create {
+            path: dir.clone(),
+            source,
+        })?;
+        let read_only = match tempfile::Builder::new()
+            .prefix(".zoo-runner-probe-")
+            .tempfile_in(&dir)
+        {
+            Ok(_probe) => false,
+            Err(e) if is_read_only(&e) => true,
+            Err(source) => return Err(SifDirError::Probe { path: dir, source }),
+        };
+        Ok(SifCache {
+            dir,
+            downloader: Downloader::new(),
+            lock_wait: lock::WAIT_LIMIT,
+            read_only,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// True when nothing can be written in the folder: SIFs are only read from it.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Whether the SIF `name` is in the folder (a built one with its md5 record), so that a
+    /// read-only folder can serve it.
+    pub fn holds(&self, name: &str, built: bool) -> bool {
+        let paths = CachePaths::new(&self.dir, name);
+        paths.done.is_file() && (!built || read_md5_record(&paths.md5).is_some())
+    }
+
+    /// How long one fetch (every download attempt and the pauses between them) or build may
+    /// take in all (`--download-timeout`). The wait for another runner's fetch of the same SIF
+    /// is at least as long.
+    pub fn with_download_timeout(mut self, budget: Duration) -> Self {
+        self.downloader.budget = budget;
+        self.lock_wait = self.lock_wait.max(budget);
+        self
+    }
+
+    /// See [`Self::with_download_timeout`].
+    pub fn download_timeout(&self) -> Duration {
+        self.downloader.budget
     }
 
     /// `$SINGULARITY_PULL_FOLDER` if set and non-empty, else
@@ -118,7 +217,7 @@ impl SifCache {
     /// `src.md5`, downloading it first if needed. Never interrupted.
     #[cfg(test)]
     pub fn fetch(&self, src: &SifSource) -> Result<PathBuf, SifError> {
-        self.fetch_until(src, &|| false)
+        self.fetch_until(src, &|| false).map(|f| f.path)
     }
 
     /// [`Self::fetch`] that gives up with [`SifError::Interrupted`] once `stop()` is true:
@@ -127,15 +226,27 @@ impl SifCache {
         &self,
         src: &SifSource,
         stop: &dyn Fn() -> bool,
-    ) -> Result<PathBuf, SifError> {
+    ) -> Result<Fetched, SifError> {
         validate_name(&src.name)?;
         let expected = normalized_md5(src)?;
         let paths = CachePaths::new(&self.dir, &src.name);
-        let _locked = self.lock(&paths, stop)?;
-        if self.reuse_cached(&paths, &expected)? {
-            return Ok(paths.done);
+        if self.read_only {
+            return read_only_sif(&paths, &expected, "downloaded");
         }
-        self.download_verified(src, &expected, &paths, stop)
+        let (_locked, waited) = self.lock(&paths, stop)?;
+        if self.reuse_cached(&paths, &expected)? {
+            return Ok(Fetched {
+                path: paths.done,
+                bytes: 0,
+                reused: !waited,
+            });
+        }
+        let bytes = self.download_verified(src, &expected, &paths, stop)?;
+        Ok(Fetched {
+            path: paths.done,
+            bytes,
+            reused: false,
+        })
     }
 
     /// Returns `<dir>/<name>.sif` built by `make` (which writes a complete image to the path it
@@ -146,17 +257,31 @@ impl SifCache {
         name: &str,
         stop: &dyn Fn() -> bool,
         make: impl FnOnce(&Path) -> Result<(), SifError>,
-    ) -> Result<PathBuf, SifError> {
+    ) -> Result<Fetched, SifError> {
         validate_name(name)?;
         let paths = CachePaths::new(&self.dir, name);
-        let _locked = self.lock(&paths, stop)?;
+        if self.read_only {
+            let Some(recorded) = read_md5_record(&paths.md5) else {
+                return Err(SifError::ReadOnly {
+                    dir: self.dir.clone(),
+                    name: paths.label.clone(),
+                    what: "built",
+                });
+            };
+            return read_only_sif(&paths, &recorded, "built");
+        }
+        let (_locked, waited) = self.lock(&paths, stop)?;
         if let Some(recorded) = read_md5_record(&paths.md5) {
             if self.reuse_cached(&paths, &recorded)? {
-                return Ok(paths.done);
+                return Ok(Fetched {
+                    path: paths.done,
+                    bytes: 0,
+                    reused: !waited,
+                });
             }
         } else if fs::symlink_metadata(&paths.done).is_ok() {
             // Not ours, or built before its md5 was recorded: it cannot be verified.
-            let aside = move_aside(&paths.done, &paths.done)?;
+            let aside = quarantine(&paths.done, &paths)?;
             crate::reporter::line(format!(
                 "warning: `{}` has no md5 record; moved it to `{}` and building it again",
                 paths.done.display(),
@@ -176,15 +301,25 @@ impl SifCache {
                 return Err(err);
             }
         };
+        let bytes = fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
         write_atomically(&paths.md5, md5.as_bytes())?;
         fs::rename(&part, &paths.done).map_err(io_error("move built image to", &paths.done))?;
-        Ok(paths.done)
+        Ok(Fetched {
+            path: paths.done,
+            bytes,
+            reused: false,
+        })
     }
 
-    /// The lock of a name. `flock` locks belong to an open file, so this serialises the
-    /// threads of this process as well as other processes.
-    fn lock(&self, paths: &CachePaths, stop: &dyn Fn() -> bool) -> Result<NameLock, SifError> {
-        fs::create_dir_all(&self.dir).map_err(io_error("create cache folder", &self.dir))?;
+    /// The lock of a name, and whether it had to wait for it. `flock` locks belong to an open
+    /// file, so this serialises the threads of this process as well as other processes.
+    fn lock(
+        &self,
+        paths: &CachePaths,
+        stop: &dyn Fn() -> bool,
+    ) -> Result<(NameLock, bool), SifError> {
+        fs::create_dir_all(&self.dir)
+            .map_err(io_error("create the SIF folder (--sif-dir)", &self.dir))?;
         NameLock::acquire(&self.dir, &paths.label, self.lock_wait, stop)
     }
 
@@ -197,7 +332,7 @@ impl SifCache {
         if actual == expected {
             return Ok(true);
         }
-        let bad = move_aside(&paths.done, &paths.done)?;
+        let bad = quarantine(&paths.done, paths)?;
         crate::reporter::line(format!(
             "warning: cached image `{}` has md5 {actual}, expected {expected}; \
              moved it to `{}` and fetching it again",
@@ -208,29 +343,31 @@ impl SifCache {
     }
 
     /// Downloads into this process's own `.part-*` file (taking over one left by an earlier
-    /// run, to resume it) and renames it once its md5 matches.
+    /// run, to resume it) and renames it once its md5 matches. Returns the bytes received.
     fn download_verified(
         &self,
         src: &SifSource,
         expected: &str,
         paths: &CachePaths,
         stop: &dyn Fn() -> bool,
-    ) -> Result<PathBuf, SifError> {
+    ) -> Result<u64, SifError> {
         let part = paths.unique_part();
         take_over_leftover(paths, &part)?;
         let mut round = 1;
+        let mut received = 0u64;
         loop {
-            self.downloader
+            received += self
+                .downloader
                 .download_with_retry(&src.url, &part, &paths.label, stop)?;
             let actual = md5_file(&part).map_err(io_error("read download", &part))?;
             if actual == expected {
                 fs::rename(&part, &paths.done)
                     .map_err(io_error("move finished download to", &paths.done))?;
-                return Ok(paths.done.clone());
+                return Ok(received);
             }
             // Moving the file away also makes the next round start from zero
             // instead of resuming (the `.part` may stem from an older image).
-            let bad = move_aside(&part, &paths.done)?;
+            let bad = quarantine(&part, paths)?;
             if round == DOWNLOADS_PER_FETCH {
                 return Err(SifError::Md5Mismatch {
                     url: src.url.clone(),
@@ -330,28 +467,99 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SifError> {
     fs::rename(&tmp, path).map_err(io_error("write", path))
 }
 
-/// Renames `from` to `<done>.bad-<unix-seconds>`, adding `-1`, `-2`, ... rather than
-/// overwriting an earlier piece of evidence. Returns the new path.
-fn move_aside(from: &Path, done: &Path) -> Result<PathBuf, SifError> {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let mut suffix = 0u32;
-    let target = loop {
-        let mut name: OsString = done.as_os_str().to_owned();
-        name.push(format!(".bad-{secs}"));
-        if suffix > 0 {
-            name.push(format!("-{suffix}"));
+/// Renames `from` to `<name>.sif.bad`, the one quarantined copy a name keeps (a SIF is GBs:
+/// one copy of evidence is enough, and the error names both sums). An earlier one is replaced,
+/// and those older runners kept as `<name>.sif.bad-<unix-seconds>[-k]` are removed. Returns the
+/// new path.
+fn quarantine(from: &Path, paths: &CachePaths) -> Result<PathBuf, SifError> {
+    let target = paths.dir.join(format!("{}.bad", paths.label));
+    for old in quarantined(&paths.dir).map_err(io_error("list cache folder", &paths.dir))? {
+        let ours = old
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(quarantined_label)
+            == Some(paths.label.as_str());
+        if ours && old != target {
+            fs::remove_file(&old).map_err(io_error("remove old bad file", &old))?;
         }
-        let candidate = PathBuf::from(name);
-        if fs::symlink_metadata(&candidate).is_err() {
-            break candidate;
-        }
-        suffix += 1;
-    };
+    }
     fs::rename(from, &target).map_err(io_error("move bad file aside to", &target))?;
     Ok(target)
+}
+
+/// The `<name>.sif` of a quarantined file's name (`<name>.sif.bad`, or an older runner's
+/// `<name>.sif.bad-<unix-seconds>[-k]`).
+fn quarantined_label(file_name: &str) -> Option<&str> {
+    if let Some(label) = file_name.strip_suffix(".bad") {
+        return Some(label);
+    }
+    let at = file_name.find(".sif.bad-")? + ".sif".len();
+    let (label, stamp) = (&file_name[..at], &file_name[at + ".bad-".len()..]);
+    stamp
+        .split('-')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        .then_some(label)
+}
+
+/// The quarantined files (md5 mismatches kept as evidence) in a SIF folder, for `cache prune`.
+/// A folder that does not exist holds none.
+pub fn quarantined(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if quarantined_label(name).is_some_and(|l| l.ends_with(".sif")) {
+            found.push(entry.path());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// A SIF in a read-only folder: used when it is there and its md5 is `expected` (a `.md5`
+/// record beside it that says so is trusted; else it is computed).
+fn read_only_sif(
+    paths: &CachePaths,
+    expected: &str,
+    what: &'static str,
+) -> Result<Fetched, SifError> {
+    if !paths.done.is_file() {
+        return Err(SifError::ReadOnly {
+            dir: paths.dir.clone(),
+            name: paths.label.clone(),
+            what,
+        });
+    }
+    // A built SIF's record is what is expected: only the file itself can confirm it.
+    if what == "built" || read_md5_record(&paths.md5).as_deref() != Some(expected) {
+        let actual = md5_file(&paths.done).map_err(io_error("read cached image", &paths.done))?;
+        if actual != expected {
+            return Err(SifError::ReadOnlyMismatch {
+                path: paths.done.clone(),
+                expected: expected.to_owned(),
+                actual,
+            });
+        }
+    }
+    Ok(Fetched {
+        path: paths.done.clone(),
+        bytes: 0,
+        reused: true,
+    })
+}
+
+/// True for the errors of a file that cannot be made because the place is read-only.
+fn is_read_only(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem
+    )
 }
 
 /// The files that belong to one image name.
@@ -366,7 +574,12 @@ struct CachePaths {
 
 impl CachePaths {
     fn new(dir: &Path, name: &str) -> Self {
-        let label = format!("{name}.sif");
+        // A catalog name may already end in `.sif`: `x.sif`, not `x.sif.sif`.
+        let label = if name.ends_with(".sif") {
+            name.to_owned()
+        } else {
+            format!("{name}.sif")
+        };
         CachePaths {
             dir: dir.to_path_buf(),
             done: dir.join(&label),

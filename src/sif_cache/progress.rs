@@ -12,9 +12,10 @@ pub(super) struct Progress {
 }
 
 impl Progress {
-    pub(super) fn new(enabled: bool, label: &str, total: Option<u64>) -> Self {
+    /// A download of `total` bytes that starts at byte `start` (a resumed one further than 0).
+    pub(super) fn new(enabled: bool, label: &str, start: u64, total: Option<u64>) -> Self {
         Progress {
-            transfer: enabled.then(|| TransferHandle::start(label, total)),
+            transfer: enabled.then(|| TransferHandle::start_at(label, start, total)),
             label: label.to_string(),
             total,
         }

@@ -30,6 +30,12 @@ enum Reply {
     Truncated { data: Vec<u8>, sent: usize },
     /// An empty response with this status and these extra headers.
     Status(u16, Vec<(&'static str, String)>),
+    /// Announces all of `data`, sends `sent` bytes, then says nothing for `silence`.
+    Stall {
+        data: Vec<u8>,
+        sent: usize,
+        silence: Duration,
+    },
 }
 
 struct Server {
@@ -108,6 +114,22 @@ fn send_reply(mut stream: TcpStream, request: &Seen, reply: Reply) {
         }
         Reply::Truncated { data, sent } => (200, vec![], data, sent),
         Reply::Status(status, headers) => (status, headers, vec![], 0),
+        Reply::Stall {
+            data,
+            sent,
+            silence,
+        } => {
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                data.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(&data[..sent]);
+            let _ = stream.flush();
+            thread::sleep(silence);
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
     };
     let mut head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -206,7 +228,8 @@ fn source(server: &Server, data: &[u8]) -> SifSource {
     }
 }
 
-/// Files in `dir` whose names start with `img.sif.bad-`.
+/// Files in `dir` whose names start with `img.sif.bad` (this runner's `img.sif.bad`, older
+/// runners' `img.sif.bad-TIME`).
 fn bad_files(dir: &Path) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
@@ -215,7 +238,7 @@ fn bad_files(dir: &Path) -> Vec<PathBuf> {
             p.file_name()
                 .unwrap()
                 .to_string_lossy()
-                .starts_with("img.sif.bad-")
+                .starts_with("img.sif.bad")
         })
         .collect();
     found.sort();
@@ -350,9 +373,9 @@ fn md5_mismatch_twice_keeps_evidence_and_names_both_hashes() {
     assert_eq!(server.hits(), 2);
     // The second download started from scratch rather than resuming.
     assert_eq!(server.ranges(), vec![None, None]);
-    // Both bad downloads are kept, neither overwrote the other.
-    assert_eq!(bad_files(dir.path()).len(), 2);
-    assert!(bad_files(dir.path()).contains(&path_of_bad_file));
+    // One copy is kept as evidence, not one per download: a SIF is GBs.
+    assert_eq!(bad_files(dir.path()), [dir.path().join("img.sif.bad")]);
+    assert_eq!(path_of_bad_file, dir.path().join("img.sif.bad"));
     assert!(!dir.path().join("img.sif").exists());
     assert!(!dir.path().join("img.sif.part").exists());
 }
@@ -530,12 +553,270 @@ fn leftover_part_file_is_resumed() {
     let server = serve_file(&data);
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("img.sif.part"), &data[..100_000]).unwrap();
-    let path = cache(dir.path())
+    let fetched = cache(dir.path())
         .with_progress(true)
-        .fetch(&source(&server, &data))
+        .fetch_until(&source(&server, &data), &|| false)
         .unwrap();
-    assert_verified(&path, dir.path(), &data);
+    assert_verified(&fetched.path, dir.path(), &data);
     assert_eq!(server.ranges(), vec![Some("bytes=100000-".to_owned())]);
+    assert_eq!(
+        fetched.bytes,
+        (SIZE - 100_000) as u64,
+        "only what came over the wire counts"
+    );
+    assert!(!fetched.reused);
+}
+
+// ---------- the download's budget (--download-timeout) ----------
+
+#[test]
+fn a_stalled_server_is_given_up_on_at_the_download_timeout() {
+    let data = payload(SIZE, 40);
+    let server = Server::start({
+        let data = data.clone();
+        move |_, _| Reply::Stall {
+            data: data.clone(),
+            sent: 1000,
+            silence: Duration::from_secs(20),
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let err = cache(dir.path())
+        .with_download_timeout(Duration::from_millis(700))
+        .fetch(&source(&server, &data))
+        .unwrap_err();
+    assert!(matches!(err, SifError::DownloadTimeout { .. }), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("700ms") && text.contains("--download-timeout") && text.contains("resumes"),
+        "{text}"
+    );
+    // What arrived stays for the next run to resume.
+    let parts: Vec<u64> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name().to_string_lossy().contains(".part"))
+        .map(|e| e.metadata().unwrap().len())
+        .collect();
+    assert_eq!(parts, [1000]);
+    assert_eq!(server.hits(), 1, "no attempt after the budget ran out");
+}
+
+#[test]
+fn a_pause_longer_than_what_is_left_of_the_budget_is_not_taken() {
+    let data = payload(1000, 41);
+    let server = Server::start(|_, _| Reply::Status(503, vec![("Retry-After", "30".to_owned())]));
+    let dir = tempfile::tempdir().unwrap();
+    let err = cache(dir.path())
+        .with_download_timeout(Duration::from_secs(5))
+        .fetch(&source(&server, &data))
+        .unwrap_err();
+    assert!(matches!(err, SifError::DownloadTimeout { .. }), "{err}");
+    assert!(
+        err.to_string().contains("503"),
+        "names the last failure: {err}"
+    );
+    assert_eq!(server.hits(), 1);
+}
+
+// ---------- what a fetch says it did ----------
+
+#[test]
+fn a_fetch_says_what_it_downloaded_and_a_reuse_says_nothing() {
+    let data = payload(SIZE, 42);
+    let server = serve_file(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path());
+    let first = cache
+        .fetch_until(&source(&server, &data), &|| false)
+        .unwrap();
+    assert_eq!((first.bytes, first.reused), (SIZE as u64, false));
+    let again = cache
+        .fetch_until(&source(&server, &data), &|| false)
+        .unwrap();
+    assert_eq!((again.bytes, again.reused), (0, true));
+}
+
+#[test]
+fn a_catalog_name_ending_in_sif_gets_no_second_extension() {
+    let data = payload(1000, 43);
+    let server = serve_file(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let mut src = source(&server, &data);
+    src.name = "img.sif".to_owned();
+    let path = cache(dir.path()).fetch(&src).unwrap();
+    assert_eq!(path, dir.path().join("img.sif"));
+    assert!(!dir.path().join("img.sif.sif").exists());
+    assert!(cache(dir.path()).holds("img.sif", false));
+}
+
+// ---------- one quarantined copy per name ----------
+
+#[test]
+fn repeated_mismatches_keep_one_quarantined_copy_and_older_ones_go() {
+    let good = payload(SIZE, 50);
+    let wrong = payload(SIZE, 52);
+    let server = Server::start({
+        let wrong = wrong.clone();
+        move |_, _| Reply::File(wrong.clone())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    // What older runners left: one file per bad download.
+    fs::write(dir.path().join("img.sif.bad-1700000000"), b"old").unwrap();
+    fs::write(dir.path().join("img.sif.bad-1700000000-1"), b"old").unwrap();
+    // Another name's evidence, and files that only look alike, are not this name's.
+    fs::write(dir.path().join("other.sif.bad"), b"x").unwrap();
+    fs::write(dir.path().join("img.sif.bad-notes.txt"), b"x").unwrap();
+    let src = source(&server, &good);
+    for _ in 0..3 {
+        let err = cache(dir.path()).fetch(&src).unwrap_err();
+        assert!(matches!(err, SifError::Md5Mismatch { .. }), "{err}");
+    }
+    assert_eq!(server.hits(), 6);
+    assert_eq!(
+        bad_files(dir.path()),
+        [
+            dir.path().join("img.sif.bad"),
+            dir.path().join("img.sif.bad-notes.txt")
+        ],
+        "three runs of two downloads each leave one copy"
+    );
+    assert!(fs::read(dir.path().join("img.sif.bad")).unwrap() == wrong);
+    // `cache prune` finds every name's quarantined copy, and nothing else.
+    assert_eq!(
+        quarantined(dir.path()).unwrap(),
+        [
+            dir.path().join("img.sif.bad"),
+            dir.path().join("other.sif.bad")
+        ]
+    );
+    assert!(quarantined(&dir.path().join("absent")).unwrap().is_empty());
+}
+
+// ---------- a read-only store ----------
+
+/// A read-only view of a folder: a bind mount remounted read-only (the tests run as root),
+/// unmounted when dropped.
+struct ReadOnlyMount {
+    path: PathBuf,
+}
+
+impl ReadOnlyMount {
+    fn of(source: &Path, at: &Path) -> ReadOnlyMount {
+        fs::create_dir_all(at).unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("mount")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "mount {args:?} (the tests run as root): {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&["--bind", source.to_str().unwrap(), at.to_str().unwrap()]);
+        let mount = ReadOnlyMount {
+            path: at.to_path_buf(),
+        };
+        run(&["-o", "remount,bind,ro", at.to_str().unwrap()]);
+        mount
+    }
+}
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+#[test]
+fn a_read_only_store_serves_a_verified_sif_and_refuses_what_is_missing() {
+    let data = payload(SIZE, 46);
+    let server = serve_file(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    fs::create_dir_all(&store).unwrap();
+    fs::write(store.join("img.sif"), &data).unwrap();
+    let mount = ReadOnlyMount::of(&store, &dir.path().join("ro"));
+    let ro = mount.path.clone();
+
+    let cache = SifCache::open(&ro).unwrap().with_retry(fast_retry(5));
+    assert!(cache.is_read_only());
+    let fetched = cache
+        .fetch_until(&source(&server, &data), &|| false)
+        .unwrap();
+    assert_eq!(fetched.path, ro.join("img.sif"));
+    assert!(fetched.reused);
+    assert_eq!(server.hits(), 0);
+    assert_eq!(files(&store), ["img.sif"], "no lock file, nothing written");
+
+    // Missing: it cannot be downloaded there.
+    let mut missing = source(&server, &data);
+    missing.name = "absent".to_owned();
+    let err = cache.fetch_until(&missing, &|| false).unwrap_err();
+    assert!(matches!(err, SifError::ReadOnly { .. }), "{err}");
+    assert!(err.to_string().contains("--sif-dir"), "{err}");
+    assert_eq!(server.hits(), 0);
+    assert!(!cache.holds("absent", false) && cache.holds("img", false));
+
+    // A wrong one cannot be replaced: an error naming both sums, and the file is left alone.
+    let mut wrong = source(&server, &data);
+    wrong.md5 = "0123456789abcdef0123456789abcdef".to_owned();
+    let err = cache.fetch_until(&wrong, &|| false).unwrap_err();
+    assert!(matches!(err, SifError::ReadOnlyMismatch { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&md5_hex(&data)) && err.to_string().contains(&wrong.md5),
+        "{err}"
+    );
+    assert_eq!(files(&store), ["img.sif"]);
+
+    // A built SIF is used with its md5 record, and is never built there.
+    drop(mount);
+    fs::write(store.join("built.sif"), fake_sif(b"b")).unwrap();
+    fs::write(store.join("built.sif.md5"), md5_hex(&fake_sif(b"b"))).unwrap();
+    let mount = ReadOnlyMount::of(&store, &dir.path().join("ro"));
+    let cache = SifCache::open(&mount.path).unwrap();
+    let never =
+        |_: &Path| -> Result<(), SifError> { panic!("nothing is built in a read-only store") };
+    let built = cache.build("built", &|| false, never).unwrap();
+    assert_eq!(built.path, mount.path.join("built.sif"));
+    let err = cache.build("other", &|| false, never).unwrap_err();
+    assert!(
+        matches!(err, SifError::ReadOnly { what: "built", .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_sif_dir_that_is_a_file_is_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f");
+    fs::write(&file, b"x").unwrap();
+    let err = SifCache::open(&file).unwrap_err();
+    assert!(err.to_string().contains("--sif-dir"), "{err}");
+    let err = SifCache::open(file.join("below")).unwrap_err();
+    assert!(
+        crate::error_chain::chain(&err).contains("--sif-dir"),
+        "{err}"
+    );
+    let fresh = SifCache::open(dir.path().join("a/b")).unwrap();
+    assert!(!fresh.is_read_only() && dir.path().join("a/b").is_dir());
+    assert!(
+        files(&dir.path().join("a/b")).is_empty(),
+        "the probe file is gone"
+    );
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 #[test]
@@ -795,12 +1076,16 @@ fn a_built_image_is_checked_recorded_and_reused() {
         builds.fetch_add(1, Ordering::SeqCst);
         fs::write(target, fake_sif(b"one")).map_err(error::io_error("write", target))
     };
-    let path = cache.build("img", &|| false, make).unwrap();
+    let built = cache.build("img", &|| false, make).unwrap();
+    assert!(!built.reused);
+    assert_eq!(built.bytes, fake_sif(b"one").len() as u64);
+    let path = built.path;
     assert_eq!(fs::read(&path).unwrap(), fake_sif(b"one"));
     let recorded = fs::read_to_string(dir.path().join("img.sif.md5")).unwrap();
     assert_eq!(recorded, md5_hex(&fake_sif(b"one")));
-    cache.build("img", &|| false, make).unwrap();
+    let again = cache.build("img", &|| false, make).unwrap();
     assert_eq!(builds.load(Ordering::SeqCst), 1, "reused");
+    assert!(again.reused && again.bytes == 0, "{again:?}");
 
     // Changed behind our back: moved aside and built again.
     fs::write(&path, fake_sif(b"changed")).unwrap();

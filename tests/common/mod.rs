@@ -5,6 +5,7 @@
 pub mod daemon_proxy;
 pub mod http;
 pub mod keras;
+pub mod mounts;
 pub mod registry;
 pub mod zoo;
 
