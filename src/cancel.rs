@@ -110,11 +110,11 @@ impl Cancel {
                 let first = !me.is_cancelled();
                 me.raise(sig);
                 if first {
-                    crate::reporter::note(
+                    crate::report::display::note(
                         "interrupted; stopping running containers (again to kill them at once)",
                     );
                 } else {
-                    crate::reporter::note("killing running containers now");
+                    crate::report::display::note("killing running containers now");
                 }
             }
         });

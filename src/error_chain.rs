@@ -64,11 +64,11 @@ mod tests {
     fn the_runners_errors_name_their_cause_once() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("gone.xml");
-        let read = crate::junit_read::scan(&missing).unwrap_err();
-        let summary = crate::summary::write(Some(&missing.join("s.md")), "x").unwrap_err();
+        let read = crate::report::junit::read::scan(&missing).unwrap_err();
+        let summary = crate::report::summary::write(Some(&missing.join("s.md")), "x").unwrap_err();
         let not_junit = dir.path().join("notj.xml");
         std::fs::write(&not_junit, "model,seconds").unwrap();
-        let durations = crate::durations::Durations::load(&not_junit).unwrap_err();
+        let durations = crate::partition::durations::Durations::load(&not_junit).unwrap_err();
         for (text, cause) in [
             (chain(&read), "os error 2"),
             (format!("{:#}", anyhow::Error::from(read)), "os error 2"),

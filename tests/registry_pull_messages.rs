@@ -1,32 +1,9 @@
-//! `src/registry_auth` against the real Docker daemon and the fixture registries: credentials
+//! `zoo_runner::store::registry` against the real Docker daemon and the fixture registries: credentials
 //! read from config files (one written by `docker login` itself) open the auth registry, and
 //! the daemon's own messages for a failed pull, through bollard's `create_image` as the runner
-//! pulls, are described as what they are. The module is compiled into this test from its
-//! source, since the runner is a binary crate (so its unit tests run here a second time), with
-//! the modules it runs credential helpers with (the supervisor, the cancel, bounded captures).
+//! pulls, are described as what they are.
 
-#[path = "../src/cancel.rs"]
-#[allow(dead_code)]
-mod cancel;
-#[path = "../src/capture.rs"]
-#[allow(dead_code)]
-mod capture;
 mod common;
-#[path = "../src/registry_auth/mod.rs"]
-#[allow(dead_code, unused_imports)]
-mod registry_auth;
-#[path = "../src/supervise/mod.rs"]
-#[allow(dead_code)]
-mod supervise;
-#[path = "../src/units.rs"]
-#[allow(dead_code)]
-mod units;
-/// A stand-in for the runner's reporter, which `cancel` names (for its signal listener, which
-/// this test does not start).
-#[allow(dead_code)]
-mod reporter {
-    pub fn note(_message: impl Into<String>) {}
-}
 
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::CreateImageOptionsBuilder;
@@ -35,7 +12,10 @@ use futures_util::StreamExt;
 
 use common::registry::{auth_registry, is_local, open_registry, push_fixture, DockerConfig};
 use common::{require_fixture_image, FIXTURE_IMAGE};
-use registry_auth::{credentials_in, describe_pull_failure, registry_host, PullFailureKind};
+use zoo_runner::cancel;
+use zoo_runner::store::registry::{
+    self, credentials_in, describe_pull_failure, registry_host, PullFailureKind,
+};
 
 /// Pulls as the runner does; the daemon's message when the pull fails.
 async fn pull(image: &str, credentials: Option<DockerCredentials>) -> Result<(), String> {
@@ -62,15 +42,15 @@ async fn pull(image: &str, credentials: Option<DockerCredentials>) -> Result<(),
 
 /// The credentials `config` holds for `image`, as the runner will read them.
 fn credentials(config: &DockerConfig, image: &str) -> Option<DockerCredentials> {
-    let helpers = registry_auth::HelperRun {
-        timeout: registry_auth::HELPER_TIMEOUT,
+    let helpers = registry::HelperRun {
+        timeout: registry::HELPER_TIMEOUT,
         cancel: cancel::Cancel::new(),
     };
     credentials_in(config.path(), image, None, &helpers).expect("the config reads")
 }
 
 /// Pulls `image` with the credentials of `config` and returns how the failure is described.
-async fn failed_pull(config: &DockerConfig, image: &str) -> registry_auth::PullFailure {
+async fn failed_pull(config: &DockerConfig, image: &str) -> registry::PullFailure {
     let credentials = credentials(config, image);
     let sent = credentials.is_some();
     let message = pull(image, credentials).await.expect_err("the pull fails");

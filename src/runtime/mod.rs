@@ -4,18 +4,16 @@
 //! fault), something kept it from running or killed it from outside (an error: image missing,
 //! daemon gone, out-of-memory kill, signal), or it ran past its timeout.
 
+pub mod apptainer;
 pub mod docker;
-pub mod identity;
-pub mod pull;
-pub mod singularity;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::caches::{CacheError, Caches};
 use crate::capture::Captured;
-use crate::spec::Network;
-use crate::versions::Versions;
+use crate::config::spec::Network;
+use crate::run::versions::Versions;
+use crate::store::caches::{CacheError, Caches};
 
 /// Everything a runtime needs to run one case.
 #[derive(Debug, Clone)]

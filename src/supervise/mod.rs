@@ -159,7 +159,7 @@ pub async fn supervise<X>(
                 if killed {
                     notes.push(format!(
                         "still running {} after the SIGKILL; the runner gave up on it",
-                        crate::units::show_duration(limits.slack)
+                        crate::config::units::show_duration(limits.slack)
                     ));
                     let waited = control.kill_after(limits).saturating_add(limits.slack);
                     return (Ending::Stuck { timed_out: stopped == Some(true), waited }, notes);
@@ -167,7 +167,7 @@ pub async fn supervise<X>(
                 if control.kill_after(limits) > limits.grace {
                     notes.push(format!(
                         "still running {} after its stop's grace period; the runner sent SIGKILL",
-                        crate::units::show_duration(limits.slack)
+                        crate::config::units::show_duration(limits.slack)
                     ));
                 }
                 killed = true;

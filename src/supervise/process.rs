@@ -200,6 +200,27 @@ pub fn exit_signal(status: &ExitStatus) -> Option<i32> {
     status.signal()
 }
 
+/// For tests: whether a process still runs, once a SIGKILL sent to it has had up to 10 s to
+/// land (delivery is not instant on a loaded machine; a bound for a signal, not a speed check).
+/// A zombie no one reaped yet does not run.
+#[cfg(test)]
+pub(crate) fn still_running(pid: &str) -> bool {
+    let runs = || {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    };
+    let asked = std::time::Instant::now();
+    while runs() {
+        if asked.elapsed() > Duration::from_secs(10) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,7 +290,7 @@ mod tests {
         .unwrap();
         assert_eq!(done.ending, Ending::Interrupted { killed: true });
         let pid = std::fs::read_to_string(&pidfile).unwrap();
-        assert!(!running(pid.trim()), "the group's sleep is gone");
+        assert!(!still_running(&pid), "the group's sleep is gone");
     }
 
     #[tokio::test]
@@ -312,12 +333,5 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.source.kind(), std::io::ErrorKind::NotFound);
         assert!(err.to_string().contains("/nonexistent/program"), "{err}");
-    }
-
-    /// True while the process runs (a zombie no longer does).
-    fn running(pid: &str) -> bool {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
     }
 }

@@ -1,0 +1,452 @@
+//! Glue between the plan, the runtimes and the report: one libtest-mimic trial per case. Each
+//! trial runs its case on the shared tokio runtime (`block_on`, since libtest-mimic runs trials
+//! on its own threads), applies retries and the spec's marks, and records the result.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use libtest_mimic::{Completion, Failed, Trial};
+use tokio::runtime::Handle;
+
+use crate::cancel::Cancel;
+use crate::config::spec::{CasePlan, Network};
+use crate::report::display;
+use crate::run::images::ImageStage;
+use crate::run::record::{Attempt, Record, Status};
+use crate::run::sifs::{fetch_facts, SifReady, SifUnavailable};
+use crate::run::verdict::judge;
+use crate::run::versions::Versions;
+use crate::runtime::apptainer::SingularityRuntime;
+use crate::runtime::docker::{DockerRuntime, ImageError, ImageReady};
+use crate::runtime::{Execution, Outcome, RunRequest};
+use crate::select::plan::{Case, RuntimeKind};
+use crate::store::caches::Caches;
+
+/// A runtime ready to run cases, or why it is not (each of its cases then says so).
+pub type Runtime<T> = Result<Arc<T>, String>;
+
+/// Run-wide settings every case shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub env: Vec<String>,
+    pub network: Network,
+    pub volumes: Vec<String>,
+    pub grace: Duration,
+    pub slow_period: Duration,
+    pub keep: usize,
+    pub retries: u32,
+    pub fail_fast: bool,
+    /// `--ignored` / `--include-ignored`: run the cases the spec marks `skip` too.
+    pub run_skipped: bool,
+    /// `--store-success-output`: keep the output of passing cases in the report too.
+    pub store_success_output: bool,
+    /// Create the next case's container while a case runs: on one thread only, since with
+    /// several the daemon is busy anyway and the next case is often taken by another thread.
+    pub create_ahead: bool,
+    /// The spec's caches, unless `--no-cache`.
+    pub caches: Option<Arc<Caches>>,
+    /// `--offline`: every case with network `none`.
+    pub offline: bool,
+    pub apptainer_home: Option<String>,
+    pub versions: Option<Arc<Versions>>,
+}
+
+pub struct Harness {
+    pub handle: Handle,
+    pub docker: Runtime<DockerRuntime>,
+    /// Makes each Docker image ready before its cases (absent when Docker is not up).
+    pub images: Option<Arc<ImageStage>>,
+    pub singularity: Runtime<SingularityRuntime>,
+    pub cancel: Cancel,
+    pub settings: Settings,
+    records: Arc<Mutex<Vec<Record>>>,
+    something_failed: Arc<AtomicBool>,
+    /// The cases in run order, and each one's place in it.
+    order: OnceLock<(Vec<Case>, HashMap<String, usize>)>,
+    /// Names of the cases a thread has started.
+    started: Mutex<HashSet<String>>,
+}
+
+impl Harness {
+    pub fn new(
+        handle: Handle,
+        docker: Runtime<DockerRuntime>,
+        images: Option<Arc<ImageStage>>,
+        singularity: Runtime<SingularityRuntime>,
+        cancel: Cancel,
+        settings: Settings,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            handle,
+            docker,
+            images,
+            singularity,
+            cancel,
+            settings,
+            records: Arc::default(),
+            something_failed: Arc::default(),
+            order: OnceLock::new(),
+            started: Mutex::default(),
+        })
+    }
+
+    pub fn trials(self: &Arc<Self>, cases: &[Case]) -> Vec<Trial> {
+        cases
+            .iter()
+            .map(|case| {
+                let me = Arc::clone(self);
+                let case = case.clone();
+                Trial::ignorable_test(case.name.clone(), move || me.run_case(&case))
+            })
+            .collect()
+    }
+
+    /// Everything recorded so far, in the order cases finished; the harness keeps none.
+    pub fn take_records(&self) -> Vec<Record> {
+        std::mem::take(&mut *self.records.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether a case will run a container of its image (so the image stage counts it).
+    pub fn needs_image(case: &Case, run_skipped: bool) -> bool {
+        case.runtime == RuntimeKind::Docker && (case.plan.skip.is_none() || run_skipped)
+    }
+
+    fn run_case(&self, case: &Case) -> Result<Completion, Failed> {
+        self.started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(case.name.clone());
+        // However the case ends, its image learns of it (the last case's end prunes it).
+        let _image_done = self
+            .images
+            .as_ref()
+            .filter(|_| Self::needs_image(case, self.settings.run_skipped))
+            .map(|stage| ImageDone {
+                stage: Arc::clone(stage),
+                image: case.image.clone(),
+            });
+        let not_run = if let Some(reason) = case
+            .plan
+            .skip
+            .as_ref()
+            .filter(|_| !self.settings.run_skipped)
+        {
+            Some(Status::Skipped {
+                reason: reason.clone(),
+            })
+        } else if self.cancel.is_cancelled() {
+            Some(Status::NotRun {
+                reason: "the run was interrupted before this case started".into(),
+            })
+        } else if self.settings.fail_fast && self.something_failed.load(Ordering::SeqCst) {
+            Some(Status::NotRun {
+                reason: "--fail-fast: an earlier case failed".into(),
+            })
+        } else {
+            None
+        };
+        if let Some(status) = not_run {
+            let interrupted = matches!(status, Status::NotRun { .. }) && self.cancel.is_cancelled();
+            let summary = status.summary();
+            self.record(Record::new(
+                case,
+                Vec::new(),
+                Attempt::not_started(status),
+                Vec::new(),
+            ));
+            // An interrupted run must not end on libtest's "test result: ok".
+            if interrupted {
+                return Err(Failed::from(summary));
+            }
+            return Ok(Completion::ignored_with(summary));
+        }
+
+        let ready = match self.prepare_image(case) {
+            Ok(ready) => ready,
+            Err((status, properties)) => {
+                let summary = status.summary();
+                let interrupted = matches!(status, Status::NotRun { .. });
+                self.record(Record::new(
+                    case,
+                    Vec::new(),
+                    Attempt::not_started(status),
+                    properties,
+                ));
+                if !interrupted {
+                    self.something_failed.store(true, Ordering::SeqCst);
+                }
+                return Err(Failed::from(summary));
+            }
+        };
+        if ready.is_some() {
+            self.create_next_ahead(case);
+        }
+        let sif = match self.prepare_sif(case) {
+            Ok(sif) => sif,
+            Err((status, properties)) => {
+                let summary = status.summary();
+                let interrupted = matches!(status, Status::NotRun { .. });
+                self.record(Record::new(
+                    case,
+                    Vec::new(),
+                    Attempt::not_started(status),
+                    properties,
+                ));
+                if !interrupted {
+                    self.something_failed.store(true, Ordering::SeqCst);
+                }
+                return Err(Failed::from(summary));
+            }
+        };
+        let mut earlier = Vec::new();
+        let mut n = 1;
+        let (mut last, properties) = loop {
+            let exec = self.execute(case, n, ready.as_ref(), sif.as_ref());
+            let (this, mut properties) = finish(exec, &case.plan);
+            properties.extend(ready.as_ref().map(pull_facts).unwrap_or_default());
+            properties.extend(sif.as_ref().map(fetch_facts).unwrap_or_default());
+            let retry = this.status.is_bad() && n <= self.settings.retries;
+            if !retry || self.cancel.is_cancelled() {
+                break (this, properties);
+            }
+            earlier.push(this);
+            n += 1;
+            display::note(format!("retrying {} (attempt {n})", case.name));
+        };
+        let status = last.status.clone();
+        if status == Status::Passed && !self.settings.store_success_output {
+            // As cargo-nextest's JUnit: a pass keeps no output unless asked (failed earlier
+            // attempts of a flaky case keep theirs).
+            last.stdout.discard();
+            last.stderr.discard();
+        }
+        let flaky = !earlier.is_empty() && status == Status::Passed;
+        self.record(Record::new(case, earlier, last, properties));
+        match status {
+            Status::Passed if flaky => {
+                display::note(format!(
+                    "{} is flaky: passed after a failed attempt",
+                    case.name
+                ));
+                Ok(Completion::Completed)
+            }
+            Status::Passed => Ok(Completion::Completed),
+            Status::NotRun { .. } if self.cancel.is_cancelled() => {
+                Err(Failed::from(status.summary()))
+            }
+            Status::Skipped { .. } | Status::ExpectedFailure { .. } | Status::NotRun { .. } => {
+                Ok(Completion::ignored_with(status.summary()))
+            }
+            bad => {
+                self.something_failed.store(true, Ordering::SeqCst);
+                Err(Failed::from(bad.summary()))
+            }
+        }
+    }
+
+    /// A Docker case's image, ready before the case's time starts; or the status the case ends
+    /// with when its image cannot be had (with the image named in its facts).
+    #[allow(clippy::type_complexity)]
+    fn prepare_image(
+        &self,
+        case: &Case,
+    ) -> Result<Option<ImageReady>, (Status, Vec<(String, String)>)> {
+        let Some(stage) = self
+            .images
+            .as_ref()
+            .filter(|_| case.runtime == RuntimeKind::Docker)
+        else {
+            return Ok(None);
+        };
+        match self.handle.block_on(stage.prepare(&case.image)) {
+            Ok(ready) => Ok(Some(ready)),
+            Err(e) => {
+                let facts = vec![("image".to_string(), case.image.clone())];
+                let status = match e {
+                    ImageError::Interrupted { .. } => Status::NotRun {
+                        reason: e.to_string(),
+                    },
+                    _ => Status::Errored {
+                        message: e.to_string(),
+                    },
+                };
+                Err((status, facts))
+            }
+        }
+    }
+
+    /// A Singularity case's SIF, ready before the case's time starts (a download or a build is
+    /// a step of its own); or the status the case ends with when there is none.
+    #[allow(clippy::type_complexity)]
+    fn prepare_sif(
+        &self,
+        case: &Case,
+    ) -> Result<Option<SifReady>, (Status, Vec<(String, String)>)> {
+        if case.runtime != RuntimeKind::Singularity {
+            return Ok(None);
+        }
+        // Without a runtime the attempt says why.
+        let Ok(sing) = &self.singularity else {
+            return Ok(None);
+        };
+        match self.handle.block_on(sing.prepare(case)) {
+            Ok(ready) => Ok(Some(ready)),
+            Err(e) => {
+                let status = match e {
+                    SifUnavailable::Interrupted { .. } => Status::NotRun {
+                        reason: e.to_string(),
+                    },
+                    _ => Status::Errored {
+                        message: crate::error_chain::chain(&e),
+                    },
+                };
+                Err((status, Vec::new()))
+            }
+        }
+    }
+
+    /// Runs one attempt (numbered from 1; `{attempt}` in the command becomes that number).
+    fn execute(
+        &self,
+        case: &Case,
+        attempt: u32,
+        image: Option<&ImageReady>,
+        sif: Option<&SifReady>,
+    ) -> Execution {
+        let s = &self.settings;
+        let request = self.request(case, attempt);
+        match case.runtime {
+            RuntimeKind::Docker => match (&self.docker, image) {
+                (Ok(docker), Some(image)) => {
+                    self.handle
+                        .block_on(docker.run(&case.image, &image.id, &request))
+                }
+                (Ok(_), None) => Execution::errored("the image stage was not set up", s.keep),
+                (Err(why), _) => Execution::errored(why.as_str(), s.keep),
+            },
+            RuntimeKind::Singularity => match (&self.singularity, sif) {
+                (Ok(sing), Some(sif)) => self.handle.block_on(sing.run(case, &request, &sif.path)),
+                (Ok(_), None) => Execution::errored("the SIF stage was not set up", s.keep),
+                (Err(why), _) => Execution::errored(why.as_str(), s.keep),
+            },
+        }
+    }
+
+    /// What the runtime is asked to run for one attempt of a case.
+    fn request(&self, case: &Case, attempt: u32) -> RunRequest {
+        let s = &self.settings;
+        RunRequest {
+            case_name: case.name.clone(),
+            command: case
+                .plan
+                .command
+                .iter()
+                .map(|word| word.replace("{attempt}", &attempt.to_string()))
+                .collect(),
+            workdir: case.plan.workdir.clone(),
+            env: s.env.clone(),
+            network: s.network,
+            volumes: s.volumes.clone(),
+            timeout: case.plan.timeout,
+            grace: s.grace,
+            slow_period: s.slow_period,
+            memory: case.plan.memory,
+            keep: s.keep,
+            caches: s.caches.clone(),
+            offline: s.offline,
+            apptainer_home: s.apptainer_home.clone(),
+            versions: s.versions.clone(),
+        }
+    }
+
+    /// Creates the container of the case after this one in run order while this one runs,
+    /// when that case will run on the same (ready) image and no thread has started it yet.
+    fn create_next_ahead(&self, case: &Case) {
+        let (Ok(docker), Some(order)) = (&self.docker, self.order.get()) else {
+            return;
+        };
+        if !self.settings.create_ahead {
+            return;
+        }
+        let (order, places) = order;
+        let Some(next) = places.get(&case.name).and_then(|&at| order.get(at + 1)) else {
+            return;
+        };
+        let started = self.started.lock().unwrap_or_else(|p| p.into_inner());
+        let stopping = self.cancel.is_cancelled()
+            || (self.settings.fail_fast && self.something_failed.load(Ordering::SeqCst));
+        if next.image != case.image
+            || !Self::needs_image(next, self.settings.run_skipped)
+            || started.contains(&next.name)
+            || stopping
+        {
+            return;
+        }
+        let _enter = self.handle.enter();
+        docker.create_ahead(&next.image, self.request(next, 1));
+    }
+
+    /// The order libtest runs the cases in (after its filters): the next case's container is
+    /// created while the current one runs.
+    pub fn set_run_order(&self, cases: Vec<Case>) {
+        let places = cases
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        let _ = self.order.set((cases, places));
+    }
+
+    fn record(&self, record: Record) {
+        self.records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(record);
+    }
+}
+
+/// `pull-seconds` and `pulled-bytes` of a case's image: 0 when the image was already there.
+/// They become properties of the image's testsuite.
+fn pull_facts(ready: &ImageReady) -> Vec<(String, String)> {
+    let (seconds, bytes) = ready
+        .pulled
+        .map(|p| (p.elapsed.as_secs_f64(), p.bytes))
+        .unwrap_or_default();
+    vec![
+        ("pull-seconds".to_string(), format!("{seconds:.3}")),
+        ("pulled-bytes".to_string(), bytes.to_string()),
+    ]
+}
+
+/// Tells the image stage that a case of its image ended, however it ended.
+struct ImageDone {
+    stage: Arc<ImageStage>,
+    image: String,
+}
+
+impl Drop for ImageDone {
+    fn drop(&mut self) {
+        self.stage.case_done(&self.image);
+    }
+}
+
+/// Ends an attempt: its output streams are closed (spooled on disk) and judged.
+fn finish(exec: Execution, plan: &CasePlan) -> (Attempt, Vec<(String, String)>) {
+    let stdout = exec.stdout.finish();
+    let stderr = exec.stderr.finish();
+    // Only a failure quotes the model, so only a failure reads its output back.
+    let status = if matches!(exec.outcome, Outcome::Failed { .. }) {
+        judge(&exec.outcome, &stdout.text(), &stderr.text(), plan)
+    } else {
+        judge(&exec.outcome, "", "", plan)
+    };
+    let attempt = Attempt {
+        status,
+        stdout,
+        stderr,
+        duration: exec.duration,
+    };
+    (attempt, exec.properties)
+}

@@ -1,0 +1,156 @@
+//! The spec's `versions` command (`pip freeze`, say): run once per runtime and image, its output
+//! kept as the image's testsuite property `versions` and shown in the run's summary, so that a
+//! failure can be traced to a package that changed between two runs.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::OnceCell;
+
+use crate::run::record::Record;
+use crate::runtime::{Execution, Outcome};
+use crate::select::plan::RuntimeKind;
+
+/// The report property that holds the output.
+pub const PROPERTY: &str = "versions";
+/// How long the command may run.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+/// Bytes of its output kept (head and tail each).
+pub const KEEP: usize = 64 * 1024;
+/// Lines of each image's output the summary shows.
+const SUMMARY_LINES: usize = 40;
+
+type Key = (RuntimeKind, String);
+
+/// The command and, per runtime and image, what it printed. Shared by every case of a run.
+#[derive(Debug)]
+pub struct Versions {
+    pub command: Vec<String>,
+    found: Mutex<BTreeMap<Key, Arc<OnceCell<String>>>>,
+}
+
+impl Versions {
+    pub fn new(command: Vec<String>) -> Versions {
+        Versions {
+            command,
+            found: Mutex::default(),
+        }
+    }
+
+    /// Runs `probe` for the image unless it already ran (or is running) in this run.
+    pub async fn once(
+        &self,
+        runtime: RuntimeKind,
+        image: &str,
+        probe: impl std::future::Future<Output = String>,
+    ) {
+        let slot = self
+            .found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((runtime, image.to_string()))
+            .or_default()
+            .clone();
+        slot.get_or_init(|| probe).await;
+    }
+
+    /// What each runtime and image printed, in order.
+    pub fn results(&self) -> Vec<(Key, String)> {
+        self.found
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(|(k, v)| v.get().map(|text| (k.clone(), text.clone())))
+            .collect()
+    }
+
+    /// Puts each image's output on the first record of that image: the report lifts it to the
+    /// image's testsuite (see `IMAGE_KEYS` in report/junit.rs), so it is stored once per image.
+    pub fn attach(&self, records: &mut [Record]) {
+        for ((runtime, image), text) in self.results() {
+            if let Some(first) = records
+                .iter_mut()
+                .find(|r| r.runtime == runtime && r.image == image)
+            {
+                first.properties.push((PROPERTY.to_string(), text));
+            }
+        }
+    }
+
+    /// The summary lines: each image's output, cut after [`SUMMARY_LINES`] lines.
+    pub fn summary(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for ((runtime, image), text) in self.results() {
+            lines.push(format!(
+                "versions in {runtime}:{image} (`{}`):",
+                shell_words::join(&self.command)
+            ));
+            let all: Vec<&str> = text.lines().collect();
+            lines.extend(all.iter().take(SUMMARY_LINES).map(|l| format!("    {l}")));
+            if all.len() > SUMMARY_LINES {
+                lines.push(format!(
+                    "    ... {} more lines in the report (testsuite property `{PROPERTY}`)",
+                    all.len() - SUMMARY_LINES
+                ));
+            }
+        }
+        lines
+    }
+}
+
+/// The text kept for a finished `versions` command: its output when it passed, else why not.
+pub fn text_of(exec: Execution) -> String {
+    let stdout = exec.stdout.finish().text();
+    let stderr = exec.stderr.finish().text();
+    let said = crate::run::verdict::model_message(&stdout, &stderr)
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    match exec.outcome {
+        Outcome::Passed => stdout.trim_end().to_string(),
+        Outcome::Failed { exit_code } => {
+            format!("unknown: the versions command exited with {exit_code}{said}")
+        }
+        Outcome::Errored { reason } => format!("unknown: {reason}"),
+        Outcome::TimedOut { after, .. } => format!(
+            "unknown: the versions command ran past {}",
+            crate::config::units::show_duration(after)
+        ),
+        Outcome::Interrupted => "unknown: interrupted".to_string(),
+        Outcome::NotStarted { reason } => format!("unknown: {reason}"),
+        Outcome::Stuck { .. } => {
+            "unknown: the versions command's container could not be stopped".to_string()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn runs_once_per_image_and_lands_on_one_record() {
+        let versions = Versions::new(vec!["pip".into(), "freeze".into()]);
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..3 {
+            versions
+                .once(RuntimeKind::Docker, "img:1", async {
+                    runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    "a==1\nb==2".to_string()
+                })
+                .await;
+        }
+        versions
+            .once(RuntimeKind::Singularity, "img:1", async {
+                "a==1".to_string()
+            })
+            .await;
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(versions.results().len(), 2);
+        let summary = versions.summary().join("\n");
+        assert!(
+            summary.contains("versions in docker:img:1 (`pip freeze`):\n    a==1\n    b==2"),
+            "{summary}"
+        );
+    }
+}

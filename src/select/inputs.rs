@@ -1,0 +1,202 @@
+//! From the selection flags to the cases: loads the spec and the catalog it names, plans the
+//! cases the selection asks for, narrows them (`--changed-since`, `--only-image`) and keeps one
+//! shard (`--partition`). A run and `matrix` share it, so both see the same cases.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::cli::{SelectionArgs, DEFAULT_SPEC};
+use crate::config::spec::Spec;
+use crate::partition::durations::Durations;
+use crate::partition::time;
+use crate::partition::{Partition, PartitionArg, Scheme};
+use crate::select::catalog::Catalog;
+use crate::select::changed_since::{self, GitRun};
+use crate::select::plan::{self, Case, Selection};
+
+/// What a selection names, checked: every error here is an input error (exit 2).
+pub struct Inputs {
+    pub spec: Spec,
+    pub cases: Vec<Case>,
+}
+
+/// Per-run settings that change which cases are planned, or how: not part of the selection a
+/// matrix hands out, because each job adds its own.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub timeout: Option<Duration>,
+    pub partition: Option<PartitionArg>,
+    /// `--durations`: earlier reports that balance a `time` partition.
+    pub durations: Option<PathBuf>,
+    /// libtest's `--ignored`: only what the spec marks skip.
+    pub only_skipped: bool,
+    /// How `--changed-since` runs git (deadline, the run's cancel).
+    pub git: GitRun,
+}
+
+impl Inputs {
+    pub fn load(selection: &SelectionArgs, options: PlanOptions) -> anyhow::Result<Inputs> {
+        let spec_path = resolve_default(&selection.spec, DEFAULT_SPEC);
+        let spec = Spec::load(&spec_path)?;
+        let catalog_dir = selection
+            .catalog
+            .clone()
+            .or_else(|| spec.catalog.clone())
+            .with_context(|| {
+                format!(
+                    "no catalog: pass --catalog DIR, or name one in `{}` (catalog = \"...\")",
+                    spec_path.display()
+                )
+            })?;
+        let catalog = Catalog::load(&catalog_dir)?;
+        // The partition is checked (and read from the CI's environment) before planning.
+        let partition = match options.partition {
+            Some(arg) => {
+                let (p, note) = arg.resolve(|name| std::env::var(name).ok())?;
+                if let Some(note) = note {
+                    eprintln!("zoo-runner: {note}");
+                }
+                Some(p)
+            }
+            None => None,
+        };
+        if options.durations.is_some() && partition.is_none_or(|p| p.scheme != Scheme::Time) {
+            anyhow::bail!(
+                "--durations is read only by --partition time:M/N (or time:auto): add one, or \
+                 drop --durations"
+            );
+        }
+        let changed = selection.changed_since.is_some();
+        let plan_selection = Selection {
+            images: selection.image.clone(),
+            models: selection.model.clone(),
+            groups: selection.modelgroup.clone(),
+            // A changed model is tested even where a full sweep tests one model per group.
+            all_models: selection.all_models || changed,
+            slim: selection.slim,
+            runtimes: selection.runtime.kinds(),
+            timeout: options.timeout,
+            partition: None,
+        };
+        let mut cases = plan::plan(&catalog, &spec, &plan_selection)?;
+        if let (Some(rev), Some(repo)) = (&selection.changed_since, &selection.models_repo) {
+            let universe: BTreeSet<String> = catalog.models().map(str::to_string).collect();
+            let changes = changed_since::changed_models(repo, rev, &universe, &options.git)?;
+            eprintln!("zoo-runner: {}", changes.describe(rev));
+            cases.retain(|c| changes.models.contains(&c.model));
+        }
+        narrow_to_images(&mut cases, &selection.only_image)?;
+        if let Some(p) = partition {
+            cases = keep_shard(cases, p, options.durations.as_deref())?;
+        }
+        if options.only_skipped {
+            cases.retain(|c| c.plan.skip.is_some());
+        }
+        Ok(Inputs { spec, cases })
+    }
+}
+
+/// `--only-image`: the cases that run in one of these images. An image no case runs in is an
+/// error, with the images the selection does use.
+fn narrow_to_images(cases: &mut Vec<Case>, images: &[String]) -> anyhow::Result<()> {
+    if images.is_empty() {
+        return Ok(());
+    }
+    let used: BTreeSet<&str> = cases.iter().map(|c| c.image.as_str()).collect();
+    for image in images {
+        let image = image.trim();
+        if image.is_empty() {
+            anyhow::bail!("`--only-image` got an empty image (as in `a,,b` or a trailing comma)");
+        }
+        if !used.contains(image) && !cases.is_empty() {
+            let close = plan::closest(image, used.iter().copied());
+            anyhow::bail!(
+                "--only-image `{image}`: no selected case runs in it{}",
+                match close.first() {
+                    Some(c) => format!("; did you mean `{c}`?"),
+                    None => format!(
+                        " (the selection's images: {})",
+                        used.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                }
+            );
+        }
+    }
+    cases.retain(|c| images.iter().any(|i| i.trim() == c.image));
+    Ok(())
+}
+
+/// The cases of one shard.
+fn keep_shard(
+    cases: Vec<Case>,
+    p: Partition,
+    durations: Option<&Path>,
+) -> anyhow::Result<Vec<Case>> {
+    if p.scheme != Scheme::Time {
+        return Ok(p.keep(cases, |c| c.name.as_str()));
+    }
+    let durations = match durations {
+        Some(path) => {
+            let d = Durations::load(path)?;
+            let known = cases.iter().filter(|c| d.is_known(&c.name)).count();
+            match d.median_ms() {
+                Some(median) => eprintln!(
+                    "zoo-runner: --partition {p}: {} report(s) in `{}` give times for {known} \
+                     of the {} planned cases; the others count as the median, {}",
+                    d.files,
+                    path.display(),
+                    cases.len(),
+                    crate::report::summary::human_time(median)
+                ),
+                None => eprintln!(
+                    "zoo-runner: --partition {p}: {} report(s) in `{}` record no case's time, \
+                     so there is no median to count from: every case counts the same (images \
+                     are still kept together)",
+                    d.files,
+                    path.display()
+                ),
+            }
+            d
+        }
+        None => {
+            eprintln!(
+                "zoo-runner: --partition {p} without --durations: every case counts the same \
+                 (images are still kept together)"
+            );
+            Durations::none()
+        }
+    };
+    let shard_of = time_shards(&cases, p.total, &durations);
+    Ok(cases
+        .into_iter()
+        .zip(shard_of)
+        .filter(|(_, s)| *s as u64 == p.shard - 1)
+        .map(|(c, _)| c)
+        .collect())
+}
+
+/// The 0-based time shard of each case.
+pub fn time_shards(cases: &[Case], total: u64, durations: &Durations) -> Vec<usize> {
+    let items: Vec<time::Item> = cases
+        .iter()
+        .map(|c| time::Item {
+            image: &c.image,
+            weight: durations.weight(&c.name),
+        })
+        .collect();
+    time::assign(&items, total as usize)
+}
+
+/// The shipped default spec is found from the source tree when run from elsewhere.
+fn resolve_default(given: &Path, default: &str) -> PathBuf {
+    if given == Path::new(default) && !given.exists() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(default);
+        if shipped.exists() {
+            return shipped;
+        }
+    }
+    given.to_path_buf()
+}
