@@ -110,11 +110,11 @@ impl Cancel {
                 let first = !me.is_cancelled();
                 me.raise(sig);
                 if first {
-                    crate::report::display::note(
+                    crate::events::note(
                         "interrupted; stopping running containers (again to kill them at once)",
                     );
                 } else {
-                    crate::report::display::note("killing running containers now");
+                    crate::events::note("killing running containers now");
                 }
             }
         });

@@ -68,7 +68,7 @@ mod tests {
         let summary = crate::report::summary::write(Some(&missing.join("s.md")), "x").unwrap_err();
         let not_junit = dir.path().join("notj.xml");
         std::fs::write(&not_junit, "model,seconds").unwrap();
-        let durations = crate::partition::durations::Durations::load(&not_junit).unwrap_err();
+        let durations = crate::report::junit::durations::load(&not_junit).unwrap_err();
         for (text, cause) in [
             (chain(&read), "os error 2"),
             (format!("{:#}", anyhow::Error::from(read)), "os error 2"),

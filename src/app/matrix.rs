@@ -68,7 +68,7 @@ pub fn run(args: &MatrixArgs, git: GitRun) -> anyhow::Result<ExitCode> {
         args.selection.to_args()
     };
     let durations = match &args.durations {
-        Some(path) => Some(Durations::load(path)?),
+        Some(path) => Some(crate::report::junit::durations::load(path)?),
         None => None,
     };
     if let (Some(d), Some(path)) = (&durations, &args.durations) {
@@ -188,7 +188,7 @@ fn describe(name: &str, share: &[&Case], durations: Option<&Durations>) {
         let ms: u64 = share.iter().map(|c| d.weight(&c.name)).sum();
         line.push_str(&format!(
             "; about {} by --durations",
-            crate::report::summary::human_time(ms)
+            crate::config::units::human_time(ms)
         ));
     }
     eprintln!("{line}");

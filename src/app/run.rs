@@ -10,6 +10,7 @@ use anyhow::Context;
 use crate::app::cache as app_cache;
 use crate::app::{matrix, merge};
 use crate::config::knobs;
+use crate::events;
 use crate::report::{display, summary};
 use crate::run::{harness, sifs};
 use crate::select::changed_since;
@@ -18,6 +19,7 @@ use crate::{capture, runtime};
 
 use crate::cancel::Cancel;
 use crate::cli::{CacheCommand, Cli, Command};
+use crate::config::knobs::Waits;
 use crate::config::spec::{Network, Spec};
 use crate::error_chain::chain;
 use crate::report::junit::ReportTarget;
@@ -26,7 +28,7 @@ use crate::run::images::ImageStage;
 use crate::run::record::{Attempt, Record, Status};
 use crate::run::versions::Versions;
 use crate::runtime::apptainer::{find_binary, SingularityRuntime};
-use crate::runtime::docker::{DockerRuntime, Waits};
+use crate::runtime::docker::DockerRuntime;
 use crate::select::changed_since::GitRun;
 use crate::select::inputs::{Inputs, PlanOptions};
 use crate::select::plan::{Case, RuntimeKind};
@@ -44,6 +46,8 @@ const EXIT_REPORT_LOST: u8 = 4;
 const EXIT_NO_TESTS: u8 = 5;
 
 pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+    // From here on one display draws every event: it owns the terminal.
+    events::install(display::global());
     let mut warming = false;
     if let Some(command) = cli.command.take() {
         match command {
@@ -138,12 +142,20 @@ fn run_tests(
     cancel: &Cancel,
 ) -> anyhow::Result<ExitCode> {
     // Inputs are checked before anything runs: errors here exit with 2.
+    crate::select::inputs::check_durations_use(
+        cli.durations.is_some(),
+        cli.partition.map(|p| p.scheme()),
+    )?;
+    let durations = match &cli.durations {
+        Some(path) => Some(crate::report::junit::durations::load(path)?),
+        None => None,
+    };
     let loaded = Inputs::load(
         &cli.selection,
         PlanOptions {
             timeout: cli.timeout,
             partition: cli.partition,
-            durations: cli.durations.clone(),
+            durations,
             only_skipped: cli.libtest.ignored,
             git: GitRun {
                 timeout: knobs.helper_timeout.unwrap_or(changed_since::GIT_TIMEOUT),
@@ -541,12 +553,12 @@ async fn connect_docker(
     let docker = DockerRuntime::connect(run_id, grace, waits, cancel.clone()).await?;
     let sweep = docker.sweep_stale().await;
     if sweep.removed > 0 {
-        display::send(display::Event::Swept {
+        events::send(events::Event::Swept {
             removed: sweep.removed,
         });
     }
     for problem in &sweep.problems {
-        display::note(format!("sweep: {problem}"));
+        events::note(format!("sweep: {problem}"));
     }
     Ok(Arc::new(docker))
 }
@@ -583,7 +595,7 @@ async fn setup_singularity(
             .copied();
         sifs::check_read_only_store(&cache, needed, cli.sif_from_docker)
             .map_err(|e| SetupError::Input(e.into()))?;
-        display::note(format!(
+        events::note(format!(
             "the SIF folder `{}` is read-only: its SIFs are used as they are, after an md5 check",
             cache.dir().display()
         ));

@@ -8,7 +8,43 @@ use std::time::Duration;
 use thiserror::Error;
 
 use crate::config::units::{parse_positive_duration, UnitError};
-use crate::runtime::docker::Waits;
+
+/// How long the daemon gets to answer a request (bollard's default) when no stop needs longer.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long after a stop's grace period the runner still waits for the container to exit
+/// before it kills it itself, and again after that kill before it gives up on it.
+pub const STOP_SLACK: Duration = Duration::from_secs(30);
+/// How long the runner waits on a container that will not stop and on a daemon that does not
+/// answer. The constants above, unless the tests shorten them (this module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waits {
+    /// See `STOP_SLACK`.
+    pub stop_slack: Duration,
+    /// The least time a request gets; see `request_timeout`.
+    pub request_timeout: Duration,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Self {
+            stop_slack: STOP_SLACK,
+            request_timeout: REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl Waits {
+    /// How long any request to the daemon may take: at least `request_timeout`, and as long as
+    /// the longest stop (the grace period, then a SIGKILL, with `stop_slack` after each), so a
+    /// stop with a long grace period is not cut off while the daemon carries it out. Rounded
+    /// up to whole seconds: bollard counts whole seconds and would take 0.5 s as 0 (at once).
+    pub fn request_timeout(&self, grace: Duration) -> Duration {
+        let longest_stop = grace.saturating_add(self.stop_slack.saturating_mul(2));
+        let wanted = self.request_timeout.max(longest_stop);
+        let secs = wanted.as_secs() + u64::from(wanted.subsec_nanos() > 0);
+        Duration::from_secs(secs.max(1))
+    }
+}
 
 /// Replaces `STOP_SLACK`: the wait after a stop's grace period before SIGKILL, and after that
 /// SIGKILL before the container is given up on.
@@ -94,6 +130,45 @@ mod tests {
     use super::*;
     use crate::error_chain::chain;
 
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn requests_may_take_as_long_as_the_longest_stop() {
+        let defaults = Waits::default();
+        // Short stops keep bollard's two minutes.
+        assert_eq!(defaults.request_timeout(secs(10)), REQUEST_TIMEOUT);
+        assert_eq!(defaults.request_timeout(Duration::ZERO), REQUEST_TIMEOUT);
+        // A long grace period: the grace, then a SIGKILL, with the slack after each.
+        assert_eq!(defaults.request_timeout(secs(300)), secs(300 + 2 * 30));
+        assert_eq!(defaults.request_timeout(secs(3600)), secs(3660));
+        let knobs = Waits {
+            stop_slack: secs(2),
+            request_timeout: secs(3),
+        };
+        assert_eq!(knobs.request_timeout(secs(6)), secs(10));
+        assert_eq!(knobs.request_timeout(Duration::ZERO), secs(4));
+        let knobs = Waits {
+            stop_slack: secs(1),
+            request_timeout: secs(5),
+        };
+        assert_eq!(knobs.request_timeout(secs(1)), secs(5));
+    }
+
+    #[test]
+    fn request_timeouts_are_whole_seconds_never_zero() {
+        let w = Waits {
+            stop_slack: Duration::from_millis(250),
+            request_timeout: Duration::from_millis(100),
+        };
+        assert_eq!(w.request_timeout(Duration::ZERO), secs(1));
+        assert_eq!(w.request_timeout(secs(2)), secs(3), "2.5 s rounds up");
+    }
+
+    /// Against the real daemon: two removals of one container at once (as two runners'
+    /// sweeps of one leftover) both end without an error, one of them by the other's hand,
+    /// and the container is gone.
     fn waits(vars: &[(&str, &str)]) -> Result<Waits, KnobError> {
         docker_waits(|name| {
             vars.iter()

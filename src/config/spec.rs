@@ -33,9 +33,14 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::config::units::{parse_positive_duration, parse_size_within, UnitError, MAX_DURATION};
-use crate::select::catalog::group_of;
 
 /// The timeout of a case when neither the spec nor the command line sets one.
+/// The group of a model: the part before the first `/` (the whole name when there is none). A
+/// spec's `[models.Group]` table applies to the whole group.
+pub fn group_of(model: &str) -> &str {
+    model.split('/').next().unwrap_or(model)
+}
+
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 #[derive(Debug, Error)]

@@ -167,6 +167,17 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     value.checked_mul(1u64 << shift).ok_or_else(too_large)
 }
 
+/// `950ms`, `4.1s`, `3m 05s`, `2h 10m`.
+pub fn human_time(ms: u64) -> String {
+    let s = ms / 1000;
+    match ms {
+        0..=999 => format!("{ms}ms"),
+        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
+        60_000..=3_599_999 => format!("{}m {:02}s", s / 60, s % 60),
+        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
 /// `1h 5m 3s`-style text for messages, to the second (milliseconds under one second).
 pub fn show_duration(d: Duration) -> String {
     let secs = d.as_secs();

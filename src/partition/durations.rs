@@ -8,25 +8,13 @@
 //! every case then weighs the same, as without `--durations`, and the callers say so.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-use thiserror::Error;
-
-use crate::report::junit::read::{self, JunitReadError, Outcome};
+use std::path::PathBuf;
 
 /// The weight of a case that took no measurable time: every case costs a container start.
 const MIN_MS: u64 = 1;
 /// The weight of every case when there is no median (no reports, or no time in them): a
 /// placeholder that only makes the cases equal, never shown as a time.
 const EQUAL_MS: u64 = 1000;
-
-#[derive(Debug, Error)]
-#[error("--durations `{path}`")]
-pub struct DurationsError {
-    path: PathBuf,
-    #[source]
-    source: JunitReadError,
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct Durations {
@@ -36,27 +24,23 @@ pub struct Durations {
     median: Option<u64>,
     /// How many report files were read.
     pub files: usize,
+    /// Where they were read (`--durations PATH`).
+    pub path: PathBuf,
 }
 
 impl Durations {
-    pub fn load(path: &Path) -> Result<Self, DurationsError> {
-        let wrap = |source| DurationsError {
-            path: path.to_path_buf(),
-            source,
-        };
-        let files = read::report_files(path).map_err(wrap)?;
+    /// The durations `files` reports under `path` recorded: one `(runtime::model, ms)` per case
+    /// that ran in a report (a case in several reports counts as the mean).
+    pub fn from_times(
+        path: PathBuf,
+        files: usize,
+        recorded: impl IntoIterator<Item = (String, u64)>,
+    ) -> Self {
         let mut sums: BTreeMap<String, (u128, u64)> = BTreeMap::new();
-        for file in &files {
-            let report = read::scan(file).map_err(wrap)?;
-            for case in report.suites.iter().flat_map(|s| &s.cases) {
-                let not_run =
-                    matches!(&case.outcome, Outcome::Skipped { kind } if kind == "not-run");
-                if let (Some(ms), false) = (case.time_ms, not_run) {
-                    let e = sums.entry(case.case_name()).or_default();
-                    e.0 += u128::from(ms);
-                    e.1 += 1;
-                }
-            }
+        for (name, ms) in recorded {
+            let e = sums.entry(name).or_default();
+            e.0 += u128::from(ms);
+            e.1 += 1;
         }
         let times: BTreeMap<String, u64> = sums
             .into_iter()
@@ -65,11 +49,12 @@ impl Durations {
                 (name, mean.max(MIN_MS))
             })
             .collect();
-        Ok(Self {
+        Self {
             median: median(times.values().copied()),
             times,
-            files: files.len(),
-        })
+            files,
+            path,
+        }
     }
 
     /// Every case weighs the same: no earlier times.
@@ -116,86 +101,19 @@ fn median(values: impl Iterator<Item = u64>) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn report(cases: &[(&str, &str, &str)]) -> String {
-        let mut text = String::from("<testsuites name=\"zoo-runner\" tests=\"0\" failures=\"0\" errors=\"0\">\n<testsuite name=\"docker:img\" tests=\"0\" failures=\"0\" errors=\"0\">\n");
-        for (name, time, inner) in cases {
-            text.push_str(&format!(
-                "<testcase name=\"{name}\" classname=\"docker:img\" time=\"{time}\">{inner}</testcase>\n"
-            ));
-        }
-        text + "</testsuite>\n</testsuites>\n"
-    }
-
     #[test]
-    fn known_cases_keep_their_time_and_others_get_the_median() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("a")).unwrap();
-        std::fs::write(
-            dir.path().join("a/one.xml"),
-            report(&[
-                ("m1", "1.0", ""),
-                ("m2", "3.0", ""),
-                ("m3", "100.0", ""),
-                (
-                    "cut",
-                    "0",
-                    "<skipped type=\"not-run\" message=\"interrupted\"/>",
-                ),
-            ]),
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("two.xml"), report(&[("m1", "3.0", "")])).unwrap();
-        let d = Durations::load(dir.path()).unwrap();
-        assert_eq!(d.files, 2);
-        assert_eq!(d.weight("docker::m1"), 2000, "mean of 1s and 3s");
-        assert_eq!(d.weight("docker::m3"), 100_000);
-        assert!(!d.is_known("docker::cut"), "not-run is no measurement");
-        assert_eq!(d.median_ms(), Some(3000));
-        assert!(d.has_times());
-        assert_eq!(d.weight("docker::unknown"), 3000);
-        assert_eq!(
-            d.weight("singularity::m1"),
-            3000,
-            "another runtime is another case"
-        );
-    }
-
-    #[test]
-    fn a_file_that_is_not_junit_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.xml");
-        std::fs::write(&path, "model,seconds\nm1,3\n").unwrap();
-        let err = crate::error_chain::chain(&Durations::load(&path).unwrap_err());
-        assert!(
-            err.contains("--durations") && err.contains("not a JUnit report"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn no_times_at_all_weigh_every_case_the_same() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("d.xml");
-        std::fs::write(&path, report(&[])).unwrap();
-        let d = Durations::load(&path).unwrap();
-        assert_eq!(d.weight("docker::a"), d.weight("docker::b"));
-        assert!(!d.has_times());
-        assert_eq!(
-            d.median_ms(),
-            None,
-            "no time recorded: no median to count from"
-        );
-        // Only not-run cases: still nothing measured.
-        std::fs::write(
-            &path,
-            report(&[(
-                "cut",
-                "0",
-                "<skipped type=\"not-run\" message=\"interrupted\"/>",
-            )]),
-        )
-        .unwrap();
-        assert_eq!(Durations::load(&path).unwrap().median_ms(), None);
+    fn the_median_is_a_recorded_time_and_a_case_in_several_reports_is_their_mean() {
         assert_eq!(median([5, 1, 3, 2].into_iter()), Some(2));
+        assert_eq!(median(std::iter::empty()), None);
+        let d = Durations::from_times(
+            PathBuf::from("r"),
+            2,
+            [
+                ("docker::a".to_string(), 1000),
+                ("docker::a".to_string(), 3000),
+            ],
+        );
+        assert_eq!(d.weight("docker::a"), 2000);
+        assert_eq!(d.weight("docker::b"), 2000, "the median");
     }
 }

@@ -111,6 +111,14 @@ impl FromStr for PartitionArg {
 }
 
 impl PartitionArg {
+    /// The scheme, whether the shard is given or read from the CI's environment.
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            PartitionArg::Fixed(p) => p.scheme,
+            PartitionArg::FromCi(scheme) => *scheme,
+        }
+    }
+
     /// The shard to keep; for `SCHEME:auto`, read from the environment through `var`, with a
     /// line that says where it was read.
     pub fn resolve(

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use tempfile::{NamedTempFile, TempDir};
 
+use crate::identity::process_start_time;
 use crate::identity::Identity;
-use crate::runtime::docker::process_start_time;
 
 /// The owner file inside a work folder.
 const OWNER_FILE: &str = "zoo-runner-owner";

@@ -12,7 +12,7 @@ use tokio::runtime::Handle;
 
 use crate::cancel::Cancel;
 use crate::config::spec::{CasePlan, Network};
-use crate::report::display;
+use crate::events;
 use crate::run::images::ImageStage;
 use crate::run::record::{Attempt, Record, Status};
 use crate::run::sifs::{fetch_facts, SifReady, SifUnavailable};
@@ -213,7 +213,7 @@ impl Harness {
             }
             earlier.push(this);
             n += 1;
-            display::note(format!("retrying {} (attempt {n})", case.name));
+            events::note(format!("retrying {} (attempt {n})", case.name));
         };
         let status = last.status.clone();
         if status == Status::Passed && !self.settings.store_success_output {
@@ -226,7 +226,7 @@ impl Harness {
         self.record(Record::new(case, earlier, last, properties));
         match status {
             Status::Passed if flaky => {
-                display::note(format!(
+                events::note(format!(
                     "{} is flaky: passed after a failed attempt",
                     case.name
                 ));

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use crate::cancel::{Cancel, Level};
 use crate::config::units::{show_duration, show_size};
 use crate::error_chain::chain;
-use crate::report::display;
+use crate::events;
 use crate::runtime::docker::{DockerRuntime, ImageError, ImageReady};
 use crate::store::registry::{credentials_for, describe_pull_failure, registry_host, HelperRun};
 
@@ -222,11 +222,11 @@ impl ImageStage {
         let image = image.to_string();
         let task = self.handle.spawn(async move {
             match docker.remove_image(&image).await {
-                Ok(()) => display::note(format!(
+                Ok(()) => events::note(format!(
                     "--prune-images: removed {image} (this run pulled it)"
                 )),
                 Err(why) => {
-                    display::note(format!("--prune-images: could not remove {image}: {why}"))
+                    events::note(format!("--prune-images: could not remove {image}: {why}"))
                 }
             }
         });
@@ -276,7 +276,7 @@ impl ImageStage {
             }
             for line in self.docker.remove_stopped_pull(image, before).await {
                 let line = line.unwrap_or_else(|why| why);
-                display::note(format!("--prune-images: {line}"));
+                events::note(format!("--prune-images: {line}"));
             }
         }
     }

@@ -91,10 +91,7 @@ pub struct Catalog {
     sif: BTreeMap<String, SifEntry>,
 }
 
-/// The group of a model: the part before the first `/` (the whole name when there is none).
-pub fn group_of(model: &str) -> &str {
-    model.split('/').next().unwrap_or(model)
-}
+pub use crate::config::spec::group_of;
 
 impl Catalog {
     pub fn load(dir: &Path) -> Result<Self, CatalogError> {

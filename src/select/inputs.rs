@@ -29,8 +29,8 @@ pub struct Inputs {
 pub struct PlanOptions {
     pub timeout: Option<Duration>,
     pub partition: Option<PartitionArg>,
-    /// `--durations`: earlier reports that balance a `time` partition.
-    pub durations: Option<PathBuf>,
+    /// `--durations`: the times of earlier reports, to balance a `time` partition.
+    pub durations: Option<Durations>,
     /// libtest's `--ignored`: only what the spec marks skip.
     pub only_skipped: bool,
     /// How `--changed-since` runs git (deadline, the run's cancel).
@@ -63,12 +63,7 @@ impl Inputs {
             }
             None => None,
         };
-        if options.durations.is_some() && partition.is_none_or(|p| p.scheme != Scheme::Time) {
-            anyhow::bail!(
-                "--durations is read only by --partition time:M/N (or time:auto): add one, or \
-                 drop --durations"
-            );
-        }
+        check_durations_use(options.durations.is_some(), partition.map(|p| p.scheme))?;
         let changed = selection.changed_since.is_some();
         let plan_selection = Selection {
             images: selection.image.clone(),
@@ -90,13 +85,25 @@ impl Inputs {
         }
         narrow_to_images(&mut cases, &selection.only_image)?;
         if let Some(p) = partition {
-            cases = keep_shard(cases, p, options.durations.as_deref())?;
+            cases = keep_shard(cases, p, options.durations)?;
         }
         if options.only_skipped {
             cases.retain(|c| c.plan.skip.is_some());
         }
         Ok(Inputs { spec, cases })
     }
+}
+
+/// `--durations` balances a `time` partition only: given with any other (or none), it is an
+/// input error, found before the reports are read.
+pub fn check_durations_use(given: bool, scheme: Option<Scheme>) -> anyhow::Result<()> {
+    if given && scheme != Some(Scheme::Time) {
+        anyhow::bail!(
+            "--durations is read only by --partition time:M/N (or time:auto): add one, or drop \
+             --durations"
+        );
+    }
+    Ok(())
 }
 
 /// `--only-image`: the cases that run in one of these images. An image no case runs in is an
@@ -133,14 +140,14 @@ fn narrow_to_images(cases: &mut Vec<Case>, images: &[String]) -> anyhow::Result<
 fn keep_shard(
     cases: Vec<Case>,
     p: Partition,
-    durations: Option<&Path>,
+    durations: Option<Durations>,
 ) -> anyhow::Result<Vec<Case>> {
     if p.scheme != Scheme::Time {
         return Ok(p.keep(cases, |c| c.name.as_str()));
     }
     let durations = match durations {
-        Some(path) => {
-            let d = Durations::load(path)?;
+        Some(d) => {
+            let path = d.path.clone();
             let known = cases.iter().filter(|c| d.is_known(&c.name)).count();
             match d.median_ms() {
                 Some(median) => eprintln!(
@@ -149,7 +156,7 @@ fn keep_shard(
                     d.files,
                     path.display(),
                     cases.len(),
-                    crate::report::summary::human_time(median)
+                    crate::config::units::human_time(median)
                 ),
                 None => eprintln!(
                     "zoo-runner: --partition {p}: {} report(s) in `{}` record no case's time, \

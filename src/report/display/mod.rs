@@ -19,37 +19,9 @@ use std::time::{Duration, Instant};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::units::show_duration;
+pub use crate::events::Event;
 pub use lines::transfer_line;
 use lines::Milestones;
-
-/// What the run tells the person watching it.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// A line of its own, said by the runner (`zoo-runner: ` is put in front).
-    Note(String),
-    /// A line as it is (errors and warnings carry their own `error:` / `warning:`).
-    Line(String),
-    /// A transfer (an image pull, a SIF download) started, with `done` bytes already there (a
-    /// resumed download); `key` names it in later events.
-    TransferStarted {
-        key: String,
-        label: String,
-        done: u64,
-        total: Option<u64>,
-    },
-    /// Bytes done so far, and the total as far as it is known (a pull learns it layer by layer).
-    TransferProgress {
-        key: String,
-        done: u64,
-        total: Option<u64>,
-    },
-    /// The transfer ended; `summary` says how (`pulled X: 1.2 GiB in 3m`).
-    TransferEnded { key: String, summary: String },
-    /// A case is still running after this long.
-    SlowCase { case: String, running: Duration },
-    /// Containers left by killed runs were removed.
-    Swept { removed: usize },
-}
 
 /// How the reporter draws: live bars on a terminal, plain lines elsewhere.
 enum Mode {
@@ -97,21 +69,6 @@ pub fn global() -> &'static Reporter {
             stdout: Mutex::new(None),
         }
     })
-}
-
-/// Sends an event to the run's reporter.
-pub fn send(event: Event) {
-    global().handle(event);
-}
-
-/// `zoo-runner: {message}` on its own line.
-pub fn note(message: impl Into<String>) {
-    send(Event::Note(message.into()));
-}
-
-/// A line as it is, on stderr.
-pub fn line(text: impl Into<String>) {
-    send(Event::Line(text.into()));
 }
 
 impl Reporter {
@@ -272,63 +229,8 @@ fn running_bar(text: String) -> ProgressBar {
     bar
 }
 
-/// One transfer on the reporter: progress while it lives, its end line when it ends. Dropped
-/// without [`Transfer::end`] (a failure, an interruption), it still ends, saying it stopped.
-pub struct TransferHandle {
-    key: String,
-    label: String,
-    ended: bool,
-}
-
-impl TransferHandle {
-    pub fn start(label: impl Into<String>, total: Option<u64>) -> Self {
-        Self::start_at(label, 0, total)
-    }
-
-    /// A transfer that starts with `done` bytes already there (a resumed download).
-    pub fn start_at(label: impl Into<String>, done: u64, total: Option<u64>) -> Self {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let label = label.into();
-        let key = format!("{}#{label}", NEXT.fetch_add(1, Ordering::Relaxed));
-        send(Event::TransferStarted {
-            key: key.clone(),
-            label: label.clone(),
-            done,
-            total,
-        });
-        TransferHandle {
-            key,
-            label,
-            ended: false,
-        }
-    }
-
-    pub fn progress(&self, done: u64, total: Option<u64>) {
-        send(Event::TransferProgress {
-            key: self.key.clone(),
-            done,
-            total,
-        });
-    }
-
-    /// Ends the transfer with a line saying how (`zoo-runner: ` goes in front).
-    pub fn end(mut self, summary: impl Into<String>) {
-        self.ended = true;
-        send(Event::TransferEnded {
-            key: self.key.clone(),
-            summary: summary.into(),
-        });
-    }
-}
-
-impl Drop for TransferHandle {
-    fn drop(&mut self) {
-        if !self.ended {
-            send(Event::TransferEnded {
-                key: self.key.clone(),
-                summary: format!("{}: stopped", self.label),
-            });
-        }
+impl crate::events::Sink for Reporter {
+    fn event(&self, event: Event) {
+        self.handle(event);
     }
 }

@@ -4,6 +4,7 @@
 //! reports back (merge, --durations) in `read`; the work folders (and the sweep of those killed
 //! runs left) in `crate::report::workdir`.
 
+pub mod durations;
 pub mod read;
 pub mod write;
 pub(crate) mod xml;

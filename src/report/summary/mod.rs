@@ -503,16 +503,7 @@ fn longest_backtick_run(text: &str) -> usize {
     best
 }
 
-/// `950ms`, `4.1s`, `3m 05s`, `2h 10m`.
-pub fn human_time(ms: u64) -> String {
-    let s = ms / 1000;
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
-        60_000..=3_599_999 => format!("{}m {:02}s", s / 60, s % 60),
-        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
+pub use crate::config::units::human_time;
 
 #[cfg(test)]
 mod tests {

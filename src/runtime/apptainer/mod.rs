@@ -20,7 +20,7 @@ use super::{outcome_of_exit, signal_name, Execution, Outcome, RunRequest};
 use crate::cancel::Cancel;
 use crate::config::units::show_duration;
 use crate::error_chain::chain;
-use crate::report::display::{self, Event};
+use crate::events::{self, Event};
 use crate::run::sifs::{SifReady, SifStage, SifTotals, SifUnavailable};
 use crate::run::versions;
 use crate::select::plan::{Case, RuntimeKind};
@@ -208,7 +208,7 @@ impl SingularityRuntime {
         let version = match probe_version(&bin, PROBE_TIMEOUT, &cancel).await? {
             Some(version) => version,
             None => {
-                display::line(format!(
+                events::line(format!(
                     "warning: `{} --version` printed no version line; the report says `unknown`",
                     bin.display()
                 ));
@@ -379,7 +379,7 @@ impl SingularityRuntime {
             &limits,
             &self.cancel,
             |running| {
-                display::send(Event::SlowCase {
+                events::send(Event::SlowCase {
                     case: case.clone(),
                     running,
                 })
@@ -388,7 +388,7 @@ impl SingularityRuntime {
         // Said when the deadline comes, while the supervisor stops it.
         let timeout_note = async {
             tokio::time::sleep(req.timeout).await;
-            display::note(format!(
+            events::note(format!(
                 "{} timed out after {}; stopping it",
                 req.case_name,
                 show_duration(req.timeout)

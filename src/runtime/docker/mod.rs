@@ -13,8 +13,7 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListImagesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder,
-    StopContainerOptionsBuilder,
+    ListImagesOptionsBuilder, RemoveImageOptionsBuilder, StopContainerOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -23,41 +22,25 @@ use thiserror::Error;
 
 pub mod pull;
 
+pub use crate::engine::docker_host;
+use crate::engine::labels::{self, LABEL_RUN, LABEL_RUNNER, RUNNER};
+use crate::engine::{remove_container, short, Removed};
+
 use self::pull::{PullFailure, PullStats};
 use super::{outcome_of_cache_error, outcome_of_exit, Execution, Outcome, RunRequest};
 use crate::cancel::{Cancel, Level};
 use crate::capture::Captured;
+use crate::config::knobs::Waits;
 use crate::config::spec::Network;
 use crate::config::units::{show_duration, show_size};
-use crate::error_chain::chain;
+use crate::events::{self, Event};
 use crate::identity::Identity;
-use crate::report::display::{self, Event};
 use crate::run::versions;
 use crate::select::plan::RuntimeKind;
 use crate::store::caches::{self, Held};
 
-/// Labels on every container the runner creates.
-pub const LABEL_RUNNER: &str = "org.zoo-runner.runner";
-pub const LABEL_RUN: &str = "org.zoo-runner.run";
-pub const LABEL_PID: &str = "org.zoo-runner.pid";
-pub const LABEL_PID_START: &str = "org.zoo-runner.pid-start";
-pub const LABEL_CASE: &str = "org.zoo-runner.case";
-/// The boot id of the machine the runner runs on.
-pub const LABEL_BOOT: &str = "org.zoo-runner.boot-id";
-/// The PID namespace the runner's pid is valid in.
-pub const LABEL_PID_NS: &str = "org.zoo-runner.pid-ns";
-pub const RUNNER: &str = "zoo-runner";
-
-/// How long the daemon gets to answer a request (bollard's default) when no stop needs longer.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long after a stop's grace period the runner still waits for the container to exit
-/// before it kills it itself, and again after that kill before it gives up on it.
-pub const STOP_SLACK: Duration = Duration::from_secs(30);
 /// How long the output stream may go on after the container has exited.
 const DRAIN: Duration = Duration::from_secs(10);
-/// How long a removal of a container waits for another one already under way (another
-/// runner's sweep) to end before it tries again itself.
-const REMOVAL_WAIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Error)]
 pub enum DockerError {
@@ -70,11 +53,6 @@ pub enum DockerError {
         #[source]
         source: BollardError,
     },
-}
-
-/// Where the docker CLI would connect.
-pub fn docker_host() -> String {
-    std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".to_string())
 }
 
 /// Why an image cannot be had. Cloned to every case of the image, hence reasons as text.
@@ -104,38 +82,6 @@ pub enum ImageError {
 pub struct ImageReady {
     pub id: String,
     pub pulled: Option<PullStats>,
-}
-
-/// How long the runner waits on a container that will not stop and on a daemon that does not
-/// answer. The constants above, unless the tests shorten them (`crate::config::knobs`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Waits {
-    /// See `STOP_SLACK`.
-    pub stop_slack: Duration,
-    /// The least time a request gets; see `request_timeout`.
-    pub request_timeout: Duration,
-}
-
-impl Default for Waits {
-    fn default() -> Self {
-        Self {
-            stop_slack: STOP_SLACK,
-            request_timeout: REQUEST_TIMEOUT,
-        }
-    }
-}
-
-impl Waits {
-    /// How long any request to the daemon may take: at least `request_timeout`, and as long as
-    /// the longest stop (the grace period, then a SIGKILL, with `stop_slack` after each), so a
-    /// stop with a long grace period is not cut off while the daemon carries it out. Rounded
-    /// up to whole seconds: bollard counts whole seconds and would take 0.5 s as 0 (at once).
-    pub fn request_timeout(&self, grace: Duration) -> Duration {
-        let longest_stop = grace.saturating_add(self.stop_slack.saturating_mul(2));
-        let wanted = self.request_timeout.max(longest_stop);
-        let secs = wanted.as_secs() + u64::from(wanted.subsec_nanos() > 0);
-        Duration::from_secs(secs.max(1))
-    }
 }
 
 /// A container being created ahead for a case, and the image it is made from.
@@ -528,18 +474,7 @@ impl DockerRuntime {
 
     /// The labels of every container the runner creates (`case` names what it is for).
     fn labels(&self, case: &str) -> HashMap<String, String> {
-        HashMap::from([
-            (LABEL_RUNNER.to_string(), RUNNER.to_string()),
-            (LABEL_RUN.to_string(), self.run_id.clone()),
-            (LABEL_PID.to_string(), std::process::id().to_string()),
-            (
-                LABEL_PID_START.to_string(),
-                process_start_time(std::process::id()).unwrap_or_default(),
-            ),
-            (LABEL_BOOT.to_string(), self.identity.boot_id.clone()),
-            (LABEL_PID_NS.to_string(), self.identity.pid_ns.clone()),
-            (LABEL_CASE.to_string(), case.to_string()),
-        ])
+        labels::for_container(&self.run_id, &self.identity, case)
     }
 
     async fn create(
@@ -745,7 +680,7 @@ impl DockerRuntime {
                     return (end, notes);
                 }
                 _ = &mut deadline, if stopped.is_none() => {
-                    display::note(format!(
+                    events::note(format!(
                         "{} timed out after {}; stopping it",
                         req.case_name, show_duration(req.timeout)
                     ));
@@ -767,7 +702,7 @@ impl DockerRuntime {
                 (what, result) = async { request.as_mut().expect("guarded").await }, if request.is_some() => {
                     request = None;
                     if let Some(note) = failed_request(what, result, self.request_timeout) {
-                        display::note(format!("{}: {note}", req.case_name));
+                        events::note(format!("{}: {note}", req.case_name));
                         notes.push(note);
                     }
                 }
@@ -778,7 +713,7 @@ impl DockerRuntime {
                              the runner gave up on it and removes it by force",
                             show_duration(slack)
                         );
-                        display::note(format!("{}: {note}", req.case_name));
+                        events::note(format!("{}: {note}", req.case_name));
                         notes.push(note);
                         let timed_out = matches!(stopped, Some(End::TimedOut));
                         return (End::Stuck { timed_out }, notes);
@@ -788,14 +723,14 @@ impl DockerRuntime {
                          the runner sent SIGKILL",
                         show_duration(slack)
                     );
-                    display::note(format!("{}: {note}", req.case_name));
+                    events::note(format!("{}: {note}", req.case_name));
                     notes.push(note);
                     killed = true;
                     request = Some(self.kill_request(id));
                     give_up = Some(Box::pin(tokio::time::sleep(slack)));
                 }
                 _ = slow.tick(), if stopped.is_none() => {
-                    display::send(Event::SlowCase {
+                    events::send(Event::SlowCase {
                         case: req.case_name.clone(),
                         running: started.elapsed(),
                     });
@@ -853,7 +788,7 @@ impl DockerRuntime {
         let docker = self.docker.clone();
         let task = tokio::spawn(async move {
             if let Err(e) = remove_container(&docker, &id).await {
-                display::note(format!(
+                events::note(format!(
                     "could not remove container {id}: {}; the next run will",
                     short(&e)
                 ));
@@ -897,8 +832,8 @@ impl DockerRuntime {
         for container in containers {
             let labels = container.labels.unwrap_or_default();
             if labels.get(LABEL_RUN) == Some(&self.run_id)
-                || !self.identity.made(&labels)
-                || run_is_alive(&labels)
+                || !labels::made_here(&self.identity, &labels)
+                || labels::run_is_alive(&labels)
             {
                 continue;
             }
@@ -924,58 +859,6 @@ pub struct Sweep {
     pub removed: usize,
     /// Failures, each a sentence; the sweep went on after each.
     pub problems: Vec<String>,
-}
-
-/// How a container's removal ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Removed {
-    /// This request removed it.
-    Now,
-    /// Someone else did (another runner's sweep): it was gone already, or their removal,
-    /// under way when ours came, has ended.
-    Elsewhere,
-}
-
-/// Removes a container (and its anonymous volumes). One already gone, or whose removal someone
-/// else has under way (HTTP 409 "already in progress"), is no error: the latter is waited for,
-/// so that the container is gone when this returns.
-async fn remove_container(docker: &Docker, id: &str) -> Result<Removed, BollardError> {
-    match remove_once(docker, id).await {
-        Err(e) if is_removal_in_progress(&e) => {}
-        other => return other,
-    }
-    let deadline = Instant::now() + REMOVAL_WAIT;
-    while Instant::now() < deadline {
-        match docker.inspect_container(id, None).await {
-            Err(BollardError::DockerResponseServerError {
-                status_code: 404, ..
-            }) => return Ok(Removed::Elsewhere),
-            Err(e) => return Err(e),
-            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-    // Their removal did not end (it may have failed): ours, once more.
-    remove_once(docker, id).await
-}
-
-async fn remove_once(docker: &Docker, id: &str) -> Result<Removed, BollardError> {
-    let options = RemoveContainerOptionsBuilder::default()
-        .force(true)
-        .v(true)
-        .build();
-    match docker.remove_container(id, Some(options)).await {
-        Ok(()) => Ok(Removed::Now),
-        Err(BollardError::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(Removed::Elsewhere),
-        Err(e) => Err(e),
-    }
-}
-
-/// The daemon's answer when another removal of the container is under way.
-fn is_removal_in_progress(e: &BollardError) -> bool {
-    matches!(e, BollardError::DockerResponseServerError { status_code: 409, message }
-        if message.contains("already in progress"))
 }
 
 /// The repository an image reference or a repo digest names, as the daemon writes it
@@ -1056,146 +939,12 @@ fn deadline_after(start: Instant, after: Duration) -> tokio::time::Instant {
         .unwrap_or_else(|| start + Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
-/// A run is alive when the process its labels name exists and started when the labels say (so a
-/// reused pid does not count).
-fn run_is_alive(labels: &HashMap<String, String>) -> bool {
-    let Some(pid) = labels.get(LABEL_PID).and_then(|p| p.parse::<u32>().ok()) else {
-        return false;
-    };
-    match process_start_time(pid) {
-        None => false,
-        Some(start) => labels
-            .get(LABEL_PID_START)
-            .is_none_or(|want| want.is_empty() || *want == start),
-    }
-}
-
-/// The start time of a process (field 22 of /proc/PID/stat), or None when there is no such
-/// process.
-pub fn process_start_time(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses: count from the last ')'.
-    let after = &stat[stat.rfind(')')? + 1..];
-    after.split_whitespace().nth(19).map(str::to_string)
-}
-
-/// bollard's errors can be long (whole JSON bodies); keep what a person needs, with the causes
-/// of transport errors ("error trying to connect: because No such file or directory").
-pub(crate) fn short(e: &BollardError) -> String {
-    match e {
-        BollardError::DockerResponseServerError {
-            status_code,
-            message,
-        } => format!("{message} (HTTP {status_code})"),
-        other => chain(other),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn own_process_is_alive_and_a_dead_one_is_not() {
-        let me = std::process::id();
-        let start = process_start_time(me).expect("own start time");
-        let labels = |pid: u32, start: &str| {
-            HashMap::from([
-                (LABEL_PID.to_string(), pid.to_string()),
-                (LABEL_PID_START.to_string(), start.to_string()),
-            ])
-        };
-        assert!(run_is_alive(&labels(me, &start)));
-        assert!(
-            !run_is_alive(&labels(me, "1")),
-            "same pid, other start: reused"
-        );
-        // Beyond the kernel's pid_max: no such process.
-        assert!(!run_is_alive(&labels(4_194_305, "")));
-        assert!(!run_is_alive(&HashMap::new()));
-    }
-
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
-    }
-
-    #[test]
-    fn requests_may_take_as_long_as_the_longest_stop() {
-        let defaults = Waits::default();
-        // Short stops keep bollard's two minutes.
-        assert_eq!(defaults.request_timeout(secs(10)), REQUEST_TIMEOUT);
-        assert_eq!(defaults.request_timeout(Duration::ZERO), REQUEST_TIMEOUT);
-        // A long grace period: the grace, then a SIGKILL, with the slack after each.
-        assert_eq!(defaults.request_timeout(secs(300)), secs(300 + 2 * 30));
-        assert_eq!(defaults.request_timeout(secs(3600)), secs(3660));
-        let knobs = Waits {
-            stop_slack: secs(2),
-            request_timeout: secs(3),
-        };
-        assert_eq!(knobs.request_timeout(secs(6)), secs(10));
-        assert_eq!(knobs.request_timeout(Duration::ZERO), secs(4));
-        let knobs = Waits {
-            stop_slack: secs(1),
-            request_timeout: secs(5),
-        };
-        assert_eq!(knobs.request_timeout(secs(1)), secs(5));
-    }
-
-    #[test]
-    fn request_timeouts_are_whole_seconds_never_zero() {
-        let w = Waits {
-            stop_slack: Duration::from_millis(250),
-            request_timeout: Duration::from_millis(100),
-        };
-        assert_eq!(w.request_timeout(Duration::ZERO), secs(1));
-        assert_eq!(w.request_timeout(secs(2)), secs(3), "2.5 s rounds up");
-    }
-
-    /// Against the real daemon: two removals of one container at once (as two runners'
-    /// sweeps of one leftover) both end without an error, one of them by the other's hand,
-    /// and the container is gone.
-    #[tokio::test]
-    async fn two_removals_at_once_both_end_with_the_container_gone() {
-        // 30000 files in its own layer: removing it takes long enough (a third of a second on
-        // an idle machine) that the second removal comes while the first is under way, and
-        // the daemon answers it 409 "already in progress".
-        let name = format!("zoo-runner-unit-removal-{}", std::process::id());
-        let made = std::process::Command::new("docker")
-            .args([
-                "run",
-                "--name",
-                &name,
-                "--network",
-                "none",
-                "local/kipoi-fixture:py3",
-            ])
-            .args(["sh", "-c", "mkdir /d && cd /d && seq 1 30000 | xargs touch"])
-            .output()
-            .expect("the docker CLI runs");
-        assert!(
-            made.status.success(),
-            "a container of the fixture image (bash fixtures/build.sh makes it): {}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-        let docker = Docker::connect_with_defaults().unwrap();
-        let (a, b) = tokio::join!(
-            remove_container(&docker, &name),
-            remove_container(&docker, &name)
-        );
-        let mut ends = [a.unwrap(), b.unwrap()];
-        ends.sort_by_key(|e| *e == Removed::Elsewhere);
-        assert_eq!(ends, [Removed::Now, Removed::Elsewhere]);
-        let gone = docker.inspect_container(&name, None).await;
-        assert!(
-            matches!(
-                gone,
-                Err(BollardError::DockerResponseServerError {
-                    status_code: 404,
-                    ..
-                })
-            ),
-            "{gone:?}"
-        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 
 use super::short;
 use crate::config::units::{show_duration, show_size};
-use crate::report::display::TransferHandle;
+use crate::events::TransferHandle;
 
 /// What a finished pull moved.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]

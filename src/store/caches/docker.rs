@@ -24,8 +24,8 @@ use futures_util::StreamExt;
 
 use super::lock::{last_used, lock_path, CacheLock};
 use super::{names, rfc3339, size_of, CacheError, Caches, Held, IN_USE};
-use crate::runtime::docker::short;
-use crate::runtime::docker::{LABEL_RUNNER, RUNNER};
+use crate::engine::labels::{LABEL_RUNNER, RUNNER};
+use crate::engine::short;
 
 /// The cache folder whose locks guard the volume.
 pub const LABEL_DIR: &str = "org.zoo-runner.cache.dir";

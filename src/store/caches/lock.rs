@@ -56,7 +56,7 @@ impl CacheLock {
             }
             if !told {
                 told = true;
-                crate::report::display::note(format!(
+                crate::events::note(format!(
                     "waiting for {} to finish with the cache {what}",
                     describe_holder(read_holder(&mut file))
                 ));

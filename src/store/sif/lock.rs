@@ -66,7 +66,7 @@ impl NameLock {
             }
             if !told {
                 told = true;
-                crate::report::display::note(format!(
+                crate::events::note(format!(
                     "waiting for {} to finish fetching `{label}` into `{}`",
                     describe_holder(read_holder(&mut file)),
                     dir.display()

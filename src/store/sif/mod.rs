@@ -282,7 +282,7 @@ impl SifCache {
         } else if fs::symlink_metadata(&paths.done).is_ok() {
             // Not ours, or built before its md5 was recorded: it cannot be verified.
             let aside = quarantine(&paths.done, &paths)?;
-            crate::report::display::line(format!(
+            crate::events::line(format!(
                 "warning: `{}` has no md5 record; moved it to `{}` and building it again",
                 paths.done.display(),
                 aside.display()
@@ -333,7 +333,7 @@ impl SifCache {
             return Ok(true);
         }
         let bad = quarantine(&paths.done, paths)?;
-        crate::report::display::line(format!(
+        crate::events::line(format!(
             "warning: cached image `{}` has md5 {actual}, expected {expected}; \
              moved it to `{}` and fetching it again",
             paths.done.display(),
@@ -376,7 +376,7 @@ impl SifCache {
                     path_of_bad_file: bad,
                 });
             }
-            crate::report::display::line(format!(
+            crate::events::line(format!(
                 "warning: download of `{}` has md5 {actual}, expected {expected}; \
                  kept it as `{}` and downloading again",
                 src.url,

@@ -2,7 +2,7 @@
 //! lines with byte counts elsewhere), like an image pull's.
 
 use crate::config::units::show_size;
-use crate::report::display::TransferHandle;
+use crate::events::TransferHandle;
 
 /// The progress of one download attempt; silent when not enabled.
 pub(super) struct Progress {

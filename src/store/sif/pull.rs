@@ -81,7 +81,7 @@ pub fn pull(
     let source = match has {
         None => return Err(interrupted()),
         Some(true) => {
-            crate::report::display::note(format!(
+            crate::events::note(format!(
                 "saving {image} from the Docker daemon for Apptainer"
             ));
             handle.block_on(save(image, &archive, cancel))?;
@@ -89,7 +89,7 @@ pub fn pull(
         }
         Some(false) => format!("docker://{image}"),
     };
-    crate::report::display::note(format!("building {} from {source}", target.display()));
+    crate::events::note(format!("building {} from {source}", target.display()));
     let left = timeout.saturating_sub(started.elapsed());
     run_pull(
         bin,
