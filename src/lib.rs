@@ -22,6 +22,7 @@ pub mod error_chain;
 pub mod events;
 pub mod identity;
 pub mod partition;
+pub mod record;
 pub mod report;
 pub mod run;
 pub mod runtime;

@@ -20,7 +20,7 @@ use crate::run::verdict::judge;
 use crate::run::versions::Versions;
 use crate::runtime::apptainer::SingularityRuntime;
 use crate::runtime::docker::{DockerRuntime, ImageError, ImageReady};
-use crate::runtime::{Execution, Outcome, RunRequest};
+use crate::runtime::{LegacyExecution, LegacyOutcome, LegacyRunRequest};
 use crate::select::plan::{Case, RuntimeKind};
 use crate::store::caches::Caches;
 
@@ -314,7 +314,7 @@ impl Harness {
         attempt: u32,
         image: Option<&ImageReady>,
         sif: Option<&SifReady>,
-    ) -> Execution {
+    ) -> LegacyExecution {
         let s = &self.settings;
         let request = self.request(case, attempt);
         match case.runtime {
@@ -323,21 +323,21 @@ impl Harness {
                     self.handle
                         .block_on(docker.run(&case.image, &image.id, &request))
                 }
-                (Ok(_), None) => Execution::errored("the image stage was not set up", s.keep),
-                (Err(why), _) => Execution::errored(why.as_str(), s.keep),
+                (Ok(_), None) => LegacyExecution::errored("the image stage was not set up", s.keep),
+                (Err(why), _) => LegacyExecution::errored(why.as_str(), s.keep),
             },
             RuntimeKind::Singularity => match (&self.singularity, sif) {
                 (Ok(sing), Some(sif)) => self.handle.block_on(sing.run(case, &request, &sif.path)),
-                (Ok(_), None) => Execution::errored("the SIF stage was not set up", s.keep),
-                (Err(why), _) => Execution::errored(why.as_str(), s.keep),
+                (Ok(_), None) => LegacyExecution::errored("the SIF stage was not set up", s.keep),
+                (Err(why), _) => LegacyExecution::errored(why.as_str(), s.keep),
             },
         }
     }
 
     /// What the runtime is asked to run for one attempt of a case.
-    fn request(&self, case: &Case, attempt: u32) -> RunRequest {
+    fn request(&self, case: &Case, attempt: u32) -> LegacyRunRequest {
         let s = &self.settings;
-        RunRequest {
+        LegacyRunRequest {
             case_name: case.name.clone(),
             command: case
                 .plan
@@ -433,11 +433,11 @@ impl Drop for ImageDone {
 }
 
 /// Ends an attempt: its output streams are closed (spooled on disk) and judged.
-fn finish(exec: Execution, plan: &CasePlan) -> (Attempt, Vec<(String, String)>) {
+fn finish(exec: LegacyExecution, plan: &CasePlan) -> (Attempt, Vec<(String, String)>) {
     let stdout = exec.stdout.finish();
     let stderr = exec.stderr.finish();
     // Only a failure quotes the model, so only a failure reads its output back.
-    let status = if matches!(exec.outcome, Outcome::Failed { .. }) {
+    let status = if matches!(exec.outcome, LegacyOutcome::Failed { .. }) {
         judge(&exec.outcome, &stdout.text(), &stderr.text(), plan)
     } else {
         judge(&exec.outcome, "", "", plan)

@@ -4,16 +4,16 @@
 use crate::config::spec::CasePlan;
 use crate::config::units::show_duration;
 use crate::run::record::Status;
-use crate::runtime::Outcome;
+use crate::runtime::LegacyOutcome;
 
 /// Longest failure message shown on one line.
 const MESSAGE_MAX: usize = 400;
 
 /// `stdout` and `stderr` are what was kept of the case's output (kipoi's message is found there).
-pub fn judge(outcome: &Outcome, stdout: &str, stderr: &str, plan: &CasePlan) -> Status {
+pub fn judge(outcome: &LegacyOutcome, stdout: &str, stderr: &str, plan: &CasePlan) -> Status {
     let status = match outcome {
-        Outcome::Passed => Status::Passed,
-        Outcome::Failed { exit_code } => {
+        LegacyOutcome::Passed => Status::Passed,
+        LegacyOutcome::Failed { exit_code } => {
             let said = model_message(stdout, stderr)
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default();
@@ -21,10 +21,10 @@ pub fn judge(outcome: &Outcome, stdout: &str, stderr: &str, plan: &CasePlan) -> 
                 message: format!("exit code {exit_code}{said}"),
             }
         }
-        Outcome::Errored { reason } => Status::Errored {
+        LegacyOutcome::Errored { reason } => Status::Errored {
             message: reason.clone(),
         },
-        Outcome::TimedOut { after, killed } => Status::TimedOut {
+        LegacyOutcome::TimedOut { after, killed } => Status::TimedOut {
             message: format!(
                 "ran past its timeout of {}; {}",
                 show_duration(*after),
@@ -35,13 +35,13 @@ pub fn judge(outcome: &Outcome, stdout: &str, stderr: &str, plan: &CasePlan) -> 
                 }
             ),
         },
-        Outcome::Interrupted => Status::NotRun {
+        LegacyOutcome::Interrupted => Status::NotRun {
             reason: "interrupted while running, and stopped".into(),
         },
-        Outcome::NotStarted { reason } => Status::NotRun {
+        LegacyOutcome::NotStarted { reason } => Status::NotRun {
             reason: reason.clone(),
         },
-        Outcome::Stuck { timed_out, waited } => {
+        LegacyOutcome::Stuck { timed_out, waited } => {
             let stuck = format!(
                 "the container could not be stopped: still running {} after SIGTERM and a \
                  SIGKILL, so the runner gave up on it and removed it by force",
@@ -137,9 +137,9 @@ mod tests {
     use std::time::Duration;
 
     /// What a runtime saw, as `judge` takes it.
-    struct Seen<'a>(Outcome, &'a str, &'a str);
+    struct Seen<'a>(LegacyOutcome, &'a str, &'a str);
 
-    fn exec<'a>(outcome: Outcome, stdout: &'a str, stderr: &'a str) -> Seen<'a> {
+    fn exec<'a>(outcome: LegacyOutcome, stdout: &'a str, stderr: &'a str) -> Seen<'a> {
         Seen(outcome, stdout, stderr)
     }
 
@@ -165,7 +165,7 @@ mod tests {
     fn failure_messages_quote_kipoi() {
         let s = judge(
             &exec(
-                Outcome::Failed { exit_code: 1 },
+                LegacyOutcome::Failed { exit_code: 1 },
                 KIPOI_MISMATCH,
                 "0it [00:00]\r100%\n",
             ),
@@ -178,7 +178,7 @@ mod tests {
             }
         );
         let s = judge(
-            &exec(Outcome::Failed { exit_code: 1 }, "", TRACEBACK),
+            &exec(LegacyOutcome::Failed { exit_code: 1 }, "", TRACEBACK),
             &plan(None),
         );
         assert_eq!(
@@ -192,14 +192,17 @@ mod tests {
     #[test]
     fn expected_failures_and_unexpected_passes() {
         let s = judge(
-            &exec(Outcome::Failed { exit_code: 1 }, "", TRACEBACK),
+            &exec(LegacyOutcome::Failed { exit_code: 1 }, "", TRACEBACK),
             &plan(Some("dead link")),
         );
         assert!(
             matches!(s, Status::ExpectedFailure { ref reason, .. } if reason == "dead link"),
             "{s:?}"
         );
-        let s = judge(&exec(Outcome::Passed, "", ""), &plan(Some("dead link")));
+        let s = judge(
+            &exec(LegacyOutcome::Passed, "", ""),
+            &plan(Some("dead link")),
+        );
         assert!(
             matches!(s, Status::Failed { ref message } if message.contains("remove the mark")),
             "{s:?}"
@@ -207,7 +210,7 @@ mod tests {
         // An error is not the failure the mark expects.
         let s = judge(
             &exec(
-                Outcome::Errored {
+                LegacyOutcome::Errored {
                     reason: "no image".into(),
                 },
                 "",
@@ -220,7 +223,7 @@ mod tests {
 
     #[test]
     fn a_container_that_would_not_stop_says_so() {
-        let stuck = |timed_out| Outcome::Stuck {
+        let stuck = |timed_out| LegacyOutcome::Stuck {
             timed_out,
             waited: Duration::from_secs(64),
         };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 use crate::run::record::Record;
-use crate::runtime::{Execution, Outcome};
+use crate::runtime::{LegacyExecution, LegacyOutcome};
 use crate::select::plan::RuntimeKind;
 
 /// The report property that holds the output.
@@ -100,25 +100,25 @@ impl Versions {
 }
 
 /// The text kept for a finished `versions` command: its output when it passed, else why not.
-pub fn text_of(exec: Execution) -> String {
+pub fn text_of(exec: LegacyExecution) -> String {
     let stdout = exec.stdout.finish().text();
     let stderr = exec.stderr.finish().text();
     let said = crate::run::verdict::model_message(&stdout, &stderr)
         .map(|m| format!(": {m}"))
         .unwrap_or_default();
     match exec.outcome {
-        Outcome::Passed => stdout.trim_end().to_string(),
-        Outcome::Failed { exit_code } => {
+        LegacyOutcome::Passed => stdout.trim_end().to_string(),
+        LegacyOutcome::Failed { exit_code } => {
             format!("unknown: the versions command exited with {exit_code}{said}")
         }
-        Outcome::Errored { reason } => format!("unknown: {reason}"),
-        Outcome::TimedOut { after, .. } => format!(
+        LegacyOutcome::Errored { reason } => format!("unknown: {reason}"),
+        LegacyOutcome::TimedOut { after, .. } => format!(
             "unknown: the versions command ran past {}",
             crate::config::units::show_duration(after)
         ),
-        Outcome::Interrupted => "unknown: interrupted".to_string(),
-        Outcome::NotStarted { reason } => format!("unknown: {reason}"),
-        Outcome::Stuck { .. } => {
+        LegacyOutcome::Interrupted => "unknown: interrupted".to_string(),
+        LegacyOutcome::NotStarted { reason } => format!("unknown: {reason}"),
+        LegacyOutcome::Stuck { .. } => {
             "unknown: the versions command's container could not be stopped".to_string()
         }
     }

@@ -1,8 +1,9 @@
-//! Runtimes run one case and say what happened; they know nothing of reports.
+//! The runtimes: what runs a case. Each implements [`Runtime`]: make an image (or SIF) ready,
+//! run a request in it, say how it ended. They know nothing of specs, verdicts or reports: the
+//! run stage (`crate::run`) asks, and judges what they say.
 //!
-//! A case ends in one of four outcomes: it passed, it ran and failed (a failure: the model's
-//! fault), something kept it from running or killed it from outside (an error: image missing,
-//! daemon gone, out-of-memory kill, signal), or it ran past its timeout.
+//! Adding a runtime touches this folder only: its module, and [`open`] and [`NAMES`] here, the
+//! one place that picks a runtime by name.
 
 pub mod apptainer;
 pub mod docker;
@@ -10,14 +11,19 @@ pub mod docker;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::path::PathBuf;
+
 use crate::capture::Captured;
 use crate::config::spec::Network;
+use crate::record::facts::{CaseFacts, ImageFacts};
+use crate::record::{Failure, RuntimeName};
 use crate::run::versions::Versions;
 use crate::store::caches::{CacheError, Caches};
+use crate::store::sif::SifSource;
 
 /// Everything a runtime needs to run one case.
 #[derive(Debug, Clone)]
-pub struct RunRequest {
+pub struct LegacyRunRequest {
     pub case_name: String,
     pub command: Vec<String>,
     pub workdir: Option<String>,
@@ -45,7 +51,7 @@ pub struct RunRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum LegacyOutcome {
     Passed,
     /// The command ran and exited non-zero.
     Failed {
@@ -79,8 +85,8 @@ pub enum Outcome {
 
 /// What a runtime reports for one case.
 #[derive(Debug)]
-pub struct Execution {
-    pub outcome: Outcome,
+pub struct LegacyExecution {
+    pub outcome: LegacyOutcome,
     pub stdout: Captured,
     pub stderr: Captured,
     pub duration: Duration,
@@ -88,11 +94,11 @@ pub struct Execution {
     pub properties: Vec<(String, String)>,
 }
 
-impl Execution {
+impl LegacyExecution {
     /// An error before anything ran.
     pub fn errored(reason: impl Into<String>, keep: usize) -> Self {
         Self::before_start(
-            Outcome::Errored {
+            LegacyOutcome::Errored {
                 reason: reason.into(),
             },
             keep,
@@ -100,7 +106,7 @@ impl Execution {
     }
 
     /// An end reached before the command started (no output).
-    pub fn before_start(outcome: Outcome, keep: usize) -> Self {
+    pub fn before_start(outcome: LegacyOutcome, keep: usize) -> Self {
         Self {
             outcome,
             stdout: Captured::new(keep),
@@ -113,12 +119,12 @@ impl Execution {
 
 /// The outcome of a case whose caches could not be taken: an interruption while it waited for
 /// a cache's lock ends it before it started; anything else is an error.
-pub fn outcome_of_cache_error(e: &CacheError) -> Outcome {
+pub fn outcome_of_cache_error(e: &CacheError) -> LegacyOutcome {
     match e {
-        CacheError::Interrupted { .. } => Outcome::NotStarted {
+        CacheError::Interrupted { .. } => LegacyOutcome::NotStarted {
             reason: format!("{e}, before it started"),
         },
-        other => Outcome::Errored {
+        other => LegacyOutcome::Errored {
             reason: other.to_string(),
         },
     }
@@ -145,16 +151,16 @@ pub fn signal_name(signal: i64) -> String {
 }
 
 /// Exit codes above 128 are how Docker and shells report death by a signal (128 + n).
-pub fn outcome_of_exit(exit_code: i64) -> Outcome {
+pub fn outcome_of_exit(exit_code: i64) -> LegacyOutcome {
     match exit_code {
-        0 => Outcome::Passed,
-        129..=192 => Outcome::Errored {
+        0 => LegacyOutcome::Passed,
+        129..=192 => LegacyOutcome::Errored {
             reason: format!(
                 "the command was killed by {} (exit code {exit_code})",
                 signal_name(exit_code - 128)
             ),
         },
-        _ => Outcome::Failed { exit_code },
+        _ => LegacyOutcome::Failed { exit_code },
     }
 }
 
@@ -164,16 +170,198 @@ mod tests {
 
     #[test]
     fn exit_codes_map_to_outcomes() {
-        assert_eq!(outcome_of_exit(0), Outcome::Passed);
-        assert_eq!(outcome_of_exit(1), Outcome::Failed { exit_code: 1 });
-        assert_eq!(outcome_of_exit(2), Outcome::Failed { exit_code: 2 });
+        assert_eq!(outcome_of_exit(0), LegacyOutcome::Passed);
+        assert_eq!(outcome_of_exit(1), LegacyOutcome::Failed { exit_code: 1 });
+        assert_eq!(outcome_of_exit(2), LegacyOutcome::Failed { exit_code: 2 });
         match outcome_of_exit(139) {
-            Outcome::Errored { reason } => assert!(reason.contains("SIGSEGV"), "{reason}"),
+            LegacyOutcome::Errored { reason } => assert!(reason.contains("SIGSEGV"), "{reason}"),
             other => panic!("{other:?}"),
         }
         match outcome_of_exit(137) {
-            Outcome::Errored { reason } => assert!(reason.contains("SIGKILL"), "{reason}"),
+            LegacyOutcome::Errored { reason } => assert!(reason.contains("SIGKILL"), "{reason}"),
             other => panic!("{other:?}"),
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The interface every runtime implements.
+
+/// Docker, through the Engine API.
+pub const DOCKER: RuntimeName = RuntimeName::new("docker");
+/// Apptainer or Singularity, as a binary on the machine (`apptainer exec`).
+pub const APPTAINER: RuntimeName = RuntimeName::new("singularity");
+/// Every runtime, in the order a run with several tests them.
+pub const NAMES: [RuntimeName; 2] = [DOCKER, APPTAINER];
+
+/// The runtime called `name`, if there is one.
+pub fn by_name(name: &str) -> Option<RuntimeName> {
+    NAMES.into_iter().find(|n| n.as_str() == name)
+}
+
+/// What a case runs in: its Docker image, and the SIF the catalog names for it (Apptainer).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// The Docker image reference (`kipoi/kipoi-docker:mmsplice`, with `-slim` when asked).
+    pub name: String,
+    /// The catalog's SIF for the case's model, if it has one.
+    pub sif: Option<SifSource>,
+}
+
+/// An image (or SIF) a runtime has made ready to run cases in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// What cases share this: the runtime's [`Runtime::key`] of their image.
+    pub key: String,
+    /// What the report says of the image (id, runtime version, what making it ready took).
+    pub facts: ImageFacts,
+    /// Apptainer: the verified SIF to run.
+    pub sif: Option<PathBuf>,
+}
+
+/// Why an image (or SIF) could not be made ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrepareError {
+    /// The run was interrupted while it was being made ready (`what`: "pulled", "downloaded").
+    Interrupted { what: &'static str },
+    /// It cannot be had: every case of it is an error that says why.
+    Failed(Failure),
+}
+
+/// Why a runtime cannot be used at all.
+#[derive(Debug)]
+pub enum SetupError {
+    /// An input is wrong (a `--sif-dir` that cannot be used): exit 2.
+    Input(Failure),
+    /// The runtime is missing or broken (no daemon, no apptainer): exit 3, every case errors.
+    Unusable(Failure),
+    /// The run was interrupted while it was being set up.
+    Interrupted,
+}
+
+/// Everything a runtime needs to run one command in a ready image.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The case it is for (`docker::HAL`), or what else (`versions of IMAGE`): for labels
+    /// and messages.
+    pub case_name: String,
+    pub command: Vec<String>,
+    pub workdir: Option<String>,
+    /// `NAME=value` pairs: all the container sees of an environment.
+    pub env: Vec<String>,
+    pub network: Network,
+    /// `SOURCE:/path[:ro]` mounts (Docker volume names or host paths).
+    pub volumes: Vec<String>,
+    pub timeout: Duration,
+    /// How long after SIGTERM before SIGKILL.
+    pub grace: Duration,
+    /// After this long it is reported as slow (and again each period).
+    pub slow_period: Duration,
+    pub memory: Option<u64>,
+    /// Bytes kept at each end of stdout and of stderr.
+    pub keep: usize,
+    /// The run's caches; `None` with `--no-cache`, a spec without `caches`, or a probe.
+    pub caches: Option<Arc<Caches>>,
+    /// `--offline`: no network at all (for Docker `network` already says `none`).
+    pub offline: bool,
+    /// Apptainer only: the image's home folder (the spec's `apptainer_home`).
+    pub apptainer_home: Option<String>,
+}
+
+/// How a run of a request ended, as the runtime saw it (the run stage judges it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The command exited with this code (0: it passed; 128 + n: a shell's way to say it died
+    /// of signal n).
+    Exited { code: i64 },
+    /// The command was killed by a signal it did not ask for.
+    Signalled { signal: i32 },
+    /// The kernel killed it for memory; `limit` is the memory limit it had, if any.
+    OutOfMemory { limit: Option<u64> },
+    /// Stopped after running past its timeout; `killed` when SIGTERM did not end it and
+    /// SIGKILL did, after the grace period.
+    TimedOut { after: Duration, killed: bool },
+    /// Stopped because the run was interrupted (Ctrl-C, SIGTERM) while it ran.
+    Interrupted,
+    /// Ended before its command started, by an interruption while it waited (for a cache's
+    /// lock): `why` says where it was.
+    NotStarted { why: Failure },
+    /// Stopped (at its timeout when `timed_out`, else on interruption), but it would not go:
+    /// still there `waited` after the stop, through its grace period and a SIGKILL. The
+    /// runner gave up on it.
+    Stuck {
+        timed_out: Option<Duration>,
+        waited: Duration,
+    },
+    /// It could not run (a container that could not be created, a daemon lost mid-run).
+    Errored { error: Failure },
+}
+
+/// What a runtime says of one run of a request.
+#[derive(Debug)]
+pub struct Execution {
+    pub ended: Ended,
+    pub stdout: Captured,
+    pub stderr: Captured,
+    /// The command's own time: from its start to its end, without making the image ready.
+    pub duration: Duration,
+    pub facts: CaseFacts,
+}
+
+impl Execution {
+    /// An end reached before anything ran (no output, no time).
+    pub fn before_start(ended: Ended, request: &RunRequest) -> Self {
+        Execution {
+            ended,
+            stdout: Captured::new(request.keep),
+            stderr: Captured::new(request.keep),
+            duration: Duration::ZERO,
+            facts: CaseFacts {
+                command: request.command.clone(),
+                ..CaseFacts::default()
+            },
+        }
+    }
+}
+
+/// A runtime: Docker through the Engine API, Apptainer as a binary. Shared by every case of a
+/// run, across threads.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync {
+    /// Its name (cases' names start with it).
+    fn name(&self) -> RuntimeName;
+
+    /// Its version, for the report.
+    fn version(&self) -> &str;
+
+    /// Which cases share one [`Runtime::prepare`] (and one prune): Docker's image name,
+    /// Apptainer's SIF name. Cheap, and the same for the same image all run long.
+    fn key(&self, image: &Image) -> String;
+
+    /// Makes the image ready to run: found or pulled (Docker), fetched, verified or built
+    /// (Apptainer). Called once per key and run by the run stage, before the image's cases,
+    /// so a case's time never holds it. Interruptible.
+    async fn prepare(&self, image: &Image) -> Result<Ready, PrepareError>;
+
+    /// Runs one request in a ready image and says how it ended; removes what it made for it
+    /// (perhaps in the background: [`Runtime::finish`] waits). Every wait is bounded (the
+    /// supervisor), and an interruption stops it.
+    async fn run(&self, ready: &Ready, request: &RunRequest) -> Execution;
+
+    /// A hint that `request` will run next in `ready` (Docker creates its container ahead).
+    fn expect(&self, _ready: &Ready, _request: &RunRequest) {}
+
+    /// Removes what [`Runtime::prepare`] fetched (`--prune-images`): after the image's last
+    /// case, once nothing of the runner uses it. Only for an image this run fetched.
+    async fn remove(&self, ready: &Ready) -> Result<(), Failure>;
+
+    /// Before the run ends: waits for what runs in the background (removals) and cleans up
+    /// what is left (containers made ahead for cases that never ran, a stopped pull's layers).
+    async fn finish(&self);
+
+    /// Set when the runtime was lost during the run (the Docker daemon went away): the run
+    /// ends with exit 3, and later cases are not attempted.
+    fn lost(&self) -> Option<Failure> {
+        None
     }
 }

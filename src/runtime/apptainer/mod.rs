@@ -16,7 +16,7 @@ use futures_util::future::{select, Either};
 use thiserror::Error;
 use tokio::process::Command;
 
-use super::{outcome_of_exit, signal_name, Execution, Outcome, RunRequest};
+use super::{outcome_of_exit, signal_name, LegacyExecution, LegacyOutcome, LegacyRunRequest};
 use crate::cancel::Cancel;
 use crate::config::units::show_duration;
 use crate::error_chain::chain;
@@ -239,7 +239,7 @@ impl SingularityRuntime {
     }
 
     /// Runs the case in its SIF (made ready by [`Self::prepare`]).
-    pub async fn run(&self, case: &Case, req: &RunRequest, sif: &Path) -> Execution {
+    pub async fn run(&self, case: &Case, req: &LegacyRunRequest, sif: &Path) -> LegacyExecution {
         let started = Instant::now();
         if let Some(versions) = &req.versions {
             let probe = self.probe_versions(sif, &versions.command, req);
@@ -252,9 +252,12 @@ impl SingularityRuntime {
             Some(caches) => match self.take_caches(caches, case, sif).await {
                 Ok(held) => held,
                 Err(e @ CacheError::Interrupted { .. }) => {
-                    return Execution::before_start(super::outcome_of_cache_error(&e), req.keep)
+                    return LegacyExecution::before_start(
+                        super::outcome_of_cache_error(&e),
+                        req.keep,
+                    )
                 }
-                Err(e) => return Execution::errored(e.to_string(), req.keep),
+                Err(e) => return LegacyExecution::errored(e.to_string(), req.keep),
             },
             None => Held::default(),
         };
@@ -326,8 +329,13 @@ impl SingularityRuntime {
 
     /// Runs the spec's `versions` command in the SIF and returns what it printed, or why it
     /// printed nothing useful.
-    async fn probe_versions(&self, sif: &Path, command: &[String], req: &RunRequest) -> String {
-        let probe = RunRequest {
+    async fn probe_versions(
+        &self,
+        sif: &Path,
+        command: &[String],
+        req: &LegacyRunRequest,
+    ) -> String {
+        let probe = LegacyRunRequest {
             case_name: format!("versions of {}", sif.display()),
             command: command.to_vec(),
             timeout: versions::TIMEOUT,
@@ -363,7 +371,7 @@ impl SingularityRuntime {
 
     /// Runs `BIN ARGS...` under the supervisor within the request's timeout, grace period and
     /// slow notices, and says how it ended.
-    async fn run_process(&self, args: &[String], req: &RunRequest) -> Execution {
+    async fn run_process(&self, args: &[String], req: &LegacyRunRequest) -> LegacyExecution {
         let limits = Limits {
             timeout: Some(req.timeout),
             grace: req.grace,
@@ -401,7 +409,7 @@ impl SingularityRuntime {
         };
         let done = match done {
             Ok(done) => done,
-            Err(e) => return Execution::errored(chain(&e), req.keep),
+            Err(e) => return LegacyExecution::errored(chain(&e), req.keep),
         };
         let mut stderr = done.stderr;
         if !done.drained {
@@ -421,36 +429,36 @@ impl SingularityRuntime {
         let outcome = match done.ending {
             Ending::Exited(status) => match (status.code(), exit_signal(&status)) {
                 (Some(code), _) => outcome_of_exit(code as i64),
-                (None, Some(sig)) => Outcome::Errored {
+                (None, Some(sig)) => LegacyOutcome::Errored {
                     reason: format!("the process was killed by {}", signal_name(sig as i64)),
                 },
-                (None, None) => Outcome::Errored {
+                (None, None) => LegacyOutcome::Errored {
                     reason: format!("the process ended oddly: {status}"),
                 },
             },
-            Ending::TimedOut { killed } => Outcome::TimedOut {
+            Ending::TimedOut { killed } => LegacyOutcome::TimedOut {
                 after: req.timeout,
                 killed,
             },
-            Ending::Interrupted { .. } => Outcome::Interrupted,
+            Ending::Interrupted { .. } => LegacyOutcome::Interrupted,
             Ending::Stuck {
                 timed_out: true, ..
-            } => Outcome::TimedOut {
+            } => LegacyOutcome::TimedOut {
                 after: req.timeout,
                 killed: true,
             },
-            Ending::Stuck { waited, .. } => Outcome::Errored {
+            Ending::Stuck { waited, .. } => LegacyOutcome::Errored {
                 reason: format!(
                     "interrupted, and the process could not be stopped: still running {} \
                      after SIGTERM and a SIGKILL, so the runner gave up on it",
                     show_duration(waited)
                 ),
             },
-            Ending::Lost(e) => Outcome::Errored {
+            Ending::Lost(e) => LegacyOutcome::Errored {
                 reason: format!("lost track of the process: {e}"),
             },
         };
-        Execution {
+        LegacyExecution {
             outcome,
             stdout: done.stdout,
             stderr,

@@ -27,7 +27,9 @@ use crate::engine::labels::{self, LABEL_RUN, LABEL_RUNNER, RUNNER};
 use crate::engine::{remove_container, short, Removed};
 
 use self::pull::{PullFailure, PullStats};
-use super::{outcome_of_cache_error, outcome_of_exit, Execution, Outcome, RunRequest};
+use super::{
+    outcome_of_cache_error, outcome_of_exit, LegacyExecution, LegacyOutcome, LegacyRunRequest,
+};
 use crate::cancel::{Cancel, Level};
 use crate::capture::Captured;
 use crate::config::knobs::Waits;
@@ -149,7 +151,7 @@ impl DockerRuntime {
 
     /// Creates the container of the case `req` names now, while the case before it runs, so
     /// that case starts sooner. At most one per case; `run` takes it.
-    pub fn create_ahead(self: &Arc<Self>, image: &str, req: RunRequest) {
+    pub fn create_ahead(self: &Arc<Self>, image: &str, req: LegacyRunRequest) {
         // A case with caches mounts them only once it holds their lock: it creates its own.
         if self.daemon_lost() || req.caches.is_some() {
             return;
@@ -386,10 +388,15 @@ impl DockerRuntime {
     }
 
     /// Runs one case in a fresh container and removes the container afterwards.
-    pub async fn run(&self, image: &str, image_id: &str, req: &RunRequest) -> Execution {
+    pub async fn run(
+        &self,
+        image: &str,
+        image_id: &str,
+        req: &LegacyRunRequest,
+    ) -> LegacyExecution {
         let started = Instant::now();
         if self.daemon_lost() {
-            return Execution::errored(
+            return LegacyExecution::errored(
                 format!(
                     "not run: the Docker daemon at {} was lost earlier in this run",
                     docker_host()
@@ -407,7 +414,9 @@ impl DockerRuntime {
                 let labels = self.labels(&format!("cache helper for {image}"));
                 match caches::docker::prepare(caches, &self.docker, image, image_id, labels).await {
                     Ok(held) => held,
-                    Err(e) => return Execution::before_start(outcome_of_cache_error(&e), req.keep),
+                    Err(e) => {
+                        return LegacyExecution::before_start(outcome_of_cache_error(&e), req.keep)
+                    }
                 }
             }
             None => Held::default(),
@@ -436,7 +445,7 @@ impl DockerRuntime {
                 } else {
                     format!("failed to create a container from `{image}`: {}", short(&e))
                 };
-                let mut exec = Execution::errored(reason, req.keep);
+                let mut exec = LegacyExecution::errored(reason, req.keep);
                 exec.properties = properties;
                 return exec;
             }
@@ -452,8 +461,13 @@ impl DockerRuntime {
 
     /// Runs the spec's `versions` command in a container of the image (network `none`, no
     /// caches) and returns what it printed, or why it printed nothing useful.
-    async fn probe_versions(&self, image: &str, command: &[String], req: &RunRequest) -> String {
-        let probe = RunRequest {
+    async fn probe_versions(
+        &self,
+        image: &str,
+        command: &[String],
+        req: &LegacyRunRequest,
+    ) -> String {
+        let probe = LegacyRunRequest {
             case_name: format!("versions of {image}"),
             command: command.to_vec(),
             network: Network::None,
@@ -480,7 +494,7 @@ impl DockerRuntime {
     async fn create(
         &self,
         image: &str,
-        req: &RunRequest,
+        req: &LegacyRunRequest,
         mounts: Vec<Mount>,
     ) -> Result<String, BollardError> {
         let labels = self.labels(&req.case_name);
@@ -521,11 +535,11 @@ impl DockerRuntime {
         Ok(created.id)
     }
 
-    async fn run_container(&self, id: &str, req: &RunRequest) -> Execution {
+    async fn run_container(&self, id: &str, req: &LegacyRunRequest) -> LegacyExecution {
         let mut stdout = Captured::new(req.keep);
         let mut stderr = Captured::new(req.keep);
-        let failed = |reason: String, stdout, stderr| Execution {
-            outcome: Outcome::Errored { reason },
+        let failed = |reason: String, stdout, stderr| LegacyExecution {
+            outcome: LegacyOutcome::Errored { reason },
             stdout,
             stderr,
             duration: Duration::ZERO,
@@ -602,38 +616,38 @@ impl DockerRuntime {
     async fn conclude(
         &self,
         id: &str,
-        req: &RunRequest,
+        req: &LegacyRunRequest,
         end: End,
         notes: Vec<String>,
         stdout: Captured,
         mut stderr: Captured,
-    ) -> Execution {
+    ) -> LegacyExecution {
         let outcome = match end {
-            End::TimedOut => Outcome::TimedOut {
+            End::TimedOut => LegacyOutcome::TimedOut {
                 after: req.timeout,
                 killed: self.exit_code(id).await == Some(137),
             },
-            End::Interrupted => Outcome::Interrupted,
+            End::Interrupted => LegacyOutcome::Interrupted,
             End::Lost(e) => {
                 self.lost.store(true, Ordering::SeqCst);
-                Outcome::Errored {
+                LegacyOutcome::Errored {
                     reason: format!("lost the Docker daemon while the case ran: {e}"),
                 }
             }
-            End::Stuck { timed_out } => Outcome::Stuck {
+            End::Stuck { timed_out } => LegacyOutcome::Stuck {
                 timed_out: timed_out.then_some(req.timeout),
                 waited: req.grace + self.waits.stop_slack * 2,
             },
             // A clean exit needs no inspect (one request less per passing case); any other is
             // inspected, since the kernel's OOM kill shows only there.
-            End::Exited(Some(0)) => Outcome::Passed,
+            End::Exited(Some(0)) => LegacyOutcome::Passed,
             End::Exited(_) => self.judge_exit(id, req).await,
         };
         // What went wrong around the command, after its own output.
         for note in notes {
             stderr.push(format!("\n[zoo-runner: {note}]\n").as_bytes());
         }
-        Execution {
+        LegacyExecution {
             outcome,
             stdout,
             stderr,
@@ -646,7 +660,7 @@ impl DockerRuntime {
     /// wait has a deadline: a container still there `stop_slack` after its stop's grace period
     /// is killed, and one still there `stop_slack` after that is given up on (and removed by
     /// force). Also returns notes for the case's stderr: what went wrong while stopping it.
-    async fn wait(&self, id: &str, req: &RunRequest, started: Instant) -> (End, Vec<String>) {
+    async fn wait(&self, id: &str, req: &LegacyRunRequest, started: Instant) -> (End, Vec<String>) {
         let slack = self.waits.stop_slack;
         let mut waiting = Box::pin(self.docker.wait_container(id, None));
         let deadline = tokio::time::sleep_until(deadline_after(started, req.timeout));
@@ -761,11 +775,11 @@ impl DockerRuntime {
         info.state?.exit_code
     }
 
-    async fn judge_exit(&self, id: &str, req: &RunRequest) -> Outcome {
+    async fn judge_exit(&self, id: &str, req: &LegacyRunRequest) -> LegacyOutcome {
         let state = match self.docker.inspect_container(id, None).await {
             Ok(info) => info.state.unwrap_or_default(),
             Err(e) => {
-                return Outcome::Errored {
+                return LegacyOutcome::Errored {
                     reason: format!("failed to inspect the finished container: {}", short(&e)),
                 }
             }
@@ -775,7 +789,7 @@ impl DockerRuntime {
                 .memory
                 .map(|m| format!("its memory limit of {}", show_size(m)))
                 .unwrap_or_else(|| "the memory available".to_string());
-            return Outcome::Errored {
+            return LegacyOutcome::Errored {
                 reason: format!("out of memory: the kernel killed the command at {limit}"),
             };
         }
