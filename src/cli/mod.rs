@@ -996,15 +996,15 @@ mod readme_tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    /// The `--flags` named in the first column of the README's flag table.
+    /// The `--flags` named in the first column of the flag table of docs/usage.md.
     fn readme_flags() -> BTreeSet<String> {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
-            .expect("README.md is readable");
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/usage.md"))
+            .expect("docs/usage.md is readable");
         let table = readme
             .split("### Flags")
             .nth(1)
             .and_then(|rest| rest.split("\n### ").next())
-            .expect("the README has a ### Flags section");
+            .expect("docs/usage.md has a ### Flags section");
         let mut flags = BTreeSet::new();
         for row in table.lines().filter(|l| l.starts_with("| `")) {
             let first = row.split(" | ").next().unwrap_or_default();
@@ -1035,8 +1035,8 @@ mod readme_tests {
         let unknown: Vec<_> = readme.difference(&help).collect();
         assert!(
             undocumented.is_empty() && unknown.is_empty(),
-            "in --help but not in the README's flag table: {undocumented:?}; \
-             in the README but not in --help: {unknown:?}"
+            "in --help but not in the flag table of docs/usage.md: {undocumented:?}; \
+             in docs/usage.md but not in --help: {unknown:?}"
         );
     }
 }
