@@ -4,13 +4,11 @@
 //! every zoo-runner command in them run with the built binary: runs with `--list`, `matrix` as
 //! it is (each of its jobs then listed), `merge` on reports made here.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::helpers::*;
 
 const GITHUB: &str = "examples/ci/github-actions.yml";
 const GITLAB: &str = "examples/ci/gitlab-ci.yml";
@@ -280,6 +278,7 @@ fn check_commands(path: &str, durations: &str) -> usize {
 
 #[test]
 fn every_runner_command_of_the_github_workflow_runs() {
+    let _daemon = daemon::shared();
     assert_eq!(
         check_commands(GITHUB, "ci/durations"),
         3,
@@ -289,6 +288,7 @@ fn every_runner_command_of_the_github_workflow_runs() {
 
 #[test]
 fn every_runner_command_of_the_gitlab_pipeline_runs() {
+    let _daemon = daemon::shared();
     assert_eq!(
         check_commands(GITLAB, "durations/junit.xml"),
         2,

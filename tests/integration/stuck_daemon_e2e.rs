@@ -3,16 +3,14 @@
 //! timeout. The testing knobs (`ZOO_RUNNER_STOP_SLACK`, `ZOO_RUNNER_REQUEST_TIMEOUT`) shorten
 //! the runner's waits to seconds; every check of what is left goes to the real daemon.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::daemon_proxy::{self, SwallowingProxy};
-use common::*;
+use crate::helpers::daemon_proxy::{self, SwallowingProxy};
+use crate::helpers::*;
 
 const MODEL: &str = "stuck";
 const CASE: &str = "docker::stuck";
@@ -75,6 +73,7 @@ fn system_err<'a>(case: roxmltree::Node<'a, '_>) -> &'a str {
 
 #[test]
 fn a_container_the_daemon_will_not_stop_is_given_up_on_and_removed() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let spec = stuck_zoo(dir.path(), "\"sleep 600\"");
@@ -146,6 +145,7 @@ fn a_container_the_daemon_will_not_stop_is_given_up_on_and_removed() {
 
 #[test]
 fn an_interrupted_case_the_daemon_will_not_stop_is_given_up_on_too() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let spec = stuck_zoo(dir.path(), "\"sleep 600\"");
@@ -197,6 +197,7 @@ fn an_interrupted_case_the_daemon_will_not_stop_is_given_up_on_too() {
 
 #[test]
 fn a_stop_longer_than_the_request_timeout_is_not_cut_off() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let spec = stuck_zoo(dir.path(), r#"["sh", "-c", "trap '' TERM; sleep 600"]"#);
@@ -256,6 +257,7 @@ fn a_stop_longer_than_the_request_timeout_is_not_cut_off() {
 
 #[test]
 fn a_bad_knob_stops_the_run_at_start_naming_the_variable() {
+    let _daemon = daemon::shared();
     for (var, value) in [
         ("ZOO_RUNNER_STOP_SLACK", "soon"),
         ("ZOO_RUNNER_REQUEST_TIMEOUT", "200ms"),

@@ -3,15 +3,15 @@
 //! the daemon's own messages for a failed pull, through bollard's `create_image` as the runner
 //! pulls, are described as what they are.
 
-mod common;
-
 use bollard::auth::DockerCredentials;
 use bollard::query_parameters::CreateImageOptionsBuilder;
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use common::registry::{auth_registry, is_local, open_registry, push_fixture, DockerConfig};
-use common::{require_fixture_image, FIXTURE_IMAGE};
+use crate::helpers::registry::{
+    auth_registry, is_local, open_registry, push_fixture, DockerConfig,
+};
+use crate::helpers::{require_fixture_image, FIXTURE_IMAGE};
 use zoo_runner::cancel;
 use zoo_runner::store::registry::{
     self, credentials_in, describe_pull_failure, registry_host, PullFailureKind,

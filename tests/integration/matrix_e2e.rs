@@ -3,12 +3,10 @@
 //! the selection's; time shards come within 5% of the mean on a generated Kipoi-shaped zoo of
 //! 2,000+ cases and keep images together; bad inputs exit 2 with a message that says why.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 
-use common::zoo::{self, generate, list_through_shell, matrix, sh_quote, Job};
-use common::*;
+use crate::helpers::zoo::{self, generate, list_through_shell, matrix, sh_quote, Job};
+use crate::helpers::*;
 
 /// Asserts the jobs' cases are disjoint, each job has some, and together they are `want`.
 fn assert_cover(jobs: &[Job], want: &[String], env: &[(&str, &str)]) -> Vec<Vec<String>> {
@@ -39,6 +37,7 @@ fn assert_cover(jobs: &[Job], want: &[String], env: &[(&str, &str)]) -> Vec<Vec<
 
 #[test]
 fn fixture_zoo_jobs_cover_the_selection() {
+    let _daemon = daemon::shared();
     let selection = "--spec fixtures/spec.toml";
     let all = list_through_shell(selection, &[]);
     assert_eq!(all.len(), 3);
@@ -77,6 +76,7 @@ fn fixture_zoo_jobs_cover_the_selection() {
 
 #[test]
 fn odd_names_survive_the_shell_and_images_get_one_job_each() {
+    let _daemon = daemon::shared();
     let zoo = generate(&[40, 25, 10, 3, 1], 11, true);
     let spec = zoo.spec();
     let all = list_through_shell(&format!("--spec {}", sh_quote(&spec)), &[]);
@@ -142,6 +142,7 @@ fn shard_seconds(zoo: &zoo::Zoo, shares: &[Vec<String>]) -> Vec<f64> {
 
 #[test]
 fn time_shards_are_within_5_percent_on_a_kipoi_shaped_zoo_and_keep_images_together() {
+    let _daemon = daemon::shared();
     // The real catalog's image sizes: 2,169 models on 19 images.
     let sizes = [
         1383, 618, 87, 55, 4, 4, 3, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1,
@@ -211,6 +212,7 @@ fn time_shards_are_within_5_percent_on_a_kipoi_shaped_zoo_and_keep_images_togeth
 
 #[test]
 fn time_partition_reads_the_shard_from_gitlab_parallel() {
+    let _daemon = daemon::shared();
     let zoo = generate(&[30, 20, 5], 3, false);
     let durations = zoo.write_durations("d.xml");
     let base = format!(
@@ -258,6 +260,7 @@ fn time_partition_reads_the_shard_from_gitlab_parallel() {
 
 #[test]
 fn bad_inputs_exit_2_and_say_why() {
+    let _daemon = daemon::shared();
     let zoo = generate(&[5, 3], 1, false);
     let spec = zoo.spec();
     let not_junit = zoo.path("durations.csv");
@@ -445,6 +448,7 @@ fn bad_inputs_exit_2_and_say_why() {
 /// matrix say so, and make up no time.
 #[test]
 fn durations_without_any_time_make_up_none() {
+    let _daemon = daemon::shared();
     let zoo = generate(&[3, 2], 7, false);
     let spec = zoo.spec();
     let empty = zoo.path("empty.xml");

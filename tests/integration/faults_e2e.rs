@@ -3,27 +3,16 @@
 //! daemon. Real containers from the fixture image (fixtures/faults/spec.toml); every check of
 //! what is left behind goes through the daemon.
 
-mod common;
-
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 
 const FAULTS: &str = "fixtures/faults/spec.toml";
-
-/// A runner removes the containers of dead runs when it starts. The SIGKILL test needs a moment
-/// in which no other runner of this file starts (it checks what a killed run left), so it takes
-/// this lock for writing and every other test for reading.
-static RUNNERS: RwLock<()> = RwLock::new(());
-
-fn shared_slot() -> RwLockReadGuard<'static, ()> {
-    RUNNERS.read().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Waits until the case's container is running (a container can exist earlier: the runner
 /// creates the next case's container while the case before it runs).
@@ -56,8 +45,8 @@ fn wait_for_container(pid: u32, case: &str) -> String {
 
 #[test]
 fn a_hanging_case_times_out_is_stopped_and_keeps_its_output() {
+    let _daemon = daemon::shared();
     require_fixture_image();
-    let _slot = shared_slot();
     let (run, report) = run_reported(
         &[
             "--spec",
@@ -103,8 +92,8 @@ fn a_hanging_case_times_out_is_stopped_and_keeps_its_output() {
 
 #[test]
 fn out_of_memory_and_signals_are_errors_that_say_so() {
+    let _daemon = daemon::shared();
     require_fixture_image();
-    let _slot = shared_slot();
     let (run, report) = run_reported(&["--spec", FAULTS, "--model", "oom,signal_exit"], &[]);
     assert_eq!(run.code, 101, "{}", run.all());
     let doc = report.doc();
@@ -123,8 +112,8 @@ fn out_of_memory_and_signals_are_errors_that_say_so() {
 
 #[test]
 fn retries_report_a_flaky_case_with_every_attempt() {
+    let _daemon = daemon::shared();
     require_fixture_image();
-    let _slot = shared_slot();
     let (run, _) = run_reported(&["--spec", FAULTS, "--exact", "docker::flaky"], &[]);
     assert_eq!(
         run.code,
@@ -164,8 +153,8 @@ fn retries_report_a_flaky_case_with_every_attempt() {
 
 #[test]
 fn fail_fast_reports_the_rest_as_not_run() {
+    let _daemon = daemon::shared();
     require_fixture_image();
-    let _slot = shared_slot();
     let (run, report) = run_reported(&["--spec", "fixtures/spec.toml", "--fail-fast"], &[]);
     assert_eq!(run.code, 101, "{}", run.all());
     assert_status(&run, "docker::tiny_fail_expect", "FAILED");
@@ -191,8 +180,8 @@ fn peak_rss_kb(pid: u32) -> Option<u64> {
 
 #[test]
 fn a_two_gigabyte_log_flood_keeps_memory_bounded() {
+    let _daemon = daemon::shared();
     require_fixture_image();
-    let _slot = shared_slot();
     let (process, report) = spawn_reported(
         &[
             "--spec",
@@ -258,7 +247,6 @@ struct Interrupted {
 /// Runs tiny_linear, then hang, then signal_exit; interrupts while hang runs.
 fn interrupted_run(signals: &[i32], grace: &str) -> Interrupted {
     require_fixture_image();
-    let _slot = shared_slot();
     let summary_dir = tempfile::tempdir().unwrap();
     let summary = summary_dir.path().join("summary.md");
     let (process, report) = spawn_reported(
@@ -340,6 +328,7 @@ fn assert_interrupted_report(run: &Interrupted, signal: &str) {
 
 #[test]
 fn sigint_stops_the_running_container_and_still_writes_the_report() {
+    let _daemon = daemon::shared();
     let interrupted = interrupted_run(&[libc::SIGINT], "2s");
     let (run, pid) = (&interrupted.run, interrupted.pid);
     assert_eq!(run.code, 130, "{}", run.all());
@@ -375,11 +364,13 @@ fn assert_one_signal_ends_cleanly(signal: i32, code: i32, name: &str) {
 
 #[test]
 fn sigterm_exits_143_and_leaves_nothing() {
+    let _daemon = daemon::shared();
     assert_one_signal_ends_cleanly(libc::SIGTERM, 143, "SIGTERM");
 }
 
 #[test]
 fn a_second_interrupt_kills_at_once_and_still_removes() {
+    let _daemon = daemon::shared();
     // With a 300 s grace period only the second signal can end the run quickly.
     let interrupted = interrupted_run(&[libc::SIGINT, libc::SIGINT], "300s");
     let (run, pid, took) = (&interrupted.run, interrupted.pid, interrupted.took);
@@ -402,8 +393,9 @@ fn a_second_interrupt_kills_at_once_and_still_removes() {
 
 #[test]
 fn a_killed_run_is_cleaned_up_by_the_next_one_and_nothing_else_is_touched() {
+    // A runner that starts sweeps what killed runs left: no other may start meanwhile.
+    let _daemon = daemon::alone();
     require_fixture_image();
-    let _alone = RUNNERS.write().unwrap_or_else(|p| p.into_inner());
     // The killed run writes no report, but leaves its work folder (spooled output) beside it.
     let (process, killed) = spawn_reported(&["--spec", FAULTS, "--exact", "docker::hang"], &[]);
     let pid = process.id();
@@ -614,8 +606,8 @@ fn pipe(
 
 #[test]
 fn losing_the_daemon_mid_run_is_an_error_with_its_own_exit_code() {
+    let _daemon = daemon::shared();
     require_fixture_image();
-    let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let proxy = DaemonProxy::start(dir.path());
     let host = format!("unix://{}", proxy.path.display());
@@ -650,8 +642,8 @@ fn losing_the_daemon_mid_run_is_an_error_with_its_own_exit_code() {
 
 #[test]
 fn losing_the_daemon_between_cases_is_exit_3_not_a_failure_per_case() {
+    let _daemon = daemon::shared();
     require_fixture_image();
-    let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let proxy = DaemonProxy::start_cutting_at_start(dir.path(), 2);
     let host = format!("unix://{}", proxy.path.display());
@@ -700,6 +692,7 @@ fn losing_the_daemon_between_cases_is_exit_3_not_a_failure_per_case() {
 
 #[test]
 fn sighup_is_treated_like_sigterm() {
+    let _daemon = daemon::shared();
     assert_one_signal_ends_cleanly(libc::SIGHUP, 129, "SIGHUP");
 }
 
@@ -718,8 +711,8 @@ fn identity_labels() -> (String, String) {
 
 #[test]
 fn a_runner_in_another_pid_namespace_leaves_a_live_run_alone() {
+    let _daemon = daemon::shared();
     require_fixture_image();
-    let _slot = shared_slot();
     assert!(
         Command::new("unshare").arg("--version").output().is_ok(),
         "unshare (util-linux) is needed"
@@ -771,8 +764,9 @@ fn dir_of(report: &Report) -> std::path::PathBuf {
 
 #[test]
 fn a_dead_run_in_another_namespace_or_boot_is_not_judged() {
+    // A runner that starts sweeps what killed runs left: no other may start meanwhile.
+    let _daemon = daemon::alone();
     require_fixture_image();
-    let _alone = RUNNERS.write().unwrap_or_else(|p| p.into_inner());
     let (boot, ns) = identity_labels();
     let tag = format!("zr-ns-test-{}", std::process::id());
     // Pids beyond the kernel's pid_max: dead wherever they are looked up.
@@ -819,8 +813,8 @@ fn a_dead_run_in_another_namespace_or_boot_is_not_judged() {
 
 #[test]
 fn a_report_lost_after_the_run_has_its_own_exit_code() {
+    let _daemon = daemon::shared();
     require_fixture_image();
-    let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let junit = dir.path().join("reports/junit.xml");
     let summary = dir.path().join("summary.md");
@@ -865,8 +859,8 @@ fn a_report_lost_after_the_run_has_its_own_exit_code() {
 
 #[test]
 fn passing_cases_keep_no_output_unless_asked() {
+    let _daemon = daemon::shared();
     require_fixture_image();
-    let _slot = shared_slot();
     let models = ["--spec", FAULTS, "--model", "tiny_linear,signal_exit"];
     let (run, report) = run_reported(&models, &[]);
     assert_eq!(run.code, 101, "{}", run.all());
@@ -899,8 +893,8 @@ fn passing_cases_keep_no_output_unless_asked() {
 
 #[test]
 fn a_timeout_that_sigterm_ends_says_so() {
+    let _daemon = daemon::shared();
     require_fixture_image();
-    let _slot = shared_slot();
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("spec.toml");
     let catalog = root().join("fixtures/faults/catalog");

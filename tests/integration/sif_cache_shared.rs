@@ -4,8 +4,6 @@
 //! the machine's speed. The cases run in the REAL Apptainer through the launcher
 //! fixtures/apptainer/apptainer. No stand-in is used in this file.
 
-mod common;
-
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -15,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use md5::{Digest, Md5};
 
 /// Upper bound for anything to happen, so that a broken runner fails the test instead of
@@ -247,6 +245,7 @@ impl Overlap {
 
 #[test]
 fn two_runners_on_one_cache_download_once_and_both_pass() {
+    let _daemon = daemon::shared();
     let Overlap {
         sif,
         server,
@@ -281,6 +280,7 @@ fn two_runners_on_one_cache_download_once_and_both_pass() {
 
 #[test]
 fn a_runner_waiting_for_the_lock_can_be_interrupted() {
+    let _daemon = daemon::shared();
     let Overlap {
         server,
         _dir,

@@ -3,14 +3,12 @@
 //! counts and cases as one unsharded run; the summary says what broke; a case reported twice is
 //! an error that names it.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::zoo::{matrix, sh_quote};
-use common::*;
+use crate::helpers::zoo::{matrix, sh_quote};
+use crate::helpers::*;
 
 const SPEC: &str = "fixtures/spec.toml";
 
@@ -46,6 +44,7 @@ fn merge(args: &[&str]) -> Run {
 
 #[test]
 fn merged_shards_count_as_one_unsharded_run() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let (whole, whole_report) = run_reported(&["--spec", SPEC], &[]);
     assert_eq!(whole.code, 101, "{}", whole.all());
@@ -170,6 +169,7 @@ fn merged_shards_count_as_one_unsharded_run() {
 
 #[test]
 fn a_run_appends_its_summary_to_the_github_step_summary() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let step = dir.path().join("step-summary.md");
@@ -206,6 +206,7 @@ fn a_run_appends_its_summary_to_the_github_step_summary() {
 
 #[test]
 fn merge_inputs_that_are_not_reports_exit_2() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.xml");
     std::fs::write(&text, "shard 1 passed").unwrap();
@@ -281,6 +282,7 @@ fn case_names(path: &Path) -> Vec<String> {
 /// held: an input named as such is read before the output replaces it.
 #[test]
 fn a_running_total_merged_into_itself_keeps_its_cases() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let a = skipped_report(
         dir.path(),
@@ -326,6 +328,7 @@ fn a_running_total_merged_into_itself_keeps_its_cases() {
 /// report and a merged one are 0644, like the summary, even where they replace a file.
 #[test]
 fn reports_get_the_umask_s_mode() {
+    let _daemon = daemon::shared();
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let a = skipped_report(dir.path(), "a", &[("a1", "zoo/a:1")], &[]);
@@ -360,6 +363,7 @@ fn reports_get_the_umask_s_mode() {
 /// (its cause once), and merge still exits 0, as a run does.
 #[test]
 fn a_step_summary_that_cannot_be_written_does_not_fail_the_merge() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let a = skipped_report(dir.path(), "a", &[("a1", "zoo/a:1")], &[]);
     let merged = dir.path().join("merged.xml");
@@ -392,6 +396,7 @@ fn a_step_summary_that_cannot_be_written_does_not_fail_the_merge() {
 /// written) unless `--junit-flavor extended` asks for an extended report.
 #[test]
 fn strict_and_extended_reports_do_not_merge_into_an_invalid_one() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let strict = skipped_report(dir.path(), "s", &[("s1", "zoo/s:1")], &[]);
     let strict2 = skipped_report(dir.path(), "t", &[("t1", "zoo/t:1")], &[]);
@@ -438,6 +443,7 @@ fn strict_and_extended_reports_do_not_merge_into_an_invalid_one() {
 /// A run that selects nothing writes a summary that says why, not an empty table.
 #[test]
 fn an_empty_selection_has_a_summary_that_says_why() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let zoo = dir.path().join("zoo");
     write_catalog(&zoo.join("catalog"), &[("a1", "zoo/a:1")], None);

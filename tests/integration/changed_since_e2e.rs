@@ -4,13 +4,11 @@
 //! repository on which git hangs (its config includes a FIFO nobody writes to), for git's
 //! deadline and for Ctrl-C while the inputs load.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
-use common::*;
+use crate::helpers::*;
 
 const SHARED: &str = "zoo/shared:v1";
 
@@ -167,6 +165,7 @@ fn edit(file: &'static str) -> impl FnOnce(&Path) {
 
 #[test]
 fn each_kind_of_change_selects_its_models() {
+    let _daemon = daemon::shared();
     let f = fixture();
     let expectations: [(&str, &str, &[&str]); 7] = [
         // A model named like its group owns the whole folder, subfolders included.
@@ -213,6 +212,7 @@ fn each_kind_of_change_selects_its_models() {
 
 #[test]
 fn renames_deletions_and_files_outside_groups() {
+    let _daemon = daemon::shared();
     let f = fixture();
     // A model folder renamed: the new model runs; the old name is no model any more.
     f.change(|repo| {
@@ -274,6 +274,7 @@ fn renames_deletions_and_files_outside_groups() {
 
 #[test]
 fn unknown_revisions_and_bad_repositories_exit_2() {
+    let _daemon = daemon::shared();
     let f = fixture();
     let spec = f.spec.as_str();
     let repo = f.repo.to_str().unwrap();
@@ -316,7 +317,7 @@ fn unknown_revisions_and_bad_repositories_exit_2() {
         assert!(run.stdout.is_empty(), "{flags:?}: {}", run.stdout);
     }
     // The matrix takes it too, and passes it on to every job.
-    let jobs = common::zoo::matrix(&[
+    let jobs = crate::helpers::zoo::matrix(&[
         "--spec",
         spec,
         "--changed-since",
@@ -327,7 +328,7 @@ fn unknown_revisions_and_bad_repositories_exit_2() {
     ]);
     assert!(jobs.is_empty(), "nothing changed since the base: {jobs:?}");
     f.change(edit("Nest/z/model.py"));
-    let jobs = common::zoo::matrix(&[
+    let jobs = crate::helpers::zoo::matrix(&[
         "--spec",
         spec,
         "--changed-since",
@@ -338,7 +339,7 @@ fn unknown_revisions_and_bad_repositories_exit_2() {
     ]);
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0].name, "zoo/nest:v1");
-    let listed = common::zoo::list_through_shell(&jobs[0].args, &[]);
+    let listed = crate::helpers::zoo::list_through_shell(&jobs[0].args, &[]);
     assert_eq!(listed, ["docker::Nest/z"]);
 }
 
@@ -386,6 +387,7 @@ fn wait_for_git(child: &mut std::process::Child, repo: &Path) {
 
 #[test]
 fn a_git_that_hangs_has_a_deadline_and_a_signal_while_inputs_load_ends_the_run() {
+    let _daemon = daemon::shared();
     let f = fixture();
     make_git_hang(&f.repo);
     let repo = f.repo.to_str().unwrap();

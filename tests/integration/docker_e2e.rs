@@ -1,9 +1,7 @@
 //! End to end, Docker runtime: the built binary against the real daemon, the real kipoi in the
 //! fixture image, and the fixture catalog (fixtures/catalog, fixtures/spec.toml).
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 use std::path::Path;
 
 const SPEC: &str = "fixtures/spec.toml";
@@ -30,6 +28,7 @@ fn fixture_spec(dir: &Path, command: &str, extra: &str) -> String {
 
 #[test]
 fn passing_and_broken_models_are_reported_truthfully() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let (run, report) = run_reported(&["--spec", SPEC], &[]);
     assert_eq!(run.code, 101, "a failed test exits 101\n{}", run.all());
@@ -80,6 +79,7 @@ fn passing_and_broken_models_are_reported_truthfully() {
 
 #[test]
 fn libtest_filters_select_what_they_say() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let (run, report) = run_reported(&["--spec", SPEC, "--exact", "docker::tiny_linear"], &[]);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -119,6 +119,7 @@ fn libtest_filters_select_what_they_say() {
 
 #[test]
 fn selection_flags_pick_models_groups_and_images() {
+    let _daemon = daemon::shared();
     let list = |args: &[&str]| -> Vec<String> {
         let mut all = vec!["--spec", SPEC, "--list"];
         all.extend_from_slice(args);
@@ -152,6 +153,7 @@ fn selection_flags_pick_models_groups_and_images() {
 
 #[test]
 fn unknown_names_are_usage_errors_with_suggestions() {
+    let _daemon = daemon::shared();
     let cases = [
         (
             vec!["--model", "tiny_lnear"],
@@ -183,6 +185,7 @@ fn unknown_names_are_usage_errors_with_suggestions() {
 
 #[test]
 fn broken_catalog_and_spec_name_file_line_and_column() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog");
     std::fs::create_dir_all(&catalog).unwrap();
@@ -215,6 +218,7 @@ fn broken_catalog_and_spec_name_file_line_and_column() {
 
 #[test]
 fn unreachable_daemon_has_its_own_exit_code_and_a_report() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("no-daemon.sock");
     let host = format!("unix://{}", socket.display());
@@ -244,6 +248,7 @@ fn unreachable_daemon_has_its_own_exit_code_and_a_report() {
 
 #[test]
 fn an_image_that_cannot_be_had_errors_its_cases_only() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let catalog = dir.path().join("catalog");
@@ -274,6 +279,7 @@ fn an_image_that_cannot_be_had_errors_its_cases_only() {
 
 #[test]
 fn slim_runs_the_slim_tag() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let (run, report) = run_reported(&["--spec", SPEC, "--slim", "--model", "tiny_linear"], &[]);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -286,6 +292,7 @@ fn slim_runs_the_slim_tag() {
 
 #[test]
 fn only_variables_the_spec_names_enter_the_container() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let spec = fixture_spec(
@@ -317,6 +324,7 @@ fn only_variables_the_spec_names_enter_the_container() {
 
 #[test]
 fn garbled_output_still_makes_valid_xml() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let spec = fixture_spec(dir.path(), "python3 /faults/garbled.py", "");
@@ -343,6 +351,7 @@ fn garbled_output_still_makes_valid_xml() {
 
 #[test]
 fn spec_marks_skip_and_expected_failure() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let spec = fixture_spec(
@@ -373,6 +382,7 @@ fn spec_marks_skip_and_expected_failure() {
 
 #[test]
 fn ignored_flags_run_what_the_spec_skips() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let spec = fixture_spec(
@@ -396,6 +406,7 @@ fn ignored_flags_run_what_the_spec_skips() {
 
 #[test]
 fn spec_volumes_are_kept_between_cases() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let volume = format!("zoo-runner-test-{}", std::process::id());

@@ -5,13 +5,12 @@
 //! without it. Each test has its own cache folder (`--cache-dir`), which namespaces the Docker
 //! volumes, and prunes them at the end. No stand-in is used in this file.
 
-mod common;
-
-use common::keras::*;
-use common::*;
+use crate::helpers::keras::*;
+use crate::helpers::*;
 
 #[test]
 fn a_cache_is_kept_across_runs_and_across_repulls_of_one_image_id() {
+    let _daemon = daemon::shared();
     let zoo = KerasZoo::new();
     let tag = format!("local/keras-fixture:repull-{}", std::process::id());
     derived_image(KERAS_V1, &tag);
@@ -83,6 +82,7 @@ fn docker(args: &[&str]) {
 
 #[test]
 fn a_new_image_version_never_sees_the_old_versions_file() {
+    let _daemon = daemon::shared();
     let zoo = KerasZoo::new();
     let v1 = zoo.serve(1, "brain");
     let v2 = zoo.serve(2, "brain");
@@ -108,6 +108,7 @@ fn a_new_image_version_never_sees_the_old_versions_file() {
 
 #[test]
 fn a_non_root_user_writes_its_cache_whether_or_not_the_image_has_the_path() {
+    let _daemon = daemon::shared();
     let zoo = KerasZoo::new();
     zoo.serve(1, "inside");
     zoo.serve(1, "absent");
@@ -157,6 +158,7 @@ command = ["sh", "-c", "KERAS_HOME=/opt/absent/keras exec python3 /opt/fakenet/f
 
 #[test]
 fn parallel_cases_and_two_runners_on_one_cache_corrupt_nothing() {
+    let _daemon = daemon::shared();
     let zoo = KerasZoo::new();
     // Four models that all need one file, written slowly (4 KiB chunks, 30 ms apart: about half
     // a second) and in place, as keras writes it: a reader during the write sees a partial file
@@ -199,6 +201,7 @@ fn parallel_cases_and_two_runners_on_one_cache_corrupt_nothing() {
 
 #[test]
 fn offline_passes_after_a_warm_run_and_fails_with_the_models_message_after_prune_all() {
+    let _daemon = daemon::shared();
     let zoo = KerasZoo::new();
     let path = zoo.serve(1, "brain");
     let spec = zoo.spec("s", &[("brain", KERAS_V1)], "");
@@ -259,6 +262,7 @@ fn offline_passes_after_a_warm_run_and_fails_with_the_models_message_after_prune
 
 #[test]
 fn prune_removes_the_caches_of_images_the_daemon_no_longer_has() {
+    let _daemon = daemon::shared();
     let zoo = KerasZoo::new();
     zoo.serve(1, "brain");
     let gone = format!("local/keras-fixture:gone-{}", std::process::id());
@@ -290,11 +294,12 @@ fn prune_removes_the_caches_of_images_the_daemon_no_longer_has() {
     );
     let after = zoo.volumes();
     assert_eq!(after.len(), 1);
-    assert!(after[0].contains(&common::keras::image_id(KERAS_V1)[7..19]));
+    assert!(after[0].contains(&crate::helpers::keras::image_id(KERAS_V1)[7..19]));
 }
 
 #[test]
 fn no_cache_runs_from_the_image_alone() {
+    let _daemon = daemon::shared();
     let zoo = KerasZoo::new();
     let path = zoo.serve(1, "brain");
     // Without a cache ~/.keras is the image's, which modeluser cannot write (as in ANTsPyNet's
@@ -316,6 +321,7 @@ fn no_cache_runs_from_the_image_alone() {
 
 #[test]
 fn versions_run_once_per_image_and_reach_the_report_and_the_summary() {
+    let _daemon = daemon::shared();
     let zoo = KerasZoo::new();
     for v in [1, 2] {
         for name in ["a", "b"] {
@@ -365,6 +371,7 @@ fn versions_run_once_per_image_and_reach_the_report_and_the_summary() {
 
 #[test]
 fn bad_cache_settings_stop_the_run_before_any_container() {
+    let _daemon = daemon::shared();
     let zoo = KerasZoo::new();
     let spec = zoo.spec("s", &[("brain", KERAS_V1)], "");
     let bad = zoo.spec(
@@ -396,6 +403,7 @@ fn bad_cache_settings_stop_the_run_before_any_container() {
 
 #[test]
 fn a_runner_stopped_while_waiting_for_a_cache_lock_says_its_case_never_started() {
+    let _daemon = daemon::shared();
     use std::io::BufRead;
     let zoo = KerasZoo::new();
     zoo.serve(1, "brain");
@@ -500,6 +508,7 @@ impl Drop for Unwritable {
 
 #[test]
 fn a_cache_folder_that_cannot_be_written_stops_the_run_before_any_container() {
+    let _daemon = daemon::shared();
     let zoo = KerasZoo::new();
     let spec = zoo.spec("s", &[("brain", KERAS_V1)], "");
     let locked = Unwritable::make(&zoo.cache_dir());

@@ -1,7 +1,7 @@
 //! Shared helpers of the end-to-end tests: they run the built `zoo-runner` binary against the
 //! real Docker daemon and the fixture images that `fixtures/build.sh` builds.
-#![allow(dead_code)]
 
+pub mod daemon;
 pub mod daemon_proxy;
 pub mod http;
 pub mod keras;
@@ -20,7 +20,9 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The built runner. Only a test that holds a turn at the daemon (`daemon::shared`) starts it.
 pub fn bin() -> PathBuf {
+    daemon::assert_turn();
     PathBuf::from(env!("CARGO_BIN_EXE_zoo-runner"))
 }
 

@@ -3,7 +3,7 @@
 //! selects, listed by the real binary through a POSIX shell.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use super::{bin, root, write_catalog};
@@ -190,9 +190,4 @@ pub fn image_of<'a>(zoo: &'a Zoo, case: &str) -> &'a str {
 /// Quotes one word for a POSIX shell.
 pub fn sh_quote(word: &str) -> String {
     format!("'{}'", word.replace('\'', "'\\''"))
-}
-
-/// Where the generated zoo's files are, for a path argument.
-pub fn display(path: &Path) -> String {
-    path.display().to_string()
 }

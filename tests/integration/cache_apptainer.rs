@@ -4,11 +4,9 @@
 //! `apptainer_home` the case's `$HOME` is the image's home (with what the image keeps there),
 //! and the caches under it are bound there.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::helpers::*;
 
 fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
@@ -16,6 +14,7 @@ fn strs(args: &[String]) -> Vec<&str> {
 
 #[test]
 fn apptainer_cache_folders_are_bound_reused_listed_and_pruned() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let sif = fixture_cache().join("kipoi-fixture.sif");
     let bytes = std::fs::read(&sif).unwrap_or_else(|e| {

@@ -4,13 +4,11 @@
 //! fixtures/apptainer/apptainer, which starts it inside a Docker container because Debian 12 has
 //! no Apptainer package. No stand-in binary is used in this file.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::http::{Reply, Server};
-use common::*;
+use crate::helpers::http::{Reply, Server};
+use crate::helpers::*;
 use md5::{Digest, Md5};
 
 const SIF_PATH: &str = "/sif/kipoi-fixture.sif";
@@ -117,6 +115,7 @@ fn run_singularity(server: &Server, md5: &str, extra: &[&str]) -> SifRun {
 
 #[test]
 fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let sif = fixture_sif();
     let server = Server::start();
@@ -199,6 +198,7 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
 
 #[test]
 fn a_wrong_md5_never_runs_and_names_both_sums() {
+    let _daemon = daemon::shared();
     let sif = fixture_sif();
     let server = Server::start();
     server.script(SIF_PATH, vec![Reply::File(Arc::clone(&sif))]);
@@ -263,6 +263,7 @@ fn a_wrong_md5_never_runs_and_names_both_sums() {
 
 #[test]
 fn a_missing_sif_is_an_error_naming_the_url() {
+    let _daemon = daemon::shared();
     let server = Server::start();
     server.script(SIF_PATH, vec![Reply::Status(404)]);
     let r = run_singularity(&server, "0123456789abcdef0123456789abcdef", &[]);
@@ -280,6 +281,7 @@ fn a_missing_sif_is_an_error_naming_the_url() {
 
 #[test]
 fn transient_faults_are_retried_and_cut_downloads_resume() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let sif = fixture_sif();
     let server = Server::start();
@@ -329,6 +331,7 @@ fn transient_faults_are_retried_and_cut_downloads_resume() {
 
 #[test]
 fn a_name_that_is_not_a_plain_file_name_is_rejected() {
+    let _daemon = daemon::shared();
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog(
@@ -355,6 +358,7 @@ fn a_name_that_is_not_a_plain_file_name_is_rejected() {
 
 #[test]
 fn both_runtimes_run_side_by_side() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let sif = fixture_sif();
     let server = Server::start();
@@ -383,6 +387,7 @@ fn both_runtimes_run_side_by_side() {
 
 #[test]
 fn a_hanging_apptainer_case_is_killed_with_its_process_group() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let sif = fixture_sif();
     let server = Server::start();
@@ -441,6 +446,7 @@ fn a_hanging_apptainer_case_is_killed_with_its_process_group() {
 
 #[test]
 fn an_interrupt_does_not_wait_for_a_stalled_download() {
+    let _daemon = daemon::shared();
     let sif = fixture_sif();
     let server = Server::start();
     server.script(SIF_PATH, vec![Reply::Stall(Arc::clone(&sif))]);
@@ -493,6 +499,7 @@ fn an_interrupt_does_not_wait_for_a_stalled_download() {
 
 #[test]
 fn a_read_only_sif_store_is_used_as_it_is() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let sif = fixture_sif();
     let server = Server::start();
@@ -505,7 +512,7 @@ fn a_read_only_sif_store_is_used_as_it_is() {
         store.join("kipoi-fixture.sif"),
     )
     .unwrap();
-    let ro = common::mounts::ReadOnlyMount::of(&store, &dir.path().join("ro"));
+    let ro = crate::helpers::mounts::ReadOnlyMount::of(&store, &dir.path().join("ro"));
     let cat = good_catalog(dir.path(), &server, &sif);
     let (run, report) = run_reported(
         &strs(&singularity_args(
@@ -556,6 +563,7 @@ fn a_read_only_sif_store_is_used_as_it_is() {
 
 #[test]
 fn a_stalled_download_gives_up_at_the_download_timeout() {
+    let _daemon = daemon::shared();
     let sif = fixture_sif();
     let server = Server::start();
     // A little of the file, then a minute of silence.

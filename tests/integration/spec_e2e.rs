@@ -3,11 +3,9 @@
 //! catalog folder stop the runner with exit 2 before any container starts. Specs and catalogs
 //! are written to temporary folders; cases run in the fixture image with network `none`.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::helpers::*;
 
 /// Writes `spec.toml` (with `text` after a common head) and a catalog beside it.
 fn write_spec(dir: &Path, models: &[&str], text: &str) -> String {
@@ -21,6 +19,7 @@ fn write_spec(dir: &Path, models: &[&str], text: &str) -> String {
 
 #[test]
 fn quoted_commands_run_word_for_word() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(
@@ -54,6 +53,7 @@ command = ["python3", "-c", "import sys; print('argv', sys.argv[1:])", "{model}"
 
 #[test]
 fn bad_spec_values_stop_the_run_before_any_container() {
+    let _daemon = daemon::shared();
     let cases = [
         (
             "command = \"x\"\nmemory = \"1m\"\n",
@@ -100,6 +100,7 @@ fn bad_spec_values_stop_the_run_before_any_container() {
 
 #[test]
 fn catalog_errors_say_what_is_wrong_where() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), &["Shell/a"], "command = \"x\"\n");
     let gone = dir.path().join("no-such-catalog");
@@ -123,6 +124,7 @@ fn catalog_errors_say_what_is_wrong_where() {
 
 #[test]
 fn an_empty_list_item_is_refused_naming_the_flag() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), &["Shell/a", "Shell/b"], "command = \"x\"\n");
     let run = runner(&["--spec", &spec, "--model", "Shell/a,,Shell/b"]);

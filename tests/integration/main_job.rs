@@ -4,12 +4,11 @@
 //! model-to-singularity.json, written by fixtures/build.sh with the SIF's real md5 and served as
 //! a `file:` URL beside the catalog. Only the SIF cache folder is a temporary one here.
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 
 #[test]
 fn the_main_job_shows_both_runtimes_side_by_side() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let listed = root().join("fixtures/catalog/model-to-singularity.json");
     assert!(

@@ -5,7 +5,7 @@
 //! `~/.keras/ANTsXNet/NAME.dat` when the file is missing; the tests serve it with the real HTTP
 //! server on 127.0.0.1 of `common::http`, so their containers use network `host`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -249,23 +249,4 @@ pub fn image_id(image: &str) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// True when `path` exists below the folder `dir`.
-pub fn exists_below(dir: &Path, name: &str) -> bool {
-    walk(dir).iter().any(|p| p.ends_with(name))
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                found.extend(walk(&path));
-            }
-            found.push(path);
-        }
-    }
-    found
 }

@@ -5,13 +5,11 @@
 //! multi-threaded test process wrote and then ran could fail with "text file busy"). The SIF is
 //! a small file served from a `file:` URL with its md5; no stand-in ever reads it.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use md5::{Digest, Md5};
 
 /// Bound for a run, so a hang fails the test instead of blocking it. Not a speed check.
@@ -23,7 +21,7 @@ fn standin(dir: &Path, name: &str, body: &str) -> PathBuf {
     std::fs::write(
         &source,
         format!(
-            "#!/bin/sh\n# STAND-IN for apptainer: see tests/apptainer_setup_standin.rs\n{body}"
+            "#!/bin/sh\n# STAND-IN for apptainer: see tests/integration/apptainer_setup_standin.rs\n{body}"
         ),
     )
     .unwrap();
@@ -107,6 +105,7 @@ fn running(pid: &str) -> bool {
 
 #[test]
 fn an_unusable_apptainer_exits_3_and_each_case_says_why() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog(dir.path());
     let sif_dir = dir.path().join("sifs");
@@ -152,6 +151,7 @@ fn an_unusable_apptainer_exits_3_and_each_case_says_why() {
 
 #[test]
 fn a_sif_dir_that_is_a_file_is_an_input_error_naming_the_flag() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog(dir.path());
     let bin = standin(
@@ -175,6 +175,7 @@ fn a_sif_dir_that_is_a_file_is_an_input_error_naming_the_flag() {
 
 #[test]
 fn a_version_probe_that_hangs_ends_with_the_run_on_sigterm() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog(dir.path());
     let pidfile = dir.path().join("probe-child.pid");
@@ -231,6 +232,7 @@ fn a_version_probe_that_hangs_ends_with_the_run_on_sigterm() {
 
 #[test]
 fn a_version_that_is_no_version_is_not_reported_as_one() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog(dir.path());
     // `--version` prints 300 random bytes; `exec` passes.

@@ -3,12 +3,10 @@
 //! the runner saves it from the daemon and builds the SIF from a `docker-archive:`. A pull that
 //! fails carries Apptainer's own message into the report. No stand-in is used in this file.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use md5::{Digest, Md5};
 
 fn apptainer() -> PathBuf {
@@ -49,6 +47,7 @@ fn args<'a>(cat: &'a str, sif_dir: &'a str, bin: &'a str, extra: &[&'a str]) -> 
 
 #[test]
 fn a_local_only_image_is_built_into_a_sif_and_runs() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog_without_sif(dir.path(), FIXTURE_IMAGE);
@@ -127,6 +126,7 @@ fn a_local_only_image_is_built_into_a_sif_and_runs() {
 
 #[test]
 fn ctrl_c_during_a_build_stops_apptainer_and_leaves_nothing() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let cat = catalog_without_sif(dir.path(), FIXTURE_IMAGE);
@@ -190,6 +190,7 @@ fn ctrl_c_during_a_build_stops_apptainer_and_leaves_nothing() {
 
 #[test]
 fn a_failed_pull_reports_apptainers_own_message() {
+    let _daemon = daemon::shared();
     // Not in the daemon, so it is pulled from its registry: one on a closed loopback port, inside
     // the launcher's network namespace. Apptainer fails at once and says why.
     let image = "localhost:1/zoo-runner-test/absent:1";
@@ -229,6 +230,7 @@ fn a_failed_pull_reports_apptainers_own_message() {
 
 #[test]
 fn a_missing_binary_errors_each_case_with_the_reason() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("no/such/apptainer");
     let (run, report) = run_reported(

@@ -6,12 +6,10 @@
 //! line and exits 1, as a real `apptainer exec` whose command did that would.
 //! The SIF is a small file served from a `file:` URL with its md5; the stand-in never reads it.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::helpers::*;
 use md5::{Digest, Md5};
 
 /// Bound for the run, so a hang fails the test instead of blocking it. Not a speed check.
@@ -22,7 +20,7 @@ fn standin(dir: &Path, pidfile: &Path) -> std::path::PathBuf {
     install_script(
         &script,
         &format!(
-            "#!/bin/sh\n# STAND-IN for apptainer: see tests/apptainer_pipes_standin.rs\n\
+            "#!/bin/sh\n# STAND-IN for apptainer: see tests/integration/apptainer_pipes_standin.rs\n\
              if [ \"$1\" = --version ]; then echo 'apptainer version 0.0-standin'; exit 0; fi\n\
              setsid sleep 600 &\n\
              echo $! > '{}'\n\
@@ -53,6 +51,7 @@ impl Drop for KillOnDrop<'_> {
 
 #[test]
 fn a_grandchild_holding_the_pipes_does_not_hang_the_case() {
+    let _daemon = daemon::shared();
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("grandchild.pid");
     let _cleanup = KillOnDrop(&pidfile);

@@ -1,12 +1,10 @@
 //! The fixture registries (`fixtures/registry.sh`) work: the open one takes a push and serves
 //! it, the other wants the fixture login and takes nothing else. All on loopback.
 
-mod common;
-
-use common::registry::{
+use crate::helpers::registry::{
     auth_registry, http_get, is_local, open_registry, push_fixture, DockerConfig,
 };
-use common::{require_fixture_image, FIXTURE_IMAGE};
+use crate::helpers::{require_fixture_image, FIXTURE_IMAGE};
 
 #[test]
 fn open_registry_lists_and_serves_a_pushed_fixture_image() {

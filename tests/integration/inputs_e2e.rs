@@ -2,9 +2,7 @@
 //! with exit 2 and a message naming the flag, before any container starts (checked through
 //! the daemon by the runner's pid label).
 
-mod common;
-
-use common::*;
+use crate::helpers::*;
 
 const FAULTS: &str = "fixtures/faults/spec.toml";
 
@@ -21,6 +19,7 @@ fn refused_run(extra: &[&str]) -> (Run, u32, bool) {
 
 #[test]
 fn bad_numbers_are_refused_before_any_container() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let cases: [(&[&str], &str); 9] = [
         (&["--test-threads", "0"], "--test-threads"),
@@ -47,6 +46,7 @@ fn bad_numbers_are_refused_before_any_container() {
 
 #[test]
 fn an_unwritable_report_place_is_refused_before_any_container() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");
@@ -79,6 +79,7 @@ fn an_unwritable_report_place_is_refused_before_any_container() {
 
 #[test]
 fn a_logfile_that_cannot_be_created_is_refused_before_any_container() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let (run, pid, reported) = refused_run(&["--logfile", "no-such-dir/run.log"]);
     assert_eq!(run.code, 2, "{}", run.all());
@@ -90,6 +91,7 @@ fn a_logfile_that_cannot_be_created_is_refused_before_any_container() {
 
 #[test]
 fn bench_runs_the_cases_instead_of_ignoring_them() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let (run, report) = run_reported(
         &[
@@ -108,6 +110,7 @@ fn bench_runs_the_cases_instead_of_ignoring_them() {
 
 #[test]
 fn an_empty_selection_says_so_and_fails_with_require_tests() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let exact = ["--spec", FAULTS, "--exact", "tiny_linear"];
     let (run, report) = run_reported(&exact, &[]);
@@ -137,6 +140,7 @@ fn an_empty_selection_says_so_and_fails_with_require_tests() {
 
 #[test]
 fn list_honours_format_json() {
+    let _daemon = daemon::shared();
     let run = runner(&[
         "--spec",
         FAULTS,

@@ -3,19 +3,17 @@
 //! pull is a real download. With and without a login, wrong logins, missing images and dead
 //! registries; byte progress off a terminal; pull time kept out of case time; pull-ahead;
 //! `--prune-images`, also when `--fail-fast` stops the run. One test puts a proxy in front of
-//! the daemon that withholds the answer to one pull (`common::daemon_proxy`); one runs a
+//! the daemon that withholds the answer to one pull (`helpers::daemon_proxy`); one runs a
 //! stand-in credential helper that never answers (a shell script, named so where it is made).
-
-mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use common::daemon_proxy;
-use common::registry::{
+use crate::helpers::daemon_proxy;
+use crate::helpers::registry::{
     auth_registry, is_local, open_registry, push_fixture, push_fixture_with, DockerConfig,
 };
-use common::*;
+use crate::helpers::*;
 
 /// A spec whose cases run `true`, except `slow/*` models, which sleep 3 s.
 fn write_zoo(dir: &Path, models: &[(&str, &str)]) -> String {
@@ -77,6 +75,7 @@ fn run_combined(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
 
 #[test]
 fn a_pull_is_a_download_with_byte_progress_and_its_time_is_not_case_time() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let registry = open_registry();
     // 96 MiB of random data: the pull moves at least that much and takes longer than the
@@ -161,6 +160,7 @@ fn a_pull_is_a_download_with_byte_progress_and_its_time_is_not_case_time() {
 
 #[test]
 fn a_login_is_read_from_the_docker_config_and_a_bad_one_is_named() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let registry = auth_registry();
     let pushed = push_fixture(FIXTURE_IMAGE, &registry, "private");
@@ -206,6 +206,7 @@ fn a_login_is_read_from_the_docker_config_and_a_bad_one_is_named() {
 
 #[test]
 fn a_missing_image_or_a_dead_registry_errors_that_image_only() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let registry = open_registry();
     let missing = format!("{}/zoo-runner-test/never-pushed:nope", registry.address);
@@ -242,6 +243,7 @@ fn a_missing_image_or_a_dead_registry_errors_that_image_only() {
 
 #[test]
 fn the_next_image_is_pulled_while_the_current_images_cases_run() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let registry = open_registry();
     // Cases run image by image, in the order of their names: `a`, then `b`, then `c`.
@@ -306,6 +308,7 @@ fn the_next_image_is_pulled_while_the_current_images_cases_run() {
 
 #[test]
 fn prune_images_removes_what_the_run_pulled_and_keeps_what_was_there() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let registry = open_registry();
     // 4 MiB, so the daemon reports the layer's size (a tiny layer may come with none).
@@ -374,6 +377,7 @@ fn wait_for(child: &mut std::process::Child, what: &str, mut done: impl FnMut() 
 
 #[test]
 fn prune_images_with_fail_fast_leaves_the_disk_as_it_was() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let registry = open_registry();
     // Cases run image by image, in the order of the images' names: `failing`'s two cases
@@ -503,6 +507,7 @@ fn still_running(file: &Path) -> bool {
 
 #[test]
 fn a_credential_helper_that_never_answers_has_a_deadline_and_ends_with_the_run() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let registry = open_registry();
     let pushed = push_fixture(FIXTURE_IMAGE, &registry, "helper-hangs");
@@ -583,6 +588,7 @@ fn assert_test_lines_whole(segments: &[&str]) {
 
 #[test]
 fn on_a_terminal_the_running_case_and_pulls_are_drawn_without_tearing_test_lines() {
+    let _daemon = daemon::shared();
     require_fixture_image();
     let registry = open_registry();
     let pushed = push_fixture(FIXTURE_IMAGE, &registry, "terminal");
