@@ -30,12 +30,34 @@ fn fixture_spec(dir: &Path, command: &str, extra: &str) -> String {
 fn passing_and_broken_models_are_reported_truthfully() {
     let _daemon = daemon::shared();
     require_fixture_image();
-    let (run, report) = run_reported(&["--spec", SPEC], &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let summary = dir.path().join("summary.md");
+    let (run, report) = run_reported(
+        &["--spec", SPEC, "--summary", summary.to_str().unwrap()],
+        &[],
+    );
     assert_eq!(run.code, 101, "a failed test exits 101\n{}", run.all());
     assert_status(&run, "docker::tiny_linear", "ok");
     assert_status(&run, "docker::tiny_fail_expect", "FAILED");
     assert_status(&run, "docker::tiny_fail_raise", "FAILED");
-    assert!(run.stdout.contains("1 passed; 2 failed"), "{}", run.all());
+    // The whole terminal output, as `cargo test` shows it: the test lines, the failures with
+    // kipoi's words, the result line (`1 passed; 2 failed`); and the runner's own lines.
+    normalise::run_output().bind(|| {
+        insta::assert_snapshot!("fixture_zoo_stdout", run.stdout);
+        insta::assert_snapshot!("fixture_zoo_stderr", run.stderr);
+    });
+    // The summary (the slowest cases in the order of their times, checked against the report,
+    // then sorted by name for the snapshot) and the report itself.
+    let md = std::fs::read_to_string(&summary).unwrap();
+    assert_eq!(
+        normalise::slowest_cases(&md),
+        normalise::slowest_in_report(Path::new(report.path())),
+        "{md}"
+    );
+    normalise::run_output().bind(|| {
+        insta::assert_snapshot!("fixture_zoo_summary", normalise::slowest_by_name(&md));
+        insta::assert_snapshot!("fixture_zoo_junit", report.text());
+    });
 
     let doc = report.doc();
     let ok = testcase(&doc, "tiny_linear");
@@ -81,25 +103,25 @@ fn passing_and_broken_models_are_reported_truthfully() {
 fn libtest_filters_select_what_they_say() {
     let _daemon = daemon::shared();
     require_fixture_image();
-    let (run, report) = run_reported(&["--spec", SPEC, "--exact", "docker::tiny_linear"], &[]);
+    // `--exact`: `1 passed; 0 failed`, `2 filtered out`; `--skip`: `running 1 test`.
+    let exact = ["--spec", SPEC, "--exact", "docker::tiny_linear"];
+    let (run, report) = run_reported(&exact, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
-        run.stdout.contains("1 passed; 0 failed") && run.stdout.contains("2 filtered out"),
-        "{}",
-        run.all()
-    );
     let text = report.text();
     assert!(
         text.contains("tiny_linear") && !text.contains("tiny_fail"),
         "{text}"
     );
+    let mut said = normalise::transcript(&[&exact[..], &["--junit", report.path()]].concat(), &run);
 
-    let (run, _) = run_reported(
-        &["--spec", SPEC, "--skip", "fail", "--test-threads", "2"],
-        &[],
-    );
+    let skip = ["--spec", SPEC, "--skip", "fail", "--test-threads", "2"];
+    let (run, report) = run_reported(&skip, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(run.stdout.contains("running 1 test"), "{}", run.all());
+    said.push_str(&normalise::transcript(
+        &[&skip[..], &["--junit", report.path()]].concat(),
+        &run,
+    ));
+    normalise::run_output().bind(|| insta::assert_snapshot!("libtest_filters", said));
 
     let (run, _) = run_reported(&["--spec", SPEC, "--list", "tiny_fail"], &[]);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -154,33 +176,28 @@ fn selection_flags_pick_models_groups_and_images() {
 #[test]
 fn unknown_names_are_usage_errors_with_suggestions() {
     let _daemon = daemon::shared();
+    // Each names the unknown name and suggests the near ones (`did you mean ...?`).
     let cases = [
-        (
-            vec!["--model", "tiny_lnear"],
-            "unknown model `tiny_lnear`; did you mean `tiny_linear`?",
-        ),
-        (
-            vec!["--modelgroup", "tiny_fail_rise"],
-            "did you mean one of `tiny_fail_raise`",
-        ),
-        (
-            vec!["--image", "local/kipoi-fixture:py2"],
-            "did you mean `local/kipoi-fixture:py3`?",
-        ),
+        ["--model", "tiny_lnear"],
+        ["--modelgroup", "tiny_fail_rise"],
+        ["--image", "local/kipoi-fixture:py2"],
     ];
-    for (args, want) in cases {
+    let mut said = String::new();
+    for args in cases {
         let mut all = vec!["--spec", SPEC];
         all.extend(args);
         let (run, report) = run_reported(&all, &[]);
         assert_eq!(run.code, 2, "{}", run.all());
-        assert!(run.stderr.contains(want), "{}", run.all());
         assert!(
             !run.stdout.contains("running"),
             "nothing ran\n{}",
             run.all()
         );
         assert!(!report.exists(), "no report for a usage error");
+        all.extend(["--junit", report.path()]);
+        said.push_str(&normalise::transcript(&all, &run));
     }
+    normalise::messages().bind(|| insta::assert_snapshot!("unknown_names", said));
 }
 
 #[test]
@@ -195,25 +212,25 @@ fn broken_catalog_and_spec_name_file_line_and_column() {
     )
     .unwrap();
     std::fs::write(catalog.join("docker-to-model.json"), "{}").unwrap();
-    let run = runner(&["--spec", SPEC, "--catalog", catalog.to_str().unwrap()]);
+    let catalog_args = ["--spec", SPEC, "--catalog", catalog.to_str().unwrap()];
+    let run = runner(&catalog_args);
     assert_eq!(run.code, 2, "{}", run.all());
-    assert!(run.stderr.contains("model-to-docker.json"), "{}", run.all());
-    assert!(run.stderr.contains("line 3, column 3"), "{}", run.all());
+    // `model-to-docker.json`, `line 3, column 3`.
+    let mut said = normalise::transcript(&catalog_args, &run);
 
     let spec = dir.path().join("bad.toml");
     std::fs::write(&spec, "command = \"kipoi test {model}\"\ntimeout = 5\n").unwrap();
-    let run = runner(&[
+    let spec_args = [
         "--spec",
         spec.to_str().unwrap(),
         "--catalog",
         "fixtures/catalog",
-    ]);
+    ];
+    let run = runner(&spec_args);
     assert_eq!(run.code, 2, "{}", run.all());
-    assert!(
-        run.stderr.contains("bad.toml") && run.stderr.contains("line 2, column 11"),
-        "{}",
-        run.all()
-    );
+    // `bad.toml`, `line 2, column 11`.
+    said.push_str(&normalise::transcript(&spec_args, &run));
+    normalise::messages().bind(|| insta::assert_snapshot!("broken_catalog_and_spec", said));
 }
 
 #[test]
@@ -362,17 +379,9 @@ fn spec_marks_skip_and_expected_failure() {
     );
     let (run, report) = run_reported(&["--spec", &spec], &[]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
-        run.stdout
-            .contains("ignored (expected failure: raises on purpose)"),
-        "{}",
-        run.all()
-    );
-    assert!(
-        run.stdout.contains("ignored (skipped: not today)"),
-        "{}",
-        run.all()
-    );
+    // `ignored (expected failure: raises on purpose)`, `ignored (skipped: not today)`.
+    normalise::run_output()
+        .bind(|| insta::assert_snapshot!("skip_and_expected_failure", run.stdout));
     let doc = report.doc();
     let xfail = child_message(testcase(&doc, "tiny_fail_raise"), "skipped");
     assert!(xfail.contains("RuntimeError"), "kipoi's words are kept");

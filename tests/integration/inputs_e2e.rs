@@ -6,42 +6,47 @@ use crate::helpers::*;
 
 const FAULTS: &str = "fixtures/faults/spec.toml";
 
-/// Runs the runner on one quick case with `extra` flags; returns the run, its pid and whether
-/// a report was written.
-fn refused_run(extra: &[&str]) -> (Run, u32, bool) {
+/// Runs the runner on one quick case with `extra` flags; returns the run, its pid, whether a
+/// report was written, and the command with what it said (a transcript for a snapshot).
+fn refused_run(extra: &[&str]) -> (Run, u32, bool, String) {
     let mut args = vec!["--spec", FAULTS, "--exact", "docker::tiny_linear"];
     args.extend_from_slice(extra);
     let (process, report) = spawn_reported(&args, &[]);
     let pid = process.id();
     let run = finish(process);
-    (run, pid, report.exists())
+    args.extend(["--junit", report.path()]);
+    let said = normalise::transcript(&args, &run);
+    (run, pid, report.exists(), said)
 }
 
 #[test]
 fn bad_numbers_are_refused_before_any_container() {
     let _daemon = daemon::shared();
     require_fixture_image();
-    let cases: [(&[&str], &str); 9] = [
-        (&["--test-threads", "0"], "--test-threads"),
-        (&["--test-threads", "100000"], "--test-threads"),
-        (&["--slow-after", "0s"], "--slow-after"),
-        (&["--timeout", "0s"], "--timeout"),
-        (&["--timeout", "99999999999999999999s"], "--timeout"),
-        (&["--timeout", "18446744073709551615h"], "too large"),
-        (&["--grace", "3h"], "--grace"),
-        (&["--keep-output", "0"], "--keep-output"),
-        (&["--retries", "1000"], "--retries"),
+    // Each message names the flag (`too large` for an hour count that overflows).
+    let cases: [&[&str]; 9] = [
+        &["--test-threads", "0"],
+        &["--test-threads", "100000"],
+        &["--slow-after", "0s"],
+        &["--timeout", "0s"],
+        &["--timeout", "99999999999999999999s"],
+        &["--timeout", "18446744073709551615h"],
+        &["--grace", "3h"],
+        &["--keep-output", "0"],
+        &["--retries", "1000"],
     ];
-    for (flags, want) in cases {
-        let (run, pid, reported) = refused_run(flags);
+    let mut said = String::new();
+    for flags in cases {
+        let (run, pid, reported, transcript) = refused_run(flags);
         assert_eq!(run.code, 2, "{flags:?}\n{}", run.all());
-        assert!(run.stderr.contains(want), "{flags:?}\n{}", run.all());
         assert!(
             containers_of(pid, None).is_empty(),
             "{flags:?}: a container was made"
         );
         assert!(!reported, "{flags:?}: nothing ran, so no report");
+        said.push_str(&transcript);
     }
+    normalise::messages().bind(|| insta::assert_snapshot!("bad_numbers", said));
 }
 
 #[test]
@@ -53,10 +58,9 @@ fn an_unwritable_report_place_is_refused_before_any_container() {
     std::fs::write(&file, "x").unwrap();
     let under_file = file.join("junit.xml");
     let folder = dir.path().to_str().unwrap().to_string();
-    for (junit, want) in [
-        (folder.as_str(), "is a folder"),
-        (under_file.to_str().unwrap(), "cannot create its folder"),
-    ] {
+    // `is a folder`; `cannot create its folder`.
+    let mut said = String::new();
+    for junit in [folder.as_str(), under_file.to_str().unwrap()] {
         let args = [
             "--spec",
             FAULTS,
@@ -69,22 +73,24 @@ fn an_unwritable_report_place_is_refused_before_any_container() {
         let pid = process.id();
         let run = finish(process);
         assert_eq!(run.code, 2, "{junit}\n{}", run.all());
-        assert!(run.stderr.contains(want), "{junit}\n{}", run.all());
         assert!(
             containers_of(pid, None).is_empty(),
             "{junit}: a container was made"
         );
+        said.push_str(&normalise::transcript(&args, &run));
     }
+    normalise::messages().bind(|| insta::assert_snapshot!("unwritable_report_places", said));
 }
 
 #[test]
 fn a_logfile_that_cannot_be_created_is_refused_before_any_container() {
     let _daemon = daemon::shared();
     require_fixture_image();
-    let (run, pid, reported) = refused_run(&["--logfile", "no-such-dir/run.log"]);
+    let (run, pid, reported, said) = refused_run(&["--logfile", "no-such-dir/run.log"]);
     assert_eq!(run.code, 2, "{}", run.all());
-    assert!(run.stderr.contains("--logfile"), "{}", run.all());
-    assert!(!run.stderr.contains("panicked"), "{}", run.all());
+    // Names `--logfile`; no panic.
+    normalise::messages()
+        .bind(|| insta::assert_snapshot!("a_logfile_that_cannot_be_created", said));
     assert!(containers_of(pid, None).is_empty());
     assert!(!reported);
 }
@@ -115,15 +121,9 @@ fn an_empty_selection_says_so_and_fails_with_require_tests() {
     let exact = ["--spec", FAULTS, "--exact", "tiny_linear"];
     let (run, report) = run_reported(&exact, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
-        run.stderr.contains("no case selected")
-            && run
-                .stderr
-                .contains("did you mean `--exact docker::tiny_linear`"),
-        "{}",
-        run.all()
-    );
     assert!(report.exists());
+    // `no case selected`, and `did you mean `--exact docker::tiny_linear``.
+    let mut said = normalise::transcript(&[&exact[..], &["--junit", report.path()]].concat(), &run);
 
     let mut required = exact.to_vec();
     required.push("--require-tests");
@@ -133,9 +133,15 @@ fn an_empty_selection_says_so_and_fails_with_require_tests() {
 
     let (run, _) = run_reported(&["--spec", FAULTS, "tiny_linea"], &[]);
     assert_eq!(run.code, 0, "a substring filter still runs: {}", run.all());
-    let (run, _) = run_reported(&["--spec", FAULTS, "zzz-nothing", "--require-tests"], &[]);
+    let nothing = ["--spec", FAULTS, "zzz-nothing", "--require-tests"];
+    let (run, report) = run_reported(&nothing, &[]);
     assert_eq!(run.code, 5, "{}", run.all());
-    assert!(run.stderr.contains("`--list` shows them"), "{}", run.all());
+    // The filter matched none of the planned cases: `--list` shows them.
+    said.push_str(&normalise::transcript(
+        &[&nothing[..], &["--junit", report.path()]].concat(),
+        &run,
+    ));
+    normalise::run_output().bind(|| insta::assert_snapshot!("empty_selections", said));
 }
 
 #[test]
@@ -159,4 +165,6 @@ fn list_honours_format_json() {
     let names: Vec<&str> = lines.iter().map(|v| v["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["docker::tiny_linear", "docker::hang"]);
     assert_eq!(lines[0]["image"], "local/kipoi-fixture:py3");
+    // One JSON object a line, with every field a consumer reads.
+    normalise::messages().bind(|| insta::assert_snapshot!("list_format_json", run.stdout));
 }

@@ -270,178 +270,130 @@ fn bad_inputs_exit_2_and_say_why() {
     std::fs::write(&html, "<html><body>no report</body></html>").unwrap();
     let html = html.display().to_string();
     let missing = zoo.path("nope.xml").display().to_string();
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["matrix", "--spec", &spec, "--shards", "0"], "0 shards"),
-        (
-            vec!["matrix", "--spec", &spec, "--shards", "257"],
-            "at most 256",
-        ),
-        (
-            vec!["matrix", "--spec", &spec, "--shards", "-1"],
+    // Each message says why: the flag, the file, or what the value would do.
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["matrix", "--spec", &spec, "--shards", "0"], // "0 shards"
+        vec!["matrix", "--spec", &spec, "--shards", "257"], // "at most 256"
+        vec!["matrix", "--spec", &spec, "--shards", "-1"], // "--shards"
+        vec!["matrix", "--spec", &spec],                  // "--per-image"
+        vec!["matrix", "--spec", &spec, "--per-image", "--shards", "2"], // "cannot be used with"
+        vec![
+            "matrix",
+            "--spec",
+            &spec,
             "--shards",
-        ),
-        (vec!["matrix", "--spec", &spec], "--per-image"),
-        (
-            vec!["matrix", "--spec", &spec, "--per-image", "--shards", "2"],
-            "cannot be used with",
-        ),
-        (
-            vec![
-                "matrix",
-                "--spec",
-                &spec,
-                "--shards",
-                "2",
-                "--durations",
-                &not_junit,
-            ],
-            "not a JUnit report",
-        ),
-        (
-            vec![
-                "matrix",
-                "--spec",
-                &spec,
-                "--shards",
-                "2",
-                "--durations",
-                &html,
-            ],
-            "root element is `html`",
-        ),
-        (
-            vec![
-                "matrix",
-                "--spec",
-                &spec,
-                "--shards",
-                "2",
-                "--durations",
-                &missing,
-            ],
-            "does not exist",
-        ),
-        (
-            vec![
-                "matrix",
-                "--spec",
-                &spec,
-                "--per-image",
-                "--",
-                "--model",
-                "G0/m0000",
-            ],
-            "must not change which cases run",
-        ),
-        (
-            vec![
-                "matrix",
-                "--spec",
-                &spec,
-                "--per-image",
-                "--",
-                "--retrys",
-                "1",
-            ],
+            "2",
+            "--durations",
+            &not_junit,
+        ], // "not a JUnit report"
+        vec![
+            "matrix",
+            "--spec",
+            &spec,
+            "--shards",
+            "2",
+            "--durations",
+            &html,
+        ], // "root element is `html`"
+        vec![
+            "matrix",
+            "--spec",
+            &spec,
+            "--shards",
+            "2",
+            "--durations",
+            &missing,
+        ], // "does not exist"
+        vec![
+            "matrix",
+            "--spec",
+            &spec,
+            "--per-image",
+            "--",
+            "--model",
+            "G0/m0000",
+        ], // "must not change which cases run"
+        vec![
+            "matrix",
+            "--spec",
+            &spec,
+            "--per-image",
+            "--",
             "--retrys",
-        ),
+            "1",
+        ], // "--retrys"
         // libtest's narrowing flags after `--` (the jobs are planned without them).
-        (
-            vec![
-                "matrix",
-                "--spec",
-                &spec,
-                "--per-image",
-                "--",
-                "--exact",
-                "docker::G0/m0000",
-            ],
+        vec![
+            "matrix",
+            "--spec",
+            &spec,
+            "--per-image",
+            "--",
             "--exact",
-        ),
-        (
-            vec![
-                "matrix", "--spec", &spec, "--shards", "3", "--", "--skip", "G0/m0000",
-            ],
-            "--skip",
-        ),
+            "docker::G0/m0000",
+        ], // "--exact"
+        vec![
+            "matrix", "--spec", &spec, "--shards", "3", "--", "--skip", "G0/m0000",
+        ], // "--skip"
         // A run would refuse these numbers in every job: the matrix does it once.
-        (
-            vec![
-                "matrix",
-                "--spec",
-                &spec,
-                "--shards",
-                "2",
-                "--",
-                "--test-threads",
-                "0",
-            ],
-            "--test-threads 0",
-        ),
-        (
-            vec![
-                "matrix",
-                "--spec",
-                &spec,
-                "--per-image",
-                "--",
-                "--test-threads",
-                "999",
-            ],
-            "--test-threads 999",
-        ),
-        (
-            vec![
-                "--spec",
-                &spec,
-                "--partition",
-                "time:1/2",
-                "--durations",
-                &not_junit,
-                "--list",
-            ],
-            "not a JUnit report",
-        ),
-        (
-            vec![
-                "--spec",
-                &spec,
-                "--partition",
-                "hash:1/2",
-                "--durations",
-                &html,
-                "--list",
-            ],
-            "--durations is read only by --partition time",
-        ),
-        (
-            vec!["--spec", &spec, "--partition", "time:0/2", "--list"],
-            "not a partition",
-        ),
-        (
-            vec!["--spec", &spec, "--only-image", "zoo/image-9:v1", "--list"],
-            "no selected case runs in it",
-        ),
-        (
-            vec![
-                "--spec",
-                &spec,
-                "--summary",
-                zoo.dir.path().to_str().unwrap(),
-            ],
-            "is a folder",
-        ),
+        vec![
+            "matrix",
+            "--spec",
+            &spec,
+            "--shards",
+            "2",
+            "--",
+            "--test-threads",
+            "0",
+        ], // "--test-threads 0"
+        vec![
+            "matrix",
+            "--spec",
+            &spec,
+            "--per-image",
+            "--",
+            "--test-threads",
+            "999",
+        ], // "--test-threads 999"
+        vec![
+            "--spec",
+            &spec,
+            "--partition",
+            "time:1/2",
+            "--durations",
+            &not_junit,
+            "--list",
+        ], // "not a JUnit report"
+        vec![
+            "--spec",
+            &spec,
+            "--partition",
+            "hash:1/2",
+            "--durations",
+            &html,
+            "--list",
+        ], // "--durations is read only by --partition time"
+        vec!["--spec", &spec, "--partition", "time:0/2", "--list"], // "not a partition"
+        vec!["--spec", &spec, "--only-image", "zoo/image-9:v1", "--list"], // "no selected case runs in it"
+        vec![
+            "--spec",
+            &spec,
+            "--summary",
+            zoo.dir.path().to_str().unwrap(),
+        ], // "is a folder"
     ];
-    for (args, want) in cases {
+    let mut said = String::new();
+    for args in cases {
         let run = runner(&args);
         assert_eq!(run.code, 2, "{args:?}\n{}", run.all());
-        assert!(run.stderr.contains(want), "{args:?}: {}", run.stderr);
         assert!(
             run.stdout.is_empty(),
             "{args:?}: nothing on stdout: {}",
             run.stdout
         );
+        said.push_str(&normalise::transcript(&args, &run));
     }
+    normalise::messages().bind(|| insta::assert_snapshot!("bad_inputs", said));
 }
 
 /// Reports that record no time (an empty `<testsuites/>`) have no median: the run and the
@@ -454,45 +406,86 @@ fn durations_without_any_time_make_up_none() {
     let empty = zoo.path("empty.xml");
     std::fs::write(&empty, "<testsuites/>\n").unwrap();
     let empty = empty.display().to_string();
-    let run = runner(&[
-        "--spec",
-        &spec,
-        "--partition",
-        "time:1/2",
-        "--durations",
-        &empty,
-        "--list",
-    ]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
-        run.stderr.contains("record no case's time")
-            && run.stderr.contains("no median to count from"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        !run.stderr.contains("count as the median"),
-        "{}",
-        run.stderr
-    );
-    let run = runner(&[
-        "matrix",
-        "--spec",
-        &spec,
-        "--shards",
-        "2",
-        "--durations",
-        &empty,
-    ]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
-        run.stderr.contains("no median to count from"),
-        "{}",
-        run.stderr
-    );
-    assert!(
-        !run.stderr.contains("by --durations"),
-        "no expected time per job: {}",
-        run.stderr
-    );
+    // The run: the reports `record no case's time`, so there is `no median to count from`
+    // (and nothing `count as the median`). The matrix: the same, and no expected time per
+    // job (`by --durations`).
+    let mut said = String::new();
+    for args in [
+        &[
+            "--spec",
+            &spec,
+            "--partition",
+            "time:1/2",
+            "--durations",
+            &empty,
+            "--list",
+        ][..],
+        &[
+            "matrix",
+            "--spec",
+            &spec,
+            "--shards",
+            "2",
+            "--durations",
+            &empty,
+        ],
+    ] {
+        let run = runner(args);
+        assert_eq!(run.code, 0, "{}", run.all());
+        said.push_str(&normalise::transcript(args, &run));
+    }
+    normalise::messages().bind(|| insta::assert_snapshot!("durations_without_any_time", said));
+}
+
+/// What `--list` (both formats) and `matrix` print, and the matrix's notes on stderr: the
+/// lines that CI jobs and scripts read, on the fixture zoo and on a generated zoo with
+/// earlier times (each job's expected time).
+#[test]
+fn list_and_matrix_lines_keep_their_shape() {
+    let _daemon = daemon::shared();
+    let zoo = generate(&[5, 3, 1], 2, false);
+    let spec = zoo.spec();
+    let durations = zoo.write_durations("durations.xml");
+    let commands: [&[&str]; 9] = [
+        &["--spec", "fixtures/spec.toml", "--list"],
+        &["--spec", "fixtures/spec.toml", "--list", "tiny_fail"],
+        &[
+            "--spec",
+            "fixtures/spec.toml",
+            "--runtime",
+            "all",
+            "--list",
+            "--format",
+            "json",
+        ],
+        &["matrix", "--spec", "fixtures/spec.toml", "--per-image"],
+        &["matrix", "--spec", "fixtures/spec.toml", "--shards", "2"],
+        &["matrix", "--spec", "fixtures/spec.toml", "--shards", "8"],
+        &["matrix", "--spec", &spec, "--per-image"],
+        &[
+            "matrix",
+            "--spec",
+            &spec,
+            "--shards",
+            "2",
+            "--durations",
+            &durations,
+        ],
+        &[
+            "--spec",
+            &spec,
+            "--partition",
+            "time:2/2",
+            "--durations",
+            &durations,
+            "--list",
+        ],
+    ];
+    let mut said = String::new();
+    for args in commands {
+        let run = runner(args);
+        assert_eq!(run.code, 0, "{args:?}\n{}", run.all());
+        said.push_str(&normalise::transcript(args, &run));
+    }
+    normalise::messages().bind(|| insta::assert_snapshot!("list_and_matrix_lines", said));
 }

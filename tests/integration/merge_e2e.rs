@@ -122,34 +122,38 @@ fn merged_shards_count_as_one_unsharded_run() {
         assert!(shard_texts.contains(raw), "copied as it was: {raw}");
     }
 
+    // The merged summary: the image's counts, each failure with kipoi's words, the slowest
+    // cases (in the order of their times in the merged report; by name in the snapshot).
     let md = std::fs::read_to_string(&summary).unwrap();
-    assert!(
-        md.contains("| `docker:local/kipoi-fixture:py3` | 1 | 2 | 0 | 0 | 0 |"),
+    assert_eq!(
+        normalise::slowest_cases(&md),
+        normalise::slowest_in_report(&merged),
         "{md}"
     );
-    assert!(md.contains("**`docker::tiny_fail_raise`** failed"), "{md}");
-    assert!(
-        md.contains("RuntimeError: fixture: deliberate failure"),
-        "{md}"
-    );
-    assert!(md.contains("Model predictions don't match"), "{md}");
-    assert!(md.contains("### Slowest cases"), "{md}");
+    normalise::run_output().bind(|| {
+        insta::assert_snapshot!("merged_summary", normalise::slowest_by_name(&md));
+        insta::assert_snapshot!("merge_stderr", run.stderr);
+    });
 
     // One shard given twice: an error that names a case, and no report.
     let shard = dir.path().join("shards/shard-0/junit.xml");
     let again = dir.path().join("again.xml");
-    let run = merge(&[
+    let args = [
+        "merge",
         "--junit",
         again.to_str().unwrap(),
         shard.to_str().unwrap(),
         shard.to_str().unwrap(),
-    ]);
+    ];
+    let run = runner(&args);
     assert_eq!(run.code, 2, "{}", run.all());
-    assert!(
-        run.stderr.contains("reported twice") && run.stderr.contains("docker::tiny_"),
-        "{}",
-        run.stderr
-    );
+    // Which case is named: the first of shard 1's (`reported twice`).
+    normalise::messages().bind(|| {
+        insta::assert_snapshot!(
+            "merge_of_a_shard_given_twice",
+            normalise::transcript(&args, &run)
+        );
+    });
     assert!(!again.exists());
     // A merge written into its input folder does not read its earlier output as an input.
     let shards = dir.path().join("shards");
@@ -178,13 +182,11 @@ fn a_run_appends_its_summary_to_the_github_step_summary() {
     let args = ["--spec", SPEC, "--exact", "docker::tiny_fail_expect"];
     let (run, _report) = run_reported(&args, &[("GITHUB_STEP_SUMMARY", step_env)]);
     assert_eq!(run.code, 101, "{}", run.all());
+    // Appended after the earlier step's output: the counts, and the failure in kipoi's words.
     let md = std::fs::read_to_string(&step).unwrap();
-    assert!(md.starts_with("earlier step output\n"), "appended: {md}");
-    assert!(
-        md.contains("0 passed, 1 failed, 0 errored, 0 skipped, 0 flaky (1 cases"),
-        "{md}"
-    );
-    assert!(md.contains("Model predictions don't match"), "{md}");
+    normalise::run_output().bind(|| {
+        insta::assert_snapshot!("step_summary_of_one_failure", md);
+    });
 
     // --summary wins: the step summary is left alone.
     let own = dir.path().join("own.md");
@@ -213,18 +215,25 @@ fn merge_inputs_that_are_not_reports_exit_2() {
     let out = dir.path().join("m.xml");
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
-    for (input, want) in [
-        (text.to_str().unwrap(), "not a JUnit report"),
-        (empty.to_str().unwrap(), "no `*.xml` file"),
-        ("/nonexistent/shards", "does not exist"),
+    // Each says what is wrong with the input: not a JUnit report, no `*.xml` file, does not
+    // exist; and no input at all is a usage error.
+    let mut said = String::new();
+    for input in [
+        Some(text.to_str().unwrap()),
+        Some(empty.to_str().unwrap()),
+        Some("/nonexistent/shards"),
+        None,
     ] {
-        let run = merge(&["--junit", out.to_str().unwrap(), input]);
-        assert_eq!(run.code, 2, "{input}: {}", run.all());
-        assert!(run.stderr.contains(want), "{input}: {}", run.stderr);
+        let mut args = vec!["merge", "--junit", out.to_str().unwrap()];
+        args.extend(input);
+        let run = runner(&args);
+        assert_eq!(run.code, 2, "{input:?}: {}", run.all());
         assert!(!out.exists());
+        said.push_str(&normalise::transcript(&args, &run));
     }
-    let run = merge(&["--junit", out.to_str().unwrap()]);
-    assert_eq!(run.code, 2, "no input: {}", run.all());
+    normalise::messages().bind(|| {
+        insta::assert_snapshot!("merge_inputs_that_are_not_reports", said);
+    });
 }
 
 /// A real report of the runner, made without Docker: every model of the zoo is marked `skip`
@@ -379,11 +388,10 @@ fn a_step_summary_that_cannot_be_written_does_not_fail_the_merge() {
     );
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(case_names(&merged), ["a1"]);
-    assert!(
-        run.stderr.contains("cannot write the summary"),
-        "{}",
-        run.stderr
-    );
+    // `cannot write the summary`, with its cause once.
+    normalise::messages().bind(|| {
+        insta::assert_snapshot!("a_step_summary_that_cannot_be_written", run.stderr);
+    });
     assert_eq!(
         run.stderr.matches("os error 2").count(),
         1,
@@ -413,19 +421,20 @@ fn strict_and_extended_reports_do_not_merge_into_an_invalid_one() {
         extended.to_str().unwrap(),
         out.to_str().unwrap(),
     );
+    // Refused, naming the extended report (`e.xml`) and how to ask for an extended one.
+    let mut said = String::new();
     for args in [
-        vec!["--junit", o, s, e],
-        vec!["--junit", o, "--junit-flavor", "strict", e],
+        vec!["merge", "--junit", o, s, e],
+        vec!["merge", "--junit", o, "--junit-flavor", "strict", e],
     ] {
-        let run = merge(&args);
+        let run = runner(&args);
         assert_eq!(run.code, 2, "{args:?}: {}", run.all());
-        assert!(
-            run.stderr.contains("extended JUnit report") && run.stderr.contains("e.xml"),
-            "{}",
-            run.stderr
-        );
         assert!(!out.exists(), "{args:?}: nothing written");
+        said.push_str(&normalise::transcript(&args, &run));
     }
+    normalise::messages().bind(|| {
+        insta::assert_snapshot!("strict_and_extended_reports_refused", said);
+    });
     // Two strict reports stay strict (read_junit validates against junit-10.xsd).
     let run = merge(&["--junit", o, s, t]);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -462,10 +471,10 @@ fn an_empty_selection_has_a_summary_that_says_why() {
         summary.to_str().unwrap(),
     ]);
     assert_eq!(run.code, 0, "{}", run.all());
+    // `**No case ran, so nothing was tested:** --skip left none of the 1 planned`, and no
+    // table of images.
     let md = std::fs::read_to_string(&summary).unwrap();
-    assert!(
-        md.contains("**No case ran, so nothing was tested:** --skip left none of the 1 planned"),
-        "{md}"
-    );
-    assert!(!md.contains("| image |"), "{md}");
+    normalise::run_output().bind(|| {
+        insta::assert_snapshot!("summary_of_an_empty_selection", md);
+    });
 }

@@ -54,48 +54,34 @@ command = ["python3", "-c", "import sys; print('argv', sys.argv[1:])", "{model}"
 #[test]
 fn bad_spec_values_stop_the_run_before_any_container() {
     let _daemon = daemon::shared();
+    // Each names the spec's line and column and what is wrong: `at least 6.0 MiB`, `timeout`,
+    // `./data` is neither an absolute host path..., `unknown placeholder `{modl}``, `missing
+    // closing quote`. The snapshot shows each spec with its line numbers.
     let cases = [
-        (
-            "command = \"x\"\nmemory = \"1m\"\n",
-            "line 5, column 10",
-            "at least 6.0 MiB",
-        ),
-        (
-            "command = \"x\"\n[models.Shell]\ntimeout = \"0s\"\n",
-            "line 6, column 11",
-            "`timeout`",
-        ),
-        (
-            "command = \"x\"\nvolumes = [\"./data:/data\"]\n",
-            "line 5, column 11",
-            "`./data` is neither an absolute host path",
-        ),
-        (
-            "command = \"kipoi test {modl}\"\n",
-            "line 4, column 11",
-            "unknown placeholder `{modl}`",
-        ),
-        (
-            "command = \"sh -c 'echo a\"\n",
-            "line 4, column 11",
-            "missing closing quote",
-        ),
+        "command = \"x\"\nmemory = \"1m\"\n",
+        "command = \"x\"\n[models.Shell]\ntimeout = \"0s\"\n",
+        "command = \"x\"\nvolumes = [\"./data:/data\"]\n",
+        "command = \"kipoi test {modl}\"\n",
+        "command = \"sh -c 'echo a\"\n",
     ];
-    for (text, position, want) in cases {
+    let mut said = String::new();
+    for text in cases {
         let dir = tempfile::tempdir().unwrap();
         let spec = write_spec(dir.path(), &["Shell/a"], text);
-        let child = spawn_runner(&["--spec", &spec], &[]);
+        let args = ["--spec", spec.as_str()];
+        let child = spawn_runner(&args, &[]);
         let pid = child.id();
         let run = finish(child);
         assert_eq!(run.code, 2, "{text}\n{}", run.all());
-        assert!(
-            run.stderr.contains(want) && run.stderr.contains(position),
-            "{text}\n{}",
-            run.all()
-        );
         let label = format!("org.zoo-runner.pid={pid}");
         assert!(containers_with_label(&label).is_empty(), "{text}");
+        said.push_str("--- spec.toml\n");
+        for (n, line) in std::fs::read_to_string(&spec).unwrap().lines().enumerate() {
+            said.push_str(&format!("{:>2} | {line}\n", n + 1));
+        }
+        said.push_str(&normalise::transcript(&args, &run));
     }
+    normalise::messages().bind(|| insta::assert_snapshot!("bad_spec_values", said));
 }
 
 #[test]
@@ -104,22 +90,19 @@ fn catalog_errors_say_what_is_wrong_where() {
     let dir = tempfile::tempdir().unwrap();
     let spec = write_spec(dir.path(), &["Shell/a"], "command = \"x\"\n");
     let gone = dir.path().join("no-such-catalog");
-    let run = runner(&["--spec", &spec, "--catalog", gone.to_str().unwrap()]);
+    let args = ["--spec", spec.as_str(), "--catalog", gone.to_str().unwrap()];
+    let run = runner(&args);
     assert_eq!(run.code, 2, "{}", run.all());
-    assert!(
-        run.stderr.contains("does not exist") && run.stderr.contains("no-such-catalog"),
-        "{}",
-        run.all()
-    );
+    // The folder `no-such-catalog` `does not exist`.
+    let mut said = normalise::transcript(&args, &run);
     let catalog = dir.path().join("catalog");
     std::fs::write(catalog.join("docker-to-model.json"), "{\n  \"img\": 5\n}\n").unwrap();
-    let run = runner(&["--spec", &spec]);
+    let args = ["--spec", spec.as_str()];
+    let run = runner(&args);
     assert_eq!(run.code, 2, "{}", run.all());
-    assert!(
-        run.stderr.contains("line 2, column 10") && run.stderr.contains("key `img`"),
-        "{}",
-        run.all()
-    );
+    // The file, `line 2, column 10`, `key `img``.
+    said.push_str(&normalise::transcript(&args, &run));
+    normalise::messages().bind(|| insta::assert_snapshot!("catalog_errors", said));
 }
 
 #[test]

@@ -6,6 +6,7 @@ pub mod daemon_proxy;
 pub mod http;
 pub mod keras;
 pub mod mounts;
+pub mod normalise;
 pub mod registry;
 pub mod zoo;
 
