@@ -102,13 +102,14 @@ async fn a_tag_or_repository_the_registry_lacks_is_not_found() {
 
 #[tokio::test]
 async fn a_registry_that_does_not_answer_is_unreachable() {
-    // A loopback port that was just free: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // A loopback port held, for the whole test, by a socket that is bound but does not listen:
+    // nothing accepts there (a connection is refused), and no other test's server can take the
+    // port meanwhile (a port merely freed could be, with every test of the binary running).
+    let holder = tokio::net::TcpSocket::new_v4().unwrap();
+    holder.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = holder.local_addr().unwrap().port();
     let image = format!("127.0.0.1:{port}/zoo-runner-test/nowhere:py3");
     let failure = failed_pull(&DockerConfig::empty(), &image).await;
     assert_eq!(failure.kind, PullFailureKind::Unreachable, "{failure}");
+    drop(holder);
 }
