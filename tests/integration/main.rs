@@ -33,3 +33,4 @@ mod sif_from_docker;
 mod singularity_e2e;
 mod spec_e2e;
 mod stuck_daemon_e2e;
+mod suite_config;
