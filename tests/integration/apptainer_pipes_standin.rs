@@ -1,0 +1,112 @@
+//! A process that leaves the case's process group and keeps its output open must not hang the
+//! case. This does not reproduce with the fixture launcher (fixtures/apptainer/apptainer runs
+//! Apptainer in a container, and the container's end closes every pipe), so this file uses a
+//! STAND-IN script for the Apptainer binary: `--version` prints a version; `exec` starts
+//! `setsid sleep 600` (a grandchild in its own session that inherits stdout and stderr), prints a
+//! line and exits 1, as a real `apptainer exec` whose command did that would.
+//! The SIF is a small file served from a `file:` URL with its md5; the stand-in never reads it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::helpers::*;
+use md5::{Digest, Md5};
+
+/// Bound for the run, so a hang fails the test instead of blocking it. Not a speed check.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn standin(dir: &Path, pidfile: &Path) -> std::path::PathBuf {
+    let script = dir.join("apptainer-standin");
+    install_script(
+        &script,
+        &format!(
+            "#!/bin/sh\n# STAND-IN for apptainer: see tests/integration/apptainer_pipes_standin.rs\n\
+             if [ \"$1\" = --version ]; then echo 'apptainer version 0.0-standin'; exit 0; fi\n\
+             setsid sleep 600 &\n\
+             echo $! > '{}'\n\
+             echo 'stand-in: started a grandchild that left the group'\n\
+             exit 1\n",
+            pidfile.display()
+        ),
+    );
+    script
+}
+
+/// Kills the grandchild when the test ends, whatever happened.
+struct KillOnDrop<'a>(&'a Path);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(self.0)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on the pid the stand-in wrote: the sleep this test started.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_grandchild_holding_the_pipes_does_not_hang_the_case() {
+    let _daemon = daemon::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("grandchild.pid");
+    let _cleanup = KillOnDrop(&pidfile);
+    let script = standin(dir.path(), &pidfile);
+    let image = dir.path().join("tiny.sif");
+    std::fs::write(&image, b"not a real image: the stand-in never reads it").unwrap();
+    let md5: String = Md5::digest(std::fs::read(&image).unwrap())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let cat = dir.path().join("catalog");
+    write_catalog(
+        &cat,
+        &[("tiny_linear", FIXTURE_IMAGE)],
+        Some(&format!(
+            r#"{{"tiny_linear": {{"url": "file:../tiny.sif", "name": "tiny", "md5": "{md5}"}}}}"#
+        )),
+    );
+    let (mut process, report) = spawn_reported(
+        &[
+            "--spec",
+            "fixtures/spec.toml",
+            "--catalog",
+            cat.to_str().unwrap(),
+            "--runtime",
+            "singularity",
+            "--singularity-bin",
+            script.to_str().unwrap(),
+            "--sif-dir",
+            dir.path().join("sifs").to_str().unwrap(),
+        ],
+        &[],
+    );
+    let started = Instant::now();
+    while process.try_wait().unwrap().is_none() {
+        if started.elapsed() > PATIENCE {
+            let _ = process.kill();
+            panic!("the case hung on the grandchild's open pipes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let run = finish(process);
+    assert_eq!(run.code, 101, "{}", run.all());
+    assert_status(&run, "singularity::tiny_linear", "FAILED");
+    let doc = report.doc();
+    let case = testcase(&doc, "tiny_linear");
+    assert!(child(case, "failure").is_some(), "{}", report.text());
+    assert!(
+        child_text(case, "system-out").contains("stand-in: started a grandchild"),
+        "{}",
+        report.text()
+    );
+    let err = child_text(case, "system-err");
+    assert!(
+        err.contains("stopped reading the output") && err.contains("left its process group"),
+        "{err}"
+    );
+}
