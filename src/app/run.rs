@@ -12,7 +12,7 @@ use crate::app::{matrix, merge};
 use crate::config::knobs;
 use crate::events;
 use crate::report::{display, summary};
-use crate::run::{harness, sifs};
+use crate::run::harness;
 use crate::select::changed_since;
 use crate::store::{caches, registry};
 use crate::{capture, runtime};
@@ -23,12 +23,12 @@ use crate::config::knobs::Waits;
 use crate::config::spec::{Network, Spec};
 use crate::error_chain::chain;
 use crate::report::junit::ReportTarget;
-use crate::run::harness::{Harness, Settings};
+use crate::run::harness::{image_of, Harness, Settings};
 use crate::run::images::ImageStage;
 use crate::run::record::{Attempt, Record, Status};
+use crate::run::sifs::SifStage;
 use crate::run::versions::Versions;
-use crate::runtime::apptainer::{find_binary, SingularityRuntime};
-use crate::runtime::docker::DockerRuntime;
+use crate::runtime::{Image, Options, SetupError, APPTAINER, DOCKER};
 use crate::select::changed_since::GitRun;
 use crate::select::inputs::{Inputs, PlanOptions};
 use crate::select::plan::{Case, RuntimeKind};
@@ -227,6 +227,7 @@ fn execute(
             unused(),
             None,
             unused(),
+            None,
             cancel,
             settings,
         );
@@ -281,35 +282,61 @@ fn execute(
         ("spec".to_string(), spec.path.display().to_string()),
     ];
     extra.extend(run_facts(cli, spec, caches.as_deref()));
+    // What either runtime needs to open; `images` are those of its selected cases.
+    let options = |kind: RuntimeKind| {
+        let mut images: Vec<Image> = Vec::new();
+        for case in selected
+            .iter()
+            .filter(|c| c.runtime == kind && (c.plan.skip.is_none() || cli.run_skipped()))
+        {
+            let image = image_of(case);
+            if !images.contains(&image) {
+                images.push(image);
+            }
+        }
+        Options {
+            run_id: run_id.clone(),
+            cancel: cancel.clone(),
+            grace: cli.grace,
+            waits: knobs.waits,
+            helper_timeout: knobs.helper_timeout.unwrap_or(registry::HELPER_TIMEOUT),
+            prune_images: cli.prune_images,
+            apptainer_bin: cli.singularity_bin.clone(),
+            sif_dir: cli.sif_dir.clone().unwrap_or_else(SifCache::default_dir),
+            sif_from_docker: cli.sif_from_docker,
+            download_timeout: cli.download_timeout,
+            images,
+        }
+    };
     let docker = if needs(RuntimeKind::Docker) {
-        match rt.block_on(connect_docker(&run_id, cli.grace, knobs.waits, &cancel)) {
+        match rt.block_on(runtime::open(DOCKER, &options(RuntimeKind::Docker))) {
             Ok(d) => {
                 extra.push(("docker-version".to_string(), d.version().to_string()));
                 Ok(d)
             }
-            Err(e) => {
-                let e = chain(&e);
+            Err(SetupError::Input(e)) => return Err(anyhow::Error::msg(e.to_string())),
+            Err(SetupError::Unusable(e)) => {
                 eprintln!("error: {e}");
                 let reason = format!("not run: {e}");
                 let records = errored_records(&selected, &reason);
                 return Ok(write_report(target, &records, &extra, cli, notes)
                     .unwrap_or(EXIT_DOCKER.into()));
             }
+            Err(SetupError::Interrupted) => Err(interrupted_setup()),
         }
     } else {
         unused()
     };
     let singularity = if needs(RuntimeKind::Singularity) {
-        match rt.block_on(setup_singularity(cli, &cancel, &selected)) {
+        match rt.block_on(runtime::open(APPTAINER, &options(RuntimeKind::Singularity))) {
             Ok(s) => {
                 extra.push(("singularity-version".to_string(), s.version().to_string()));
                 Ok(s)
             }
             // The cases see the interruption too, and are reported not run.
-            Err(SetupError::Interrupted(e)) => Err(e.to_string()),
-            Err(SetupError::Input(e)) => return Err(e),
-            Err(SetupError::Runtime(e)) => {
-                let e = chain(&e);
+            Err(SetupError::Interrupted) => Err(interrupted_setup()),
+            Err(SetupError::Input(e)) => return Err(anyhow::Error::msg(e.to_string())),
+            Err(SetupError::Unusable(e)) => {
                 eprintln!("error: {e}");
                 let records = errored_records(&selected, &format!("not run: {e}"));
                 return Ok(write_report(target, &records, &extra, cli, notes)
@@ -319,7 +346,10 @@ fn execute(
     } else {
         unused()
     };
-    let sif_stage = singularity.clone();
+    let sif_stage = singularity
+        .as_ref()
+        .ok()
+        .map(|s| Arc::new(SifStage::new(Arc::clone(s))));
 
     let stage = docker.as_ref().ok().map(|d| {
         let images: Vec<&str> = selected
@@ -330,11 +360,9 @@ fn execute(
         ImageStage::new(
             Arc::clone(d),
             rt.handle().clone(),
-            cancel.clone(),
             &images,
             cli.pull_ahead,
             cli.prune_images,
-            knobs.helper_timeout.unwrap_or(registry::HELPER_TIMEOUT),
         )
     });
     let harness = Harness::new(
@@ -342,6 +370,7 @@ fn execute(
         docker.clone(),
         stage.clone(),
         singularity,
+        sif_stage.clone(),
         cancel.clone(),
         settings,
     );
@@ -367,22 +396,18 @@ fn execute(
             eprintln!("zoo-runner: {line}");
         }
     }
-    if let Some(line) = sif_stage.ok().and_then(|s| s.sif_totals().line()) {
+    if let Some(line) = sif_stage.and_then(|s| s.totals().line()) {
         eprintln!("zoo-runner: {line}");
     }
     if let Ok(d) = &docker {
         rt.block_on(d.finish());
     }
-    let lost = docker.as_ref().is_ok_and(|d| d.daemon_lost());
+    let lost = docker.as_ref().ok().and_then(|d| d.lost());
     notes.interrupted = cancel.signal().map(signal_name);
     let verdict = if let Some(signal) = cancel.signal() {
         ExitCode::from((128 + signal) as u8)
-    } else if lost {
-        eprintln!(
-            "error: the Docker daemon at {} was lost during the run; see {}",
-            runtime::docker::docker_host(),
-            cli.junit.display()
-        );
+    } else if let Some(lost) = lost {
+        eprintln!("error: {lost}; see {}", cli.junit.display());
         ExitCode::from(EXIT_DOCKER)
     } else if failed {
         ExitCode::from(101)
@@ -543,78 +568,13 @@ fn new_run_id() -> String {
     format!("{}-{millis}", std::process::id())
 }
 
-/// Connects to the daemon and removes what killed runs left behind.
-async fn connect_docker(
-    run_id: &str,
-    grace: std::time::Duration,
-    waits: Waits,
-    cancel: &Cancel,
-) -> Result<Arc<DockerRuntime>, runtime::docker::DockerError> {
-    let docker = DockerRuntime::connect(run_id, grace, waits, cancel.clone()).await?;
-    let sweep = docker.sweep_stale().await;
-    if sweep.removed > 0 {
-        events::send(events::Event::Swept {
-            removed: sweep.removed,
-        });
-    }
-    for problem in &sweep.problems {
-        events::note(format!("sweep: {problem}"));
-    }
-    Ok(Arc::new(docker))
-}
-
-/// Why the Apptainer/Singularity runtime was not set up.
-enum SetupError {
-    /// `--sif-dir` cannot be used, or a read-only one lacks what must be fetched into it
-    /// (exit 2).
-    Input(anyhow::Error),
-    /// The binary is missing or broken (exit 3).
-    Runtime(runtime::apptainer::SingularityError),
-    /// The run was interrupted while the binary was checked.
-    Interrupted(runtime::apptainer::SingularityError),
-}
-
-/// Opens the SIF folder (an input error when it cannot be used, or is read-only and lacks a SIF
-/// the selection needs), then finds and checks the Apptainer/Singularity binary.
-async fn setup_singularity(
-    cli: &Cli,
-    cancel: &Cancel,
-    selected: &[&Case],
-) -> Result<Arc<SingularityRuntime>, SetupError> {
-    let dir = cli.sif_dir.clone().unwrap_or_else(SifCache::default_dir);
-    let cache = SifCache::open(dir)
-        .map_err(|e| SetupError::Input(e.into()))?
-        .with_progress(true)
-        .with_download_timeout(cli.download_timeout);
-    if cache.is_read_only() {
-        let run_skipped = cli.run_skipped();
-        let needed = selected
-            .iter()
-            .filter(|c| c.runtime == RuntimeKind::Singularity)
-            .filter(|c| c.plan.skip.is_none() || run_skipped)
-            .copied();
-        sifs::check_read_only_store(&cache, needed, cli.sif_from_docker)
-            .map_err(|e| SetupError::Input(e.into()))?;
-        events::note(format!(
-            "the SIF folder `{}` is read-only: its SIFs are used as they are, after an md5 check",
-            cache.dir().display()
-        ));
-    }
-    let bin = find_binary(cli.singularity_bin.as_deref()).map_err(SetupError::Runtime)?;
-    SingularityRuntime::new(bin, cache, cli.sif_from_docker, cancel.clone())
-        .await
-        .map(Arc::new)
-        .map_err(|e| {
-            if e.is_interrupted() {
-                SetupError::Interrupted(e)
-            } else {
-                SetupError::Runtime(e)
-            }
-        })
+/// Why a runtime was not opened: the run was interrupted first (its cases say so).
+fn interrupted_setup() -> String {
+    "the run was interrupted while the runtime was set up".to_string()
 }
 
 /// A runtime no selected case needs.
-fn unused<T>() -> harness::Runtime<T> {
+fn unused() -> harness::Opened {
     Err("this runtime was not set up: no selected case needed it".to_string())
 }
 

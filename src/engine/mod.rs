@@ -2,6 +2,7 @@
 //! `cache list|prune`): where the daemon is, the labels on what the runner makes, container
 //! removal that another runner may be doing too, and bollard's errors in a line.
 
+pub mod container;
 pub mod labels;
 
 use std::time::{Duration, Instant};

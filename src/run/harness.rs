@@ -11,21 +11,23 @@ use libtest_mimic::{Completion, Failed, Trial};
 use tokio::runtime::Handle;
 
 use crate::cancel::Cancel;
-use crate::config::spec::{CasePlan, Network};
+use crate::config::spec::Network;
+use crate::config::units::show_duration;
 use crate::events;
+use crate::record::facts::CaseFacts;
+use crate::record::Failure;
 use crate::run::images::ImageStage;
 use crate::run::record::{Attempt, Record, Status};
-use crate::run::sifs::{fetch_facts, SifReady, SifUnavailable};
+use crate::run::sifs::SifStage;
 use crate::run::verdict::judge;
-use crate::run::versions::Versions;
-use crate::runtime::apptainer::SingularityRuntime;
-use crate::runtime::docker::{DockerRuntime, ImageError, ImageReady};
-use crate::runtime::{LegacyExecution, LegacyOutcome, LegacyRunRequest};
+use crate::run::versions::{self, Versions};
+use crate::runtime::{Ended, Execution, Image, PrepareError, Ready, RunRequest, Runtime};
 use crate::select::plan::{Case, RuntimeKind};
 use crate::store::caches::Caches;
+use crate::store::sif::SifSource;
 
 /// A runtime ready to run cases, or why it is not (each of its cases then says so).
-pub type Runtime<T> = Result<Arc<T>, String>;
+pub type Opened = Result<Arc<dyn Runtime>, String>;
 
 /// Run-wide settings every case shares.
 #[derive(Debug, Clone)]
@@ -55,10 +57,12 @@ pub struct Settings {
 
 pub struct Harness {
     pub handle: Handle,
-    pub docker: Runtime<DockerRuntime>,
+    pub docker: Opened,
     /// Makes each Docker image ready before its cases (absent when Docker is not up).
     pub images: Option<Arc<ImageStage>>,
-    pub singularity: Runtime<SingularityRuntime>,
+    pub singularity: Opened,
+    /// Makes each SIF ready before its cases (absent when Apptainer is not up).
+    pub sifs: Option<Arc<SifStage>>,
     pub cancel: Cancel,
     pub settings: Settings,
     records: Arc<Mutex<Vec<Record>>>,
@@ -72,9 +76,10 @@ pub struct Harness {
 impl Harness {
     pub fn new(
         handle: Handle,
-        docker: Runtime<DockerRuntime>,
+        docker: Opened,
         images: Option<Arc<ImageStage>>,
-        singularity: Runtime<SingularityRuntime>,
+        singularity: Opened,
+        sifs: Option<Arc<SifStage>>,
         cancel: Cancel,
         settings: Settings,
     ) -> Arc<Self> {
@@ -83,6 +88,7 @@ impl Harness {
             docker,
             images,
             singularity,
+            sifs,
             cancel,
             settings,
             records: Arc::default(),
@@ -180,8 +186,8 @@ impl Harness {
                 return Err(Failed::from(summary));
             }
         };
-        if ready.is_some() {
-            self.create_next_ahead(case);
+        if let Some(ready) = &ready {
+            self.create_next_ahead(case, ready);
         }
         let sif = match self.prepare_sif(case) {
             Ok(sif) => sif,
@@ -200,13 +206,14 @@ impl Harness {
                 return Err(Failed::from(summary));
             }
         };
+        let ready = ready.or(sif);
         let mut earlier = Vec::new();
         let mut n = 1;
         let (mut last, properties) = loop {
-            let exec = self.execute(case, n, ready.as_ref(), sif.as_ref());
-            let (this, mut properties) = finish(exec, &case.plan);
-            properties.extend(ready.as_ref().map(pull_facts).unwrap_or_default());
-            properties.extend(sif.as_ref().map(fetch_facts).unwrap_or_default());
+            let exec = self.execute(case, n, ready.as_ref());
+            let facts = exec.facts.clone();
+            let this = finish(exec, case);
+            let properties = properties(case, ready.as_ref(), &facts);
             let retry = this.status.is_bad() && n <= self.settings.retries;
             if !retry || self.cancel.is_cancelled() {
                 break (this, properties);
@@ -249,10 +256,7 @@ impl Harness {
     /// A Docker case's image, ready before the case's time starts; or the status the case ends
     /// with when its image cannot be had (with the image named in its facts).
     #[allow(clippy::type_complexity)]
-    fn prepare_image(
-        &self,
-        case: &Case,
-    ) -> Result<Option<ImageReady>, (Status, Vec<(String, String)>)> {
+    fn prepare_image(&self, case: &Case) -> Result<Option<Ready>, (Status, Vec<(String, String)>)> {
         let Some(stage) = self
             .images
             .as_ref()
@@ -264,15 +268,7 @@ impl Harness {
             Ok(ready) => Ok(Some(ready)),
             Err(e) => {
                 let facts = vec![("image".to_string(), case.image.clone())];
-                let status = match e {
-                    ImageError::Interrupted { .. } => Status::NotRun {
-                        reason: e.to_string(),
-                    },
-                    _ => Status::Errored {
-                        message: e.to_string(),
-                    },
-                };
-                Err((status, facts))
+                Err((not_ready(e, &format!("`{}`", case.image), ""), facts))
             }
         }
     }
@@ -280,64 +276,68 @@ impl Harness {
     /// A Singularity case's SIF, ready before the case's time starts (a download or a build is
     /// a step of its own); or the status the case ends with when there is none.
     #[allow(clippy::type_complexity)]
-    fn prepare_sif(
-        &self,
-        case: &Case,
-    ) -> Result<Option<SifReady>, (Status, Vec<(String, String)>)> {
+    fn prepare_sif(&self, case: &Case) -> Result<Option<Ready>, (Status, Vec<(String, String)>)> {
         if case.runtime != RuntimeKind::Singularity {
             return Ok(None);
         }
         // Without a runtime the attempt says why.
-        let Ok(sing) = &self.singularity else {
+        let Some(stage) = &self.sifs else {
             return Ok(None);
         };
-        match self.handle.block_on(sing.prepare(case)) {
+        match self.handle.block_on(stage.prepare(&image_of(case))) {
             Ok(ready) => Ok(Some(ready)),
-            Err(e) => {
-                let status = match e {
-                    SifUnavailable::Interrupted { .. } => Status::NotRun {
-                        reason: e.to_string(),
-                    },
-                    _ => Status::Errored {
-                        message: crate::error_chain::chain(&e),
-                    },
-                };
-                Err((status, Vec::new()))
-            }
+            Err(e) => Err((
+                not_ready(e, "its SIF", "; the case did not start"),
+                Vec::new(),
+            )),
         }
     }
 
     /// Runs one attempt (numbered from 1; `{attempt}` in the command becomes that number).
-    fn execute(
-        &self,
-        case: &Case,
-        attempt: u32,
-        image: Option<&ImageReady>,
-        sif: Option<&SifReady>,
-    ) -> LegacyExecution {
-        let s = &self.settings;
+    fn execute(&self, case: &Case, attempt: u32, ready: Option<&Ready>) -> Execution {
         let request = self.request(case, attempt);
-        match case.runtime {
-            RuntimeKind::Docker => match (&self.docker, image) {
-                (Ok(docker), Some(image)) => {
-                    self.handle
-                        .block_on(docker.run(&case.image, &image.id, &request))
-                }
-                (Ok(_), None) => LegacyExecution::errored("the image stage was not set up", s.keep),
-                (Err(why), _) => LegacyExecution::errored(why.as_str(), s.keep),
-            },
-            RuntimeKind::Singularity => match (&self.singularity, sif) {
-                (Ok(sing), Some(sif)) => self.handle.block_on(sing.run(case, &request, &sif.path)),
-                (Ok(_), None) => LegacyExecution::errored("the SIF stage was not set up", s.keep),
-                (Err(why), _) => LegacyExecution::errored(why.as_str(), s.keep),
-            },
+        let (runtime, stage) = match case.runtime {
+            RuntimeKind::Docker => (&self.docker, "the image stage"),
+            RuntimeKind::Singularity => (&self.singularity, "the SIF stage"),
+        };
+        let errored = |text: String| {
+            let error = Failure::message(text);
+            Execution::before_start(Ended::Errored { error }, &request)
+        };
+        match (runtime, ready) {
+            (Ok(runtime), Some(ready)) => {
+                self.probe_versions(case, runtime, ready);
+                self.handle.block_on(runtime.run(ready, &request))
+            }
+            (Ok(_), None) => errored(format!("{stage} was not set up")),
+            (Err(why), _) => errored(why.clone()),
         }
     }
 
+    /// Runs the spec's `versions` command once per runtime and image, before the image's first
+    /// case: a probe request (network `none`, no caches, its own timeout).
+    fn probe_versions(&self, case: &Case, runtime: &Arc<dyn Runtime>, ready: &Ready) {
+        let Some(versions) = &self.settings.versions else {
+            return;
+        };
+        let probe = RunRequest {
+            case_name: format!("versions of {}", case.image),
+            command: versions.command.clone(),
+            network: Network::None,
+            timeout: versions::TIMEOUT,
+            keep: versions::KEEP,
+            caches: None,
+            ..self.request(case, 1)
+        };
+        let run = async { versions::text_of(runtime.run(ready, &probe).await) };
+        self.handle
+            .block_on(versions.once(case.runtime, &case.image, run));
+    }
+
     /// What the runtime is asked to run for one attempt of a case.
-    fn request(&self, case: &Case, attempt: u32) -> LegacyRunRequest {
+    fn request(&self, case: &Case, attempt: u32) -> RunRequest {
         let s = &self.settings;
-        LegacyRunRequest {
+        RunRequest {
             case_name: case.name.clone(),
             command: case
                 .plan
@@ -357,13 +357,12 @@ impl Harness {
             caches: s.caches.clone(),
             offline: s.offline,
             apptainer_home: s.apptainer_home.clone(),
-            versions: s.versions.clone(),
         }
     }
 
     /// Creates the container of the case after this one in run order while this one runs,
     /// when that case will run on the same (ready) image and no thread has started it yet.
-    fn create_next_ahead(&self, case: &Case) {
+    fn create_next_ahead(&self, case: &Case, ready: &Ready) {
         let (Ok(docker), Some(order)) = (&self.docker, self.order.get()) else {
             return;
         };
@@ -385,7 +384,7 @@ impl Harness {
             return;
         }
         let _enter = self.handle.enter();
-        docker.create_ahead(&next.image, self.request(next, 1));
+        docker.expect(ready, &self.request(next, 1));
     }
 
     /// The order libtest runs the cases in (after its filters): the next case's container is
@@ -407,17 +406,90 @@ impl Harness {
     }
 }
 
-/// `pull-seconds` and `pulled-bytes` of a case's image: 0 when the image was already there.
-/// They become properties of the image's testsuite.
-fn pull_facts(ready: &ImageReady) -> Vec<(String, String)> {
-    let (seconds, bytes) = ready
-        .pulled
-        .map(|p| (p.elapsed.as_secs_f64(), p.bytes))
-        .unwrap_or_default();
-    vec![
-        ("pull-seconds".to_string(), format!("{seconds:.3}")),
-        ("pulled-bytes".to_string(), bytes.to_string()),
-    ]
+/// What a case runs in, as a runtime takes it.
+pub fn image_of(case: &Case) -> Image {
+    Image {
+        name: case.image.clone(),
+        sif: case.sif.as_ref().map(|entry| SifSource {
+            url: entry.url.clone(),
+            name: entry.name.clone(),
+            md5: entry.md5.clone(),
+        }),
+    }
+}
+
+/// Why a case did not start: its image (or SIF) could not be made ready. `what` names it
+/// ("`IMAGE`", "its SIF"); `after` ends an interruption's sentence.
+fn not_ready(e: PrepareError, what: &str, after: &str) -> Status {
+    match e {
+        PrepareError::Interrupted { what: doing } => Status::NotRun {
+            reason: format!("the run was interrupted while {what} was {doing}{after}"),
+        },
+        PrepareError::Failed(failure) => Status::Errored {
+            message: failure.to_string(),
+        },
+    }
+}
+
+/// The report's properties of one attempt, from the facts the runtime gave (until the report
+/// reads the typed facts itself).
+fn properties(case: &Case, ready: Option<&Ready>, facts: &CaseFacts) -> Vec<(String, String)> {
+    let mut properties: Vec<(String, String)> = Vec::new();
+    let mut add = |k: &str, v: String| properties.push((k.to_string(), v));
+    let version = ready.and_then(|r| r.facts.runtime_version.clone());
+    let caches = |add: &mut dyn FnMut(&str, String)| {
+        for cache in &facts.caches {
+            let mut fact = format!("{} at {}", cache.source, cache.path);
+            if cache.waited >= Duration::from_secs(1) {
+                fact.push_str(&format!(" (waited {} for it)", show_duration(cache.waited)));
+            }
+            add("cache", fact);
+        }
+    };
+    match case.runtime {
+        RuntimeKind::Docker => {
+            add("image", case.image.clone());
+            if let Some(ready) = ready {
+                add("image-id", ready.facts.id.clone().unwrap_or_default());
+            }
+            if let Some(version) = version {
+                add("docker-version", version);
+            }
+            add("command", facts.command.join(" "));
+            caches(&mut add);
+            if let Some(container) = &facts.container {
+                add("container", container.clone());
+            }
+        }
+        RuntimeKind::Singularity => {
+            if let Some(sif) = &facts.sif {
+                add("sif", sif.display().to_string());
+            }
+            if let Some(version) = version {
+                add("singularity-version", version);
+            }
+            add("command", facts.command.join(" "));
+            caches(&mut add);
+            if let Some(md5) = ready
+                .filter(|_| case.sif.is_some())
+                .and_then(|r| r.facts.id.clone())
+            {
+                add("sif-md5", md5);
+            }
+        }
+    }
+    if let Some(ready) = ready {
+        // `pull-seconds` and `pulled-bytes`: 0 when it was there already. They become
+        // properties of the image's testsuite.
+        let (seconds, bytes) = ready
+            .facts
+            .fetched
+            .map(|f| (f.elapsed.as_secs_f64(), f.bytes))
+            .unwrap_or_default();
+        add("pull-seconds", format!("{seconds:.3}"));
+        add("pulled-bytes", bytes.to_string());
+    }
+    properties
 }
 
 /// Tells the image stage that a case of its image ended, however it ended.
@@ -433,20 +505,54 @@ impl Drop for ImageDone {
 }
 
 /// Ends an attempt: its output streams are closed (spooled on disk) and judged.
-fn finish(exec: LegacyExecution, plan: &CasePlan) -> (Attempt, Vec<(String, String)>) {
+fn finish(exec: Execution, case: &Case) -> Attempt {
     let stdout = exec.stdout.finish();
     let stderr = exec.stderr.finish();
     // Only a failure quotes the model, so only a failure reads its output back.
-    let status = if matches!(exec.outcome, LegacyOutcome::Failed { .. }) {
-        judge(&exec.outcome, &stdout.text(), &stderr.text(), plan)
+    let failed =
+        matches!(exec.ended, Ended::Exited { code } if code != 0 && !(129..=192).contains(&code));
+    let status = if failed {
+        judge(
+            &exec.ended,
+            case.runtime,
+            &stdout.text(),
+            &stderr.text(),
+            &case.plan,
+        )
     } else {
-        judge(&exec.outcome, "", "", plan)
+        judge(&exec.ended, case.runtime, "", "", &case.plan)
     };
-    let attempt = Attempt {
+    Attempt {
         status,
         stdout,
         stderr,
         duration: exec.duration,
-    };
-    (attempt, exec.properties)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reason says why the case did not run; "not run: " is the summary's, said once.
+    #[test]
+    fn a_case_not_run_for_its_pull_says_not_run_once() {
+        let interrupted = PrepareError::Interrupted {
+            what: "being pulled",
+        };
+        let line = not_ready(interrupted, "`img:1`", "").summary();
+        assert_eq!(
+            line,
+            "not run: the run was interrupted while `img:1` was being pulled"
+        );
+        let interrupted = PrepareError::Interrupted {
+            what: "downloading",
+        };
+        let line = not_ready(interrupted, "its SIF", "; the case did not start").summary();
+        assert_eq!(
+            line,
+            "not run: the run was interrupted while its SIF was downloading; the case did not \
+             start"
+        );
+    }
 }

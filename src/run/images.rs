@@ -6,7 +6,7 @@
 //! (an interruption, or `--fail-fast` ending the run while an image was pulled ahead) is cleaned
 //! up too: what the daemon kept of it is removed, so the disk after the run is as before it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,27 +14,21 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
-use crate::cancel::{Cancel, Level};
 use crate::config::units::{show_duration, show_size};
-use crate::error_chain::chain;
 use crate::events;
-use crate::runtime::docker::{DockerRuntime, ImageError, ImageReady};
-use crate::store::registry::{credentials_for, describe_pull_failure, registry_host, HelperRun};
+use crate::runtime::{Image, PrepareError, Ready, Runtime};
 
 /// The most images pulled ahead of the running one.
 pub const MAX_PULL_AHEAD: usize = 16;
 
 #[derive(Default)]
 struct Slot {
-    ready: OnceCell<Result<ImageReady, ImageError>>,
+    ready: OnceCell<Result<Ready, PrepareError>>,
     /// Cases of this image still to end; at zero the image may be pruned.
     remaining: AtomicUsize,
     /// Its first case has asked for it: from then on it no longer counts as pulled ahead.
     started: AtomicBool,
     pruned: AtomicBool,
-    /// The daemon did not have it when it was first asked for: a pull of this run may have
-    /// brought (some of) it in.
-    absent: AtomicBool,
 }
 
 /// Pulls this run made, for the final line and the summary.
@@ -46,10 +40,9 @@ pub struct PullTotals {
 }
 
 pub struct ImageStage {
-    docker: Arc<DockerRuntime>,
+    docker: Arc<dyn Runtime>,
     /// Where pulls ahead and prunes run (case ends are told from libtest's threads).
     handle: tokio::runtime::Handle,
-    cancel: Cancel,
     /// Images in the order their cases run.
     order: Vec<String>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
@@ -59,26 +52,16 @@ pub struct ImageStage {
     ahead: Mutex<Vec<JoinHandle<()>>>,
     /// Removals of pruned images.
     prunes: Mutex<Vec<JoinHandle<()>>>,
-    /// With `prune`: the ids of the images the daemon had before this run's first pull (`None`
-    /// when they could not be listed), so that cleaning up never touches one of them.
-    before: OnceCell<Option<HashSet<String>>>,
-    /// How credential helpers run (deadline, the run's cancel).
-    helpers: HelperRun,
-    /// Held (shared) by each credential lookup in flight, which runs on a blocking thread and
-    /// outlives a `prepare` given up on: `finish` takes it whole, so no helper outlives the run.
-    lookups: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl ImageStage {
     /// `images` holds one entry per case that will run, in run order (an image once per case).
     pub fn new(
-        docker: Arc<DockerRuntime>,
+        docker: Arc<dyn Runtime>,
         handle: tokio::runtime::Handle,
-        cancel: Cancel,
         images: &[&str],
         pull_ahead: usize,
         prune: bool,
-        helper_timeout: Duration,
     ) -> Arc<Self> {
         let mut order: Vec<String> = Vec::new();
         let mut slots: HashMap<String, Arc<Slot>> = HashMap::new();
@@ -89,23 +72,15 @@ impl ImageStage {
             });
             slot.remaining.fetch_add(1, Ordering::SeqCst);
         }
-        let helpers = HelperRun {
-            timeout: helper_timeout,
-            cancel: cancel.clone(),
-        };
         Arc::new(ImageStage {
             docker,
             handle,
-            cancel,
             order,
             slots: Mutex::new(slots),
             pull_ahead,
             prune,
             ahead: Mutex::default(),
             prunes: Mutex::default(),
-            before: OnceCell::new(),
-            helpers,
-            lookups: Arc::default(),
         })
     }
 
@@ -115,55 +90,16 @@ impl ImageStage {
     }
 
     /// The image, ready: pulled now unless it was there or pulled ahead. Starts pulling the next
-    /// images ahead. An interruption does not wait for a pull.
-    pub async fn prepare(self: &Arc<Self>, image: &str) -> Result<ImageReady, ImageError> {
+    /// images ahead. An interruption does not wait for a pull (the runtime sees it).
+    pub async fn prepare(self: &Arc<Self>, image: &str) -> Result<Ready, PrepareError> {
         let slot = self.slot(image);
         slot.started.store(true, Ordering::SeqCst);
         self.pull_ahead_of(image);
-        tokio::select! {
-            ready = slot.ready.get_or_init(|| self.fetch(image)) => ready.clone(),
-            _ = self.cancel.reached(Level::Stop) => Err(ImageError::Interrupted {
-                image: image.to_string(),
-            }),
-        }
-    }
-
-    async fn fetch(&self, image: &str) -> Result<ImageReady, ImageError> {
-        if let Some(id) = self.docker.image_id(image).await? {
-            return Ok(ImageReady { id, pulled: None });
-        }
-        let registry = registry_host(image);
-        // Read the way the docker CLI reads them; a credential helper may take its time.
-        let owned = image.to_string();
-        let helpers = self.helpers.clone();
-        let lookup = Arc::clone(&self.lookups).read_owned().await;
-        let credentials = tokio::task::spawn_blocking(move || {
-            let _lookup = lookup;
-            credentials_for(&owned, &helpers)
-        })
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|found| found.map_err(|e| chain(&e)))
-        .map_err(|reason| ImageError::Credentials {
-            image: image.to_string(),
-            registry: registry.clone(),
-            reason,
-        })?;
-        let sent = credentials.is_some();
-        if self.prune {
-            // Before the first pull, so that a pull stopped half way can be told from what
-            // was there.
-            self.before
-                .get_or_init(|| async { self.docker.image_ids().await.ok() })
-                .await;
-        }
-        self.slot(image).absent.store(true, Ordering::SeqCst);
-        match self.docker.pull_image(image, credentials).await {
-            Err(ImageError::Pull { image, reason }) => Err(ImageError::Registry(
-                describe_pull_failure(&image, &registry, sent, &reason).to_string(),
-            )),
-            other => other,
-        }
+        let image = docker_image(image);
+        slot.ready
+            .get_or_init(|| self.docker.prepare(&image))
+            .await
+            .clone()
     }
 
     /// Starts the pulls of the next `pull_ahead` images after `image` that no case asked for yet.
@@ -180,10 +116,8 @@ impl ImageStage {
             let next = next.clone();
             let task = self.handle.spawn(async move {
                 let slot = me.slot(&next);
-                tokio::select! {
-                    _ = slot.ready.get_or_init(|| me.fetch(&next)) => {}
-                    _ = me.cancel.reached(Level::Stop) => {}
-                }
+                let image = docker_image(&next);
+                slot.ready.get_or_init(|| me.docker.prepare(&image)).await;
             });
             self.ahead
                 .lock()
@@ -208,20 +142,17 @@ impl ImageStage {
             return;
         }
         let slot = self.slot(image);
-        let pulled_here = matches!(
-            slot.ready.get(),
-            Some(Ok(ImageReady {
-                pulled: Some(_),
-                ..
-            }))
-        );
-        if !pulled_here || slot.pruned.swap(true, Ordering::SeqCst) {
+        let ready = match slot.ready.get() {
+            Some(Ok(ready)) if ready.facts.fetched.is_some() => ready.clone(),
+            _ => return,
+        };
+        if slot.pruned.swap(true, Ordering::SeqCst) {
             return;
         }
         let docker = Arc::clone(&self.docker);
         let image = image.to_string();
         let task = self.handle.spawn(async move {
-            match docker.remove_image(&image).await {
+            match docker.remove(&ready).await {
                 Ok(()) => events::note(format!(
                     "--prune-images: removed {image} (this run pulled it)"
                 )),
@@ -237,8 +168,8 @@ impl ImageStage {
     }
 
     /// Ends the stage: pulls still going ahead are stopped, and with `prune` every image this
-    /// run pulled is removed, also those pulled ahead for cases that never ran, and what the
-    /// daemon kept of a pull that was stopped.
+    /// run pulled is removed, also those pulled ahead for cases that never ran (what the daemon
+    /// kept of a pull that was stopped is the runtime's `finish`).
     pub async fn finish(self: &Arc<Self>) {
         // Every case has ended: a pull still going ahead is for cases that will not run.
         let ahead = std::mem::take(&mut *self.ahead.lock().unwrap_or_else(|p| p.into_inner()));
@@ -255,30 +186,6 @@ impl ImageStage {
         for task in prunes {
             let _ = task.await;
         }
-        // A credential helper still running (its case gave up on it when the run was
-        // interrupted) is stopped by then; its end is waited for.
-        let _no_lookups = self.lookups.write().await;
-        if self.prune {
-            self.clean_stopped_pulls().await;
-        }
-    }
-
-    /// Removes what the daemon kept of the pulls this run began but did not finish (stopped, or
-    /// failed): an image it finished all the same after the runner let go of the pull, and
-    /// dangling images of its repository; never an image the daemon had before the run.
-    async fn clean_stopped_pulls(&self) {
-        let before = self.before.get().and_then(Option::as_ref);
-        for image in &self.order {
-            let slot = self.slot(image);
-            let finished = matches!(slot.ready.get(), Some(Ok(_)));
-            if !slot.absent.load(Ordering::SeqCst) || finished {
-                continue;
-            }
-            for line in self.docker.remove_stopped_pull(image, before).await {
-                let line = line.unwrap_or_else(|why| why);
-                events::note(format!("--prune-images: {line}"));
-            }
-        }
     }
 
     /// What this run pulled.
@@ -286,8 +193,12 @@ impl ImageStage {
         let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         let mut totals = PullTotals::default();
         for slot in slots.values() {
-            if let Some(Ok(ImageReady {
-                pulled: Some(stats),
+            if let Some(Ok(Ready {
+                facts:
+                    crate::record::facts::ImageFacts {
+                        fetched: Some(stats),
+                        ..
+                    },
                 ..
             })) = slot.ready.get()
             {
@@ -312,5 +223,13 @@ impl PullTotals {
                 show_duration(self.time)
             )
         })
+    }
+}
+
+/// A Docker image as the runtime takes it.
+fn docker_image(name: &str) -> Image {
+    Image {
+        name: name.to_string(),
+        sif: None,
     }
 }

@@ -122,23 +122,3 @@ impl Record {
         self.earlier.iter().map(|a| a.duration).sum::<Duration>() + self.last.duration
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::runtime::docker::ImageError;
-
-    /// A reason says why the case did not run; "not run: " is the summary's, said once.
-    #[test]
-    fn a_case_not_run_for_its_pull_says_not_run_once() {
-        let reason = ImageError::Interrupted {
-            image: "img:1".into(),
-        }
-        .to_string();
-        let line = Status::NotRun { reason }.summary();
-        assert_eq!(
-            line,
-            "not run: the run was interrupted while `img:1` was being pulled"
-        );
-    }
-}

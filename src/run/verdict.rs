@@ -2,29 +2,59 @@
 //! and kipoi's own words pulled out of the output for the failure message.
 
 use crate::config::spec::CasePlan;
-use crate::config::units::show_duration;
+use crate::config::units::{show_duration, show_size};
 use crate::run::record::Status;
-use crate::runtime::LegacyOutcome;
+use crate::runtime::{signal_name, Ended};
+use crate::select::plan::RuntimeKind;
 
 /// Longest failure message shown on one line.
 const MESSAGE_MAX: usize = 400;
 
 /// `stdout` and `stderr` are what was kept of the case's output (kipoi's message is found there).
-pub fn judge(outcome: &LegacyOutcome, stdout: &str, stderr: &str, plan: &CasePlan) -> Status {
-    let status = match outcome {
-        LegacyOutcome::Passed => Status::Passed,
-        LegacyOutcome::Failed { exit_code } => {
+pub fn judge(
+    ended: &Ended,
+    runtime: RuntimeKind,
+    stdout: &str,
+    stderr: &str,
+    plan: &CasePlan,
+) -> Status {
+    let status = match ended {
+        Ended::Exited { code: 0 } => Status::Passed,
+        // 128 + n: how Docker and shells report death by signal n.
+        Ended::Exited {
+            code: code @ 129..=192,
+        } => Status::Errored {
+            message: format!(
+                "the command was killed by {} (exit code {code})",
+                signal_name(code - 128)
+            ),
+        },
+        Ended::Exited { code } => {
             let said = model_message(stdout, stderr)
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default();
             Status::Failed {
-                message: format!("exit code {exit_code}{said}"),
+                message: format!("exit code {code}{said}"),
             }
         }
-        LegacyOutcome::Errored { reason } => Status::Errored {
-            message: reason.clone(),
+        Ended::Signalled { signal } => Status::Errored {
+            message: format!(
+                "the process was killed by {}",
+                signal_name(i64::from(*signal))
+            ),
         },
-        LegacyOutcome::TimedOut { after, killed } => Status::TimedOut {
+        Ended::OutOfMemory { limit } => {
+            let limit = limit
+                .map(|m| format!("its memory limit of {}", show_size(m)))
+                .unwrap_or_else(|| "the memory available".to_string());
+            Status::Errored {
+                message: format!("out of memory: the kernel killed the command at {limit}"),
+            }
+        }
+        Ended::Errored { error } => Status::Errored {
+            message: error.to_string(),
+        },
+        Ended::TimedOut { after, killed } => Status::TimedOut {
             message: format!(
                 "ran past its timeout of {}; {}",
                 show_duration(*after),
@@ -35,18 +65,25 @@ pub fn judge(outcome: &LegacyOutcome, stdout: &str, stderr: &str, plan: &CasePla
                 }
             ),
         },
-        LegacyOutcome::Interrupted => Status::NotRun {
+        Ended::Interrupted => Status::NotRun {
             reason: "interrupted while running, and stopped".into(),
         },
-        LegacyOutcome::NotStarted { reason } => Status::NotRun {
-            reason: reason.clone(),
+        Ended::NotStarted { why } => Status::NotRun {
+            reason: format!("{why}, before it started"),
         },
-        LegacyOutcome::Stuck { timed_out, waited } => {
-            let stuck = format!(
-                "the container could not be stopped: still running {} after SIGTERM and a \
-                 SIGKILL, so the runner gave up on it and removed it by force",
-                show_duration(*waited)
-            );
+        Ended::Stuck { timed_out, waited } => {
+            let stuck = match runtime {
+                RuntimeKind::Docker => format!(
+                    "the container could not be stopped: still running {} after SIGTERM and a \
+                     SIGKILL, so the runner gave up on it and removed it by force",
+                    show_duration(*waited)
+                ),
+                RuntimeKind::Singularity => format!(
+                    "the process could not be stopped: still running {} after SIGTERM and a \
+                     SIGKILL, so the runner gave up on it",
+                    show_duration(*waited)
+                ),
+            };
             match timed_out {
                 Some(after) => Status::TimedOut {
                     message: format!("ran past its timeout of {}; {stuck}", show_duration(*after)),
@@ -136,15 +173,17 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    /// What a runtime saw, as `judge` takes it.
-    struct Seen<'a>(LegacyOutcome, &'a str, &'a str);
+    use crate::record::Failure;
 
-    fn exec<'a>(outcome: LegacyOutcome, stdout: &'a str, stderr: &'a str) -> Seen<'a> {
-        Seen(outcome, stdout, stderr)
+    /// What a runtime saw, as `judge` takes it.
+    struct Seen<'a>(Ended, &'a str, &'a str);
+
+    fn exec<'a>(ended: Ended, stdout: &'a str, stderr: &'a str) -> Seen<'a> {
+        Seen(ended, stdout, stderr)
     }
 
     fn judge(seen: &Seen<'_>, plan: &CasePlan) -> Status {
-        super::judge(&seen.0, seen.1, seen.2, plan)
+        super::judge(&seen.0, RuntimeKind::Docker, seen.1, seen.2, plan)
     }
 
     fn plan(expect_failure: Option<&str>) -> CasePlan {
@@ -165,7 +204,7 @@ mod tests {
     fn failure_messages_quote_kipoi() {
         let s = judge(
             &exec(
-                LegacyOutcome::Failed { exit_code: 1 },
+                Ended::Exited { code: 1 },
                 KIPOI_MISMATCH,
                 "0it [00:00]\r100%\n",
             ),
@@ -177,10 +216,7 @@ mod tests {
                 message: "exit code 1: ERROR [kipoi.cli.main] Model predictions don't match the expected predictions.expected: [[1]]".into()
             }
         );
-        let s = judge(
-            &exec(LegacyOutcome::Failed { exit_code: 1 }, "", TRACEBACK),
-            &plan(None),
-        );
+        let s = judge(&exec(Ended::Exited { code: 1 }, "", TRACEBACK), &plan(None));
         assert_eq!(
             s,
             Status::Failed {
@@ -192,7 +228,7 @@ mod tests {
     #[test]
     fn expected_failures_and_unexpected_passes() {
         let s = judge(
-            &exec(LegacyOutcome::Failed { exit_code: 1 }, "", TRACEBACK),
+            &exec(Ended::Exited { code: 1 }, "", TRACEBACK),
             &plan(Some("dead link")),
         );
         assert!(
@@ -200,7 +236,7 @@ mod tests {
             "{s:?}"
         );
         let s = judge(
-            &exec(LegacyOutcome::Passed, "", ""),
+            &exec(Ended::Exited { code: 0 }, "", ""),
             &plan(Some("dead link")),
         );
         assert!(
@@ -210,8 +246,8 @@ mod tests {
         // An error is not the failure the mark expects.
         let s = judge(
             &exec(
-                LegacyOutcome::Errored {
-                    reason: "no image".into(),
+                Ended::Errored {
+                    error: Failure::message("no image"),
                 },
                 "",
                 "",
@@ -223,7 +259,7 @@ mod tests {
 
     #[test]
     fn a_container_that_would_not_stop_says_so() {
-        let stuck = |timed_out| LegacyOutcome::Stuck {
+        let stuck = |timed_out| Ended::Stuck {
             timed_out,
             waited: Duration::from_secs(64),
         };

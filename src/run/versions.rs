@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 
 use crate::run::record::Record;
-use crate::runtime::{LegacyExecution, LegacyOutcome};
+use crate::runtime::{Ended, Execution};
 use crate::select::plan::RuntimeKind;
 
 /// The report property that holds the output.
@@ -100,27 +100,30 @@ impl Versions {
 }
 
 /// The text kept for a finished `versions` command: its output when it passed, else why not.
-pub fn text_of(exec: LegacyExecution) -> String {
+pub fn text_of(exec: Execution) -> String {
     let stdout = exec.stdout.finish().text();
     let stderr = exec.stderr.finish().text();
     let said = crate::run::verdict::model_message(&stdout, &stderr)
         .map(|m| format!(": {m}"))
         .unwrap_or_default();
-    match exec.outcome {
-        LegacyOutcome::Passed => stdout.trim_end().to_string(),
-        LegacyOutcome::Failed { exit_code } => {
-            format!("unknown: the versions command exited with {exit_code}{said}")
+    match exec.ended {
+        Ended::Exited { code: 0 } => stdout.trim_end().to_string(),
+        Ended::Exited { code } => {
+            format!("unknown: the versions command exited with {code}{said}")
         }
-        LegacyOutcome::Errored { reason } => format!("unknown: {reason}"),
-        LegacyOutcome::TimedOut { after, .. } => format!(
+        Ended::Signalled { signal } => format!(
+            "unknown: the versions command was killed by {}",
+            crate::runtime::signal_name(i64::from(signal))
+        ),
+        Ended::OutOfMemory { .. } => "unknown: the versions command ran out of memory".into(),
+        Ended::Errored { error } => format!("unknown: {error}"),
+        Ended::TimedOut { after, .. } => format!(
             "unknown: the versions command ran past {}",
             crate::config::units::show_duration(after)
         ),
-        LegacyOutcome::Interrupted => "unknown: interrupted".to_string(),
-        LegacyOutcome::NotStarted { reason } => format!("unknown: {reason}"),
-        LegacyOutcome::Stuck { .. } => {
-            "unknown: the versions command's container could not be stopped".to_string()
-        }
+        Ended::Interrupted => "unknown: interrupted".to_string(),
+        Ended::NotStarted { why } => format!("unknown: {why}"),
+        Ended::Stuck { .. } => "unknown: the versions command could not be stopped".to_string(),
     }
 }
 

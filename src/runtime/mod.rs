@@ -8,125 +8,93 @@
 pub mod apptainer;
 pub mod docker;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::path::PathBuf;
-
+use crate::cancel::Cancel;
 use crate::capture::Captured;
+use crate::config::knobs::Waits;
 use crate::config::spec::Network;
+use crate::config::units::show_duration;
+use crate::events::{self, Event};
 use crate::record::facts::{CaseFacts, ImageFacts};
 use crate::record::{Failure, RuntimeName};
-use crate::run::versions::Versions;
 use crate::store::caches::{CacheError, Caches};
 use crate::store::sif::SifSource;
+use crate::supervise::Notice;
 
-/// Everything a runtime needs to run one case.
+/// What opening a runtime takes: the run's settings either runtime needs.
 #[derive(Debug, Clone)]
-pub struct LegacyRunRequest {
-    pub case_name: String,
-    pub command: Vec<String>,
-    pub workdir: Option<String>,
-    /// `NAME=value` pairs: all the container sees of an environment.
-    pub env: Vec<String>,
-    pub network: Network,
-    /// `SOURCE:/path[:ro]` mounts (Docker volume names or host paths).
-    pub volumes: Vec<String>,
-    pub timeout: Duration,
-    /// How long after SIGTERM before SIGKILL.
+pub struct Options {
+    /// The run's id: the label on every container it makes (a sweep spares its own).
+    pub run_id: String,
+    pub cancel: Cancel,
+    /// `--grace`: requests to the daemon may take as long as a stop does.
     pub grace: Duration,
-    /// After this long a case is reported as slow (and again each period).
-    pub slow_period: Duration,
-    pub memory: Option<u64>,
-    /// Bytes kept at each end of stdout and of stderr.
-    pub keep: usize,
-    /// The run's caches; None with `--no-cache` or a spec without `caches`.
-    pub caches: Option<Arc<Caches>>,
-    /// `--offline`: no network at all (for Docker `network` already says `none`).
-    pub offline: bool,
-    /// Apptainer only: the image's home folder (the spec's `apptainer_home`).
-    pub apptainer_home: Option<String>,
-    /// The spec's `versions` command, run once per image.
-    pub versions: Option<Arc<Versions>>,
+    /// How long a target that will not stop is waited on, and the daemon's requests.
+    pub waits: Waits,
+    /// The deadline of a credential helper (Docker's logins).
+    pub helper_timeout: Duration,
+    /// `--prune-images`: Docker removes what a pull it stopped left behind, too, when it
+    /// finishes (the images it did pull are removed through [`Runtime::remove`]).
+    pub prune_images: bool,
+    /// `--singularity-bin`: the Apptainer binary; `None` looks for `apptainer`, then
+    /// `singularity`, on PATH.
+    pub apptainer_bin: Option<PathBuf>,
+    /// `--sif-dir`.
+    pub sif_dir: PathBuf,
+    /// `--sif-from-docker`: build a SIF from the Docker image when the catalog has none.
+    pub sif_from_docker: bool,
+    /// `--download-timeout`: one SIF download or build, in all.
+    pub download_timeout: Duration,
+    /// The images the selected cases need (a read-only SIF folder must hold all of theirs).
+    pub images: Vec<Image>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LegacyOutcome {
-    Passed,
-    /// The command ran and exited non-zero.
-    Failed {
-        exit_code: i64,
-    },
-    /// The case could not run, or was killed from outside.
-    Errored {
-        reason: String,
-    },
-    /// Stopped after running past its timeout; `killed` when SIGTERM did not end it and
-    /// SIGKILL did, after the grace period.
-    TimedOut {
-        after: Duration,
-        killed: bool,
-    },
-    /// Stopped because the run was interrupted (Ctrl-C, SIGTERM).
-    Interrupted,
-    /// Ended before its command started, by an interruption while it waited (for a cache's
-    /// lock); `reason` says where it was.
-    NotStarted {
-        reason: String,
-    },
-    /// Stopped (at its timeout `timed_out`, else on interruption), but the container would not
-    /// go: still running `waited` after the stop, through its grace period and a SIGKILL. The
-    /// runner gave up on it and removes it by force.
-    Stuck {
-        timed_out: Option<Duration>,
-        waited: Duration,
-    },
-}
-
-/// What a runtime reports for one case.
-#[derive(Debug)]
-pub struct LegacyExecution {
-    pub outcome: LegacyOutcome,
-    pub stdout: Captured,
-    pub stderr: Captured,
-    pub duration: Duration,
-    /// Facts for the report: image id, runtime version, command.
-    pub properties: Vec<(String, String)>,
-}
-
-impl LegacyExecution {
-    /// An error before anything ran.
-    pub fn errored(reason: impl Into<String>, keep: usize) -> Self {
-        Self::before_start(
-            LegacyOutcome::Errored {
-                reason: reason.into(),
-            },
-            keep,
-        )
+/// Opens the runtime called `name`: connects to it and checks it can be used. The one place
+/// that picks a runtime by name.
+pub async fn open(name: RuntimeName, options: &Options) -> Result<Arc<dyn Runtime>, SetupError> {
+    if name == DOCKER {
+        let docker = docker::DockerRuntime::open(options).await?;
+        Ok(Arc::new(docker))
+    } else if name == APPTAINER {
+        let apptainer = apptainer::SingularityRuntime::open(options).await?;
+        Ok(Arc::new(apptainer))
+    } else {
+        Err(SetupError::Unusable(Failure::message(format!(
+            "there is no runtime called `{name}`"
+        ))))
     }
+}
 
-    /// An end reached before the command started (no output).
-    pub fn before_start(outcome: LegacyOutcome, keep: usize) -> Self {
-        Self {
-            outcome,
-            stdout: Captured::new(keep),
-            stderr: Captured::new(keep),
-            duration: Duration::ZERO,
-            properties: Vec::new(),
+/// How a request ended whose caches could not be taken: an interruption while it waited (for
+/// a cache's lock, or a volume's helper) ends it before it started; anything else is an error.
+fn cache_ended(e: CacheError) -> Ended {
+    if e.is_interrupted() {
+        Ended::NotStarted {
+            why: Failure::new(e),
+        }
+    } else {
+        Ended::Errored {
+            error: Failure::new(e),
         }
     }
 }
 
-/// The outcome of a case whose caches could not be taken: an interruption while it waited for
-/// a cache's lock ends it before it started; anything else is an error.
-pub fn outcome_of_cache_error(e: &CacheError) -> LegacyOutcome {
-    match e {
-        CacheError::Interrupted { .. } => LegacyOutcome::NotStarted {
-            reason: format!("{e}, before it started"),
-        },
-        other => LegacyOutcome::Errored {
-            reason: other.to_string(),
-        },
+/// What the supervisor of the request `case` (whose timeout is `timeout`) says as it goes, on
+/// the run's event stream.
+fn tell(case: &str, timeout: Duration) -> impl FnMut(Notice) + '_ {
+    move |notice| match notice {
+        Notice::Slow(running) => events::send(Event::SlowCase {
+            case: case.to_string(),
+            running,
+        }),
+        Notice::TimedOut => events::note(format!(
+            "{case} timed out after {}; stopping it",
+            show_duration(timeout)
+        )),
+        Notice::Note(text) => events::note(format!("{case}: {text}")),
     }
 }
 
@@ -148,40 +116,6 @@ pub fn signal_name(signal: i64) -> String {
         _ => return format!("signal {signal}"),
     };
     name.to_string()
-}
-
-/// Exit codes above 128 are how Docker and shells report death by a signal (128 + n).
-pub fn outcome_of_exit(exit_code: i64) -> LegacyOutcome {
-    match exit_code {
-        0 => LegacyOutcome::Passed,
-        129..=192 => LegacyOutcome::Errored {
-            reason: format!(
-                "the command was killed by {} (exit code {exit_code})",
-                signal_name(exit_code - 128)
-            ),
-        },
-        _ => LegacyOutcome::Failed { exit_code },
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn exit_codes_map_to_outcomes() {
-        assert_eq!(outcome_of_exit(0), LegacyOutcome::Passed);
-        assert_eq!(outcome_of_exit(1), LegacyOutcome::Failed { exit_code: 1 });
-        assert_eq!(outcome_of_exit(2), LegacyOutcome::Failed { exit_code: 2 });
-        match outcome_of_exit(139) {
-            LegacyOutcome::Errored { reason } => assert!(reason.contains("SIGSEGV"), "{reason}"),
-            other => panic!("{other:?}"),
-        }
-        match outcome_of_exit(137) {
-            LegacyOutcome::Errored { reason } => assert!(reason.contains("SIGKILL"), "{reason}"),
-            other => panic!("{other:?}"),
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,6 +147,8 @@ pub struct Image {
 pub struct Ready {
     /// What cases share this: the runtime's [`Runtime::key`] of their image.
     pub key: String,
+    /// What it was made ready from.
+    pub image: Image,
     /// What the report says of the image (id, runtime version, what making it ready took).
     pub facts: ImageFacts,
     /// Apptainer: the verified SIF to run.
@@ -222,7 +158,8 @@ pub struct Ready {
 /// Why an image (or SIF) could not be made ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrepareError {
-    /// The run was interrupted while it was being made ready (`what`: "pulled", "downloaded").
+    /// The run was interrupted while it was being made ready: `what` ends "while the image
+    /// was ...": "being pulled" (Docker), "downloading" or "being built" (a SIF).
     Interrupted { what: &'static str },
     /// It cannot be had: every case of it is an error that says why.
     Failed(Failure),

@@ -1,5 +1,6 @@
-//! One supervisor for everything the runner starts and then waits on: a case's process, a SIF
-//! build, a version probe, a credential helper, git. Whatever it watches, the same rules hold:
+//! One supervisor for everything the runner starts and then waits on: a case's container or
+//! process, a SIF build, a version probe, a credential helper, a cache's helper container, git.
+//! Whatever it watches, the same rules hold:
 //!
 //! - a deadline: past its timeout the target is asked to stop (SIGTERM), and killed after the
 //!   grace period (SIGKILL);
@@ -7,10 +8,12 @@
 //! - a give-up: a target still there [`Limits::slack`] after its kill is given up on, so no
 //!   wait is ever unbounded;
 //! - slow notices: every [`Limits::slow`] while it runs;
-//! - a bounded drain: its output is read for at most [`Limits::drain`] after it has ended.
+//! - a bounded drain: its output is read for at most [`Limits::drain`] once it has ended (one
+//!   number per kind of target: [`Target::drain`]).
 //!
 //! The target says how it is stopped and killed ([`Control`]); [`process`] is the one for a
-//! child process in a process group of its own.
+//! child process in a process group of its own, `crate::engine::container` the one for a
+//! Docker container.
 
 pub mod process;
 
@@ -22,6 +25,28 @@ use tokio::time::Instant;
 use futures_util::future::BoxFuture;
 
 use crate::cancel::{Cancel, Level};
+use crate::config::units::show_duration;
+
+/// What a supervisor watches: it decides how long its output may stay open after its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A Docker container: its output stream ends with it; a daemon that keeps the stream open
+    /// gets this long.
+    Container,
+    /// A child process: something it started that left its process group (`setsid`) may hold
+    /// the pipes open for ever.
+    Process,
+}
+
+impl Target {
+    /// How long its output is still read after it has ended.
+    pub const fn drain(self) -> Duration {
+        match self {
+            Target::Container => Duration::from_secs(10),
+            Target::Process => Duration::from_secs(2),
+        }
+    }
+}
 
 /// The bounds of one supervised wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,27 +60,38 @@ pub struct Limits {
     pub slack: Duration,
     /// A slow notice every period while it runs.
     pub slow: Option<Duration>,
-    /// How long its output is still read after it has ended.
+    /// How long its output is still read after it has ended ([`Target::drain`]).
     pub drain: Duration,
 }
 
 impl Limits {
-    /// Limits for a helper the runner runs for itself (a probe, a credential helper, git): a
-    /// deadline, a short grace, no slow notices.
+    /// Limits for a helper process the runner runs for itself (a probe, a credential helper,
+    /// git): a deadline, a short grace, no slow notices.
     pub fn helper(timeout: Duration) -> Limits {
         Limits {
             timeout: Some(timeout),
             grace: Duration::from_secs(2),
             slack: Duration::from_secs(5),
             slow: None,
-            drain: Duration::from_secs(2),
+            drain: Target::Process.drain(),
         }
     }
 }
 
+/// What a supervised wait tells as it goes, for the person watching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// It has run this long (once per slow period).
+    Slow(Duration),
+    /// It ran past its timeout, and is being stopped.
+    TimedOut,
+    /// Something went wrong while stopping it (the same text is in the returned notes).
+    Note(String),
+}
+
 /// How a supervised wait ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Ending<X> {
+pub enum Ending<X, E = String> {
     /// It ended by itself.
     Exited(X),
     /// Stopped past its timeout; `killed` when the runner had to kill it (SIGTERM was not enough).
@@ -66,7 +102,7 @@ pub enum Ending<X> {
     /// there `waited` after the stop: given up on.
     Stuck { timed_out: bool, waited: Duration },
     /// It could not be waited on any more (the wait itself failed).
-    Lost(String),
+    Lost(E),
 }
 
 /// How a target is stopped and killed. Each request may take its time (a daemon that does not
@@ -85,17 +121,20 @@ pub trait Control: Sync {
 }
 
 /// Waits for `wait` (the target's end) within `limits`, stopping and killing it through
-/// `control` at its timeout or on a cancel, and giving up on it when it will not go. `on_slow`
-/// is told how long it has run, every slow period. Also returns notes on what went wrong while
-/// stopping it (failed requests, a give-up), for the case's output.
-pub async fn supervise<X>(
-    wait: impl Future<Output = Result<X, String>>,
+/// `control` at its timeout or on a cancel, and giving up on it when it will not go.
+/// `on_notice` hears, as they happen, its slow notices, its timeout and what went wrong while
+/// stopping it; those notes (failed requests, a give-up) are also returned, for its output.
+///
+/// This is the runner's one wait loop over a deadline: every wait on something it started
+/// goes through here.
+pub async fn supervise<X, E>(
+    wait: impl Future<Output = Result<X, E>>,
     control: &dyn Control,
     limits: &Limits,
     cancel: &Cancel,
     started: Instant,
-    mut on_slow: impl FnMut(Duration),
-) -> (Ending<X>, Vec<String>) {
+    mut on_notice: impl FnMut(Notice),
+) -> (Ending<X, E>, Vec<String>) {
     tokio::pin!(wait);
     let far = Duration::from_secs(100 * 365 * 24 * 3600);
     let deadline = tokio::time::sleep_until(at(started, limits.timeout.unwrap_or(far)));
@@ -113,7 +152,11 @@ pub async fn supervise<X>(
     let mut killed = false;
     let mut request: Option<BoxFuture<'_, (&'static str, Result<(), String>)>> = None;
     let mut give_up: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
+    let note = |text: String, notes: &mut Vec<String>, on_notice: &mut dyn FnMut(Notice)| {
+        on_notice(Notice::Note(text.clone()));
+        notes.push(text);
+    };
     let stop = |grace| -> BoxFuture<'_, (&'static str, Result<(), String>)> {
         let fut = control.stop(grace);
         Box::pin(async move { ("stop", fut.await) })
@@ -134,6 +177,7 @@ pub async fn supervise<X>(
                 return (ending, notes);
             }
             _ = &mut deadline, if stopped.is_none() => {
+                on_notice(Notice::TimedOut);
                 stopped = Some(true);
                 request = Some(stop(limits.grace));
                 give_up = Some(Box::pin(tokio::time::sleep(control.kill_after(limits))));
@@ -152,53 +196,106 @@ pub async fn supervise<X>(
             (what, result) = async { request.as_mut().expect("guarded").await }, if request.is_some() => {
                 request = None;
                 if let Err(e) = result {
-                    notes.push(format!("the {what} request failed: {e}"));
+                    note(format!("the {what} request failed: {e}"), &mut notes, &mut on_notice);
                 }
             }
             _ = async { give_up.as_mut().expect("guarded").await }, if give_up.is_some() => {
                 if killed {
-                    notes.push(format!(
+                    let text = format!(
                         "still running {} after the SIGKILL; the runner gave up on it",
-                        crate::config::units::show_duration(limits.slack)
-                    ));
+                        show_duration(limits.slack)
+                    );
+                    note(text, &mut notes, &mut on_notice);
                     let waited = control.kill_after(limits).saturating_add(limits.slack);
                     return (Ending::Stuck { timed_out: stopped == Some(true), waited }, notes);
                 }
                 if control.kill_after(limits) > limits.grace {
-                    notes.push(format!(
+                    let text = format!(
                         "still running {} after its stop's grace period; the runner sent SIGKILL",
-                        crate::config::units::show_duration(limits.slack)
-                    ));
+                        show_duration(limits.slack)
+                    );
+                    note(text, &mut notes, &mut on_notice);
                 }
                 killed = true;
                 request = Some(kill());
                 give_up = Some(Box::pin(tokio::time::sleep(limits.slack)));
             }
             _ = slow.tick(), if stopped.is_none() && limits.slow.is_some() => {
-                on_slow(started.elapsed());
+                on_notice(Notice::Slow(started.elapsed()));
             }
         }
     }
 }
 
-/// Drives `reading` while `work` runs, then gives `reading` at most `drain` more. Returns what
-/// `work` gave and whether `reading` finished.
-pub async fn read_while<W: Future>(
+/// A supervised wait that read its target's output too.
+#[derive(Debug)]
+pub struct Watched<X, E = String> {
+    pub ending: Ending<X, E>,
+    /// What went wrong while stopping it ([`supervise`]'s notes).
+    pub notes: Vec<String>,
+    /// False when its output was still open [`Limits::drain`] after it ended, or when it was
+    /// given up on (its output is then not waited for: it would not end).
+    pub drained: bool,
+}
+
+/// [`supervise`], while `reading` takes in the target's output: once the target has ended,
+/// `reading` gets at most [`Limits::drain`] more; none for a target given up on, which still
+/// holds its output open.
+pub async fn supervise_reading<X, E>(
     reading: impl Future<Output = ()>,
-    work: W,
-    drain: Duration,
-) -> (W::Output, bool) {
+    wait: impl Future<Output = Result<X, E>>,
+    control: &dyn Control,
+    limits: &Limits,
+    cancel: &Cancel,
+    started: Instant,
+    on_notice: impl FnMut(Notice),
+) -> Watched<X, E> {
     tokio::pin!(reading);
+    let work = supervise(wait, control, limits, cancel, started, on_notice);
     tokio::pin!(work);
     let mut read_all = false;
-    let result = loop {
+    let (ending, notes) = loop {
         tokio::select! {
             () = &mut reading, if !read_all => read_all = true,
-            result = &mut work => break result,
+            done = &mut work => break done,
         }
     };
-    let read_all = read_all || tokio::time::timeout(drain, &mut reading).await.is_ok();
-    (result, read_all)
+    let stuck = matches!(ending, Ending::Stuck { .. });
+    let drained = read_all
+        || (!stuck
+            && tokio::time::timeout(limits.drain, &mut reading)
+                .await
+                .is_ok());
+    Watched {
+        ending,
+        notes,
+        drained,
+    }
+}
+
+/// How a bounded wait on a request was cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// It took longer than its timeout.
+    TimedOut,
+    /// The run was interrupted.
+    Interrupted,
+}
+
+/// Waits for `work`, a request with nothing to stop (dropping it ends it: a daemon's answer, a
+/// pull's stream, a download on a blocking thread that sees the interruption too), for at most
+/// `timeout` and until the run's interruption. To go on with `work` after a cut, pass it by
+/// `&mut` (pinned).
+pub async fn until<T>(
+    work: impl Future<Output = T>,
+    timeout: Option<Duration>,
+    cancel: &Cancel,
+) -> Result<T, Cut> {
+    let far = Duration::from_secs(100 * 365 * 24 * 3600);
+    tokio::select! {
+        done = tokio::time::timeout(timeout.unwrap_or(far), work) => done.map_err(|_| Cut::TimedOut),
+        _ = cancel.reached(Level::Stop) => Err(Cut::Interrupted),
+    }
 }
 
 /// `start + after` on tokio's clock, or a far future where that would overflow.
@@ -342,6 +439,24 @@ mod tests {
             Duration::from_millis(100),
             "not the 60 s grace"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_bounded_request_ends_at_its_timeout_or_the_interruption() {
+        let cancel = Cancel::new();
+        let slow = tokio::time::sleep(Duration::from_secs(60));
+        assert_eq!(
+            until(slow, Some(Duration::from_secs(1)), &cancel).await,
+            Err(Cut::TimedOut)
+        );
+        assert_eq!(until(async { 7 }, None, &cancel).await, Ok(7));
+        let c2 = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            c2.raise(libc::SIGINT);
+        });
+        let never = std::future::pending::<()>();
+        assert_eq!(until(never, None, &cancel).await, Err(Cut::Interrupted));
     }
 
     #[tokio::test(start_paused = true)]

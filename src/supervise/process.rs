@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 use tokio::time::Instant;
 
-use super::{read_while, supervise, Control, Ending, Limits};
+use super::{supervise_reading, Control, Ending, Limits, Notice, Watched};
 use crate::cancel::Cancel;
 use crate::capture::Captured;
 
@@ -32,8 +32,8 @@ pub struct Finished {
     pub ending: Ending<ExitStatus>,
     pub stdout: Captured,
     pub stderr: Captured,
-    /// False when its output was still open [`Limits::drain`] after it ended: something it
-    /// started left its process group and holds the pipes.
+    /// False when its output was still open [`Limits::drain`] after it ended (something it
+    /// started left its process group and holds the pipes), or when it was given up on.
     pub drained: bool,
     /// What went wrong while stopping it.
     pub notes: Vec<String>,
@@ -83,18 +83,18 @@ pub fn signal_group(pgid: i32, signal: i32) {
 }
 
 /// Runs `command` in a process group of its own under `limits`, feeding it `stdin` (else
-/// /dev/null) and keeping `keep` bytes of each end of its output. `on_slow` is told how long it
-/// has run, every slow period.
+/// /dev/null) and keeping `keep` bytes of each end of its output. `on_notice` hears the
+/// supervisor's notices as they come (slow, timed out, trouble stopping it).
 pub async fn run(
     command: Command,
     stdin: Option<Vec<u8>>,
     keep: usize,
     limits: &Limits,
     cancel: &Cancel,
-    on_slow: impl FnMut(Duration),
+    on_notice: impl FnMut(Notice),
 ) -> Result<Finished, SpawnError> {
     let captures = [Captured::new(keep), Captured::new(keep)];
-    run_capturing(command, stdin, captures, limits, cancel, on_slow).await
+    run_capturing(command, stdin, captures, limits, cancel, on_notice).await
 }
 
 /// Like [`run`], with its output kept in memory only, never spooled to disk: for a child whose
@@ -116,7 +116,7 @@ async fn run_capturing(
     [mut stdout, mut stderr]: [Captured; 2],
     limits: &Limits,
     cancel: &Cancel,
-    on_slow: impl FnMut(Duration),
+    on_notice: impl FnMut(Notice),
 ) -> Result<Finished, SpawnError> {
     let program = command
         .as_std()
@@ -147,13 +147,16 @@ async fn run_capturing(
         });
     }
     let (out, err) = (child.stdout.take(), child.stderr.take());
-    let ((ending, notes), drained) = {
+    let Watched {
+        ending,
+        notes,
+        drained,
+    } = {
         let reading = async {
             tokio::join!(pump(out, &mut stdout), pump(err, &mut stderr));
         };
         let wait = async { child.wait().await.map_err(|e| e.to_string()) };
-        let work = supervise(wait, &group, limits, cancel, started, on_slow);
-        read_while(reading, work, limits.drain).await
+        supervise_reading(reading, wait, &group, limits, cancel, started, on_notice).await
     };
     // The leader is gone (or given up on): what is left of its group goes with it.
     group.signal(libc::SIGKILL);
@@ -316,6 +319,60 @@ mod tests {
             "{:?}",
             done.ending
         );
+    }
+
+    /// A STAND-IN for a process that even SIGKILL does not end: a leader (perl) that moves
+    /// itself out of its process group into the test's own (`setpgid`), so the group's SIGTERM
+    /// and SIGKILL never reach it. The supervisor gives up on it after the slack and the wait
+    /// ends; only then is the leader killed by its pid.
+    #[tokio::test]
+    async fn a_leader_the_group_kill_does_not_reach_is_given_up_on() {
+        let cancel = Cancel::new();
+        let dir = tempfile::tempdir().unwrap();
+        let moved = dir.path().join("moved");
+        let script = format!(
+            "setpgrp(0, getpgrp(getppid())) or die \"setpgid: $!\"; \
+             open(my $f, '>', '{}') or die; print $f \"$$\\n\"; close $f; sleep 600;",
+            moved.display()
+        );
+        let mut command = Command::new("perl");
+        command.arg("-e").arg(script);
+        // The stop comes once it is out of its group.
+        let (c2, watched) = (cancel.clone(), moved.clone());
+        tokio::spawn(async move {
+            while std::fs::read_to_string(&watched).map_or(true, |t| !t.ends_with('\n')) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            c2.raise(libc::SIGTERM);
+        });
+        let limits = Limits {
+            timeout: Some(Duration::from_secs(600)),
+            grace: Duration::from_millis(200),
+            slack: Duration::from_secs(1),
+            slow: None,
+            drain: Duration::from_millis(500),
+        };
+        let mut notices = Vec::new();
+        let done = run(command, None, 1024, &limits, &cancel, |n| notices.push(n))
+            .await
+            .unwrap();
+        assert_eq!(
+            done.ending,
+            Ending::Stuck {
+                timed_out: false,
+                waited: Duration::from_millis(1200)
+            },
+            "the grace period, then the slack after the SIGKILL"
+        );
+        let gave_up = "still running 1s after the SIGKILL; the runner gave up on it";
+        assert_eq!(done.notes, [gave_up]);
+        assert_eq!(notices, [Notice::Note(gave_up.to_string())]);
+        assert!(
+            !done.drained,
+            "a process given up on holds its output: not waited for"
+        );
+        let pid = std::fs::read_to_string(&moved).unwrap();
+        assert!(!still_running(&pid), "killed by its pid once given up on");
     }
 
     #[tokio::test]

@@ -1,33 +1,38 @@
 //! The Singularity / Apptainer runtime: `BIN exec --cleanenv --pwd DIR SIF COMMAND...` with a
-//! clean environment, once the case's SIF is ready ([`crate::run::sifs`]).
+//! clean environment, once the case's SIF is ready ([`sifs`]).
 //!
-//! Every process it starts (the `--version` probe, a case, the spec's `versions` command) runs
-//! under the supervisor ([`crate::supervise::process`]): in a process group of its own, with a
-//! deadline, stopped with the whole group on timeout or interruption (SIGTERM, then SIGKILL
-//! after the grace period; at once on a second interruption), given up on if even that does not
-//! end it, and its output read for at most [`DRAIN`] once it has ended: a process that left the
-//! group (`setsid`) may hold the pipes open for ever, and the case must end all the same.
+//! Every process it starts (the `--version` probe, a case, a probe request) runs under the
+//! supervisor ([`crate::supervise::process`]): in a process group of its own, with a deadline,
+//! stopped with the whole group on timeout or interruption (SIGTERM, then SIGKILL after the
+//! grace period; at once on a second interruption), given up on after the same slack as a
+//! Docker container if even that does not end it, and its output read for at most
+//! [`Target::Process`]'s drain once it has ended: a process that left the group (`setsid`) may
+//! hold the pipes open for ever, and the case must end all the same.
+
+mod sifs;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::{select, Either};
 use thiserror::Error;
 use tokio::process::Command;
 
-use super::{outcome_of_exit, signal_name, LegacyExecution, LegacyOutcome, LegacyRunRequest};
+pub use self::sifs::{check_read_only_store, MissingFromStore, SifUnavailable};
+use super::{
+    cache_ended, tell, Ended, Execution, Image, Options, PrepareError, Ready, RunRequest, Runtime,
+    SetupError,
+};
 use crate::cancel::Cancel;
 use crate::config::units::show_duration;
-use crate::error_chain::chain;
-use crate::events::{self, Event};
-use crate::run::sifs::{SifReady, SifStage, SifTotals, SifUnavailable};
-use crate::run::versions;
-use crate::select::plan::{Case, RuntimeKind};
+use crate::events;
+use crate::record::facts::CaseFacts;
+use crate::record::{Failure, RuntimeName};
 use crate::store::caches::{self, CacheError, Caches, Held};
 use crate::store::sif::{md5_file, SifCache};
 use crate::supervise::process::{self, exit_signal};
-use crate::supervise::{Ending, Limits};
+use crate::supervise::{Ending, Limits, Target};
 
 #[derive(Debug, Error)]
 pub enum SingularityError {
@@ -56,10 +61,6 @@ impl SingularityError {
     }
 }
 
-/// How long the output pipes are still read after the process has ended (or was killed).
-const DRAIN: Duration = Duration::from_secs(2);
-/// How long a case's process may take to go after its SIGKILL before it is given up on.
-const SLACK: Duration = Duration::from_secs(10);
 /// How long `BIN --version` may take. The fixture's launcher starts a container for it, which
 /// takes seconds; a daemon that does not answer makes it hang.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -70,7 +71,22 @@ pub struct SingularityRuntime {
     bin: PathBuf,
     version: String,
     cancel: Cancel,
-    sifs: SifStage,
+    cache: Arc<SifCache>,
+    sif_from_docker: bool,
+    /// How long a process may take to go after its SIGKILL before it is given up on: a
+    /// Docker container's stop slack.
+    slack: Duration,
+}
+
+/// What the process of a request could not do.
+#[derive(Debug, Error)]
+pub enum ProcessError {
+    #[error("the case's SIF is not ready")]
+    NoSif,
+    #[error("the process ended oddly: {0}")]
+    Odd(std::process::ExitStatus),
+    #[error("lost track of the process: {0}")]
+    Lost(String),
 }
 
 /// `--singularity-bin` (a bare name is looked up on PATH), else `apptainer`, else
@@ -197,6 +213,38 @@ fn version_line(stdout: &str) -> Option<String> {
 }
 
 impl SingularityRuntime {
+    /// Opens the SIF folder (an input error when it cannot be used, or is read-only and lacks a
+    /// SIF the selected cases need), then finds and checks the Apptainer/Singularity binary.
+    pub async fn open(options: &Options) -> Result<Self, SetupError> {
+        let input = |e| SetupError::Input(Failure::new(e));
+        let cache = SifCache::open(options.sif_dir.clone())
+            .map_err(input)?
+            .with_progress(true)
+            .with_download_timeout(options.download_timeout);
+        if cache.is_read_only() {
+            check_read_only_store(&cache, &options.images, options.sif_from_docker)
+                .map_err(|e| SetupError::Input(Failure::new(e)))?;
+            events::note(format!(
+                "the SIF folder `{}` is read-only: its SIFs are used as they are, after an md5 \
+                 check",
+                cache.dir().display()
+            ));
+        }
+        let unusable = |e| SetupError::Unusable(Failure::new(e));
+        let bin = find_binary(options.apptainer_bin.as_deref()).map_err(unusable)?;
+        let mut runtime = Self::new(bin, cache, options.sif_from_docker, options.cancel.clone())
+            .await
+            .map_err(|e| {
+                if e.is_interrupted() {
+                    SetupError::Interrupted
+                } else {
+                    SetupError::Unusable(Failure::new(e))
+                }
+            })?;
+        runtime.slack = options.waits.stop_slack;
+        Ok(runtime)
+    }
+
     /// Checks the binary runs (`BIN --version`, within [`PROBE_TIMEOUT`]) and keeps its
     /// version for the report.
     pub async fn new(
@@ -215,51 +263,36 @@ impl SingularityRuntime {
                 "unknown".to_string()
             }
         };
-        let sifs = SifStage::new(bin.clone(), cache, sif_from_docker, cancel.clone());
         Ok(Self {
             bin,
             version,
             cancel,
-            sifs,
+            cache: Arc::new(cache),
+            sif_from_docker,
+            slack: crate::config::knobs::STOP_SLACK,
         })
     }
 
-    pub fn version(&self) -> &str {
-        &self.version
-    }
-
-    /// The case's SIF, ready: a step before the case, whose time is not the case's.
-    pub async fn prepare(&self, case: &Case) -> Result<SifReady, SifUnavailable> {
-        self.sifs.prepare(case).await
-    }
-
-    /// What the run's SIF stage downloaded or built.
-    pub fn sif_totals(&self) -> SifTotals {
-        self.sifs.totals()
-    }
-
-    /// Runs the case in its SIF (made ready by [`Self::prepare`]).
-    pub async fn run(&self, case: &Case, req: &LegacyRunRequest, sif: &Path) -> LegacyExecution {
+    /// Runs the request in the ready SIF.
+    async fn run_in_sif(&self, ready: &Ready, req: &RunRequest) -> Execution {
         let started = Instant::now();
-        if let Some(versions) = &req.versions {
-            let probe = self.probe_versions(sif, &versions.command, req);
-            versions
-                .once(RuntimeKind::Singularity, &case.image, probe)
-                .await;
-        }
+        let Some(sif) = &ready.sif else {
+            let error = Failure::new(ProcessError::NoSif);
+            return Execution::before_start(Ended::Errored { error }, req);
+        };
         // The case's caches, locked until it ends.
         let held = match &req.caches {
-            Some(caches) => match self.take_caches(caches, case, sif).await {
+            Some(caches) => match self.take_caches(caches, ready, sif).await {
                 Ok(held) => held,
-                Err(e @ CacheError::Interrupted { .. }) => {
-                    return LegacyExecution::before_start(
-                        super::outcome_of_cache_error(&e),
-                        req.keep,
-                    )
-                }
-                Err(e) => return LegacyExecution::errored(e.to_string(), req.keep),
+                Err(e) => return Execution::before_start(cache_ended(e), req),
             },
             None => Held::default(),
+        };
+        let facts = CaseFacts {
+            command: req.command.clone(),
+            sif: Some(sif.clone()),
+            caches: held.uses.clone(),
+            container: None,
         };
         let binds = caches::apptainer::bind_args(&held, req.apptainer_home.as_deref());
         let mut args: Vec<String> = vec!["exec".into(), "--cleanenv".into()];
@@ -284,16 +317,8 @@ impl SingularityRuntime {
 
         let mut exec = self.run_process(&args, req).await;
         exec.duration = started.elapsed();
-        exec.properties = vec![
-            ("sif".into(), sif.display().to_string()),
-            ("singularity-version".into(), self.version.clone()),
-            ("command".into(), req.command.join(" ")),
-        ];
-        exec.properties.extend(held.facts.iter().cloned());
+        exec.facts = facts;
         drop(held);
-        if let Some(src) = &case.sif {
-            exec.properties.push(("sif-md5".into(), src.md5.clone()));
-        }
         exec
     }
 
@@ -302,55 +327,23 @@ impl SingularityRuntime {
     async fn take_caches(
         &self,
         caches: &Caches,
-        case: &Case,
+        ready: &Ready,
         sif: &Path,
     ) -> Result<Held, CacheError> {
-        let recorded = PathBuf::from(format!("{}.md5", sif.display()));
-        let md5 = match &case.sif {
-            Some(entry) => entry.md5.to_ascii_lowercase(),
-            None => match std::fs::read_to_string(&recorded) {
-                Ok(text) => text.trim().to_ascii_lowercase(),
-                Err(_) => {
-                    let path = sif.to_path_buf();
-                    tokio::task::spawn_blocking(move || md5_file(&path))
-                        .await
-                        .map_err(|e| CacheError::Apptainer(e.to_string()))?
-                        .map_err(|e| {
-                            CacheError::Apptainer(format!(
-                                "cannot read `{}` to key its caches: {e}",
-                                sif.display()
-                            ))
-                        })?
-                }
-            },
+        let md5 = match &ready.facts.id {
+            Some(md5) => md5.clone(),
+            None => {
+                let path = sif.to_path_buf();
+                let read = tokio::task::spawn_blocking(move || md5_file(&path))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                read.map_err(|source| CacheError::ReadSif {
+                    path: sif.to_path_buf(),
+                    source,
+                })?
+            }
         };
-        caches::apptainer::prepare(caches, &case.image, sif, &md5).await
-    }
-
-    /// Runs the spec's `versions` command in the SIF and returns what it printed, or why it
-    /// printed nothing useful.
-    async fn probe_versions(
-        &self,
-        sif: &Path,
-        command: &[String],
-        req: &LegacyRunRequest,
-    ) -> String {
-        let probe = LegacyRunRequest {
-            case_name: format!("versions of {}", sif.display()),
-            command: command.to_vec(),
-            timeout: versions::TIMEOUT,
-            keep: versions::KEEP,
-            caches: None,
-            versions: None,
-            ..req.clone()
-        };
-        let mut args: Vec<String> = vec!["exec".into(), "--cleanenv".into()];
-        if req.offline {
-            args.extend(["--net".into(), "--network".into(), "none".into()]);
-        }
-        args.push(sif.display().to_string());
-        args.extend(command.iter().cloned());
-        versions::text_of(self.run_process(&args, &probe).await)
+        caches::apptainer::prepare(caches, &ready.image.name, sif, &md5).await
     }
 
     /// `BIN ARGS...` with nothing of the host's environment but what Apptainer itself needs to
@@ -371,54 +364,40 @@ impl SingularityRuntime {
 
     /// Runs `BIN ARGS...` under the supervisor within the request's timeout, grace period and
     /// slow notices, and says how it ended.
-    async fn run_process(&self, args: &[String], req: &LegacyRunRequest) -> LegacyExecution {
+    async fn run_process(&self, args: &[String], req: &RunRequest) -> Execution {
         let limits = Limits {
             timeout: Some(req.timeout),
             grace: req.grace,
-            slack: SLACK,
+            slack: self.slack,
             slow: Some(req.slow_period),
-            drain: DRAIN,
+            drain: Target::Process.drain(),
         };
-        let case = req.case_name.clone();
-        let running = process::run(
+        let on_notice = tell(&req.case_name, req.timeout);
+        let done = process::run(
             self.command(args),
             None,
             req.keep,
             &limits,
             &self.cancel,
-            |running| {
-                events::send(Event::SlowCase {
-                    case: case.clone(),
-                    running,
-                })
-            },
-        );
-        // Said when the deadline comes, while the supervisor stops it.
-        let timeout_note = async {
-            tokio::time::sleep(req.timeout).await;
-            events::note(format!(
-                "{} timed out after {}; stopping it",
-                req.case_name,
-                show_duration(req.timeout)
-            ));
-            std::future::pending::<std::convert::Infallible>().await
-        };
-        let done = match select(Box::pin(running), Box::pin(timeout_note)).await {
-            Either::Left((done, _)) => done,
-            Either::Right((never, _)) => match never {},
-        };
+            on_notice,
+        )
+        .await;
         let done = match done {
             Ok(done) => done,
-            Err(e) => return LegacyExecution::errored(chain(&e), req.keep),
+            Err(e) => {
+                let error = Failure::new(e);
+                return Execution::before_start(Ended::Errored { error }, req);
+            }
         };
         let mut stderr = done.stderr;
-        if !done.drained {
+        let stuck = matches!(done.ending, Ending::Stuck { .. });
+        if !done.drained && !stuck {
             stderr.push(
                 format!(
                     "\nzoo-runner: stopped reading the output {} after the process ended: \
                      something it started left its process group and still holds the output \
                      open (it was not stopped)\n",
-                    show_duration(DRAIN)
+                    show_duration(limits.drain)
                 )
                 .as_bytes(),
             );
@@ -426,46 +405,69 @@ impl SingularityRuntime {
         for note in &done.notes {
             stderr.push(format!("\nzoo-runner: {note}\n").as_bytes());
         }
-        let outcome = match done.ending {
+        let ended = match done.ending {
             Ending::Exited(status) => match (status.code(), exit_signal(&status)) {
-                (Some(code), _) => outcome_of_exit(code as i64),
-                (None, Some(sig)) => LegacyOutcome::Errored {
-                    reason: format!("the process was killed by {}", signal_name(sig as i64)),
+                (Some(code), _) => Ended::Exited {
+                    code: i64::from(code),
                 },
-                (None, None) => LegacyOutcome::Errored {
-                    reason: format!("the process ended oddly: {status}"),
+                (None, Some(signal)) => Ended::Signalled { signal },
+                (None, None) => Ended::Errored {
+                    error: Failure::new(ProcessError::Odd(status)),
                 },
             },
-            Ending::TimedOut { killed } => LegacyOutcome::TimedOut {
+            Ending::TimedOut { killed } => Ended::TimedOut {
                 after: req.timeout,
                 killed,
             },
-            Ending::Interrupted { .. } => LegacyOutcome::Interrupted,
-            Ending::Stuck {
-                timed_out: true, ..
-            } => LegacyOutcome::TimedOut {
-                after: req.timeout,
-                killed: true,
+            Ending::Interrupted { .. } => Ended::Interrupted,
+            Ending::Stuck { timed_out, waited } => Ended::Stuck {
+                timed_out: timed_out.then_some(req.timeout),
+                waited,
             },
-            Ending::Stuck { waited, .. } => LegacyOutcome::Errored {
-                reason: format!(
-                    "interrupted, and the process could not be stopped: still running {} \
-                     after SIGTERM and a SIGKILL, so the runner gave up on it",
-                    show_duration(waited)
-                ),
-            },
-            Ending::Lost(e) => LegacyOutcome::Errored {
-                reason: format!("lost track of the process: {e}"),
+            Ending::Lost(e) => Ended::Errored {
+                error: Failure::new(ProcessError::Lost(e)),
             },
         };
-        LegacyExecution {
-            outcome,
+        Execution {
+            ended,
             stdout: done.stdout,
             stderr,
             duration: Duration::ZERO,
-            properties: Vec::new(),
+            facts: CaseFacts::default(),
         }
     }
+}
+
+#[async_trait::async_trait]
+impl Runtime for SingularityRuntime {
+    fn name(&self) -> RuntimeName {
+        super::APPTAINER
+    }
+
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// The SIF: its catalog name, or the Docker image it is built from.
+    fn key(&self, image: &Image) -> String {
+        Self::sif_key(image)
+    }
+
+    async fn prepare(&self, image: &Image) -> Result<Ready, PrepareError> {
+        self.prepare_sif(image).await
+    }
+
+    async fn run(&self, ready: &Ready, request: &RunRequest) -> Execution {
+        self.run_in_sif(ready, request).await
+    }
+
+    /// Nothing yet: a SIF stays in the SIF folder for the next run.
+    async fn remove(&self, _ready: &Ready) -> Result<(), Failure> {
+        Ok(())
+    }
+
+    /// Nothing runs in the background.
+    async fn finish(&self) {}
 }
 
 #[cfg(test)]

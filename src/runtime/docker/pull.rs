@@ -14,8 +14,8 @@ use bollard::query_parameters::CreateImageOptionsBuilder;
 use bollard::Docker;
 use futures_util::StreamExt;
 
-use super::short;
 use crate::config::units::{show_duration, show_size};
+use crate::engine::short;
 use crate::events::TransferHandle;
 
 /// What a finished pull moved.
@@ -81,9 +81,9 @@ impl LayerBytes {
     }
 }
 
-/// Why a pull failed, as the daemon said it.
+/// Why a pull failed, as the daemon said it (the registry's module reads what it means).
 #[derive(Debug, Clone)]
-pub struct PullFailure(pub String);
+pub struct Refused(pub String);
 
 /// Pulls `image`, showing its progress through the reporter. Dropping the future (an
 /// interruption) drops the stream, which ends the pull on the daemon's side too.
@@ -91,7 +91,7 @@ pub async fn pull(
     docker: &Docker,
     image: &str,
     credentials: Option<DockerCredentials>,
-) -> Result<PullStats, PullFailure> {
+) -> Result<PullStats, Refused> {
     let started = Instant::now();
     let transfer = TransferHandle::start(format!("pull {image}"), None);
     let options = CreateImageOptionsBuilder::default()
@@ -104,14 +104,14 @@ pub async fn pull(
         match item {
             Ok(info) => {
                 if let Some(message) = info.error_detail.as_ref().and_then(|d| d.message.clone()) {
-                    result = Err(PullFailure(message));
+                    result = Err(Refused(message));
                     break;
                 }
                 bytes.add(&info);
                 transfer.progress(bytes.done(), bytes.total());
             }
             Err(e) => {
-                result = Err(PullFailure(short(&e)));
+                result = Err(Refused(short(&e)));
                 break;
             }
         }
@@ -123,7 +123,7 @@ pub async fn pull(
             show_size(bytes.done()),
             show_duration(elapsed)
         ),
-        Err(PullFailure(why)) => format!("pull of {image} failed: {why}"),
+        Err(Refused(why)) => format!("pull of {image} failed: {why}"),
     };
     transfer.end(summary);
     result.map(|()| PullStats {

@@ -177,8 +177,7 @@ fn record_use(root: &Path, name: &str, sif: &Path) -> Result<(), CacheError> {
     }
     meta.sifs.retain(|s| s.path != now.path);
     meta.sifs.push(now);
-    write_meta(root, name, &meta)
-        .map_err(|e| CacheError::Apptainer(format!("cannot write `{}`: {e}", file.display())))
+    write_meta(root, name, &meta).map_err(|source| CacheError::Record { path: file, source })
 }
 
 /// Writes `NAME.json` through a temporary file and a rename: `cache list` never reads half.

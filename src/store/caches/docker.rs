@@ -8,6 +8,8 @@
 //!   container made from the same image runs `chown USER PATH` as root once per run, so that the
 //!   user can write the cache even where the image's folder belongs to root (as ANTsPyNet's
 //!   `~/.keras` does) or does not exist at all.
+//!   The helper runs under the supervisor, as a case's container does: a deadline, the run's
+//!   interruption, the same give-up.
 //! - All of this happens under the cache's lock, held by the case until its container ends.
 
 use std::collections::HashMap;
@@ -18,14 +20,19 @@ use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, VolumeCreateRequest,
 };
-use bollard::query_parameters::{ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder};
+use bollard::query_parameters::ListVolumesOptionsBuilder;
 use bollard::Docker;
-use futures_util::StreamExt;
+use thiserror::Error;
 
 use super::lock::{last_used, lock_path, CacheLock};
 use super::{names, rfc3339, size_of, CacheError, Caches, Held, IN_USE};
+use crate::cancel::Cancel;
+use crate::config::units::show_duration;
+use crate::engine::container::Container;
 use crate::engine::labels::{LABEL_RUNNER, RUNNER};
-use crate::engine::short;
+use crate::engine::{remove_container, short};
+use crate::record::Failure;
+use crate::supervise::{supervise, Ending, Limits, Target};
 
 /// The cache folder whose locks guard the volume.
 pub const LABEL_DIR: &str = "org.zoo-runner.cache.dir";
@@ -38,7 +45,99 @@ pub const LABEL_PATH: &str = "org.zoo-runner.cache.path";
 pub const LABEL_CREATED: &str = "org.zoo-runner.cache.created";
 
 /// How long the helper that gives a new volume to the image's user may take.
-const HELPER_TIMEOUT: Duration = Duration::from_secs(120);
+pub const HELPER_TIMEOUT: Duration = Duration::from_secs(120);
+/// The helper's grace period: `chown` has nothing to save.
+const HELPER_GRACE: Duration = Duration::from_secs(2);
+
+/// How the helper container that gives a new volume to the image's user runs: labelled (a
+/// sweep removes it after a killed run), and under the supervisor like a case's container
+/// (its deadline, the run's interruption, the same give-up).
+#[derive(Debug, Clone)]
+pub struct Helper {
+    pub labels: HashMap<String, String>,
+    pub limits: Limits,
+    /// How long the daemon gets to answer a request.
+    pub request_timeout: Duration,
+}
+
+impl Helper {
+    /// [`HELPER_TIMEOUT`], a short grace period, and `slack` before the runner kills it and
+    /// again before it gives up on it.
+    pub fn new(
+        labels: HashMap<String, String>,
+        slack: Duration,
+        request_timeout: Duration,
+    ) -> Self {
+        Helper {
+            labels,
+            limits: Limits {
+                timeout: Some(HELPER_TIMEOUT),
+                grace: HELPER_GRACE,
+                slack,
+                slow: None,
+                drain: Target::Container.drain(),
+            },
+            request_timeout,
+        }
+    }
+}
+
+/// Why a Docker cache volume could not be made ready.
+#[derive(Debug, Error)]
+pub enum VolumeError {
+    #[error(
+        "a Docker volume named `{name}` exists but zoo-runner did not make it for `{path}`; \
+         remove it (`docker volume rm {name}`) or pass another --cache-dir"
+    )]
+    NotOurs { name: String, path: String },
+    #[error("cannot inspect the cache volume `{name}`")]
+    Inspect {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot create the cache volume `{name}`")]
+    Create {
+        name: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot inspect image `{image_id}` for its user")]
+    InspectImage {
+        image_id: String,
+        #[source]
+        source: BollardError,
+    },
+    #[error("cannot give the cache volume `{volume}` at `{path}` to the image's user `{user}`")]
+    Give {
+        volume: String,
+        path: String,
+        user: String,
+        #[source]
+        source: GiveError,
+    },
+}
+
+/// Why the helper container's `chown` did not do its work.
+#[derive(Debug, Error)]
+pub enum GiveError {
+    #[error("the helper container could not be created")]
+    Create(#[source] BollardError),
+    #[error("`chown` did not start in the image")]
+    Start(#[source] BollardError),
+    #[error("`chown` exited with {0} in the image")]
+    Exited(i64),
+    #[error("`chown` did not end within {}, and was stopped", show_duration(*.0))]
+    TimedOut(Duration),
+    #[error(
+        "the helper container could not be stopped: still running {} after its stop and a \
+         SIGKILL, so the runner gave up on it",
+        show_duration(*.0)
+    )]
+    Stuck(Duration),
+    #[error("lost the Docker daemon while `chown` ran")]
+    Lost(#[source] BollardError),
+}
 
 /// The folder (under the cache folder) that holds the Docker volumes' lock files.
 pub fn lock_dir(caches_dir: &std::path::Path) -> PathBuf {
@@ -60,14 +159,14 @@ pub fn mounts(held: &Held) -> Vec<Mount> {
 }
 
 /// Takes the caches of `image` (whose ID is `image_id`) for one case: locks each, creates its
-/// volume when missing and, once per run, gives it to the image's user. `helper_labels` label the
-/// helper container (so a sweep can remove it after a killed run).
+/// volume when missing and, once per run, gives it to the image's user with a `helper`
+/// container.
 pub async fn prepare(
     caches: &Caches,
     docker: &Docker,
     image: &str,
     image_id: &str,
-    helper_labels: HashMap<String, String>,
+    helper: &Helper,
 ) -> Result<Held, CacheError> {
     let mut held = Held::default();
     let mut paths = caches.paths.clone();
@@ -86,26 +185,44 @@ pub async fn prepare(
         // steps leaves a volume that still needs it).
         let created = ensure_volume(docker, &name, &caches.dir_label(), image, image_id, path)
             .await
-            .map_err(CacheError::Docker)?;
-        let give = || give_to_user(docker, image_id, &name, path, helper_labels.clone());
+            .map_err(|e| CacheError::Docker(Failure::new(e)))?;
+        let give = || give_to_user(docker, image_id, &name, path, helper, &caches.cancel);
         if created {
-            give().await.map_err(CacheError::Docker)?;
+            give().await?;
         }
         let slot = caches.ready_slot(&name);
-        slot.get_or_init(|| async {
-            if created {
-                Ok(())
-            } else {
-                give().await
-            }
-        })
-        .await
-        .clone()
-        .map_err(CacheError::Docker)?;
+        let ready = slot
+            .get_or_init(|| async {
+                match (created, give().await) {
+                    (true, _) | (false, Ok(())) => Ok(()),
+                    (false, Err(e)) => Err(Failure::new(e)),
+                }
+            })
+            .await
+            .clone();
+        if let Err(failure) = ready {
+            return Err(shared(failure, &name));
+        }
         caches.note_used(&name);
         held.take(lock, waited, &name, path);
     }
     Ok(held)
+}
+
+/// The error of a volume's preparation that another case of this run made: its interruption
+/// is this case's too.
+fn shared(failure: Failure, volume: &str) -> CacheError {
+    let interrupted = failure
+        .error()
+        .downcast_ref::<CacheError>()
+        .is_some_and(CacheError::is_interrupted);
+    if interrupted {
+        CacheError::HelperInterrupted {
+            volume: volume.to_string(),
+        }
+    } else {
+        CacheError::Docker(failure)
+    }
 }
 
 /// Creates the volume unless it exists (true when it made it); an existing volume must be one
@@ -117,28 +234,28 @@ async fn ensure_volume(
     image: &str,
     image_id: &str,
     path: &str,
-) -> Result<bool, String> {
+) -> Result<bool, VolumeError> {
     match docker.inspect_volume(name).await {
         Ok(volume) => {
             let labels = &volume.labels;
             if labels.get(LABEL_RUNNER).map(String::as_str) != Some(RUNNER)
                 || labels.get(LABEL_PATH).map(String::as_str) != Some(path)
             {
-                return Err(format!(
-                    "a Docker volume named `{name}` exists but zoo-runner did not make it for \
-                     `{path}`; remove it (`docker volume rm {name}`) or pass another --cache-dir"
-                ));
+                return Err(VolumeError::NotOurs {
+                    name: name.to_string(),
+                    path: path.to_string(),
+                });
             }
             return Ok(false);
         }
         Err(BollardError::DockerResponseServerError {
             status_code: 404, ..
         }) => {}
-        Err(e) => {
-            return Err(format!(
-                "cannot inspect the cache volume `{name}`: {}",
-                short(&e)
-            ))
+        Err(source) => {
+            return Err(VolumeError::Inspect {
+                name: name.to_string(),
+                source,
+            })
         }
     }
     let labels = HashMap::from([
@@ -158,7 +275,10 @@ async fn ensure_volume(
         .create_volume(request)
         .await
         .map(|_| true)
-        .map_err(|e| format!("cannot create the cache volume `{name}`: {}", short(&e)))
+        .map_err(|source| VolumeError::Create {
+            name: name.to_string(),
+            source,
+        })
 }
 
 /// True for the users a container runs as root with.
@@ -169,22 +289,35 @@ fn is_root(user: &str) -> bool {
 
 /// Makes the volume's top folder belong to the image's user (when that is not root): a helper
 /// container from the image runs `chown USER PATH` as root with the volume mounted. Creating it
-/// also fills an empty volume with the image's content at the path.
+/// also fills an empty volume with the image's content at the path. The helper runs under the
+/// supervisor: stopped at its deadline or on the run's interruption, given up on if it will not
+/// go, and removed by force whatever happened.
 async fn give_to_user(
     docker: &Docker,
     image_id: &str,
     volume: &str,
     path: &str,
-    labels: HashMap<String, String>,
-) -> Result<(), String> {
-    let info = docker
-        .inspect_image(image_id)
-        .await
-        .map_err(|e| format!("cannot inspect image `{image_id}`: {}", short(&e)))?;
+    helper: &Helper,
+    cancel: &Cancel,
+) -> Result<(), CacheError> {
+    let info = docker.inspect_image(image_id).await.map_err(|source| {
+        CacheError::Docker(Failure::new(VolumeError::InspectImage {
+            image_id: image_id.to_string(),
+            source,
+        }))
+    })?;
     let user = info.config.and_then(|c| c.user).unwrap_or_default();
     if is_root(&user) {
         return Ok(());
     }
+    let failed = |source: GiveError| {
+        CacheError::Docker(Failure::new(VolumeError::Give {
+            volume: volume.to_string(),
+            path: path.to_string(),
+            user: user.clone(),
+            source,
+        }))
+    };
     let held = Held {
         mounts: vec![(volume.to_string(), path.to_string())],
         ..Default::default()
@@ -194,7 +327,7 @@ async fn give_to_user(
         user: Some("0:0".to_string()),
         entrypoint: Some(vec![]),
         cmd: Some(vec!["chown".into(), user.clone(), path.to_string()]),
-        labels: Some(labels),
+        labels: Some(helper.labels.clone()),
         network_disabled: Some(true),
         host_config: Some(HostConfig {
             network_mode: Some("none".into()),
@@ -207,43 +340,70 @@ async fn give_to_user(
         }),
         ..Default::default()
     };
-    let failed = |why: String| {
-        format!(
-            "cannot give the cache volume `{volume}` at `{path}` to the image's user `{user}`: \
-             {why}"
-        )
-    };
     let id = docker
         .create_container(None, body)
         .await
-        .map_err(|e| failed(short(&e)))?
+        .map_err(|e| failed(GiveError::Create(e)))?
         .id;
-    let outcome = tokio::time::timeout(HELPER_TIMEOUT, async {
-        docker
-            .start_container(&id, None)
-            .await
-            .map_err(|e| format!("`chown` did not start in the image: {}", short(&e)))?;
-        let mut waiting = docker.wait_container(&id, None);
-        while waiting.next().await.is_some() {}
-        let code = docker
-            .inspect_container(&id, None)
-            .await
-            .ok()
-            .and_then(|i| i.state)
-            .and_then(|s| s.exit_code)
-            .unwrap_or(-1);
-        match code {
-            0 => Ok(()),
-            code => Err(format!(
-                "`chown {user} {path}` exited with {code} in the image"
-            )),
+    let outcome = run_helper(docker, &id, helper, cancel).await;
+    // Gone whatever happened (a helper given up on too).
+    let _ = remove_container(docker, &id).await;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(None) => Err(CacheError::HelperInterrupted {
+            volume: volume.to_string(),
+        }),
+        Err(Some(e)) => Err(failed(e)),
+    }
+}
+
+/// Starts the helper container and waits for it under the supervisor; `Err(None)` when the
+/// run was interrupted.
+async fn run_helper(
+    docker: &Docker,
+    id: &str,
+    helper: &Helper,
+    cancel: &Cancel,
+) -> Result<(), Option<GiveError>> {
+    docker
+        .start_container(id, None)
+        .await
+        .map_err(|e| Some(GiveError::Start(e)))?;
+    let container = Container {
+        docker,
+        id,
+        request_timeout: helper.request_timeout,
+    };
+    let started = tokio::time::Instant::now();
+    let (ending, _notes) = supervise(
+        container.wait(),
+        &container,
+        &helper.limits,
+        cancel,
+        started,
+        |_| {},
+    )
+    .await;
+    match ending {
+        Ending::Exited(Some(0)) => Ok(()),
+        Ending::Exited(_) => {
+            let code = docker
+                .inspect_container(id, None)
+                .await
+                .ok()
+                .and_then(|i| i.state)
+                .and_then(|s| s.exit_code)
+                .unwrap_or(-1);
+            match code {
+                0 => Ok(()),
+                code => Err(Some(GiveError::Exited(code))),
+            }
         }
-    })
-    .await
-    .unwrap_or_else(|_| Err("`chown` did not end within two minutes".to_string()));
-    let options = RemoveContainerOptionsBuilder::default().force(true).build();
-    let _ = docker.remove_container(&id, Some(options)).await;
-    outcome.map_err(failed)
+        Ending::TimedOut { .. } => Err(Some(GiveError::TimedOut(HELPER_TIMEOUT))),
+        Ending::Stuck { waited, .. } => Err(Some(GiveError::Stuck(waited))),
+        Ending::Interrupted { .. } => Err(None),
+        Ending::Lost(e) => Err(Some(GiveError::Lost(e))),
+    }
 }
 
 /// One Docker cache, as `cache list` shows it.

@@ -25,6 +25,8 @@ use thiserror::Error;
 use tokio::sync::OnceCell;
 
 use crate::cancel::Cancel;
+use crate::record::facts::CacheUse;
+use crate::record::Failure;
 
 #[derive(Debug, Error)]
 pub enum CacheError {
@@ -53,17 +55,41 @@ pub enum CacheError {
     },
     #[error("interrupted while waiting for the lock of the cache {what}")]
     Interrupted { what: String },
+    /// The run was interrupted while a helper container gave a new volume to the image's user.
+    #[error("interrupted while the cache volume `{volume}` was given to the image's user")]
+    HelperInterrupted { volume: String },
+    /// A Docker volume could not be made ready (shared by the cases that share the volume).
     #[error("{0}")]
-    Docker(String),
-    #[error("{0}")]
-    Apptainer(String),
+    Docker(Failure),
+    #[error("cannot write `{}`", .path.display())]
+    Record {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read `{}` to key its caches", .path.display())]
+    ReadSif {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl CacheError {
+    /// True when the run's interruption ended the wait (the case did not start).
+    pub fn is_interrupted(&self) -> bool {
+        matches!(
+            self,
+            CacheError::Interrupted { .. } | CacheError::HelperInterrupted { .. }
+        )
+    }
 }
 
 /// Why `cache prune` keeps a cache a case holds; the caller says "kept".
 pub const IN_USE: &str = "in use by a running case";
 
 /// Whether a Docker volume was made ready in this run, or why it could not be.
-type ReadySlot = Arc<OnceCell<Result<(), String>>>;
+type ReadySlot = Arc<OnceCell<Result<(), Failure>>>;
 
 /// Everything a run knows about caches: where they live, which paths, and what it has set up.
 /// Shared by every case of the run.
@@ -129,8 +155,8 @@ impl Caches {
 pub struct Held {
     /// (Docker volume name or host folder, container path).
     pub mounts: Vec<(String, String)>,
-    /// Facts for the report, as `[zoo-runner] cache: ...` lines.
-    pub facts: Vec<(String, String)>,
+    /// The caches held, with how long each lock was waited for: the case's facts.
+    pub uses: Vec<CacheUse>,
     _locks: Vec<lock::CacheLock>,
 }
 
@@ -138,14 +164,11 @@ impl Held {
     fn take(&mut self, lock: lock::CacheLock, waited: Duration, source: &str, path: &str) {
         self._locks.push(lock);
         self.mounts.push((source.to_string(), path.to_string()));
-        let mut fact = format!("{source} at {path}");
-        if waited >= Duration::from_secs(1) {
-            fact.push_str(&format!(
-                " (waited {} for it)",
-                crate::config::units::show_duration(waited)
-            ));
-        }
-        self.facts.push(("cache".to_string(), fact));
+        self.uses.push(CacheUse {
+            source: source.to_string(),
+            path: path.to_string(),
+            waited,
+        });
     }
 }
 

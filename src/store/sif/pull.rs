@@ -9,8 +9,8 @@
 //! - The pull runs under the supervisor ([`crate::supervise::process`]), in its own process
 //!   group: past its deadline (`--download-timeout`) or on the run's interruption the group gets
 //!   SIGTERM, then SIGKILL after [`GRACE`] (at once on a second interruption). Its output is kept
-//!   (the last [`KEEP_LINES`] lines) for the error message, and read for at most
-//!   [`DRAIN`] once the process is gone.
+//!   (the last [`KEEP_LINES`] lines) for the error message, and read for at most a process's
+//!   drain ([`Target::Process`]) once the process is gone.
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -20,19 +20,17 @@ use std::time::Duration;
 use futures_util::StreamExt;
 
 use super::error::{io_error, SifError};
-use crate::cancel::{Cancel, Level};
+use crate::cancel::Cancel;
 use crate::supervise::process;
-use crate::supervise::{Ending, Limits};
+use crate::supervise::{until, Cut, Ending, Limits, Target};
 
 /// Time between SIGTERM and SIGKILL when a pull is stopped.
 const GRACE: Duration = Duration::from_secs(10);
 /// How long a pull may still take to go after its SIGKILL before it is given up on.
 const SLACK: Duration = Duration::from_secs(5);
-/// How long the output is still read after the process has ended.
-const DRAIN: Duration = Duration::from_secs(2);
 /// Enough for an interrupted pull to be stopped, killed, given up on and cleaned up after.
 pub const STOP_TIME: Duration =
-    Duration::from_secs(GRACE.as_secs() + SLACK.as_secs() + DRAIN.as_secs() + 3);
+    Duration::from_secs(GRACE.as_secs() + SLACK.as_secs() + Target::Process.drain().as_secs() + 3);
 /// Lines of the pull's output kept for the error message.
 const KEEP_LINES: usize = 12;
 /// Bytes of each output stream kept (its tail holds the lines shown).
@@ -72,22 +70,17 @@ pub fn pull(
     let interrupted = || SifError::Interrupted {
         label: label_of(target),
     };
-    let has = handle.block_on(async {
-        tokio::select! {
-            has = tokio::time::timeout(INSPECT_TIME, daemon_has(image)) => Some(has.unwrap_or(false)),
-            _ = cancel.reached(Level::Stop) => None,
-        }
-    });
+    let has = handle.block_on(until(daemon_has(image), Some(INSPECT_TIME), cancel));
     let source = match has {
-        None => return Err(interrupted()),
-        Some(true) => {
+        Err(Cut::Interrupted) => return Err(interrupted()),
+        Ok(true) => {
             crate::events::note(format!(
                 "saving {image} from the Docker daemon for Apptainer"
             ));
             handle.block_on(save(image, &archive, cancel))?;
             format!("docker-archive:{}", archive.display())
         }
-        Some(false) => format!("docker://{image}"),
+        Ok(false) | Err(Cut::TimedOut) => format!("docker://{image}"),
     };
     crate::events::note(format!("building {} from {source}", target.display()));
     let left = timeout.saturating_sub(started.elapsed());
@@ -120,17 +113,19 @@ async fn save(image: &str, archive: &Path, cancel: &Cancel) -> Result<(), SifErr
     let mut file = File::create(archive).map_err(io_error("create", archive))?;
     let mut stream = docker.export_image(image);
     loop {
-        let next = tokio::select! {
-            next = tokio::time::timeout(EXPORT_SILENCE, stream.next()) => next,
-            _ = cancel.reached(Level::Stop) => {
+        let next = match until(stream.next(), Some(EXPORT_SILENCE), cancel).await {
+            Ok(next) => next,
+            Err(Cut::Interrupted) => {
                 return Err(SifError::Interrupted {
                     label: image.to_owned(),
                 })
             }
+            Err(Cut::TimedOut) => {
+                return Err(failed(
+                    format!("the daemon sent nothing for {EXPORT_SILENCE:?}").into(),
+                ))
+            }
         };
-        let next = next.map_err(|_| {
-            failed(format!("the daemon sent nothing for {EXPORT_SILENCE:?}").into())
-        })?;
         match next {
             None => break,
             Some(Ok(bytes)) => file.write_all(&bytes).map_err(io_error("write", archive))?,
@@ -158,7 +153,7 @@ fn run_pull(
         grace: GRACE,
         slack: SLACK,
         slow: None,
-        drain: DRAIN,
+        drain: Target::Process.drain(),
     };
     let start_failed = |source| SifError::PullStart {
         command: command_line.clone(),
@@ -179,7 +174,7 @@ fn run_pull(
         output.push_str(&format!(
             "\n(zoo-runner stopped reading its output {} after it ended: something it started \
              left its process group and holds the output open)",
-            crate::config::units::show_duration(DRAIN)
+            crate::config::units::show_duration(limits.drain)
         ));
     }
     match done.ending {
