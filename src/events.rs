@@ -1,10 +1,13 @@
-//! The run's event stream: what every stage tells the person watching (a note, a slow case, a
-//! transfer's progress). Stages send events here; one consumer, the terminal display
-//! (`crate::report::display`), owns the terminal and draws them. Until it is installed (a
-//! command that draws nothing, a unit test), notes and lines go to stderr as they are.
+//! The run's event stream: what every stage tells the person watching (a case started or
+//! ended, a note, a slow case, a transfer's progress). Stages send events here; one consumer,
+//! the reporter (`crate::report`), owns the terminal and keeps the records for the JUnit report
+//! and the summary. Until it is installed (a command that draws nothing, a unit test), notes and
+//! lines go to stderr as they are.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use crate::record::Record;
 
 /// What the run tells the person watching it.
 #[derive(Debug, Clone)]
@@ -33,6 +36,35 @@ pub enum Event {
     SlowCase { case: String, running: Duration },
     /// Containers left by killed runs were removed.
     Swept { removed: usize },
+    /// The cases are about to run: how many, how many the name filters left out, and the
+    /// longest name (the terminal lines line up on it).
+    RunStarted {
+        cases: usize,
+        filtered_out: usize,
+        name_width: usize,
+    },
+    /// A case started (its image is ready).
+    CaseStarted { name: String },
+    /// A case's attempt did not pass and it runs again (`attempt` is the next one's number).
+    CaseRetrying { name: String, attempt: u32 },
+    /// A case ended: its record, and how the terminal shows it.
+    CaseFinished { record: Arc<Record>, shown: Shown },
+    /// Every case has ended.
+    RunFinished { elapsed: Duration },
+}
+
+/// How a finished case shows in the `cargo test`-style lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shown {
+    Ok,
+    /// `FAILED`, with the message listed under `failures:`.
+    Failed {
+        message: String,
+    },
+    /// `ignored (REASON)`.
+    Ignored {
+        reason: String,
+    },
 }
 
 /// Whoever draws the events.
@@ -40,10 +72,10 @@ pub trait Sink: Send + Sync {
     fn event(&self, event: Event);
 }
 
-static SINK: OnceLock<&'static dyn Sink> = OnceLock::new();
+static SINK: OnceLock<Arc<dyn Sink>> = OnceLock::new();
 
 /// Makes `sink` the consumer of every event from now on (the first call wins).
-pub fn install(sink: &'static dyn Sink) {
+pub fn install(sink: Arc<dyn Sink>) {
     let _ = SINK.set(sink);
 }
 

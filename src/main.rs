@@ -6,16 +6,13 @@ use std::process::ExitCode;
 use zoo_runner::app;
 use zoo_runner::cli::Cli;
 
-/// Usage and input errors.
-const EXIT_USAGE: u8 = 2;
-
 fn main() -> ExitCode {
-    let cli = Cli::parse_args();
-    match app::run::run(cli) {
+    let result = Cli::parse_args().into_command().and_then(app::execute);
+    match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(EXIT_USAGE)
+            ExitCode::from(app::EXIT_USAGE)
         }
     }
 }

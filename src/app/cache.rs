@@ -58,11 +58,11 @@ async fn daemon(which: CacheRuntime) -> Result<Option<Docker>, String> {
     match connect().await {
         Ok(d) => Ok(Some(d)),
         Err(e) if which == CacheRuntime::All => {
-            eprintln!(
+            crate::events::line(format!(
                 "zoo-runner: warning: Docker caches left out: {} (pass --runtime singularity to \
                  look at Apptainer caches only)",
                 crate::error_chain::chain(&e)
-            );
+            ));
             Ok(None)
         }
         Err(e) => Err(crate::error_chain::chain(&e)),
@@ -83,7 +83,7 @@ pub fn list(dir: &Path, which: CacheRuntime) -> anyhow::Result<ExitCode> {
         let docker = match daemon(which).await {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("error: {e}");
+                crate::events::line(format!("error: {e}"));
                 return Ok(ExitCode::from(EXIT_DOCKER));
             }
         };
@@ -216,7 +216,7 @@ pub fn prune(
         let docker = match daemon(which).await {
             Ok(d) => d,
             Err(e) => {
-                eprintln!("error: {e}");
+                crate::events::line(format!("error: {e}"));
                 return Ok(ExitCode::from(EXIT_DOCKER));
             }
         };
@@ -230,7 +230,7 @@ pub fn prune(
             }
             Err(why) => {
                 kept += 1;
-                eprintln!("zoo-runner: {}", kept_line(&what, &why));
+                crate::events::note(format!("{}", kept_line(&what, &why)));
             }
         };
         if let Some(docker) = &docker {
@@ -247,7 +247,7 @@ pub fn prune(
                         Ok(true) => continue,
                         Ok(false) => "its image is gone".to_string(),
                         Err(e) => {
-                            eprintln!("zoo-runner: {}", kept_line(&v.name, &e));
+                            crate::events::note(format!("{}", kept_line(&v.name, &e)));
                             continue;
                         }
                     }
@@ -308,10 +308,10 @@ fn prune_quarantined(sif_dir: &Path) {
     let found = match crate::store::sif::quarantined(sif_dir) {
         Ok(found) => found,
         Err(e) => {
-            eprintln!(
+            crate::events::line(format!(
                 "zoo-runner: warning: cannot list the SIF folder `{}` (--sif-dir): {e}",
                 sif_dir.display()
-            );
+            ));
             return;
         }
     };
@@ -330,7 +330,7 @@ fn prune_quarantined(sif_dir: &Path) {
                     path.display()
                 );
             }
-            Err(e) => eprintln!("zoo-runner: kept {}: {e}", path.display()),
+            Err(e) => crate::events::note(format!("kept {}: {e}", path.display())),
         }
     }
     println!(

@@ -11,15 +11,13 @@ use std::collections::BTreeMap;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::FromArgMatches;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::cli::{Cli, MatrixArgs};
 use crate::partition::durations::Durations;
 use crate::partition::MAX_SHARDS;
 use crate::select::changed_since::GitRun;
-use crate::select::inputs::{self, Inputs, PlanOptions};
+use crate::select::inputs::{self, Inputs, PlanOptions, Wanted};
 use crate::select::plan::Case;
 
 #[derive(Debug, Error)]
@@ -29,15 +27,25 @@ pub enum MatrixError {
          {MAX_SHARDS} jobs GitHub runs per matrix; use --shards N instead"
     )]
     TooManyJobs(usize),
-    #[error("the run flags after `--` are not valid zoo-runner flags: {0}")]
-    BadRunFlags(String),
-    #[error(
-        "the run flags after `--` must not change which cases run ({0}): put selection flags \
-         (--model, --modelgroup, --image, --only-image) before `--`, and leave the share to the \
-         matrix; libtest's FILTER, --skip, --exact, --ignored and --include-ignored are refused \
-         there, since the jobs are planned without them"
-    )]
-    SelectionInRunFlags(String),
+    #[error("a job's arguments are not valid zoo-runner flags: {0}")]
+    BadJob(String),
+}
+
+/// What `matrix` takes from the command line, as plain values.
+#[derive(Debug, Clone)]
+pub struct MatrixConfig {
+    pub wanted: Wanted,
+    /// The selection as words of a job's command line (without `--only-image` for
+    /// `--per-image`, whose jobs each get one).
+    pub selection_words: Vec<String>,
+    pub per_image: bool,
+    pub shards: Option<u64>,
+    pub durations: Option<std::path::PathBuf>,
+    /// The run flags added to every job (after `--`).
+    pub run_words: Vec<String>,
+    /// Parses a job's whole command line as a run would, so a typo fails here and not in
+    /// every CI job.
+    pub check_job: fn(&[String]) -> Result<(), String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -51,33 +59,38 @@ struct Matrix {
     include: Vec<Job>,
 }
 
+/// Prints the jobs of the matrix.
+pub fn run(config: MatrixConfig) -> anyhow::Result<ExitCode> {
+    let git_timeout = crate::config::knobs::helper_timeout(|name| std::env::var_os(name))?;
+    super::with_signals(|_, cancel| {
+        let git = GitRun {
+            timeout: git_timeout.unwrap_or(crate::select::changed_since::GIT_TIMEOUT),
+            cancel: cancel.clone(),
+        };
+        let code = plan(&config, git);
+        super::interrupted_early(cancel).map_or(code, Ok)
+    })
+}
+
 /// `git` is how `--changed-since` runs git.
-pub fn run(args: &MatrixArgs, git: GitRun) -> anyhow::Result<ExitCode> {
-    check_run_flags(&args.run_flags)?;
+fn plan(args: &MatrixConfig, git: GitRun) -> anyhow::Result<ExitCode> {
     let options = PlanOptions {
         git,
         ..PlanOptions::default()
     };
-    let Inputs { cases, .. } = Inputs::load(&args.selection, options)?;
-    let base = if args.per_image {
-        // Each job's `--only-image` is one of the selection's: it replaces the list.
-        let mut selection = args.selection.clone();
-        selection.only_image.clear();
-        selection.to_args()
-    } else {
-        args.selection.to_args()
-    };
+    let Inputs { cases, .. } = Inputs::load(&args.wanted, options)?;
+    let base = args.selection_words.clone();
     let durations = match &args.durations {
         Some(path) => Some(crate::report::junit::durations::load(path)?),
         None => None,
     };
     if let (Some(d), Some(path)) = (&durations, &args.durations) {
         if !d.has_times() {
-            eprintln!(
-                "zoo-runner: matrix: `{}` records no case's time, so there is no median to \
+            crate::events::note(format!(
+                "matrix: `{}` records no case's time, so there is no median to \
                  count from: every case counts the same",
                 path.display()
-            );
+            ));
         }
     }
     let jobs: Vec<(String, Vec<String>, Vec<&Case>)> = if args.per_image {
@@ -88,13 +101,13 @@ pub fn run(args: &MatrixArgs, git: GitRun) -> anyhow::Result<ExitCode> {
         shards(&cases, &base, wanted, args.durations.as_deref(), &weights)
     };
     if cases.is_empty() {
-        eprintln!("zoo-runner: matrix: the selection holds no case: no job");
+        crate::events::note(format!("matrix: the selection holds no case: no job"));
     }
     let mut include = Vec::new();
     for (name, mut words, share) in jobs {
-        words.extend(args.run_flags.iter().cloned());
+        words.extend(args.run_words.iter().cloned());
         // Every job's command line must parse as a run does (a typo fails here, not in CI).
-        parse_run(&words).map_err(MatrixError::BadRunFlags)?;
+        (args.check_job)(&words).map_err(MatrixError::BadJob)?;
         describe(&name, &share, durations.as_ref().filter(|d| d.has_times()));
         include.push(Job {
             name,
@@ -140,11 +153,11 @@ fn shards<'a>(
 ) -> Vec<(String, Vec<String>, Vec<&'a Case>)> {
     let total = wanted.min(cases.len() as u64);
     if total < wanted {
-        eprintln!(
-            "zoo-runner: matrix: --shards {wanted}, but the selection has {} case(s): {total} \
+        crate::events::note(format!(
+            "matrix: --shards {wanted}, but the selection has {} case(s): {total} \
              job(s)",
             cases.len()
-        );
+        ));
     }
     if total == 0 {
         return Vec::new();
@@ -191,7 +204,7 @@ fn describe(name: &str, share: &[&Case], durations: Option<&Durations>) {
             crate::config::units::human_time(ms)
         ));
     }
-    eprintln!("{line}");
+    crate::events::line(line);
 }
 
 /// POSIX-shell quoting of each word, joined by spaces.
@@ -201,66 +214,6 @@ pub fn quote(words: &[String]) -> String {
         .map(|w| shell_words::quote(w).into_owned())
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// A job's words parsed as a run parses them, with the checks a run makes on its numbers before
-/// anything runs (`--test-threads 0` would fail every job).
-fn parse_run(words: &[String]) -> Result<Cli, String> {
-    let matches = Cli::command_with_help()
-        .try_get_matches_from(
-            std::iter::once("zoo-runner".to_string()).chain(words.iter().cloned()),
-        )
-        .map_err(|e| e.to_string())?;
-    let cli = Cli::from_arg_matches(&matches).map_err(|e| e.to_string())?;
-    if cli.command.is_some() {
-        return Err("a subcommand cannot be part of a job's arguments".to_string());
-    }
-    cli.validate_numbers().map_err(|e| e.to_string())?;
-    Ok(cli)
-}
-
-/// The flags after `--` are run flags only: no selection, partition or durations.
-fn check_run_flags(flags: &[String]) -> Result<(), MatrixError> {
-    if flags.is_empty() {
-        return Ok(());
-    }
-    let cli = parse_run(flags).map_err(MatrixError::BadRunFlags)?;
-    let mut found = cli.selection.to_args();
-    if cli.partition.is_some() {
-        found.push("--partition".into());
-    }
-    if cli.durations.is_some() {
-        found.push("--durations".into());
-    }
-    // libtest's narrowing flags would make the jobs' shares (planned without them) uneven or
-    // empty: the matrix refuses them rather than plan jobs that test nothing.
-    let libtest = &cli.libtest;
-    if let Some(filter) = &libtest.filter {
-        found.push(format!("--FILTER `{filter}`"));
-    }
-    for (given, flag) in [
-        (!libtest.skip.is_empty(), "--skip"),
-        (libtest.exact, "--exact"),
-        (libtest.ignored, "--ignored"),
-        (libtest.include_ignored, "--include-ignored"),
-    ] {
-        if given {
-            found.push(flag.into());
-        }
-    }
-    let flags_only: Vec<String> = found
-        .into_iter()
-        .filter(|w| w.starts_with("--"))
-        .map(|w| match w.strip_prefix("--FILTER ") {
-            Some(filter) => format!("the name filter {filter}"),
-            None => w,
-        })
-        .collect();
-    if flags_only.is_empty() {
-        Ok(())
-    } else {
-        Err(MatrixError::SelectionInRunFlags(flags_only.join(", ")))
-    }
 }
 
 #[cfg(test)]
@@ -292,42 +245,5 @@ mod tests {
             .collect();
         // printf's output ends with a NUL: one empty piece after the last word.
         assert_eq!(&back[..back.len() - 1], &words[..], "{quoted}");
-    }
-
-    #[test]
-    fn run_flags_may_not_select() {
-        let flags = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(check_run_flags(&flags(&["--retries", "1", "--timeout", "45m"])).is_ok());
-        let err = check_run_flags(&flags(&["--model", "x"]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--model"), "{err}");
-        let err = check_run_flags(&flags(&["--partition", "hash:1/2"]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--partition"), "{err}");
-        let err = check_run_flags(&flags(&["--retrys", "1"]))
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--retrys"), "{err}");
-        // libtest's narrowing flags: the jobs are planned without them.
-        for (narrowing, named) in [
-            (&["--exact", "docker::Solo"][..], "--exact"),
-            (&["--skip", "A/m"][..], "--skip"),
-            (&["A/m"][..], "the name filter `A/m`"),
-            (&["--ignored"][..], "--ignored"),
-            (&["--include-ignored"][..], "--include-ignored"),
-        ] {
-            let err = check_run_flags(&flags(narrowing)).unwrap_err().to_string();
-            assert!(err.contains(named), "{narrowing:?}: {err}");
-        }
-        // Numbers a run refuses before it starts are refused here, for every job at once.
-        for threads in ["0", "999"] {
-            let err = check_run_flags(&flags(&["--test-threads", threads]))
-                .unwrap_err()
-                .to_string();
-            assert!(err.contains("--test-threads"), "{threads}: {err}");
-        }
-        assert!(check_run_flags(&flags(&["--test-threads", "4"])).is_ok());
     }
 }

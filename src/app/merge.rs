@@ -13,12 +13,14 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::cli::MergeArgs;
 use crate::error_chain::chain;
-use crate::report::junit::read::{self, Outcome, ScannedReport};
+use crate::record::Counts;
+use crate::report::junit::read::{self, ScannedReport};
+use crate::report::junit::write::write_counts;
 use crate::report::junit::{xml, Flavor};
 use crate::report::summary;
 use crate::report::workdir;
@@ -60,15 +62,6 @@ pub enum MergeError {
     },
 }
 
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    tests: usize,
-    failures: usize,
-    errors: usize,
-    skipped: usize,
-    ms: u64,
-}
-
 /// One suite of the merged report: its parts' properties and where its cases are.
 #[derive(Default)]
 struct Suite {
@@ -78,7 +71,19 @@ struct Suite {
     counts: Counts,
 }
 
-pub fn run(args: &MergeArgs) -> anyhow::Result<ExitCode> {
+/// What `merge` takes from the command line.
+#[derive(Debug, Clone)]
+pub struct MergeConfig {
+    /// Where the merged report goes.
+    pub junit: PathBuf,
+    pub summary: Option<PathBuf>,
+    /// The merged report's dialect; by default the inputs', which must agree.
+    pub junit_flavor: Option<Flavor>,
+    /// Report files, or folders searched for `*.xml`.
+    pub inputs: Vec<PathBuf>,
+}
+
+pub fn run(args: &MergeConfig) -> anyhow::Result<ExitCode> {
     summary::check_target(args.summary.as_deref())?;
     let out_dir = parent_of(&args.junit);
     let out_name = args
@@ -104,10 +109,10 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<ExitCode> {
         for file in read::report_files(input)? {
             let abs = std::path::absolute(&file).unwrap_or_else(|_| file.clone());
             if folder && abs == out_abs {
-                eprintln!(
-                    "zoo-runner: merge: `{}` is the output; not read as an input",
+                crate::events::note(format!(
+                    "merge: `{}` is the output; not read as an input",
                     file.display()
-                );
+                ));
                 continue;
             }
             files.push(file);
@@ -142,19 +147,19 @@ pub fn run(args: &MergeArgs) -> anyhow::Result<ExitCode> {
     file.sync_all().map_err(failed)?;
     tmp.persist(&args.junit).map_err(|e| failed(e.error))?;
 
-    let cases: usize = suites.values().map(|s| s.counts.tests).sum();
-    eprintln!(
-        "zoo-runner: merged {} report(s), {cases} case(s) in {} suite(s), into {}",
+    let cases: usize = suites.values().map(|s| s.counts.cases()).sum();
+    crate::events::note(format!(
+        "merged {} report(s), {cases} case(s) in {} suite(s), into {}",
         reports.len(),
         suites.len(),
         args.junit.display()
-    );
+    ));
     // The report is written: a summary that cannot be written is said, and changes nothing.
     let text = summary::render(&summary::from_reports(&reports), &summary::Notes::default());
     match summary::write(args.summary.as_deref(), &text) {
-        Ok(Some(path)) => eprintln!("zoo-runner: summary written to {}", path.display()),
+        Ok(Some(path)) => crate::events::note(format!("summary written to {}", path.display())),
         Ok(None) => {}
-        Err(e) => eprintln!("error: {}", chain(&e)),
+        Err(e) => crate::events::line(format!("error: {}", chain(&e))),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -211,15 +216,8 @@ fn group(reports: &[ScannedReport]) -> Result<BTreeMap<&str, Suite>, MergeError>
                     });
                 }
                 seen.insert((case.classname.as_str(), case.name.as_str()), r);
-                let counts = &mut merged.counts;
-                counts.tests += 1;
-                match case.outcome {
-                    Outcome::Passed => {}
-                    Outcome::Failed => counts.failures += 1,
-                    Outcome::Errored { .. } => counts.errors += 1,
-                    Outcome::Skipped { .. } => counts.skipped += 1,
-                }
-                counts.ms = counts.ms.saturating_add(case.time_ms.unwrap_or(0));
+                let time = Duration::from_millis(case.time_ms.unwrap_or(0));
+                merged.counts.add(&case.outcome, case.flaky, time);
                 merged.cases.push((r, s, c));
             }
         }
@@ -235,11 +233,7 @@ fn write(
 ) -> std::io::Result<()> {
     let mut total = Counts::default();
     for s in suites.values() {
-        total.tests += s.counts.tests;
-        total.failures += s.counts.failures;
-        total.errors += s.counts.errors;
-        total.skipped += s.counts.skipped;
-        total.ms = total.ms.saturating_add(s.counts.ms);
+        total.sum(&s.counts);
     }
     out.write_all(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"zoo-runner\"")?;
     // junit-10.xsd has no `skipped` on the root; the extended flavour writes one.
@@ -286,16 +280,4 @@ fn write(
         out.write_all(b"  </testsuite>\n")?;
     }
     out.write_all(b"</testsuites>\n")
-}
-
-fn write_counts(out: &mut impl Write, c: &Counts, skipped: bool) -> std::io::Result<()> {
-    write!(
-        out,
-        " tests=\"{}\" failures=\"{}\" errors=\"{}\"",
-        c.tests, c.failures, c.errors
-    )?;
-    if skipped {
-        write!(out, " skipped=\"{}\"", c.skipped)?;
-    }
-    write!(out, " time=\"{}.{:03}\"", c.ms / 1000, c.ms % 1000)
 }

@@ -1,97 +1,76 @@
-//! A test run, and the commands that dispatch from the command line: the glue of the stages
-//! (select, partition, run, runtime, report).
+//! A test run: the inputs checked (exit 2 before anything runs), the runtimes opened, the cases
+//! dispatched, then the JUnit report and the summary written from the run's records, and the
+//! exit code that says how it went.
 
-use std::io::IsTerminal;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-
-use anyhow::Context;
-
-use crate::app::cache as app_cache;
-use crate::app::{matrix, merge};
-use crate::config::knobs;
-use crate::events;
-use crate::report::{display, summary};
-use crate::run::harness;
-use crate::select::changed_since;
-use crate::store::{caches, registry};
-use crate::{capture, runtime};
+use std::time::Duration;
 
 use crate::cancel::Cancel;
-use crate::cli::{CacheCommand, Cli, Command};
-use crate::config::knobs::Waits;
+use crate::capture;
+use crate::config::knobs::{self, Waits};
 use crate::config::spec::{Network, Spec};
-use crate::error_chain::chain;
-use crate::report::junit::ReportTarget;
-use crate::run::harness::{image_of, Harness, Settings};
-use crate::run::images::ImageStage;
-use crate::run::record::{Attempt, Record, Status};
-use crate::run::sifs::SifStage;
+use crate::events::{self, Sink};
+use crate::partition::PartitionArg;
+use crate::record::facts::RunFacts;
+use crate::record::{count, Attempt, Failure, Outcome, Record, RuntimeName};
+use crate::report::display::{Display, Face};
+use crate::report::junit::{names, Flavor, ReportTarget};
+use crate::report::{summary, Reporter};
+use crate::run::dispatcher::{Available, Dispatcher, Settings};
 use crate::run::versions::Versions;
-use crate::runtime::{Image, Options, SetupError, APPTAINER, DOCKER};
-use crate::select::changed_since::GitRun;
-use crate::select::inputs::{Inputs, PlanOptions};
-use crate::select::plan::{Case, RuntimeKind};
-use crate::store::caches::Caches;
+use crate::runtime::{self, SetupError};
+use crate::select::changed_since::{self, GitRun};
+use crate::select::filter::NameFilter;
+use crate::select::inputs::{self, Inputs, PlanOptions, Wanted};
+use crate::select::plan::Case;
+use crate::store::caches::{self, Caches};
+use crate::store::registry;
 use crate::store::sif::SifCache;
 
-/// Exit codes besides libtest's 101 for failed tests.
-const EXIT_DOCKER: u8 = 3;
-/// Apptainer cannot be used (missing, broken, its `--version` fails): Docker's code, since it is
-/// the same case: the runtime, not the models.
-const EXIT_APPTAINER: u8 = 3;
-/// The cases ran, but the JUnit report could not be written: their results are lost to CI.
-const EXIT_REPORT_LOST: u8 = 4;
-/// `--require-tests` and the selection holds no case: nothing was tested.
-const EXIT_NO_TESTS: u8 = 5;
+use super::{EXIT_NO_TESTS, EXIT_REPORT_LOST, EXIT_RUNTIME};
 
-pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
-    // From here on one display draws every event: it owns the terminal.
-    events::install(display::global());
-    let mut warming = false;
-    if let Some(command) = cli.command.take() {
-        match command {
-            Command::Matrix(args) => {
-                let git_timeout = knobs::helper_timeout(|name| std::env::var_os(name))?;
-                return with_signals(|_, cancel| {
-                    let git = GitRun {
-                        timeout: git_timeout.unwrap_or(changed_since::GIT_TIMEOUT),
-                        cancel: cancel.clone(),
-                    };
-                    let code = matrix::run(&args, git);
-                    interrupted_early(cancel).map_or(code, Ok)
-                });
-            }
-            Command::Merge(args) => return merge::run(&args),
-            Command::Cache(args) => match args.command {
-                CacheCommand::List { runtime } => {
-                    return app_cache::list(&caches::prepare_dir(&cli.cache_dir())?, runtime)
-                }
-                CacheCommand::Prune {
-                    all,
-                    runtime,
-                    unused_for,
-                } => {
-                    let dir = caches::prepare_dir(&cli.cache_dir())?;
-                    let sif_dir = cli.sif_dir.clone().unwrap_or_else(SifCache::default_dir);
-                    return app_cache::prune(&dir, &sif_dir, all, unused_for, runtime);
-                }
-                CacheCommand::Warm(warm) => {
-                    cli = cli.into_warm(warm)?;
-                    warming = true;
-                }
-            },
-        }
-    }
-    cli.validate()?;
-    if !cli.libtest.list {
-        summary::check_target(cli.summary.as_deref())?;
-    }
-    let knobs = Knobs {
-        waits: knobs::docker_waits(|name| std::env::var_os(name))?,
-        helper_timeout: knobs::helper_timeout(|name| std::env::var_os(name))?,
-    };
-    with_signals(|rt, cancel| run_tests(&cli, warming, knobs, rt, cancel))
+/// Everything a test run takes from the command line, as plain values.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub wanted: Wanted,
+    /// libtest's name filters.
+    pub names: NameFilter,
+    pub face: Face,
+    /// `--list`: say what would run; with `list_json`, one JSON object per case.
+    pub list: bool,
+    pub list_json: bool,
+    pub junit: PathBuf,
+    pub junit_flavor: Flavor,
+    pub summary: Option<PathBuf>,
+    pub timeout: Option<Duration>,
+    pub grace: Duration,
+    pub slow_after: Duration,
+    pub keep_output: usize,
+    pub store_success_output: bool,
+    pub retries: u32,
+    pub fail_fast: bool,
+    pub threads: usize,
+    pub pull_ahead: usize,
+    pub prune_images: bool,
+    pub require_tests: bool,
+    pub partition: Option<PartitionArg>,
+    pub durations: Option<PathBuf>,
+    /// libtest's `--ignored`: only the cases the spec marks `skip`.
+    pub only_skipped: bool,
+    /// `--ignored` or `--include-ignored`: run the cases the spec marks `skip`.
+    pub run_skipped: bool,
+    pub sif_dir: Option<PathBuf>,
+    pub singularity_bin: Option<PathBuf>,
+    pub sif_from_docker: bool,
+    pub download_timeout: Duration,
+    pub cache_dir: PathBuf,
+    pub no_cache: bool,
+    pub offline: bool,
+    /// `cache warm`: a run whose point is to fill the caches.
+    pub warming: bool,
 }
 
 /// The testing knobs a run reads (`crate::config::knobs`).
@@ -99,447 +78,404 @@ pub fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
 struct Knobs {
     waits: Waits,
     /// The deadline of credential helpers and git, when the knob sets it.
-    helper_timeout: Option<std::time::Duration>,
+    helper_timeout: Option<Duration>,
 }
 
-/// Runs `work` on an async runtime that catches SIGINT, SIGTERM and SIGHUP from its start:
-/// whatever the runner starts from then on (git while the inputs load, a credential helper, a
-/// case) is stopped on the first signal, and the run ends with 128 + its number.
-fn with_signals(
-    work: impl FnOnce(&tokio::runtime::Runtime, &Cancel) -> anyhow::Result<ExitCode>,
-) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("failed to start the async runtime")?;
-    let cancel = Cancel::new();
-    {
-        let _guard = rt.enter();
-        cancel
-            .listen_for_signals()
-            .context("failed to listen for SIGINT/SIGTERM/SIGHUP")?;
+pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
+    // From here on one reporter draws every event: it owns the terminal.
+    let display = Display::terminal(&config.face).map_err(|e| {
+        anyhow::anyhow!(
+            "--logfile `{}` cannot be created: {e}",
+            config
+                .face
+                .logfile
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        )
+    })?;
+    let reporter = Arc::new(Reporter::new(display));
+    events::install(Arc::clone(&reporter) as Arc<dyn Sink>);
+    if !config.list {
+        summary::check_target(config.summary.as_deref())?;
     }
-    let code = work(&rt, &cancel);
-    // A SIF download abandoned on Ctrl-C may still hold a blocking thread: don't wait for it.
-    rt.shutdown_background();
-    code
+    let knobs = Knobs {
+        waits: knobs::docker_waits(|name| std::env::var_os(name))?,
+        helper_timeout: knobs::helper_timeout(|name| std::env::var_os(name))?,
+    };
+    super::with_signals(|rt, cancel| {
+        let git = GitRun {
+            timeout: knobs.helper_timeout.unwrap_or(changed_since::GIT_TIMEOUT),
+            cancel: cancel.clone(),
+        };
+        let loaded = load(&config, git);
+        if let Some(code) = super::interrupted_early(cancel) {
+            return Ok(code);
+        }
+        let Inputs { spec, mut cases } = loaded?;
+        if config.warming && spec.caches.is_empty() {
+            anyhow::bail!(
+                "`cache warm`: the spec `{}` names no `caches`, so there is nothing to fill",
+                spec.path.display()
+            );
+        }
+        // Image by image: an image's cases run together, so it is pulled once and can be
+        // pruned after its last case.
+        cases.sort_by(|a, b| (a.runtime, &a.image).cmp(&(b.runtime, &b.image)));
+        let run = Run {
+            config: &config,
+            spec: &spec,
+            knobs,
+            reporter: &reporter,
+            cancel,
+        };
+        run.execute(cases, rt)
+    })
 }
 
-/// The exit code of a run interrupted before anything ran (while its inputs loaded): the
-/// signal's, as the signal's default action would have given.
-fn interrupted_early(cancel: &Cancel) -> Option<ExitCode> {
-    let signal = cancel.signal()?;
-    eprintln!("zoo-runner: interrupted while the inputs were loaded; nothing ran");
-    Some(ExitCode::from((128 + signal) as u8))
-}
-
-fn run_tests(
-    cli: &Cli,
-    warming: bool,
-    knobs: Knobs,
-    rt: &tokio::runtime::Runtime,
-    cancel: &Cancel,
-) -> anyhow::Result<ExitCode> {
-    // Inputs are checked before anything runs: errors here exit with 2.
-    crate::select::inputs::check_durations_use(
-        cli.durations.is_some(),
-        cli.partition.map(|p| p.scheme()),
+/// The inputs: `--durations` read, the spec and catalog loaded, the cases planned.
+fn load(config: &RunConfig, git: GitRun) -> anyhow::Result<Inputs> {
+    inputs::check_durations_use(
+        config.durations.is_some(),
+        config.partition.map(|p| p.scheme()),
     )?;
-    let durations = match &cli.durations {
+    let durations = match &config.durations {
         Some(path) => Some(crate::report::junit::durations::load(path)?),
         None => None,
     };
-    let loaded = Inputs::load(
-        &cli.selection,
+    Inputs::load(
+        &config.wanted,
         PlanOptions {
-            timeout: cli.timeout,
-            partition: cli.partition,
+            timeout: config.timeout,
+            partition: config.partition,
             durations,
-            only_skipped: cli.libtest.ignored,
-            git: GitRun {
-                timeout: knobs.helper_timeout.unwrap_or(changed_since::GIT_TIMEOUT),
-                cancel: cancel.clone(),
-            },
+            only_skipped: config.only_skipped,
+            git,
         },
-    );
-    if let Some(code) = interrupted_early(cancel) {
-        return Ok(code);
-    }
-    let Inputs { spec, mut cases } = loaded?;
-    if warming && spec.caches.is_empty() {
-        anyhow::bail!(
-            "`cache warm`: the spec `{}` names no `caches`, so there is nothing to fill",
-            spec.path.display()
-        );
-    }
-    // Image by image: an image's cases run together, so it is pulled once and can be pruned
-    // after its last case.
-    cases.sort_by(|a, b| (a.runtime, &a.image).cmp(&(b.runtime, &b.image)));
-    execute(cli, &spec, &cases, knobs, rt, cancel.clone())
+    )
 }
 
-fn execute(
-    cli: &Cli,
-    spec: &Spec,
-    cases: &[Case],
+/// One run, its inputs loaded.
+struct Run<'a> {
+    config: &'a RunConfig,
+    spec: &'a Spec,
     knobs: Knobs,
-    rt: &tokio::runtime::Runtime,
-    cancel: Cancel,
-) -> anyhow::Result<ExitCode> {
-    let mut args = cli.harness_args();
-    // libtest's lines go through a pipe to the reporter: colour is decided by where they end.
-    if args.color.is_none()
-        && std::io::stdout().is_terminal()
-        && std::env::var_os("NO_COLOR").is_none()
-    {
-        args.color = Some(libtest_mimic::ColorSetting::Always);
-    }
-    let versions = spec.versions.clone().map(|c| Arc::new(Versions::new(c)));
-    let mut settings = Settings {
-        env: spec.container_env(|name| std::env::var(name).ok()),
-        network: if cli.offline {
-            Network::None
-        } else {
-            spec.network
-        },
-        caches: None,
-        offline: cli.offline,
-        apptainer_home: spec.apptainer_home.clone(),
-        versions: versions.clone(),
-        volumes: spec.volumes.clone(),
-        grace: cli.grace,
-        slow_period: cli.slow_after,
-        keep: usize::try_from(cli.keep_output).unwrap_or(usize::MAX),
-        retries: cli.retries,
-        fail_fast: cli.fail_fast,
-        run_skipped: cli.run_skipped(),
-        store_success_output: cli.store_success_output,
-        create_ahead: args.test_threads == Some(1),
-    };
-    if args.list && args.format == Some(libtest_mimic::FormatSetting::Json) {
-        print_json_list(&args, cases);
-        return Ok(ExitCode::SUCCESS);
-    }
-    if args.list {
-        let harness = Harness::new(
-            rt.handle().clone(),
-            unused(),
-            None,
-            unused(),
-            None,
-            cancel,
-            settings,
-        );
-        let _listed = libtest_mimic::run(&args, harness.trials(cases));
-        return Ok(ExitCode::SUCCESS);
-    }
+    reporter: &'a Arc<Reporter>,
+    cancel: &'a Cancel,
+}
 
-    // The cache folder is made (or refused) before any case runs.
-    let caches = if cli.no_cache || spec.caches.is_empty() {
-        None
-    } else {
-        let dir = cli.cache_dir();
-        Some(Arc::new(Caches::new(
-            &dir,
-            spec.caches.clone(),
-            cancel.clone(),
-        )?))
-    };
-    settings.caches = caches.clone();
-
-    // Everything that could keep the report from being written is checked before any case
-    // runs; the cases' output is spooled next to it.
-    let target = ReportTarget::prepare(&cli.junit)?;
-    capture::set_spool_dir(target.spool_dir().to_path_buf());
-
-    // Only what the filters keep decides which runtimes must be up.
-    let selected = kept_by_filters(&args, cases);
-    // What the summary says besides the cases.
-    let mut notes = summary::Notes::default();
-    if selected.is_empty() {
-        let why = why_nothing(cli, cases);
-        eprintln!("zoo-runner: warning: no case selected, nothing will be tested: {why}");
-        notes.why_empty = Some(why);
-        if cli.require_tests {
-            eprintln!("error: --require-tests: a run that tests nothing fails");
-            let verdict = ExitCode::from(EXIT_NO_TESTS);
-            return Ok(write_report(target, &[], &[], cli, notes).unwrap_or(verdict));
+impl Run<'_> {
+    fn execute(&self, cases: Vec<Case>, rt: &tokio::runtime::Runtime) -> anyhow::Result<ExitCode> {
+        let config = self.config;
+        if config.list_json {
+            for case in cases.iter().filter(|c| config.names.keeps(&c.name)) {
+                println!("{}", list_line(case));
+            }
+            return Ok(ExitCode::SUCCESS);
         }
-    }
-    let needs = |kind| {
-        selected
+        let planned = cases.len();
+        let kept: Vec<Case> = cases
             .iter()
-            .any(|c| c.runtime == kind && (c.plan.skip.is_none() || cli.run_skipped()))
-    };
-    let run_id = new_run_id();
-    let mut extra = vec![
-        ("run-id".to_string(), run_id.clone()),
-        (
-            "zoo-runner-version".to_string(),
-            env!("CARGO_PKG_VERSION").to_string(),
-        ),
-        ("spec".to_string(), spec.path.display().to_string()),
-    ];
-    extra.extend(run_facts(cli, spec, caches.as_deref()));
-    // What either runtime needs to open; `images` are those of its selected cases.
-    let options = |kind: RuntimeKind| {
-        let mut images: Vec<Image> = Vec::new();
-        for case in selected
-            .iter()
-            .filter(|c| c.runtime == kind && (c.plan.skip.is_none() || cli.run_skipped()))
-        {
-            let image = image_of(case);
-            if !images.contains(&image) {
-                images.push(image);
-            }
-        }
-        Options {
-            run_id: run_id.clone(),
-            cancel: cancel.clone(),
-            grace: cli.grace,
-            waits: knobs.waits,
-            helper_timeout: knobs.helper_timeout.unwrap_or(registry::HELPER_TIMEOUT),
-            prune_images: cli.prune_images,
-            apptainer_bin: cli.singularity_bin.clone(),
-            sif_dir: cli.sif_dir.clone().unwrap_or_else(SifCache::default_dir),
-            sif_from_docker: cli.sif_from_docker,
-            download_timeout: cli.download_timeout,
-            images,
-        }
-    };
-    let docker = if needs(RuntimeKind::Docker) {
-        match rt.block_on(runtime::open(DOCKER, &options(RuntimeKind::Docker))) {
-            Ok(d) => {
-                extra.push(("docker-version".to_string(), d.version().to_string()));
-                Ok(d)
-            }
-            Err(SetupError::Input(e)) => return Err(anyhow::Error::msg(e.to_string())),
-            Err(SetupError::Unusable(e)) => {
-                eprintln!("error: {e}");
-                let reason = format!("not run: {e}");
-                let records = errored_records(&selected, &reason);
-                return Ok(write_report(target, &records, &extra, cli, notes)
-                    .unwrap_or(EXIT_DOCKER.into()));
-            }
-            Err(SetupError::Interrupted) => Err(interrupted_setup()),
-        }
-    } else {
-        unused()
-    };
-    let singularity = if needs(RuntimeKind::Singularity) {
-        match rt.block_on(runtime::open(APPTAINER, &options(RuntimeKind::Singularity))) {
-            Ok(s) => {
-                extra.push(("singularity-version".to_string(), s.version().to_string()));
-                Ok(s)
-            }
-            // The cases see the interruption too, and are reported not run.
-            Err(SetupError::Interrupted) => Err(interrupted_setup()),
-            Err(SetupError::Input(e)) => return Err(anyhow::Error::msg(e.to_string())),
-            Err(SetupError::Unusable(e)) => {
-                eprintln!("error: {e}");
-                let records = errored_records(&selected, &format!("not run: {e}"));
-                return Ok(write_report(target, &records, &extra, cli, notes)
-                    .unwrap_or(EXIT_APPTAINER.into()));
-            }
-        }
-    } else {
-        unused()
-    };
-    let sif_stage = singularity
-        .as_ref()
-        .ok()
-        .map(|s| Arc::new(SifStage::new(Arc::clone(s))));
-
-    let stage = docker.as_ref().ok().map(|d| {
-        let images: Vec<&str> = selected
-            .iter()
-            .filter(|c| Harness::needs_image(c, cli.run_skipped()))
-            .map(|c| c.image.as_str())
+            .filter(|c| config.names.keeps(&c.name))
+            .cloned()
             .collect();
-        ImageStage::new(
-            Arc::clone(d),
-            rt.handle().clone(),
-            &images,
-            cli.pull_ahead,
-            cli.prune_images,
-        )
-    });
-    let harness = Harness::new(
-        rt.handle().clone(),
-        docker.clone(),
-        stage.clone(),
-        singularity,
-        sif_stage.clone(),
-        cancel.clone(),
-        settings,
-    );
-    harness.set_run_order(selected.iter().map(|c| (*c).clone()).collect());
-    let conclusion = {
-        // From here the reporter owns the terminal: libtest's lines reach it whole.
-        let _relay = display::relay::start();
-        libtest_mimic::run(&args, harness.trials(cases))
-    };
-    let mut records = harness.take_records();
-    if let Some(versions) = &versions {
-        versions.attach(&mut records);
-        for line in versions.summary() {
-            eprintln!("zoo-runner: {line}");
+        let filtered_out = planned - kept.len();
+        if config.list {
+            let names: Vec<&str> = kept.iter().map(|c| c.name.as_str()).collect();
+            self.reporter.display().list(&names);
+            return Ok(ExitCode::SUCCESS);
         }
-    }
-    print_cache_summary(cli, caches.as_deref(), &records);
-    let failed = conclusion.has_failed() || records.iter().any(|r| r.status().is_bad());
-    // Removals and prunes still in flight end before the verdict.
-    if let Some(stage) = &stage {
-        rt.block_on(stage.finish());
-        if let Some(line) = stage.totals().line() {
-            eprintln!("zoo-runner: {line}");
-        }
-    }
-    if let Some(line) = sif_stage.and_then(|s| s.totals().line()) {
-        eprintln!("zoo-runner: {line}");
-    }
-    if let Ok(d) = &docker {
-        rt.block_on(d.finish());
-    }
-    let lost = docker.as_ref().ok().and_then(|d| d.lost());
-    notes.interrupted = cancel.signal().map(signal_name);
-    let verdict = if let Some(signal) = cancel.signal() {
-        ExitCode::from((128 + signal) as u8)
-    } else if let Some(lost) = lost {
-        eprintln!("error: {lost}; see {}", cli.junit.display());
-        ExitCode::from(EXIT_DOCKER)
-    } else if failed {
-        ExitCode::from(101)
-    } else {
-        ExitCode::SUCCESS
-    };
-    Ok(write_report(target, &records, &extra, cli, notes).unwrap_or(verdict))
-}
 
-/// `SIGINT`, for the summary.
-fn signal_name(signal: i32) -> String {
-    match signal {
-        libc::SIGINT => "SIGINT".to_string(),
-        libc::SIGTERM => "SIGTERM".to_string(),
-        libc::SIGHUP => "SIGHUP".to_string(),
-        other => format!("signal {other}"),
-    }
-}
-
-/// The run's facts about caches and the network, for every testsuite's properties.
-fn run_facts(cli: &Cli, spec: &Spec, caches: Option<&Caches>) -> Vec<(String, String)> {
-    let mut facts = Vec::new();
-    if cli.offline {
-        eprintln!("zoo-runner: offline run (--offline): every case runs with network `none`");
-        facts.push((
-            "network".to_string(),
-            "none: offline run (--offline); a model that needs a download fails".to_string(),
-        ));
-    }
-    match caches {
-        Some(c) => facts.push((
-            "caches".to_string(),
-            format!("{} in {}", spec.caches.join(", "), c.dir.display()),
-        )),
-        None if cli.no_cache && !spec.caches.is_empty() => {
-            facts.push(("caches".to_string(), "off (--no-cache)".to_string()))
-        }
-        None => {}
-    }
-    facts
-}
-
-/// After the run: how many caches it used, and for an offline run with failures, how to fill
-/// them.
-fn print_cache_summary(cli: &Cli, caches: Option<&Caches>, records: &[Record]) {
-    if let Some(c) = caches {
-        eprintln!(
-            "zoo-runner: {} cache(s) used, in {} (`zoo-runner cache list` shows them)",
-            c.used_count(),
-            c.dir.display()
-        );
-    }
-    let bad = records.iter().filter(|r| r.status().is_bad()).count();
-    if cli.offline && bad > 0 {
-        eprintln!(
-            "zoo-runner: this run was offline: {bad} case(s) did not pass; those that need a \
-             download pass only once `zoo-runner cache warm` has filled their caches"
-        );
-    }
-}
-
-/// Writes the report, then the summary (from the records, so a lost report does not lose it);
-/// on failure says so (with what the tests did) and gives the exit code that says the report
-/// is lost.
-fn write_report(
-    target: ReportTarget,
-    records: &[Record],
-    extra: &[(String, String)],
-    cli: &Cli,
-    mut notes: summary::Notes,
-) -> Option<ExitCode> {
-    let path = target.path().to_path_buf();
-    let lost = match target.write(records, extra, cli.junit_flavor) {
-        Ok(()) => {
-            eprintln!("zoo-runner: JUnit report written to {}", path.display());
+        // The cache folder is made (or refused) before any case runs.
+        let caches = if config.no_cache || self.spec.caches.is_empty() {
             None
+        } else {
+            Some(Arc::new(Caches::new(
+                &config.cache_dir,
+                self.spec.caches.clone(),
+                self.cancel.clone(),
+            )?))
+        };
+        // Everything that could keep the report from being written is checked before any case
+        // runs; the cases' output is spooled next to it.
+        let target = ReportTarget::prepare(&config.junit)?;
+        capture::set_spool_dir(target.spool_dir().to_path_buf());
+
+        let mut notes = summary::Notes::default();
+        if kept.is_empty() {
+            let why = why_nothing(config, &cases);
+            events::line(format!(
+                "zoo-runner: warning: no case selected, nothing will be tested: {why}"
+            ));
+            notes.why_empty = Some(why);
+            if config.require_tests {
+                events::line("error: --require-tests: a run that tests nothing fails");
+                let verdict = ExitCode::from(EXIT_NO_TESTS);
+                return Ok(self
+                    .write_report(target, &[], &RunFacts::default(), notes)
+                    .unwrap_or(verdict));
+            }
         }
-        Err(e) => {
-            let bad = records.iter().filter(|r| r.status().is_bad()).count();
-            eprintln!(
-                "error: {}; the report is lost ({} of {} cases failed, errored or timed out)",
-                chain(&e),
-                bad,
-                records.len()
-            );
-            notes.report_lost = Some(chain(&e));
-            Some(ExitCode::from(EXIT_REPORT_LOST))
+        let mut facts = self.run_facts(caches.as_deref());
+
+        // Only the runtimes a case will run in are opened.
+        let mut runtimes: BTreeMap<RuntimeName, Available> = BTreeMap::new();
+        let needed: Vec<RuntimeName> = {
+            let mut names: Vec<RuntimeName> = kept
+                .iter()
+                .filter(|c| c.plan.skip.is_none() || config.run_skipped)
+                .map(|c| c.runtime)
+                .collect();
+            names.dedup();
+            names
+        };
+        let options = self.runtime_options(&facts.run_id, &kept);
+        for name in needed {
+            match rt.block_on(runtime::open(name, &options)) {
+                Ok(runtime) => {
+                    facts
+                        .runtime_versions
+                        .push((name, runtime.version().to_string()));
+                    runtimes.insert(name, Ok(runtime));
+                }
+                Err(SetupError::Input(why)) => anyhow::bail!("{why}"),
+                Err(SetupError::Interrupted) => {
+                    let why = Failure::message(format!(
+                        "the run was interrupted while `{name}` was being set up"
+                    ));
+                    runtimes.insert(name, Err(why));
+                }
+                Err(SetupError::Unusable(why)) => {
+                    events::line(format!("error: {why}"));
+                    let records = errored(&kept, &why);
+                    return Ok(self
+                        .write_report(target, &records, &facts, notes)
+                        .unwrap_or(ExitCode::from(EXIT_RUNTIME)));
+                }
+            }
         }
-    };
-    summary::after_run(cli.summary.as_deref(), records, &notes);
-    lost
+
+        let dispatcher = Dispatcher::new(
+            runtimes.clone(),
+            kept,
+            self.settings(caches.clone()),
+            self.cancel.clone(),
+            Arc::clone(self.reporter) as Arc<dyn Sink>,
+        );
+        let records = rt.block_on(dispatcher.run(filtered_out));
+        if let Some(versions) = &dispatcher.versions() {
+            for line in versions.summary() {
+                events::note(line);
+            }
+        }
+        self.after_run(caches.as_deref(), &records);
+        for line in dispatcher.totals_lines() {
+            events::note(line);
+        }
+        let mut lost = None;
+        for runtime in runtimes.values().flatten() {
+            rt.block_on(runtime.finish());
+            lost = lost.or(runtime.lost());
+        }
+        notes.interrupted = self.cancel.signal().map(signal_name);
+        let failed = records.iter().any(|r| r.outcome().is_bad())
+            || self.reporter.display().tally().failed > 0;
+        let verdict = if let Some(signal) = self.cancel.signal() {
+            ExitCode::from((128 + signal) as u8)
+        } else if let Some(lost) = lost {
+            events::line(format!("error: {lost}; see {}", config.junit.display()));
+            ExitCode::from(EXIT_RUNTIME)
+        } else if failed {
+            ExitCode::from(101)
+        } else {
+            ExitCode::SUCCESS
+        };
+        Ok(self
+            .write_report(target, &records, &facts, notes)
+            .unwrap_or(verdict))
+    }
+
+    /// What every case shares.
+    fn settings(&self, caches: Option<Arc<Caches>>) -> Settings {
+        let config = self.config;
+        let spec = self.spec;
+        Settings {
+            env: spec.container_env(|name| std::env::var(name).ok()),
+            network: if config.offline {
+                Network::None
+            } else {
+                spec.network
+            },
+            volumes: spec.volumes.clone(),
+            grace: config.grace,
+            slow_period: config.slow_after,
+            keep: config.keep_output,
+            retries: config.retries,
+            fail_fast: config.fail_fast,
+            run_skipped: config.run_skipped,
+            store_success_output: config.store_success_output,
+            threads: config.threads,
+            pull_ahead: config.pull_ahead,
+            prune: config.prune_images,
+            caches,
+            offline: config.offline,
+            apptainer_home: spec.apptainer_home.clone(),
+            versions: spec.versions.clone().map(|c| Arc::new(Versions::new(c))),
+        }
+    }
+
+    /// What opening a runtime takes.
+    fn runtime_options(&self, run_id: &str, cases: &[Case]) -> runtime::Options {
+        let config = self.config;
+        runtime::Options {
+            run_id: run_id.to_string(),
+            cancel: self.cancel.clone(),
+            grace: config.grace,
+            waits: self.knobs.waits,
+            helper_timeout: self
+                .knobs
+                .helper_timeout
+                .unwrap_or(registry::HELPER_TIMEOUT),
+            apptainer_bin: config.singularity_bin.clone(),
+            prune_images: config.prune_images,
+            sif_dir: config.sif_dir.clone().unwrap_or_else(SifCache::default_dir),
+            sif_from_docker: config.sif_from_docker,
+            download_timeout: config.download_timeout,
+            images: cases
+                .iter()
+                .filter(|c| c.plan.skip.is_none() || config.run_skipped)
+                .map(crate::run::dispatcher::image_of)
+                .collect(),
+        }
+    }
+
+    /// The run's facts, for every testsuite's properties.
+    fn run_facts(&self, caches: Option<&Caches>) -> RunFacts {
+        let config = self.config;
+        let mut facts = RunFacts {
+            run_id: new_run_id(),
+            runner_version: env!("CARGO_PKG_VERSION").to_string(),
+            spec: self.spec.path.display().to_string(),
+            ..RunFacts::default()
+        };
+        if config.offline {
+            events::note("offline run (--offline): every case runs with network `none`");
+            facts.network =
+                Some("none: offline run (--offline); a model that needs a download fails".into());
+        }
+        facts.caches = match caches {
+            Some(c) => Some(format!(
+                "{} in {}",
+                self.spec.caches.join(", "),
+                c.dir.display()
+            )),
+            None if config.no_cache && !self.spec.caches.is_empty() => {
+                Some("off (--no-cache)".to_string())
+            }
+            None => None,
+        };
+        facts
+    }
+
+    /// After the run: how many caches it used, and for an offline run with failures, how to
+    /// fill them.
+    fn after_run(&self, caches: Option<&Caches>, records: &[Arc<Record>]) {
+        if let Some(c) = caches {
+            events::note(format!(
+                "{} cache(s) used, in {} (`zoo-runner cache list` shows them)",
+                c.used_count(),
+                c.dir.display()
+            ));
+        }
+        let bad = count(records.iter().map(|r| r.as_ref())).bad();
+        if self.config.offline && bad > 0 {
+            events::note(format!(
+                "this run was offline: {bad} case(s) did not pass; those that need a download \
+                 pass only once `zoo-runner cache warm` has filled their caches"
+            ));
+        }
+    }
+
+    /// Writes the report, then the summary (from the records, so a lost report does not lose
+    /// it); on failure says so (with what the tests did) and gives the exit code that says the
+    /// report is lost.
+    fn write_report(
+        &self,
+        target: ReportTarget,
+        records: &[Arc<Record>],
+        facts: &RunFacts,
+        mut notes: summary::Notes,
+    ) -> Option<ExitCode> {
+        let path = target.path().to_path_buf();
+        let run = names::run_properties(facts);
+        let lost = match target.write(records, &run, self.config.junit_flavor) {
+            Ok(()) => {
+                events::note(format!("JUnit report written to {}", path.display()));
+                None
+            }
+            Err(e) => {
+                let counts = count(records.iter().map(|r| r.as_ref()));
+                let e = Failure::new(e);
+                events::line(format!(
+                    "error: {e}; the report is lost ({} of {} cases failed, errored or timed out)",
+                    counts.bad(),
+                    counts.cases()
+                ));
+                notes.report_lost = Some(e.to_string());
+                Some(ExitCode::from(EXIT_REPORT_LOST))
+            }
+        };
+        summary::after_run(self.config.summary.as_deref(), records, &notes);
+        lost
+    }
 }
 
-/// The cases libtest's name filters (FILTER, `--exact`, `--skip`) keep.
-fn kept_by_filters<'a>(args: &libtest_mimic::Arguments, cases: &'a [Case]) -> Vec<&'a Case> {
+/// Every case errored, for the same reason (a runtime that cannot be used).
+fn errored(cases: &[Case], why: &Failure) -> Vec<Arc<Record>> {
     cases
         .iter()
-        .filter(|c| !args.is_filtered_out(&libtest_mimic::Trial::test(c.name.clone(), || Ok(()))))
+        .map(|c| {
+            Arc::new(Record {
+                name: c.name.clone(),
+                model: c.model.clone(),
+                runtime: c.runtime,
+                image: c.image.clone(),
+                image_facts: None,
+                earlier: Vec::new(),
+                last: Attempt::not_started(Outcome::Errored { error: why.clone() }),
+            })
+        })
         .collect()
 }
 
-/// `--list --format json`: one JSON object per selected case, for CI scripts (libtest-mimic
-/// lists in its plain format only).
-fn print_json_list(args: &libtest_mimic::Arguments, cases: &[Case]) {
-    for case in kept_by_filters(args, cases) {
-        let line = serde_json::json!({
-            "type": "test",
-            "name": case.name,
-            "model": case.model,
-            "runtime": case.runtime.name(),
-            "image": case.image,
-            "skip": case.plan.skip,
-        });
-        println!("{line}");
-    }
+/// `--list --format json`: one JSON object per case, for CI scripts.
+fn list_line(case: &Case) -> serde_json::Value {
+    serde_json::json!({
+        "type": "test",
+        "name": case.name,
+        "model": case.model,
+        "runtime": case.runtime.as_str(),
+        "image": case.image,
+        "skip": case.plan.skip,
+    })
 }
 
 /// Why the filters left nothing of the planned cases, with what the user likely meant.
-fn why_nothing(cli: &Cli, cases: &[Case]) -> String {
+fn why_nothing(config: &RunConfig, cases: &[Case]) -> String {
     if cases.is_empty() {
         return "the selection (and --partition) planned no case".to_string();
     }
-    let Some(filter) = cli.libtest.filter.as_deref() else {
+    let Some(filter) = config.names.filter.as_deref() else {
         return format!("--skip left none of the {} planned cases", cases.len());
     };
+    let exact = config.names.exact;
     let prefixed: Vec<&str> = cases
         .iter()
-        .filter(|c| c.model == filter || (!cli.libtest.exact && c.model.contains(filter)))
+        .filter(|c| c.model == filter || (!exact && c.model.contains(filter)))
         .map(|c| c.name.as_str())
         .take(3)
         .collect();
-    if cli.libtest.exact && !prefixed.is_empty() {
+    if exact && !prefixed.is_empty() {
         format!(
             "`--exact {filter}` matches no test name, and test names start with their runtime: \
              did you mean `--exact {}`? (or `--model {filter}`)",
@@ -559,6 +495,16 @@ fn why_nothing(cli: &Cli, cases: &[Case]) -> String {
     }
 }
 
+/// `SIGINT`, for the summary.
+fn signal_name(signal: i32) -> String {
+    match signal {
+        libc::SIGINT => "SIGINT".to_string(),
+        libc::SIGTERM => "SIGTERM".to_string(),
+        libc::SIGHUP => "SIGHUP".to_string(),
+        other => format!("signal {other}"),
+    }
+}
+
 /// Unique per run: the runner's pid and the start time.
 fn new_run_id() -> String {
     let millis = std::time::SystemTime::now()
@@ -568,24 +514,7 @@ fn new_run_id() -> String {
     format!("{}-{millis}", std::process::id())
 }
 
-/// Why a runtime was not opened: the run was interrupted first (its cases say so).
-fn interrupted_setup() -> String {
-    "the run was interrupted while the runtime was set up".to_string()
-}
-
-/// A runtime no selected case needs.
-fn unused() -> harness::Opened {
-    Err("this runtime was not set up: no selected case needed it".to_string())
-}
-
-fn errored_records(cases: &[&Case], reason: &str) -> Vec<Record> {
-    cases
-        .iter()
-        .map(|c| {
-            let status = Status::Errored {
-                message: reason.to_string(),
-            };
-            Record::new(c, Vec::new(), Attempt::not_started(status), Vec::new())
-        })
-        .collect()
+/// The default cache folder, for the command line's default.
+pub fn default_cache_dir() -> PathBuf {
+    caches::default_dir()
 }

@@ -103,7 +103,6 @@ fn check_run_flags(flags: &[String]) -> Result<(), MatrixFlagsError> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

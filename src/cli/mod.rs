@@ -4,17 +4,27 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::app::cache::CacheRuntime;
+use crate::app::merge::MergeConfig;
+use crate::app::run::RunConfig;
+use crate::app::Command as AppCommand;
 use crate::config::units::{
     check_max_duration, parse_duration, parse_positive_duration, parse_size_within, UnitError,
     MAX_DURATION,
 };
 use crate::partition::{PartitionArg, MAX_SHARDS};
+use crate::record::RuntimeName;
+use crate::report::display::face::Format;
+use crate::report::display::{Color, Face};
 use crate::report::junit::Flavor;
-use crate::run::images::MAX_PULL_AHEAD;
-use crate::select::plan::RuntimeKind;
+use crate::run::stage::MAX_PULL_AHEAD;
+use crate::select::filter::NameFilter;
+use crate::select::inputs::Wanted;
+pub use crate::select::inputs::DEFAULT_SPEC;
+
+mod matrix;
 
 /// The most test threads: each runs a container, and more than this is a typo.
 pub const MAX_TEST_THREADS: usize = 256;
@@ -91,24 +101,47 @@ pub enum CliError {
     Logfile { path: String, why: String },
 }
 
-/// The Kipoi test spec, as shipped with the runner.
-pub const DEFAULT_SPEC: &str = "test-specs/kipoi.toml";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RuntimeChoice {
-    Docker,
-    Singularity,
-    All,
+/// `--runtime`: one runtime by name, or `all` of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeChoice {
+    /// As given (`docker`, `all`).
+    pub text: String,
+    pub names: Vec<RuntimeName>,
 }
 
-impl RuntimeChoice {
-    pub fn kinds(self) -> Vec<RuntimeKind> {
-        match self {
-            RuntimeChoice::Docker => vec![RuntimeKind::Docker],
-            RuntimeChoice::Singularity => vec![RuntimeKind::Singularity],
-            RuntimeChoice::All => vec![RuntimeKind::Docker, RuntimeKind::Singularity],
-        }
-    }
+/// What `--runtime` takes when it is not given.
+pub const DEFAULT_RUNTIME: &str = "docker";
+
+fn parse_runtime(text: &str) -> Result<RuntimeChoice, String> {
+    let names = match text.trim() {
+        "all" => crate::runtime::NAMES.to_vec(),
+        name => match crate::runtime::by_name(name) {
+            Some(one) => vec![one],
+            None => {
+                return Err(format!(
+                    "`{text}` is no runtime: give {}",
+                    runtime_choices()
+                ))
+            }
+        },
+    };
+    Ok(RuntimeChoice {
+        text: text.trim().to_string(),
+        names,
+    })
+}
+
+fn default_runtime() -> RuntimeChoice {
+    parse_runtime(DEFAULT_RUNTIME).unwrap_or(RuntimeChoice {
+        text: DEFAULT_RUNTIME.into(),
+        names: Vec::new(),
+    })
+}
+
+/// `docker, singularity or all`.
+fn runtime_choices() -> String {
+    let names: Vec<&str> = crate::runtime::NAMES.iter().map(|n| n.as_str()).collect();
+    format!("{} or all", names.join(", "))
 }
 
 const ABOUT: &str =
@@ -150,8 +183,8 @@ pub struct SelectionArgs {
     #[arg(long, value_name = "FILE", default_value = DEFAULT_SPEC)]
     pub spec: PathBuf,
 
-    /// Which runtime runs the cases.
-    #[arg(long, value_enum, default_value_t = RuntimeChoice::Docker)]
+    /// Which runtime runs the cases (its name, or `all`).
+    #[arg(long, value_name = "RUNTIME", value_parser = parse_runtime, default_value = DEFAULT_RUNTIME)]
     pub runtime: RuntimeChoice,
 
     /// Keep only the selected cases that run in these images (narrows; `matrix --per-image`
@@ -213,8 +246,8 @@ impl SelectionArgs {
             "runtime",
             self.runtime,
             after.runtime,
-            &RuntimeChoice::Docker,
-            |r| format!("{r:?}").to_lowercase(),
+            &default_runtime(),
+            |r| r.text.clone(),
         )?;
         self.changed_since = one(
             "changed-since",
@@ -231,6 +264,22 @@ impl SelectionArgs {
             opt_path,
         )?;
         Ok(self)
+    }
+
+    /// The selection as the planner takes it.
+    pub fn wanted(&self) -> Wanted {
+        Wanted {
+            images: self.image.clone(),
+            models: self.model.clone(),
+            groups: self.modelgroup.clone(),
+            all_models: self.all_models,
+            slim: self.slim,
+            catalog: self.catalog.clone(),
+            spec: self.spec.clone(),
+            runtimes: self.runtime.names.clone(),
+            only_images: self.only_image.clone(),
+            changed_since: self.changed_since.clone().zip(self.models_repo.clone()),
+        }
     }
 
     /// The flags that give this selection again, for a job's command line; defaults left out.
@@ -258,12 +307,8 @@ impl SelectionArgs {
         if self.spec != std::path::Path::new(DEFAULT_SPEC) {
             args.extend(["--spec".into(), self.spec.display().to_string()]);
         }
-        if self.runtime != RuntimeChoice::Docker {
-            let name = self
-                .runtime
-                .to_possible_value()
-                .map(|v| v.get_name().to_string());
-            args.extend(["--runtime".into(), name.unwrap_or_default()]);
+        if self.runtime != default_runtime() {
+            args.extend(["--runtime".into(), self.runtime.text.clone()]);
         }
         if let (Some(rev), Some(repo)) = (&self.changed_since, &self.models_repo) {
             args.extend([
@@ -413,10 +458,12 @@ pub enum WarmError {
 #[derive(Debug, Parser)]
 #[command(
     name = "zoo-runner",
-    after_help = "Exit codes: 0 all passed; 101 a test failed; 2 usage or input error; \
-                  3 the container runtime cannot be used (the Docker daemon could not be reached \
-                  or was lost; Apptainer is missing, not a program, or its --version fails); \
-                  130/143 interrupted."
+    after_help = "Exit codes: 0 all passed; 101 a case failed, errored or timed out; 2 usage or \
+                  input error (nothing ran); 3 the container runtime cannot be used (the Docker \
+                  daemon could not be reached or was lost; Apptainer is missing, not a program, \
+                  or its --version fails); 4 the cases ran but the JUnit report could not be \
+                  written; 5 --require-tests and no case was selected; 130/143/129 interrupted \
+                  by SIGINT/SIGTERM/SIGHUP."
 )]
 pub struct Cli {
     /// A subcommand; without one, `zoo-runner [FLAGS]` runs the tests.
@@ -610,18 +657,113 @@ impl Cli {
         Ok(cli)
     }
 
-    /// libtest-mimic's arguments, with our default of one test thread (containers are heavy).
-    /// Spec-skipped cases are ignored at run time (so the reason shows), not flagged ignored:
-    /// `--ignored` is applied by the plan instead (see `main`), and libtest must not filter on it.
-    pub fn harness_args(&self) -> libtest_mimic::Arguments {
-        let mut args = self.libtest.clone();
-        args.test_threads = Some(args.test_threads.unwrap_or(1));
-        args.ignored = false;
-        // libtest-mimic's `--bench` ignores every plain test: a run that tests nothing and
-        // exits 0. Here every case is a test, so `--bench` and `--test` change nothing.
-        args.bench = false;
-        args.test = false;
-        args
+    /// How many cases run at once: `--test-threads`, else one (containers are heavy).
+    pub fn threads(&self) -> usize {
+        self.libtest.test_threads.unwrap_or(1)
+    }
+
+    /// What the command line asks for, as the app takes it, after the checks clap cannot make
+    /// (libtest-mimic's flags bring their own parsers).
+    pub fn into_command(mut self) -> anyhow::Result<AppCommand> {
+        let mut warming = false;
+        match self.command.take() {
+            Some(Command::Matrix(args)) => return Ok(AppCommand::Matrix(matrix::config(args)?)),
+            Some(Command::Merge(args)) => {
+                return Ok(AppCommand::Merge(MergeConfig {
+                    junit: args.junit,
+                    summary: args.summary,
+                    junit_flavor: args.junit_flavor,
+                    inputs: args.inputs,
+                }))
+            }
+            Some(Command::Cache(args)) => match args.command {
+                CacheCommand::List { runtime } => {
+                    return Ok(AppCommand::CacheList {
+                        dir: self.cache_dir(),
+                        runtime,
+                    })
+                }
+                CacheCommand::Prune {
+                    all,
+                    runtime,
+                    unused_for,
+                } => {
+                    return Ok(AppCommand::CachePrune {
+                        dir: self.cache_dir(),
+                        sif_dir: self
+                            .sif_dir
+                            .clone()
+                            .unwrap_or_else(crate::store::sif::SifCache::default_dir),
+                        all,
+                        unused_for,
+                        runtime,
+                    })
+                }
+                CacheCommand::Warm(warm) => {
+                    self = self.into_warm(warm)?;
+                    warming = true;
+                }
+            },
+            None => {}
+        }
+        self.validate()?;
+        Ok(AppCommand::Run(Box::new(self.run_config(warming))))
+    }
+
+    fn run_config(self, warming: bool) -> RunConfig {
+        let libtest = &self.libtest;
+        let format = match (libtest.quiet, libtest.format) {
+            (true, _) => Format::Terse,
+            (false, Some(libtest_mimic::FormatSetting::Terse)) => Format::Terse,
+            (false, Some(libtest_mimic::FormatSetting::Json)) => Format::Json,
+            (false, _) => Format::Pretty,
+        };
+        let color = match libtest.color {
+            Some(libtest_mimic::ColorSetting::Always) => Color::Always,
+            Some(libtest_mimic::ColorSetting::Never) => Color::Never,
+            _ => Color::Auto,
+        };
+        RunConfig {
+            wanted: self.selection.wanted(),
+            names: NameFilter {
+                filter: libtest.filter.clone(),
+                exact: libtest.exact,
+                skip: libtest.skip.clone(),
+            },
+            face: Face {
+                format,
+                color,
+                logfile: libtest.logfile.clone().map(PathBuf::from),
+            },
+            list: libtest.list,
+            list_json: libtest.list && libtest.format == Some(libtest_mimic::FormatSetting::Json),
+            junit: self.junit.clone(),
+            junit_flavor: self.junit_flavor,
+            summary: self.summary.clone(),
+            timeout: self.timeout,
+            grace: self.grace,
+            slow_after: self.slow_after,
+            keep_output: usize::try_from(self.keep_output).unwrap_or(usize::MAX),
+            store_success_output: self.store_success_output,
+            retries: self.retries,
+            fail_fast: self.fail_fast,
+            threads: self.threads(),
+            pull_ahead: self.pull_ahead,
+            prune_images: self.prune_images,
+            require_tests: self.require_tests,
+            partition: self.partition,
+            durations: self.durations.clone(),
+            only_skipped: libtest.ignored,
+            run_skipped: self.run_skipped(),
+            sif_dir: self.sif_dir.clone(),
+            singularity_bin: self.singularity_bin.clone(),
+            sif_from_docker: self.sif_from_docker,
+            download_timeout: self.download_timeout,
+            cache_dir: self.cache_dir(),
+            no_cache: self.no_cache,
+            offline: self.offline,
+            warming,
+        }
     }
 
     /// The cache folder: `--cache-dir`, else the default.
@@ -663,7 +805,7 @@ impl Cli {
     pub fn validate(&self) -> Result<(), CliError> {
         self.validate_numbers()?;
         if let Some(path) = &self.libtest.logfile {
-            // libtest-mimic panics when it cannot create the logfile, after the plan is made.
+            // Found now, before the plan is made, rather than when the display opens it.
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -718,8 +860,8 @@ mod tests {
         assert!(cli.libtest.list && cli.libtest.exact && cli.selection.slim);
         assert_eq!(cli.libtest.filter.as_deref(), Some("docker::HAL"));
         assert_eq!(cli.libtest.skip, ["Basset"]);
-        assert_eq!(cli.harness_args().test_threads, Some(2));
-        assert_eq!(parse(&[]).harness_args().test_threads, Some(1));
+        assert_eq!(cli.threads(), 2);
+        assert_eq!(parse(&[]).threads(), 1);
     }
 
     #[test]
@@ -778,9 +920,10 @@ mod tests {
 
     #[test]
     fn bench_runs_the_cases_and_ignored_flags_say_what_they_do() {
-        let args = parse(&["--bench"]).harness_args();
-        assert!(
-            !args.bench,
+        let config = parse(&["--bench"]).run_config(false);
+        assert_eq!(
+            config.names,
+            NameFilter::default(),
             "--bench must not turn every case into an ignored one"
         );
         let help = Cli::command_with_help().render_long_help().to_string();
@@ -803,7 +946,7 @@ mod tests {
         ]);
         assert_eq!(cli.timeout, Some(Duration::from_secs(5400)));
         assert_eq!(cli.keep_output, 1 << 20);
-        assert_eq!(cli.selection.runtime.kinds().len(), 2);
+        assert_eq!(cli.selection.runtime.names.len(), 2);
         assert!(try_parse(&["--timeout", "soon"]).is_err());
         assert_eq!(parse(&["--grace", "0s"]).grace, Duration::ZERO);
         assert!(matches!(
@@ -951,7 +1094,7 @@ mod cache_command_tests {
         .unwrap();
         assert_eq!(cli.selection.model, ["A", "B"]);
         assert_eq!(cli.selection.spec, PathBuf::from("s.toml"));
-        assert_eq!(cli.harness_args().test_threads, Some(4));
+        assert_eq!(cli.threads(), 4);
         assert_eq!(
             warm(&["--offline", "cache", "warm"]).unwrap_err(),
             WarmError::Conflict("offline")
@@ -979,7 +1122,7 @@ mod cache_command_tests {
             PathBuf::from("test-specs/antspynet.toml")
         );
         assert_eq!(cli.selection.model, ["A", "B"]);
-        assert_eq!(cli.selection.runtime, RuntimeChoice::All);
+        assert_eq!(cli.selection.runtime.text, "all");
         // The same flag on both sides with two values is refused, naming it.
         let err = warm(&["--spec", "a.toml", "cache", "warm", "--spec", "b.toml"]).unwrap_err();
         assert!(

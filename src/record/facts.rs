@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::RuntimeName;
+
 /// What one attempt at a case ran, and with what: the first lines of its `system-out`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CaseFacts {
@@ -47,4 +49,19 @@ pub struct ImageFacts {
     pub fetched: Option<Fetched>,
     /// What the spec's `versions` command printed in it.
     pub versions: Option<String>,
+}
+
+/// What is the same for every case of the run: every testsuite's properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFacts {
+    pub run_id: String,
+    pub runner_version: String,
+    /// The spec's path.
+    pub spec: String,
+    /// The network every case had, when the run decided it (`--offline`).
+    pub network: Option<String>,
+    /// The caches the run used, or why none (`off (--no-cache)`).
+    pub caches: Option<String>,
+    /// The version of each runtime the run used.
+    pub runtime_versions: Vec<(RuntimeName, String)>,
 }

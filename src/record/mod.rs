@@ -51,8 +51,9 @@ pub struct Record {
     pub runtime: RuntimeName,
     /// The Docker image the case is of (its testsuite is `runtime:image`).
     pub image: String,
-    /// What is the same for every case of the image (shared by its records).
-    pub image_facts: Arc<ImageFacts>,
+    /// What is the same for every case of the image (shared by its records); `None` when
+    /// the image never got ready (or the case did not ask for it).
+    pub image_facts: Option<Arc<ImageFacts>>,
     /// Failed or errored attempts before the last one (with --retries).
     pub earlier: Vec<Attempt>,
     /// The attempt that decides the case.

@@ -8,17 +8,30 @@ use super::Failure;
 pub enum Outcome {
     Passed,
     /// The model ran and failed (or passed while marked expected to fail): what it said.
-    Failed { message: String },
+    Failed {
+        message: String,
+    },
     /// Something kept the model from running, or killed it from outside.
-    Errored { error: Failure },
+    Errored {
+        error: Failure,
+    },
     /// Stopped at its timeout.
-    TimedOut { message: String },
+    TimedOut {
+        message: String,
+    },
     /// Marked `skip` in the spec.
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
     /// Failed, as the spec said it would.
-    ExpectedFailure { reason: String, message: String },
+    ExpectedFailure {
+        reason: String,
+        message: String,
+    },
     /// Never started: the run was interrupted, or stopped early by --fail-fast.
-    NotRun { reason: String },
+    NotRun {
+        reason: String,
+    },
 }
 
 /// The kind of an outcome: what the counts count and a JUnit report keeps.
@@ -30,7 +43,9 @@ pub enum Class {
     TimedOut,
     /// A skip of this kind: the spec's `skip`, an `expected-failure`, or another tool's type
     /// (or none).
-    Skipped { kind: String },
+    Skipped {
+        kind: String,
+    },
     /// Never started (JUnit: a skip of kind `not-run`).
     NotRun,
 }
@@ -129,7 +144,10 @@ mod tests {
 
     #[test]
     fn classes_of_outcomes_and_of_junit_skips() {
-        assert!(Outcome::TimedOut { message: "x".into() }.is_bad());
+        assert!(Outcome::TimedOut {
+            message: "x".into()
+        }
+        .is_bad());
         assert!(!Outcome::NotRun { reason: "x".into() }.is_bad());
         assert_eq!(Class::skipped(NOT_RUN), Class::NotRun);
         assert!(Class::skipped(EXPECTED_FAILURE).ran());

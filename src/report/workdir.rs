@@ -128,13 +128,13 @@ impl Sweep {
     /// Says on stderr what was removed and what could not be.
     pub fn say(&self) {
         if !self.removed.is_empty() {
-            eprintln!(
-                "zoo-runner: removed {} work folder(s) that killed runs left beside the report",
+            crate::events::note(format!(
+                "removed {} work folder(s) that killed runs left beside the report",
                 self.removed.len()
-            );
+            ));
         }
         for problem in &self.problems {
-            eprintln!("zoo-runner: warning: {problem}");
+            crate::events::line(format!("zoo-runner: warning: {problem}"));
         }
     }
 }

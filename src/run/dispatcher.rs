@@ -202,10 +202,7 @@ impl Dispatcher {
             Err(e) => {
                 let outcome = match e {
                     PrepareError::Interrupted { what } => Outcome::NotRun {
-                        reason: format!(
-                            "the run was interrupted while `{}` was being {what}",
-                            stage.runtime().key(&image)
-                        ),
+                        reason: format!("the run was interrupted while {what}"),
                     },
                     PrepareError::Failed(error) => Outcome::Errored { error },
                 };
@@ -243,7 +240,12 @@ impl Dispatcher {
 
     /// Why a case does not run at all: marked skip, the run interrupted, or --fail-fast.
     fn not_to_run(&self, case: &Case) -> Option<Outcome> {
-        if let Some(reason) = case.plan.skip.as_ref().filter(|_| !self.settings.run_skipped) {
+        if let Some(reason) = case
+            .plan
+            .skip
+            .as_ref()
+            .filter(|_| !self.settings.run_skipped)
+        {
             Some(Outcome::Skipped {
                 reason: reason.clone(),
             })
@@ -319,8 +321,7 @@ impl Dispatcher {
             queue.front().cloned()
         };
         let Some(next) = next else { return };
-        let same_image =
-            next.runtime == case.runtime && runtime.key(&image_of(&next)) == ready.key;
+        let same_image = next.runtime == case.runtime && runtime.key(&image_of(&next)) == ready.key;
         if same_image && needs_image(&next, self.settings.run_skipped) {
             runtime.expect(ready, &self.request(&next, 1));
         }
@@ -484,13 +485,21 @@ mod tests {
     impl Sink for Collect {
         fn event(&self, event: Event) {
             let line = match event {
-                Event::RunStarted { cases, filtered_out, name_width } => {
+                Event::RunStarted {
+                    cases,
+                    filtered_out,
+                    name_width,
+                } => {
                     format!("run: {cases} cases, {filtered_out} filtered out, width {name_width}")
                 }
                 Event::CaseStarted { name } => format!("started {name}"),
                 Event::CaseRetrying { name, attempt } => format!("retrying {name} ({attempt})"),
                 Event::CaseFinished { record, shown } => {
-                    format!("finished {}: {shown:?} ({})", record.name, record.outcome().summary())
+                    format!(
+                        "finished {}: {shown:?} ({})",
+                        record.name,
+                        record.outcome().summary()
+                    )
                 }
                 Event::RunFinished { .. } => "run finished".to_string(),
                 other => format!("{other:?}"),
@@ -564,11 +573,11 @@ mod tests {
             case("flaky", "img:2", &["flaky", "{attempt}"]),
         ];
         let standin = Arc::new(StandIn::new(DOCKER));
-        let settings = Settings {
+        let retries = Settings {
             retries: 1,
             ..settings()
         };
-        let (records, events) = run(cases, settings, standin.clone(), Cancel::new()).await;
+        let (records, events) = run(cases, retries, standin.clone(), Cancel::new()).await;
         insta::assert_snapshot!(events.join("\n"));
         assert_eq!(records.len(), 4);
         let flaky = records.iter().find(|r| r.model == "flaky").unwrap();
@@ -591,7 +600,10 @@ mod tests {
             .collect();
         assert_eq!(
             prepares,
-            [Asked::Prepare("img:1".into()), Asked::Prepare("img:2".into())]
+            [
+                Asked::Prepare("img:1".into()),
+                Asked::Prepare("img:2".into())
+            ]
         );
     }
 
@@ -602,11 +614,11 @@ mod tests {
             case("second", "img:1", &["pass"]),
         ];
         let standin = Arc::new(StandIn::new(DOCKER));
-        let settings = Settings {
+        let fail_fast = Settings {
             fail_fast: true,
             ..settings()
         };
-        let (records, _) = run(cases, settings, standin, Cancel::new()).await;
+        let (records, _) = run(cases, fail_fast, standin, Cancel::new()).await;
         assert_eq!(
             records[1].outcome(),
             &Outcome::NotRun {
@@ -621,9 +633,16 @@ mod tests {
             case("b", "img:1", &["pass"]),
         ];
         let (records, _) = run(cases, settings(), Arc::new(standin), Cancel::new()).await;
-        assert_eq!(records[0].outcome().message(), "image `img:gone` is missing");
+        assert_eq!(
+            records[0].outcome().message(),
+            "image `img:gone` is missing"
+        );
         assert!(records[0].outcome().is_bad());
-        assert_eq!(records[1].outcome(), &Outcome::Passed, "other images still run");
+        assert_eq!(
+            records[1].outcome(),
+            &Outcome::Passed,
+            "other images still run"
+        );
     }
 
     #[tokio::test]
@@ -644,15 +663,12 @@ mod tests {
     #[tokio::test]
     async fn versions_run_once_per_image_and_land_in_its_facts() {
         let standin = Arc::new(StandIn::new(DOCKER));
-        let settings = Settings {
+        let with_versions = Settings {
             versions: Some(Arc::new(Versions::new(vec!["versions".into()]))),
             ..settings()
         };
-        let cases = vec![
-            case("a", "img:1", &["pass"]),
-            case("b", "img:1", &["pass"]),
-        ];
-        let (records, _) = run(cases, settings, standin.clone(), Cancel::new()).await;
+        let cases = vec![case("a", "img:1", &["pass"]), case("b", "img:1", &["pass"])];
+        let (records, _) = run(cases, with_versions, standin.clone(), Cancel::new()).await;
         let runs = standin
             .asked()
             .iter()

@@ -1,9 +1,10 @@
-//! Running the cases: the harness (order, retries, fail-fast, records), the stages that make an
-//! image or SIF ready before its cases, the verdict, and the spec's `versions` command.
+//! Running the cases: the dispatcher (order, threads, retries, fail-fast, cancel), the stage
+//! that makes an image or SIF ready before its cases (pull-ahead, prune), the verdict, and the
+//! spec's `versions` command.
 
-pub mod harness;
-pub mod images;
-pub mod record;
-pub mod sifs;
+pub mod dispatcher;
+pub mod stage;
+#[cfg(test)]
+mod standin;
 pub mod verdict;
 pub mod versions;

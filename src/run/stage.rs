@@ -107,7 +107,7 @@ impl Stage {
         tokio::select! {
             ready = slot.ready.get_or_init(|| self.runtime.prepare(image)) => ready.clone(),
             _ = self.cancel.reached(Level::Stop) => Err(PrepareError::Interrupted {
-                what: self.runtime.words().being,
+                what: self.runtime.interrupted_while(image),
             }),
         }
     }
@@ -266,8 +266,14 @@ mod tests {
         s.finish().await;
         let prepares: Vec<Asked> = standin.asked();
         assert!(prepares.contains(&Asked::Prepare("a".into())));
-        assert!(!prepares.contains(&Asked::Prepare("c".into())), "{prepares:?}");
-        assert!(!prepares.contains(&Asked::Prepare("d".into())), "{prepares:?}");
+        assert!(
+            !prepares.contains(&Asked::Prepare("c".into())),
+            "{prepares:?}"
+        );
+        assert!(
+            !prepares.contains(&Asked::Prepare("d".into())),
+            "{prepares:?}"
+        );
     }
 
     #[tokio::test]

@@ -72,6 +72,7 @@ impl Runtime for StandIn {
         }
         Ok(Ready {
             key: image.name.clone(),
+            image: image.clone(),
             facts: ImageFacts {
                 id: Some(format!("id-of-{}", image.name)),
                 runtime_version: Some("stand-in 1.0".into()),
@@ -86,7 +87,11 @@ impl Runtime for StandIn {
     }
 
     async fn run(&self, ready: &Ready, request: &RunRequest) -> Execution {
-        self.note(Asked::Run(format!("{}: {}", request.case_name, request.command.join(" "))));
+        self.note(Asked::Run(format!(
+            "{}: {}",
+            request.case_name,
+            request.command.join(" ")
+        )));
         let mut stdout = Captured::new(request.keep);
         let word = request.command.first().map(String::as_str).unwrap_or("");
         let attempt = request.command.get(1).map(String::as_str).unwrap_or("1");

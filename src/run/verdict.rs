@@ -1,60 +1,54 @@
-//! From what a runtime saw to what the report says: the spec's marks (expected failure) applied,
-//! and kipoi's own words pulled out of the output for the failure message.
+//! From what a runtime saw to the outcome the reports say: an exit code read (a shell's 128 + n is
+//! a signal), the spec's marks applied (expected failure), and kipoi's own words pulled out of
+//! the output for the failure message.
 
 use crate::config::spec::CasePlan;
 use crate::config::units::{show_duration, show_size};
-use crate::run::record::Status;
-use crate::runtime::{signal_name, Ended};
-use crate::select::plan::RuntimeKind;
+use crate::record::{Failure, Outcome};
+use crate::runtime::Ended;
 
-/// Longest failure message shown on one line.
+/// Longest line of a failure message.
 const MESSAGE_MAX: usize = 400;
+/// Most lines of a failure message (kipoi's error and the lines it continues on).
+const MESSAGE_LINES: usize = 10;
 
 /// `stdout` and `stderr` are what was kept of the case's output (kipoi's message is found there).
-pub fn judge(
-    ended: &Ended,
-    runtime: RuntimeKind,
-    stdout: &str,
-    stderr: &str,
-    plan: &CasePlan,
-) -> Status {
-    let status = match ended {
-        Ended::Exited { code: 0 } => Status::Passed,
-        // 128 + n: how Docker and shells report death by signal n.
+pub fn judge(ended: &Ended, stdout: &str, stderr: &str, plan: &CasePlan) -> Outcome {
+    let errored = |text: String| Outcome::Errored {
+        error: Failure::message(text),
+    };
+    let outcome = match ended {
+        Ended::Exited { code: 0 } => Outcome::Passed,
         Ended::Exited {
             code: code @ 129..=192,
-        } => Status::Errored {
-            message: format!(
-                "the command was killed by {} (exit code {code})",
-                signal_name(code - 128)
-            ),
-        },
+        } => errored(format!(
+            "the command was killed by {} (exit code {code})",
+            signal_name(code - 128)
+        )),
         Ended::Exited { code } => {
             let said = model_message(stdout, stderr)
                 .map(|m| format!(": {m}"))
                 .unwrap_or_default();
-            Status::Failed {
+            Outcome::Failed {
                 message: format!("exit code {code}{said}"),
             }
         }
-        Ended::Signalled { signal } => Status::Errored {
-            message: format!(
-                "the process was killed by {}",
-                signal_name(i64::from(*signal))
-            ),
-        },
+        Ended::Signalled { signal } => errored(format!(
+            "the command was killed by {}",
+            signal_name(i64::from(*signal))
+        )),
         Ended::OutOfMemory { limit } => {
             let limit = limit
                 .map(|m| format!("its memory limit of {}", show_size(m)))
                 .unwrap_or_else(|| "the memory available".to_string());
-            Status::Errored {
-                message: format!("out of memory: the kernel killed the command at {limit}"),
-            }
+            errored(format!(
+                "out of memory: the kernel killed the command at {limit}"
+            ))
         }
-        Ended::Errored { error } => Status::Errored {
-            message: error.to_string(),
+        Ended::Errored { error } => Outcome::Errored {
+            error: error.clone(),
         },
-        Ended::TimedOut { after, killed } => Status::TimedOut {
+        Ended::TimedOut { after, killed } => Outcome::TimedOut {
             message: format!(
                 "ran past its timeout of {}; {}",
                 show_duration(*after),
@@ -65,45 +59,56 @@ pub fn judge(
                 }
             ),
         },
-        Ended::Interrupted => Status::NotRun {
+        Ended::Interrupted => Outcome::NotRun {
             reason: "interrupted while running, and stopped".into(),
         },
-        Ended::NotStarted { why } => Status::NotRun {
-            reason: format!("{why}, before it started"),
+        Ended::NotStarted { why } => Outcome::NotRun {
+            reason: why.to_string(),
         },
         Ended::Stuck { timed_out, waited } => {
-            let stuck = match runtime {
-                RuntimeKind::Docker => format!(
-                    "the container could not be stopped: still running {} after SIGTERM and a \
-                     SIGKILL, so the runner gave up on it and removed it by force",
-                    show_duration(*waited)
-                ),
-                RuntimeKind::Singularity => format!(
-                    "the process could not be stopped: still running {} after SIGTERM and a \
-                     SIGKILL, so the runner gave up on it",
-                    show_duration(*waited)
-                ),
-            };
+            let stuck = format!(
+                "the container could not be stopped: still running {} after SIGTERM and a \
+                 SIGKILL, so the runner gave up on it and removed it by force",
+                show_duration(*waited)
+            );
             match timed_out {
-                Some(after) => Status::TimedOut {
+                Some(after) => Outcome::TimedOut {
                     message: format!("ran past its timeout of {}; {stuck}", show_duration(*after)),
                 },
-                None => Status::Errored {
-                    message: format!("interrupted while running; {stuck}"),
-                },
+                None => errored(format!("interrupted while running; {stuck}")),
             }
         }
     };
-    match (&plan.expect_failure, status) {
-        (Some(reason), Status::Failed { message }) => Status::ExpectedFailure {
+    match (&plan.expect_failure, outcome) {
+        (Some(reason), Outcome::Failed { message }) => Outcome::ExpectedFailure {
             reason: reason.clone(),
             message,
         },
-        (Some(reason), Status::Passed) => Status::Failed {
+        (Some(reason), Outcome::Passed) => Outcome::Failed {
             message: format!("passed, but the spec expects it to fail ({reason}): remove the mark"),
         },
-        (_, status) => status,
+        (_, outcome) => outcome,
     }
+}
+
+/// The name of a signal number, for messages.
+pub fn signal_name(signal: i64) -> String {
+    let name = match signal {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        _ => return format!("signal {signal}"),
+    };
+    name.to_string()
 }
 
 /// What the model's tooling said about its failure: kipoi's ERROR log line (stdout) or the last
@@ -111,14 +116,62 @@ pub fn judge(
 pub fn model_message(stdout: &str, stderr: &str) -> Option<String> {
     let stdout = strip_ansi(stdout);
     let stderr = strip_ansi(stderr);
-    let error_line = stdout
-        .lines()
-        .chain(stderr.lines())
-        .rfind(|l| l.trim_start().starts_with("ERROR"));
+    let lines: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+    let error_line = lines
+        .iter()
+        .rposition(|l| l.trim_start().starts_with("ERROR"))
+        .map(|at| logged_with_continuation(&lines[at..]));
     let exception = stderr.lines().rev().find(|l| is_exception_line(l));
     let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
-    let found = exception.or(error_line).or(last)?;
-    Some(clip(found.trim()))
+    if let Some(exception) = exception {
+        return Some(clip(exception.trim()));
+    }
+    error_line.or_else(|| last.map(|l| clip(l.trim())))
+}
+
+/// A log line and the lines it continues on (until the next log line or an empty one), each
+/// cut to a readable length; sentences kipoi glues together (`predictions.expected: [[...`) are
+/// put on lines of their own.
+fn logged_with_continuation(lines: &[&str]) -> String {
+    let mut kept: Vec<String> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim();
+        if i > 0 && (trimmed.is_empty() || starts_with_level(trimmed)) {
+            break;
+        }
+        if kept.len() == MESSAGE_LINES {
+            kept.push("…".to_string());
+            break;
+        }
+        kept.push(clip(&unglue(trimmed)));
+    }
+    kept.join("\n")
+}
+
+fn starts_with_level(line: &str) -> bool {
+    ["ERROR", "WARNING", "WARN", "INFO", "DEBUG", "CRITICAL"]
+        .iter()
+        .any(|level| line.starts_with(level))
+}
+
+/// `a sentence.next: more` -> `a sentence.\nnext: more`: a full stop followed at once by a
+/// word and a colon joins two lines that lost their break.
+fn unglue(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let chars: Vec<char> = line.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        out.push(c);
+        if c == '.' && i > 0 && chars[i - 1].is_alphabetic() {
+            let word: String = chars[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_lowercase() || **c == '_')
+                .collect();
+            if !word.is_empty() && chars.get(i + 1 + word.len()) == Some(&':') {
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// `RuntimeError: ...`, `ValueError`, `kipoi.x.SomeException: ...`
@@ -173,19 +226,6 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    use crate::record::Failure;
-
-    /// What a runtime saw, as `judge` takes it.
-    struct Seen<'a>(Ended, &'a str, &'a str);
-
-    fn exec<'a>(ended: Ended, stdout: &'a str, stderr: &'a str) -> Seen<'a> {
-        Seen(ended, stdout, stderr)
-    }
-
-    fn judge(seen: &Seen<'_>, plan: &CasePlan) -> Status {
-        super::judge(&seen.0, RuntimeKind::Docker, seen.1, seen.2, plan)
-    }
-
     fn plan(expect_failure: Option<&str>) -> CasePlan {
         CasePlan {
             command: vec!["x".into()],
@@ -197,64 +237,92 @@ mod tests {
         }
     }
 
-    const KIPOI_MISMATCH: &str = "\u{1b}[32mINFO\u{1b}[0m start\n\u{1b}[31mERROR\u{1b}[0m \u{1b}[44m[kipoi.cli.main]\u{1b}[0m Model predictions don't match the expected predictions.expected: [[1]]\n";
+    fn exited(code: i64) -> Ended {
+        Ended::Exited { code }
+    }
+
+    const KIPOI_MISMATCH: &str = "\u{1b}[32mINFO\u{1b}[0m start\n\u{1b}[31mERROR\u{1b}[0m \u{1b}[44m[kipoi.cli.main]\u{1b}[0m Model predictions don't match the expected predictions.expected: [[1]]\nactual: [[2]]\n\u{1b}[32mINFO\u{1b}[0m done\n";
     const TRACEBACK: &str = "Traceback (most recent call last):\n  File \"model.py\", line 8, in predict_on_batch\n    raise RuntimeError(\"boom\")\nRuntimeError: fixture: deliberate failure\n";
 
     #[test]
-    fn failure_messages_quote_kipoi() {
+    fn failure_messages_quote_kipoi_with_its_line_breaks() {
         let s = judge(
-            &exec(
-                Ended::Exited { code: 1 },
-                KIPOI_MISMATCH,
-                "0it [00:00]\r100%\n",
-            ),
+            &exited(1),
+            KIPOI_MISMATCH,
+            "0it [00:00]\r100%\n",
             &plan(None),
         );
         assert_eq!(
             s,
-            Status::Failed {
-                message: "exit code 1: ERROR [kipoi.cli.main] Model predictions don't match the expected predictions.expected: [[1]]".into()
+            Outcome::Failed {
+                message: "exit code 1: ERROR [kipoi.cli.main] Model predictions don't match the \
+                          expected predictions.\nexpected: [[1]]\nactual: [[2]]"
+                    .into()
             }
         );
-        let s = judge(&exec(Ended::Exited { code: 1 }, "", TRACEBACK), &plan(None));
+        let s = judge(&exited(1), "", TRACEBACK, &plan(None));
         assert_eq!(
             s,
-            Status::Failed {
+            Outcome::Failed {
                 message: "exit code 1: RuntimeError: fixture: deliberate failure".into()
             }
         );
     }
 
     #[test]
-    fn expected_failures_and_unexpected_passes() {
-        let s = judge(
-            &exec(Ended::Exited { code: 1 }, "", TRACEBACK),
-            &plan(Some("dead link")),
+    fn glued_sentences_come_apart_and_nothing_else_does() {
+        assert_eq!(
+            unglue("predictions.expected: [[1]]"),
+            "predictions.\nexpected: [[1]]"
         );
+        assert_eq!(
+            unglue("v1.2: fine; 3.5: x; e.g. a"),
+            "v1.2: fine; 3.5: x; e.g. a"
+        );
+        assert_eq!(unglue("see kipoi.cli.main"), "see kipoi.cli.main");
+    }
+
+    #[test]
+    fn signals_and_memory_are_errors_that_say_so() {
+        let killed = judge(&exited(139), "", "", &plan(None));
         assert!(
-            matches!(s, Status::ExpectedFailure { ref reason, .. } if reason == "dead link"),
+            killed.is_bad() && killed.message().contains("SIGSEGV"),
+            "{killed:?}"
+        );
+        let killed = judge(&Ended::Signalled { signal: 9 }, "", "", &plan(None));
+        assert!(killed.message().contains("SIGKILL"), "{killed:?}");
+        let oom = judge(
+            &Ended::OutOfMemory {
+                limit: Some(128 << 20),
+            },
+            "",
+            "",
+            &plan(None),
+        );
+        assert_eq!(
+            oom.message(),
+            "out of memory: the kernel killed the command at its memory limit of 128.0 MiB"
+        );
+    }
+
+    #[test]
+    fn expected_failures_and_unexpected_passes() {
+        let s = judge(&exited(1), "", TRACEBACK, &plan(Some("dead link")));
+        assert!(
+            matches!(s, Outcome::ExpectedFailure { ref reason, .. } if reason == "dead link"),
             "{s:?}"
         );
-        let s = judge(
-            &exec(Ended::Exited { code: 0 }, "", ""),
-            &plan(Some("dead link")),
-        );
+        let s = judge(&exited(0), "", "", &plan(Some("dead link")));
         assert!(
-            matches!(s, Status::Failed { ref message } if message.contains("remove the mark")),
+            matches!(s, Outcome::Failed { ref message } if message.contains("remove the mark")),
             "{s:?}"
         );
         // An error is not the failure the mark expects.
-        let s = judge(
-            &exec(
-                Ended::Errored {
-                    error: Failure::message("no image"),
-                },
-                "",
-                "",
-            ),
-            &plan(Some("x")),
-        );
-        assert!(matches!(s, Status::Errored { .. }), "{s:?}");
+        let error = Ended::Errored {
+            error: Failure::message("no image"),
+        };
+        let s = judge(&error, "", "", &plan(Some("x")));
+        assert!(matches!(s, Outcome::Errored { .. }), "{s:?}");
     }
 
     #[test]
@@ -263,20 +331,18 @@ mod tests {
             timed_out,
             waited: Duration::from_secs(64),
         };
-        let s = judge(
-            &exec(stuck(Some(Duration::from_secs(2))), "", ""),
-            &plan(None),
-        );
-        let Status::TimedOut { message } = s else {
+        let s = judge(&stuck(Some(Duration::from_secs(2))), "", "", &plan(None));
+        let Outcome::TimedOut { message } = s else {
             panic!("a timeout, with its stuck container: {s:?}")
         };
         assert!(message.contains("timeout of 2s"), "{message}");
         assert!(message.contains("could not be stopped"), "{message}");
         assert!(message.contains("1m4s"), "{message}");
-        let s = judge(&exec(stuck(None), "", ""), &plan(None));
+        let s = judge(&stuck(None), "", "", &plan(None));
         assert!(
-            matches!(s, Status::Errored { ref message } if message.contains("interrupted")
-                && message.contains("could not be stopped")),
+            s.is_bad()
+                && s.message().contains("interrupted")
+                && s.message().contains("could not be stopped"),
             "{s:?}"
         );
     }

@@ -1,6 +1,8 @@
-//! The spec's `versions` command (`pip freeze`, say): run once per runtime and image, its output
-//! kept as the image's testsuite property `versions` and shown in the run's summary, so that a
-//! failure can be traced to a package that changed between two runs.
+//! The spec's `versions` command (`pip freeze`, say): run once per runtime and image, before the
+//! image's first case, with network `none` and no caches. Its output is the image's testsuite
+//! property `versions` and is shown after the run, so that a failure can be traced to a package
+//! that changed between two runs. The runtime runs it as any other request: it knows nothing of
+//! it.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -8,20 +10,19 @@ use std::time::Duration;
 
 use tokio::sync::OnceCell;
 
-use crate::run::record::Record;
+use crate::config::units::show_duration;
+use crate::record::RuntimeName;
+use crate::run::verdict::{model_message, signal_name};
 use crate::runtime::{Ended, Execution};
-use crate::select::plan::RuntimeKind;
 
-/// The report property that holds the output.
-pub const PROPERTY: &str = "versions";
 /// How long the command may run.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
 /// Bytes of its output kept (head and tail each).
 pub const KEEP: usize = 64 * 1024;
-/// Lines of each image's output the summary shows.
-const SUMMARY_LINES: usize = 40;
+/// Lines of each image's output shown after the run.
+const SHOWN_LINES: usize = 40;
 
-type Key = (RuntimeKind, String);
+type Key = (RuntimeName, String);
 
 /// The command and, per runtime and image, what it printed. Shared by every case of a run.
 #[derive(Debug)]
@@ -38,13 +39,14 @@ impl Versions {
         }
     }
 
-    /// Runs `probe` for the image unless it already ran (or is running) in this run.
+    /// What the command printed in the image: `probe` runs it, unless it already ran (or is
+    /// running) in this run.
     pub async fn once(
         &self,
-        runtime: RuntimeKind,
+        runtime: RuntimeName,
         image: &str,
         probe: impl std::future::Future<Output = String>,
-    ) {
+    ) -> String {
         let slot = self
             .found
             .lock()
@@ -52,7 +54,7 @@ impl Versions {
             .entry((runtime, image.to_string()))
             .or_default()
             .clone();
-        slot.get_or_init(|| probe).await;
+        slot.get_or_init(|| probe).await.clone()
     }
 
     /// What each runtime and image printed, in order.
@@ -65,20 +67,7 @@ impl Versions {
             .collect()
     }
 
-    /// Puts each image's output on the first record of that image: the report lifts it to the
-    /// image's testsuite (see `IMAGE_KEYS` in report/junit.rs), so it is stored once per image.
-    pub fn attach(&self, records: &mut [Record]) {
-        for ((runtime, image), text) in self.results() {
-            if let Some(first) = records
-                .iter_mut()
-                .find(|r| r.runtime == runtime && r.image == image)
-            {
-                first.properties.push((PROPERTY.to_string(), text));
-            }
-        }
-    }
-
-    /// The summary lines: each image's output, cut after [`SUMMARY_LINES`] lines.
+    /// The lines shown after the run: each image's output, cut after [`SHOWN_LINES`] lines.
     pub fn summary(&self) -> Vec<String> {
         let mut lines = Vec::new();
         for ((runtime, image), text) in self.results() {
@@ -87,11 +76,11 @@ impl Versions {
                 shell_words::join(&self.command)
             ));
             let all: Vec<&str> = text.lines().collect();
-            lines.extend(all.iter().take(SUMMARY_LINES).map(|l| format!("    {l}")));
-            if all.len() > SUMMARY_LINES {
+            lines.extend(all.iter().take(SHOWN_LINES).map(|l| format!("    {l}")));
+            if all.len() > SHOWN_LINES {
                 lines.push(format!(
-                    "    ... {} more lines in the report (testsuite property `{PROPERTY}`)",
-                    all.len() - SUMMARY_LINES
+                    "    ... {} more lines in the report (testsuite property `versions`)",
+                    all.len() - SHOWN_LINES
                 ));
             }
         }
@@ -103,7 +92,7 @@ impl Versions {
 pub fn text_of(exec: Execution) -> String {
     let stdout = exec.stdout.finish().text();
     let stderr = exec.stderr.finish().text();
-    let said = crate::run::verdict::model_message(&stdout, &stderr)
+    let said = model_message(&stdout, &stderr)
         .map(|m| format!(": {m}"))
         .unwrap_or_default();
     match exec.ended {
@@ -113,40 +102,42 @@ pub fn text_of(exec: Execution) -> String {
         }
         Ended::Signalled { signal } => format!(
             "unknown: the versions command was killed by {}",
-            crate::runtime::signal_name(i64::from(signal))
+            signal_name(i64::from(signal))
         ),
         Ended::OutOfMemory { .. } => "unknown: the versions command ran out of memory".into(),
         Ended::Errored { error } => format!("unknown: {error}"),
         Ended::TimedOut { after, .. } => format!(
             "unknown: the versions command ran past {}",
-            crate::config::units::show_duration(after)
+            show_duration(after)
         ),
         Ended::Interrupted => "unknown: interrupted".to_string(),
         Ended::NotStarted { why } => format!("unknown: {why}"),
-        Ended::Stuck { .. } => "unknown: the versions command could not be stopped".to_string(),
+        Ended::Stuck { .. } => {
+            "unknown: the versions command's container could not be stopped".to_string()
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::{APPTAINER, DOCKER};
 
     #[tokio::test]
-    async fn runs_once_per_image_and_lands_on_one_record() {
+    async fn runs_once_per_image_and_runtime() {
         let versions = Versions::new(vec!["pip".into(), "freeze".into()]);
         let runs = std::sync::atomic::AtomicUsize::new(0);
         for _ in 0..3 {
-            versions
-                .once(RuntimeKind::Docker, "img:1", async {
+            let text = versions
+                .once(DOCKER, "img:1", async {
                     runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     "a==1\nb==2".to_string()
                 })
                 .await;
+            assert_eq!(text, "a==1\nb==2");
         }
         versions
-            .once(RuntimeKind::Singularity, "img:1", async {
-                "a==1".to_string()
-            })
+            .once(APPTAINER, "img:1", async { "a==1".to_string() })
             .await;
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
         assert_eq!(versions.results().len(), 2);

@@ -155,12 +155,25 @@ pub struct Ready {
     pub sif: Option<PathBuf>,
 }
 
+/// How messages about making a runtime's images ready speak of them: `pulled 2 images`,
+/// `interrupted while `IMAGE` was being pulled`, `--prune-images: removed IMAGE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Words {
+    /// What it makes ready: `image`, `SIF`.
+    pub noun: &'static str,
+    /// What it did when it made one ready in this run: `pulled`, `fetched`.
+    pub fetched: &'static str,
+    /// The flag that prunes what it fetched.
+    pub prune_flag: &'static str,
+}
+
 /// Why an image (or SIF) could not be made ready.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PrepareError {
-    /// The run was interrupted while it was being made ready: `what` ends "while the image
-    /// was ...": "being pulled" (Docker), "downloading" or "being built" (a SIF).
-    Interrupted { what: &'static str },
+    /// The run was interrupted while it was being made ready: `what` ends "the run was
+    /// interrupted while ...": "`IMAGE` was being pulled" (Docker), "its SIF was downloading"
+    /// (Apptainer).
+    Interrupted { what: String },
     /// It cannot be had: every case of it is an error that says why.
     Failed(Failure),
 }
@@ -295,6 +308,21 @@ pub trait Runtime: Send + Sync {
     /// Before the run ends: waits for what runs in the background (removals) and cleans up
     /// what is left (containers made ahead for cases that never ran, a stopped pull's layers).
     async fn finish(&self);
+
+    /// How messages about making its images ready speak of them.
+    fn words(&self) -> Words {
+        Words {
+            noun: "image",
+            fetched: "fetched",
+            prune_flag: "--prune-images",
+        }
+    }
+
+    /// What was happening to `image` when an interruption came while it was made ready, as
+    /// "the run was interrupted while ..." ends.
+    fn interrupted_while(&self, image: &Image) -> String {
+        format!("`{}` was being made ready", image.name)
+    }
 
     /// Set when the runtime was lost during the run (the Docker daemon went away): the run
     /// ends with exit 3, and later cases are not attempted.

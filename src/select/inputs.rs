@@ -8,14 +8,35 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::cli::{SelectionArgs, DEFAULT_SPEC};
 use crate::config::spec::Spec;
 use crate::partition::durations::Durations;
 use crate::partition::time;
 use crate::partition::{Partition, PartitionArg, Scheme};
+use crate::record::RuntimeName;
 use crate::select::catalog::Catalog;
 use crate::select::changed_since::{self, GitRun};
 use crate::select::plan::{self, Case, Selection};
+
+/// The shipped default spec: the Kipoi zoo's.
+pub const DEFAULT_SPEC: &str = "test-specs/kipoi.toml";
+
+/// Which cases a run or a matrix asks for: the selection flags, as plain values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub images: Vec<String>,
+    pub models: Vec<String>,
+    pub groups: Vec<String>,
+    pub all_models: bool,
+    pub slim: bool,
+    /// The catalog folder (default: the one the spec names).
+    pub catalog: Option<PathBuf>,
+    pub spec: PathBuf,
+    pub runtimes: Vec<RuntimeName>,
+    /// Keep only the cases of these images.
+    pub only_images: Vec<String>,
+    /// `--changed-since REV --models-repo DIR`.
+    pub changed_since: Option<(String, PathBuf)>,
+}
 
 /// What a selection names, checked: every error here is an input error (exit 2).
 pub struct Inputs {
@@ -38,7 +59,7 @@ pub struct PlanOptions {
 }
 
 impl Inputs {
-    pub fn load(selection: &SelectionArgs, options: PlanOptions) -> anyhow::Result<Inputs> {
+    pub fn load(selection: &Wanted, options: PlanOptions) -> anyhow::Result<Inputs> {
         let spec_path = resolve_default(&selection.spec, DEFAULT_SPEC);
         let spec = Spec::load(&spec_path)?;
         let catalog_dir = selection
@@ -57,7 +78,7 @@ impl Inputs {
             Some(arg) => {
                 let (p, note) = arg.resolve(|name| std::env::var(name).ok())?;
                 if let Some(note) = note {
-                    eprintln!("zoo-runner: {note}");
+                    crate::events::note(format!("{note}"));
                 }
                 Some(p)
             }
@@ -66,24 +87,24 @@ impl Inputs {
         check_durations_use(options.durations.is_some(), partition.map(|p| p.scheme))?;
         let changed = selection.changed_since.is_some();
         let plan_selection = Selection {
-            images: selection.image.clone(),
-            models: selection.model.clone(),
-            groups: selection.modelgroup.clone(),
+            images: selection.images.clone(),
+            models: selection.models.clone(),
+            groups: selection.groups.clone(),
             // A changed model is tested even where a full sweep tests one model per group.
             all_models: selection.all_models || changed,
             slim: selection.slim,
-            runtimes: selection.runtime.kinds(),
+            runtimes: selection.runtimes.clone(),
             timeout: options.timeout,
             partition: None,
         };
         let mut cases = plan::plan(&catalog, &spec, &plan_selection)?;
-        if let (Some(rev), Some(repo)) = (&selection.changed_since, &selection.models_repo) {
+        if let Some((rev, repo)) = &selection.changed_since {
             let universe: BTreeSet<String> = catalog.models().map(str::to_string).collect();
             let changes = changed_since::changed_models(repo, rev, &universe, &options.git)?;
-            eprintln!("zoo-runner: {}", changes.describe(rev));
+            crate::events::note(format!("{}", changes.describe(rev)));
             cases.retain(|c| changes.models.contains(&c.model));
         }
-        narrow_to_images(&mut cases, &selection.only_image)?;
+        narrow_to_images(&mut cases, &selection.only_images)?;
         if let Some(p) = partition {
             cases = keep_shard(cases, p, options.durations)?;
         }
@@ -150,29 +171,29 @@ fn keep_shard(
             let path = d.path.clone();
             let known = cases.iter().filter(|c| d.is_known(&c.name)).count();
             match d.median_ms() {
-                Some(median) => eprintln!(
-                    "zoo-runner: --partition {p}: {} report(s) in `{}` give times for {known} \
+                Some(median) => crate::events::note(format!(
+                    "--partition {p}: {} report(s) in `{}` give times for {known} \
                      of the {} planned cases; the others count as the median, {}",
                     d.files,
                     path.display(),
                     cases.len(),
                     crate::config::units::human_time(median)
-                ),
-                None => eprintln!(
-                    "zoo-runner: --partition {p}: {} report(s) in `{}` record no case's time, \
+                )),
+                None => crate::events::note(format!(
+                    "--partition {p}: {} report(s) in `{}` record no case's time, \
                      so there is no median to count from: every case counts the same (images \
                      are still kept together)",
                     d.files,
                     path.display()
-                ),
+                )),
             }
             d
         }
         None => {
-            eprintln!(
-                "zoo-runner: --partition {p} without --durations: every case counts the same \
+            crate::events::note(format!(
+                "--partition {p} without --durations: every case counts the same \
                  (images are still kept together)"
-            );
+            ));
             Durations::none()
         }
     };

@@ -3,5 +3,6 @@
 
 pub mod catalog;
 pub mod changed_since;
+pub mod filter;
 pub mod inputs;
 pub mod plan;

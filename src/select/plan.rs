@@ -14,7 +14,6 @@
 //! closest matches, before anything runs.
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 use thiserror::Error;
 
@@ -22,26 +21,7 @@ use crate::config::spec::{CasePlan, Spec};
 use crate::partition::Partition;
 use crate::select::catalog::{group_of, Catalog, SifEntry};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum RuntimeKind {
-    Docker,
-    Singularity,
-}
-
-impl RuntimeKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            RuntimeKind::Docker => "docker",
-            RuntimeKind::Singularity => "singularity",
-        }
-    }
-}
-
-impl fmt::Display for RuntimeKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use crate::record::RuntimeName;
 
 /// What the user asked for on the command line.
 #[derive(Debug, Clone, Default)]
@@ -51,7 +31,7 @@ pub struct Selection {
     pub groups: Vec<String>,
     pub all_models: bool,
     pub slim: bool,
-    pub runtimes: Vec<RuntimeKind>,
+    pub runtimes: Vec<RuntimeName>,
     pub timeout: Option<std::time::Duration>,
     pub partition: Option<Partition>,
 }
@@ -62,7 +42,7 @@ pub struct Case {
     /// `runtime::model`, the name libtest-mimic shows and filters on.
     pub name: String,
     pub model: String,
-    pub runtime: RuntimeKind,
+    pub runtime: RuntimeName,
     /// The Docker image (with `-slim` when asked); for Singularity, where the SIF comes from.
     pub image: String,
     pub sif: Option<SifEntry>,
@@ -176,7 +156,7 @@ pub fn plan(catalog: &Catalog, spec: &Spec, sel: &Selection) -> Result<Vec<Case>
     let mut seen = BTreeSet::new();
     picked.retain(|(m, _)| seen.insert(m.clone()));
     let runtimes = if sel.runtimes.is_empty() {
-        vec![RuntimeKind::Docker]
+        vec![crate::runtime::DOCKER]
     } else {
         sel.runtimes.clone()
     };
@@ -370,7 +350,7 @@ mod tests {
         let sel = Selection {
             models: vec!["Basenji".into()],
             slim: true,
-            runtimes: vec![RuntimeKind::Docker, RuntimeKind::Singularity],
+            runtimes: vec![crate::runtime::DOCKER, crate::runtime::APPTAINER],
             ..Default::default()
         };
         let cases = plan(&cat, &spec, &sel).unwrap();

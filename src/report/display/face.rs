@@ -206,6 +206,9 @@ mod tests {
         insta::assert_snapshot!(json_lines);
         let end = result(Format::Json, &Tally::default(), Duration::ZERO);
         serde_json::from_str::<serde_json::Value>(end.trim()).expect("JSON");
-        assert_eq!(list(&["docker::a", "docker::b"]), "docker::a: test\ndocker::b: test\n");
+        assert_eq!(
+            list(&["docker::a", "docker::b"]),
+            "docker::a: test\ndocker::b: test\n"
+        );
     }
 }

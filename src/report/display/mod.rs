@@ -1,29 +1,50 @@
-//! The one owner of the terminal. Runtimes, the image stage and the SIF cache send it events
-//! (a pull started, made progress or ended, a case is slow, containers were swept); it draws
-//! them so that libtest's `test X ... ok` lines are never torn:
-//! - libtest-mimic writes to stdout; [`relay`] puts a pipe there and hands the reporter whole
-//!   lines, so a message never lands in the middle of `test X ... `;
-//! - on a terminal ([`Mode::Live`]) transfers are indicatif bars below the finished lines, and
-//!   the test still running shows as a spinner with its elapsed time;
-//! - elsewhere (CI logs, files) everything is plain lines, and transfers print a line at
-//!   milestones ([`lines`]) with readable byte counts.
+//! The one owner of the terminal: it draws every event of the run (`crate::events`), and no
+//! one else prints while a run goes (but `--list --format json` and `matrix`, whose stdout is
+//! for machines).
+//! - The `cargo test`-style lines go to stdout (or `--logfile`), in libtest's formats
+//!   ([`face`]); a case's line is written whole when the case ends, so a note never lands
+//!   inside `test X ... `.
+//! - The runner's own lines (notes, warnings, slow cases, transfers) go to stderr.
+//! - On a terminal ([`Mode::Live`]) transfers are indicatif bars below the finished lines, and
+//!   each running case is a spinner with its elapsed time; elsewhere (CI logs, files) everything
+//!   is plain lines, and transfers print a line at milestones ([`lines`]).
 
+pub mod face;
 mod lines;
-pub mod relay;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::config::units::show_duration;
-pub use crate::events::Event;
+use crate::events::{Event, Shown};
+use face::{Format, Tally};
 pub use lines::transfer_line;
 use lines::Milestones;
 
-/// How the reporter draws: live bars on a terminal, plain lines elsewhere.
+/// How the `cargo test`-style lines look, and where they go: libtest's `--format`, `--color`
+/// and `--logfile`.
+#[derive(Debug, Clone, Default)]
+pub struct Face {
+    pub format: Format,
+    pub color: Color,
+    pub logfile: Option<PathBuf>,
+}
+
+/// libtest's `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Color {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// How the display draws: live bars on a terminal, plain lines elsewhere.
 enum Mode {
     Live(MultiProgress),
     Plain,
@@ -40,40 +61,84 @@ struct Transfer {
 #[derive(Default)]
 struct State {
     transfers: HashMap<String, Transfer>,
-    /// The start of a stdout line not yet ended (libtest's `test X ... ` while X runs).
-    pending: Vec<u8>,
-    /// On a terminal, the pending line shown as a spinner.
-    pending_bar: Option<ProgressBar>,
+    /// On a terminal, each running case as a spinner.
+    running: HashMap<String, ProgressBar>,
+    name_width: usize,
+    tally: Tally,
+    /// The cases shown `FAILED`, with their messages, for the list at the end.
+    failed: Vec<(String, String)>,
 }
 
-pub struct Reporter {
+pub struct Display {
     mode: Mode,
+    format: Format,
+    out: Mutex<Box<dyn Write + Send>>,
+    err: Mutex<Box<dyn Write + Send>>,
     state: Mutex<State>,
-    /// Where stdout lines go once [`relay`] has taken fd 1 (the terminal or file it was).
-    stdout: Mutex<Option<std::fs::File>>,
 }
 
-static GLOBAL: OnceLock<Reporter> = OnceLock::new();
-
-/// The run's reporter: live when stderr is a terminal indicatif can draw on.
-pub fn global() -> &'static Reporter {
-    GLOBAL.get_or_init(|| {
+impl Display {
+    /// The display of a run in a terminal or a CI log: the lines go to stdout (or the
+    /// logfile), the runner's own to stderr; live when stderr is a terminal.
+    pub fn terminal(face: &Face) -> io::Result<Display> {
+        let out: Box<dyn Write + Send> = match &face.logfile {
+            Some(path) => {
+                let file = std::fs::File::create(path)?;
+                let choice = match face.color {
+                    Color::Always => anstream::ColorChoice::Always,
+                    _ => anstream::ColorChoice::Never,
+                };
+                Box::new(anstream::AutoStream::new(file, choice))
+            }
+            None => {
+                let choice = match face.color {
+                    Color::Auto => anstream::ColorChoice::Auto,
+                    Color::Always => anstream::ColorChoice::Always,
+                    Color::Never => anstream::ColorChoice::Never,
+                };
+                Box::new(anstream::AutoStream::new(io::stdout(), choice))
+            }
+        };
         let mode = if ProgressDrawTarget::stderr().is_hidden() {
             Mode::Plain
         } else {
             Mode::Live(MultiProgress::new())
         };
-        Reporter {
-            mode,
-            state: Mutex::default(),
-            stdout: Mutex::new(None),
-        }
-    })
-}
+        Ok(Display::new(mode, face.format, out, Box::new(io::stderr())))
+    }
 
-impl Reporter {
+    /// A plain display into any writers (no colour): for tests.
+    pub fn plain(
+        format: Format,
+        out: Box<dyn Write + Send>,
+        err: Box<dyn Write + Send>,
+    ) -> Display {
+        let out = Box::new(anstream::StripStream::new(out));
+        Display::new(Mode::Plain, format, out, err)
+    }
+
+    fn new(
+        mode: Mode,
+        format: Format,
+        out: Box<dyn Write + Send>,
+        err: Box<dyn Write + Send>,
+    ) -> Display {
+        Display {
+            mode,
+            format,
+            out: Mutex::new(out),
+            err: Mutex::new(err),
+            state: Mutex::default(),
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `--list`: the names of the cases that would run.
+    pub fn list(&self, names: &[&str]) {
+        self.out(&face::list(names));
     }
 
     pub fn handle(&self, event: Event) {
@@ -134,76 +199,107 @@ impl Reporter {
             }
             Event::TransferEnded { key, summary } => {
                 if let Some(t) = state.transfers.remove(&key) {
-                    if let (Some(bar), Mode::Live(multi)) = (&t.bar, &self.mode) {
-                        bar.finish_and_clear();
-                        multi.remove(bar);
-                    }
+                    self.remove_bar(t.bar.as_ref());
                 }
                 self.err_line(&format!("zoo-runner: {summary}"));
             }
+            Event::RunStarted {
+                cases,
+                filtered_out,
+                name_width,
+            } => {
+                state.name_width = name_width;
+                state.tally = Tally {
+                    filtered_out,
+                    ..Tally::default()
+                };
+                self.out(&face::title(self.format, cases));
+            }
+            Event::CaseStarted { name } => {
+                if let (Mode::Live(multi), Format::Pretty) = (&self.mode, self.format) {
+                    let text = format!("test {name:<width$} ...", width = state.name_width);
+                    let bar = multi.add(running_bar(text));
+                    state.running.insert(name, bar);
+                }
+            }
+            Event::CaseRetrying { name, attempt } => {
+                self.err_line(&format!("zoo-runner: retrying {name} (attempt {attempt})"));
+            }
+            Event::CaseFinished { record, shown } => {
+                let bar = state.running.remove(&record.name);
+                self.remove_bar(bar.as_ref());
+                match &shown {
+                    Shown::Ok => state.tally.passed += 1,
+                    Shown::Failed { message } => {
+                        state.tally.failed += 1;
+                        state.failed.push((record.name.clone(), message.clone()));
+                    }
+                    Shown::Ignored { .. } => state.tally.ignored += 1,
+                }
+                let width = state.name_width;
+                self.out(&face::case(self.format, &record.name, width, &shown));
+                if record.flaky() {
+                    self.err_line(&format!(
+                        "zoo-runner: {} is flaky: passed after a failed attempt",
+                        record.name
+                    ));
+                }
+            }
+            Event::RunFinished { elapsed } => {
+                for (_, bar) in state.running.drain() {
+                    self.remove_bar(Some(&bar));
+                }
+                let mut text = face::failures(self.format, &state.failed);
+                text.push_str(&face::result(self.format, &state.tally, elapsed));
+                self.out(&text);
+            }
+        }
+    }
+
+    /// The `test result:` tally so far.
+    pub fn tally(&self) -> Tally {
+        self.state().tally
+    }
+
+    fn remove_bar(&self, bar: Option<&ProgressBar>) {
+        if let (Some(bar), Mode::Live(multi)) = (bar, &self.mode) {
+            bar.finish_and_clear();
+            multi.remove(bar);
         }
     }
 
     /// A line on stderr, above the bars when there are some.
     fn err_line(&self, text: &str) {
-        match &self.mode {
-            Mode::Live(multi) => multi.suspend(|| eprintln!("{text}")),
-            Mode::Plain => eprintln!("{text}"),
-        }
-    }
-
-    /// Bytes written to stdout (relayed from fd 1): whole lines go out at once, the start of a
-    /// line waits for its end.
-    fn stdout_bytes(&self, bytes: &[u8]) {
-        let mut state = self.state();
-        state.pending.extend_from_slice(bytes);
-        if let Some(end) = state.pending.iter().rposition(|&b| b == b'\n') {
-            let whole: Vec<u8> = state.pending.drain(..=end).collect();
-            if let Some(bar) = state.pending_bar.take() {
-                bar.finish_and_clear();
-                if let Mode::Live(multi) = &self.mode {
-                    multi.remove(&bar);
-                }
-            }
-            self.out_bytes(&whole);
-        }
-        if !state.pending.is_empty() && state.pending_bar.is_none() {
-            if let Mode::Live(multi) = &self.mode {
-                let text = String::from_utf8_lossy(&state.pending)
-                    .trim_end()
-                    .to_string();
-                let bar = multi.add(running_bar(text));
-                state.pending_bar = Some(bar);
-            }
-        }
-    }
-
-    /// Writes what is still pending (a line without its end) and stops the spinner.
-    fn flush_stdout(&self) {
-        let mut state = self.state();
-        if let Some(bar) = state.pending_bar.take() {
-            bar.finish_and_clear();
-        }
-        let rest = std::mem::take(&mut state.pending);
-        if !rest.is_empty() {
-            self.out_bytes(&rest);
-        }
-    }
-
-    fn out_bytes(&self, bytes: &[u8]) {
-        let mut out = self.stdout.lock().unwrap_or_else(|p| p.into_inner());
-        let write = |sink: &mut dyn Write| {
-            // Nowhere left to say it if stdout is gone (a closed pipe): the report still is.
-            let _ = sink.write_all(bytes).and_then(|()| sink.flush());
-        };
-        let mut emit = || match out.as_mut() {
-            Some(file) => write(file),
-            None => write(&mut io::stdout()),
+        let mut err = self.err.lock().unwrap_or_else(|p| p.into_inner());
+        let mut emit = || {
+            // Nowhere left to say it if stderr is gone (a closed pipe): the report still is.
+            let _ = writeln!(err, "{text}").and_then(|()| err.flush());
         };
         match &self.mode {
             Mode::Live(multi) => multi.suspend(emit),
             Mode::Plain => emit(),
         }
+    }
+
+    /// Text on stdout (or the logfile), above the bars when there are some.
+    fn out(&self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        let mut out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        let mut emit = || {
+            let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+        };
+        match &self.mode {
+            Mode::Live(multi) => multi.suspend(emit),
+            Mode::Plain => emit(),
+        }
+    }
+}
+
+impl crate::events::Sink for Display {
+    fn event(&self, event: Event) {
+        self.handle(event);
     }
 }
 
@@ -229,8 +325,133 @@ fn running_bar(text: String) -> ProgressBar {
     bar
 }
 
-impl crate::events::Sink for Reporter {
-    fn event(&self, event: Event) {
-        self.handle(event);
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Attempt, Outcome, Record};
+    use std::sync::Arc;
+
+    /// A writer the test reads back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Shared {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        }
+    }
+
+    fn record(model: &str, outcome: Outcome, earlier: usize) -> Arc<Record> {
+        Arc::new(Record {
+            name: format!("docker::{model}"),
+            model: model.into(),
+            runtime: crate::runtime::DOCKER,
+            image: "img:1".into(),
+            image_facts: None,
+            earlier: (0..earlier)
+                .map(|_| {
+                    Attempt::not_started(Outcome::Failed {
+                        message: "first".into(),
+                    })
+                })
+                .collect(),
+            last: Attempt::not_started(outcome),
+        })
+    }
+
+    /// A run as the terminal shows it off a terminal: the `cargo test` lines on stdout, whole,
+    /// and the runner's own lines on stderr, a note never inside a test line.
+    #[test]
+    fn a_run_reads_like_cargo_test() {
+        let (out, err) = (Shared::default(), Shared::default());
+        let d = Display::plain(Format::Pretty, Box::new(out.clone()), Box::new(err.clone()));
+        let finished =
+            |model: &str, outcome: Outcome, earlier: usize, shown: Shown| Event::CaseFinished {
+                record: record(model, outcome, earlier),
+                shown,
+            };
+        let events = vec![
+            Event::RunStarted {
+                cases: 4,
+                filtered_out: 1,
+                name_width: 16,
+            },
+            Event::CaseStarted {
+                name: "docker::ok".into(),
+            },
+            Event::TransferStarted {
+                key: "k".into(),
+                label: "pull img:2".into(),
+                done: 0,
+                total: Some(4 << 20),
+            },
+            Event::TransferProgress {
+                key: "k".into(),
+                done: 2 << 20,
+                total: Some(4 << 20),
+            },
+            finished("ok", Outcome::Passed, 0, Shown::Ok),
+            Event::SlowCase {
+                case: "docker::bad".into(),
+                running: Duration::from_secs(60),
+            },
+            finished(
+                "bad",
+                Outcome::Failed {
+                    message: "exit code 1: boom".into(),
+                },
+                0,
+                Shown::Failed {
+                    message: "failed: exit code 1: boom".into(),
+                },
+            ),
+            Event::CaseRetrying {
+                name: "docker::flaky".into(),
+                attempt: 2,
+            },
+            finished("flaky", Outcome::Passed, 1, Shown::Ok),
+            Event::TransferEnded {
+                key: "k".into(),
+                summary: "pulled img:2: 4.0 MiB in 2s".into(),
+            },
+            finished(
+                "off",
+                Outcome::Skipped {
+                    reason: "needs a GPU".into(),
+                },
+                0,
+                Shown::Ignored {
+                    reason: "skipped: needs a GPU".into(),
+                },
+            ),
+            Event::Note("JUnit report written to reports/junit.xml".into()),
+            Event::RunFinished {
+                elapsed: Duration::from_millis(4200),
+            },
+        ];
+        for e in events {
+            d.handle(e);
+        }
+        assert_eq!(
+            d.tally(),
+            Tally {
+                passed: 2,
+                failed: 1,
+                ignored: 1,
+                filtered_out: 1
+            }
+        );
+        insta::assert_snapshot!("stdout", out.text());
+        insta::assert_snapshot!("stderr", err.text());
     }
 }

@@ -5,6 +5,7 @@
 //! runs left) in `crate::report::workdir`.
 
 pub mod durations;
+pub mod names;
 pub mod read;
 pub mod write;
 pub(crate) mod xml;
@@ -19,7 +20,9 @@ use thiserror::Error;
 
 pub use write::Flavor;
 
-use crate::run::record::Record;
+use std::sync::Arc;
+
+use crate::record::Record;
 
 #[derive(Debug, Error)]
 pub enum ReportError {
@@ -93,7 +96,7 @@ impl ReportTarget {
     /// Streams the report into the temporary file, syncs it, and renames it into place.
     pub fn write(
         self,
-        records: &[Record],
+        records: &[Arc<Record>],
         run: &[(String, String)],
         flavor: Flavor,
     ) -> Result<(), ReportError> {
@@ -117,7 +120,7 @@ impl ReportTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::record::Status;
+    use crate::record::Outcome;
 
     #[test]
     fn written_atomically_and_parseable() {
@@ -126,7 +129,7 @@ mod tests {
         let target = ReportTarget::prepare(&path).unwrap();
         let spool = target.spool_dir().to_path_buf();
         assert!(spool.is_dir());
-        let records = vec![write::tests::record("ok", vec![Status::Passed])];
+        let records = vec![write::tests::record("ok", vec![Outcome::Passed])];
         target.write(&records, &[], Flavor::Strict).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         roxmltree::Document::parse(&text).unwrap();
@@ -157,7 +160,7 @@ mod tests {
         let path = dir.path().join("junit.xml");
         std::fs::write(&path, "earlier").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let records = vec![write::tests::record("ok", vec![Status::Passed])];
+        let records = vec![write::tests::record("ok", vec![Outcome::Passed])];
         ReportTarget::prepare(&path)
             .unwrap()
             .write(&records, &[], Flavor::Strict)

@@ -31,20 +31,7 @@ pub enum JunitReadError {
     NotJunit { path: PathBuf, why: String },
 }
 
-/// How a case ended, as its JUnit elements say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Passed,
-    Failed,
-    /// An `error`; `timeout` when its type says so.
-    Errored {
-        timeout: bool,
-    },
-    /// A `skipped`, with its type (`skip`, `expected-failure`, `not-run`, or none).
-    Skipped {
-        kind: String,
-    },
-}
+pub use crate::record::Class as Outcome;
 
 #[derive(Debug, Clone)]
 pub struct ScannedCase {
@@ -251,10 +238,9 @@ pub fn scan(path: &Path) -> Result<ScannedReport, JunitReadError> {
                             let ty = attr(e, b"type").unwrap_or_default();
                             c.outcome = Some(match status {
                                 b"failure" => Outcome::Failed,
-                                b"error" => Outcome::Errored {
-                                    timeout: ty == "timeout",
-                                },
-                                _ => Outcome::Skipped { kind: ty },
+                                b"error" if ty == "timeout" => Outcome::TimedOut,
+                                b"error" => Outcome::Errored,
+                                _ => Outcome::skipped(&ty),
                             });
                             c.message = cut(attr(e, b"message").unwrap_or_default());
                             c.in_status_text = !empty && c.message.is_empty();
@@ -445,14 +431,9 @@ mod tests {
         assert_eq!(c(0).outcome, Outcome::Passed);
         assert_eq!(c(1).outcome, Outcome::Failed);
         assert_eq!(c(1).message, "exit code 1: RuntimeError <x>");
-        assert_eq!(c(2).outcome, Outcome::Errored { timeout: true });
+        assert_eq!(c(2).outcome, Outcome::TimedOut);
         assert_eq!(c(2).message, "ran past 1s & more", "text when no message");
-        assert_eq!(
-            c(3).outcome,
-            Outcome::Skipped {
-                kind: "not-run".into()
-            }
-        );
+        assert_eq!(c(3).outcome, Outcome::NotRun);
         assert!(c(4).flaky && c(4).outcome == Outcome::Passed);
         assert_eq!(report.extended, None, "a strict report");
         assert_eq!(c(1).time_ms, Some(2000));

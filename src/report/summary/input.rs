@@ -5,48 +5,17 @@
 
 use std::collections::HashMap;
 
-use crate::report::junit::read::{self, ScannedReport};
-use crate::run::record::{Record, Status};
+use std::sync::Arc;
 
-/// The testsuite properties the summary reads: what pulling the image took.
-const PULL_KEYS: [&str; 2] = ["pull-seconds", "pulled-bytes"];
-
-/// How a case ended, as the summary tells it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Passed,
-    Failed,
-    Errored,
-    TimedOut,
-    /// Skipped by the spec (`skip`), an expected failure (`expected-failure`), or another
-    /// tool's skip (its type, or none).
-    Skipped {
-        kind: String,
-    },
-    /// Never started: the run was interrupted, or stopped early (--fail-fast).
-    NotRun,
-}
-
-impl Outcome {
-    pub fn is_bad(&self) -> bool {
-        matches!(self, Outcome::Failed | Outcome::Errored | Outcome::TimedOut)
-    }
-
-    /// True when the case ran (an expected failure ran, and failed as expected).
-    pub fn ran(&self) -> bool {
-        match self {
-            Outcome::NotRun => false,
-            Outcome::Skipped { kind } => kind == "expected-failure",
-            _ => true,
-        }
-    }
-}
+use crate::record::{Class, Record};
+use crate::report::junit::names;
+use crate::report::junit::read::ScannedReport;
 
 #[derive(Debug, Clone)]
 pub struct Case {
     /// `runtime::model`, the name the runner shows.
     pub name: String,
-    pub outcome: Outcome,
+    pub outcome: Class,
     /// Passed after failed attempts.
     pub flaky: bool,
     /// Milliseconds, when known.
@@ -87,14 +56,7 @@ pub fn from_reports(reports: &[ScannedReport]) -> Vec<Suite> {
                 .iter()
                 .map(|c| Case {
                     name: c.case_name(),
-                    outcome: match &c.outcome {
-                        read::Outcome::Passed => Outcome::Passed,
-                        read::Outcome::Failed => Outcome::Failed,
-                        read::Outcome::Errored { timeout: true } => Outcome::TimedOut,
-                        read::Outcome::Errored { timeout: false } => Outcome::Errored,
-                        read::Outcome::Skipped { kind } if kind == "not-run" => Outcome::NotRun,
-                        read::Outcome::Skipped { kind } => Outcome::Skipped { kind: kind.clone() },
-                    },
+                    outcome: c.outcome.clone(),
                     flaky: c.flaky,
                     time_ms: c.time_ms,
                     message: c.message.clone(),
@@ -106,11 +68,11 @@ pub fn from_reports(reports: &[ScannedReport]) -> Vec<Suite> {
 
 /// The suites of a run, from its records: as its JUnit report groups them (one per runtime
 /// and image, in the order the cases ran), with the pull properties of each image.
-pub fn from_records(records: &[Record]) -> Vec<Suite> {
+pub fn from_records(records: &[Arc<Record>]) -> Vec<Suite> {
     let mut suites: Vec<Suite> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for r in records {
-        let name = format!("{}:{}", r.runtime.name(), r.image);
+        let name = r.suite();
         let at = *index.entry(name.clone()).or_insert_with(|| {
             suites.push(Suite {
                 name,
@@ -119,9 +81,9 @@ pub fn from_records(records: &[Record]) -> Vec<Suite> {
             suites.len() - 1
         });
         let suite = &mut suites[at];
-        for (key, value) in &r.properties {
-            let pair = (key.clone(), value.clone());
-            if PULL_KEYS.contains(&key.as_str()) && !suite.properties.contains(&pair) {
+        for pair in names::image_properties(r) {
+            let pull = pair.0 == names::PULL_SECONDS || pair.0 == names::PULLED_BYTES;
+            if pull && !suite.properties.contains(&pair) {
                 suite.properties.push(pair);
             }
         }
@@ -131,37 +93,21 @@ pub fn from_records(records: &[Record]) -> Vec<Suite> {
 }
 
 fn case_of(r: &Record) -> Case {
-    let (outcome, message) = match r.status() {
-        Status::Passed => (Outcome::Passed, String::new()),
-        Status::Failed { message } => (Outcome::Failed, message.clone()),
-        Status::Errored { message } => (Outcome::Errored, message.clone()),
-        Status::TimedOut { message } => (Outcome::TimedOut, message.clone()),
-        Status::Skipped { reason } => (
-            Outcome::Skipped {
-                kind: "skip".into(),
-            },
-            reason.clone(),
-        ),
-        Status::ExpectedFailure { reason, message } => (
-            Outcome::Skipped {
-                kind: "expected-failure".into(),
-            },
-            format!("expected failure ({reason}): {message}"),
-        ),
-        Status::NotRun { reason } => (Outcome::NotRun, reason.clone()),
-    };
     Case {
-        name: format!("{}::{}", r.runtime.name(), r.model),
-        flaky: outcome == Outcome::Passed && !r.earlier.is_empty(),
-        outcome,
+        name: r.name.clone(),
+        outcome: r.outcome().class(),
+        flaky: r.flaky(),
         time_ms: Some(u64::try_from(r.total_duration().as_millis()).unwrap_or(u64::MAX)),
-        message,
+        message: r.outcome().message(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::facts::{Fetched, ImageFacts};
+    use crate::record::Outcome;
+    use crate::report::junit::read;
     use crate::report::junit::write::tests::record;
     use crate::report::junit::{Flavor, ReportTarget};
 
@@ -169,48 +115,54 @@ mod tests {
     #[test]
     fn records_and_their_report_read_alike() {
         let mut records = vec![
-            record("ok", vec![Status::Passed]),
+            record("ok", vec![Outcome::Passed]),
             record(
                 "flaky",
                 vec![
-                    Status::Failed {
+                    Outcome::Failed {
                         message: "first".into(),
                     },
-                    Status::Passed,
+                    Outcome::Passed,
                 ],
             ),
             record(
                 "bad",
-                vec![Status::Failed {
+                vec![Outcome::Failed {
                     message: "exit code 1".into(),
                 }],
             ),
             record(
                 "slow",
-                vec![Status::TimedOut {
+                vec![Outcome::TimedOut {
                     message: "ran past 1s".into(),
                 }],
             ),
             record(
                 "xfail",
-                vec![Status::ExpectedFailure {
+                vec![Outcome::ExpectedFailure {
                     reason: "dead link".into(),
                     message: "exit code 1".into(),
                 }],
             ),
             record(
                 "cut",
-                vec![Status::NotRun {
+                vec![Outcome::NotRun {
                     reason: "the run was interrupted before this case started".into(),
                 }],
             ),
         ];
-        records[0]
-            .properties
-            .push(("pull-seconds".into(), "2.500".into()));
-        records[1]
-            .properties
-            .push(("pull-seconds".into(), "2.500".into()));
+        // The cases of an image pulled in 2.5 s.
+        let pulled = Arc::new(ImageFacts {
+            id: Some("sha256:abc".into()),
+            fetched: Some(Fetched {
+                elapsed: std::time::Duration::from_millis(2500),
+                bytes: 7,
+            }),
+            ..ImageFacts::default()
+        });
+        for r in records.iter_mut() {
+            Arc::get_mut(r).expect("one owner").image_facts = Some(Arc::clone(&pulled));
+        }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("junit.xml");
         ReportTarget::prepare(&path)
@@ -224,7 +176,7 @@ mod tests {
         let pulls = |s: &Suite| -> Vec<(String, String)> {
             s.properties
                 .iter()
-                .filter(|(k, _)| PULL_KEYS.contains(&k.as_str()))
+                .filter(|(k, _)| k == names::PULL_SECONDS)
                 .cloned()
                 .collect()
         };
@@ -237,7 +189,7 @@ mod tests {
                 (&b.name, &b.outcome, b.flaky, b.time_ms, &b.message)
             );
         }
-        assert_eq!(made[0].cases[5].outcome, Outcome::NotRun);
+        assert_eq!(made[0].cases[5].outcome, Class::NotRun);
         assert!(made[0].cases[1].flaky);
     }
 }

@@ -23,10 +23,14 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
-pub use input::{from_records, from_reports, Case, Notes, Outcome, Suite};
+pub use input::{from_records, from_reports, Case, Notes, Suite};
+
+use std::sync::Arc;
 
 use crate::error_chain::chain;
-use crate::run::record::Record;
+use crate::events;
+use crate::record::{self, Class, Record};
+use crate::report::junit::names;
 
 /// GitHub refuses a step summary of 1 MiB or more; this leaves room for our notes.
 pub const LIMIT: usize = 1000 * 1000;
@@ -54,46 +58,23 @@ pub enum SummaryError {
     },
 }
 
+/// A table row's figures: the cases' tally, and the image's pulls (its testsuite's
+/// `pull-seconds` and `pulled-bytes`), which are not case time.
 #[derive(Debug, Default, Clone, Copy)]
 struct Counts {
-    passed: usize,
-    failed: usize,
-    errored: usize,
-    skipped: usize,
-    flaky: usize,
-    /// Of `skipped`: the cases that never started.
-    not_run: usize,
-    ms: u64,
-    /// Time and bytes of the image's pulls (its testsuite's `pull-seconds`, `pulled-bytes`):
-    /// not part of `ms`, which is the cases' own time.
+    cases: record::Counts,
     pull_ms: u64,
     pulled_bytes: u64,
 }
 
 impl Counts {
     fn add(&mut self, case: &Case) {
-        match (&case.outcome, case.flaky) {
-            (Outcome::Passed, true) => self.flaky += 1,
-            (Outcome::Passed, false) => self.passed += 1,
-            (Outcome::Failed, _) => self.failed += 1,
-            (Outcome::Errored | Outcome::TimedOut, _) => self.errored += 1,
-            (Outcome::Skipped { .. }, _) => self.skipped += 1,
-            (Outcome::NotRun, _) => {
-                self.skipped += 1;
-                self.not_run += 1;
-            }
-        }
-        self.ms = self.ms.saturating_add(case.time_ms.unwrap_or(0));
+        let time = std::time::Duration::from_millis(case.time_ms.unwrap_or(0));
+        self.cases.add(&case.outcome, case.flaky, time);
     }
 
     fn sum(&mut self, o: &Counts) {
-        self.passed += o.passed;
-        self.failed += o.failed;
-        self.errored += o.errored;
-        self.skipped += o.skipped;
-        self.flaky += o.flaky;
-        self.not_run += o.not_run;
-        self.ms = self.ms.saturating_add(o.ms);
+        self.cases.sum(&o.cases);
         self.pull_ms = self.pull_ms.saturating_add(o.pull_ms);
         self.pulled_bytes = self.pulled_bytes.saturating_add(o.pulled_bytes);
     }
@@ -102,13 +83,13 @@ impl Counts {
     fn add_pulls(&mut self, properties: &[(String, String)]) {
         for (key, value) in properties {
             match key.as_str() {
-                "pull-seconds" => {
+                names::PULL_SECONDS => {
                     let secs: f64 = value.parse().unwrap_or(0.0);
                     if secs.is_finite() && secs > 0.0 {
                         self.pull_ms = self.pull_ms.saturating_add((secs * 1000.0) as u64);
                     }
                 }
-                "pulled-bytes" => {
+                names::PULLED_BYTES => {
                     let bytes: u64 = value.parse().unwrap_or(0);
                     self.pulled_bytes = self.pulled_bytes.saturating_add(bytes);
                 }
@@ -118,7 +99,11 @@ impl Counts {
     }
 
     fn cases(&self) -> usize {
-        self.passed + self.failed + self.errored + self.skipped + self.flaky
+        self.cases.cases()
+    }
+
+    fn ms(&self) -> u64 {
+        u64::try_from(self.cases.time.as_millis()).unwrap_or(u64::MAX)
     }
 }
 
@@ -147,15 +132,15 @@ pub fn check_target(path: Option<&Path>) -> Result<(), SummaryError> {
 /// At the end of a run, whether its report was written or lost: the summary, made from the
 /// run's records, where one is wanted. A summary that cannot be written is said on stderr; it
 /// does not change the run's exit code.
-pub fn after_run(explicit: Option<&Path>, records: &[Record], notes: &Notes) {
+pub fn after_run(explicit: Option<&Path>, records: &[Arc<Record>], notes: &Notes) {
     if explicit.is_none() && std::env::var_os(GITHUB_STEP_SUMMARY).is_none() {
         return;
     }
     let text = render(&from_records(records), notes);
     match write(explicit, &text) {
-        Ok(Some(path)) => eprintln!("zoo-runner: summary written to {}", path.display()),
+        Ok(Some(path)) => events::note(format!("summary written to {}", path.display())),
         Ok(None) => {}
-        Err(e) => eprintln!("error: {}", chain(&e)),
+        Err(e) => events::line(format!("error: {}", chain(&e))),
     }
 }
 
@@ -213,7 +198,7 @@ pub fn render(suites: &[Suite], notes: &Notes) -> String {
     }
     // What broke first, then by name with numbers as numbers.
     groups.sort_by(|a, b| {
-        let all_good = |g: &Group| g.counts.failed + g.counts.errored == 0;
+        let all_good = |g: &Group| g.counts.cases.bad() == 0;
         all_good(a)
             .cmp(&all_good(b))
             .then_with(|| order::natural(a.name, b.name))
@@ -233,13 +218,13 @@ pub fn render(suites: &[Suite], notes: &Notes) -> String {
             Some(signal) => format!(" (interrupted by {signal})"),
             None => String::new(),
         },
-        total.passed,
-        total.failed,
-        total.errored,
-        total.skipped,
-        total.flaky,
+        total.cases.passed,
+        total.cases.failed,
+        total.cases.junit_errors(),
+        total.cases.junit_skipped(),
+        total.cases.flaky,
         total.cases(),
-        human_time(total.ms)
+        human_time(total.ms())
     );
     if let Some(why) = &notes.report_lost {
         let _ = writeln!(
@@ -336,7 +321,7 @@ pub fn render(suites: &[Suite], notes: &Notes) -> String {
 /// common first); an interrupted run says so even when every case had started.
 fn not_run(all: &[(&str, &Case)], total: &Counts, notes: &Notes) -> String {
     let mut text = String::new();
-    let n = total.not_run;
+    let n = total.cases.not_run;
     match (&notes.interrupted, n) {
         (None, 0) => return text,
         (Some(signal), 0) => {
@@ -355,7 +340,7 @@ fn not_run(all: &[(&str, &Case)], total: &Counts, notes: &Notes) -> String {
         }
     }
     let mut reasons: Vec<(&str, usize)> = Vec::new();
-    for (_, case) in all.iter().filter(|(_, c)| c.outcome == Outcome::NotRun) {
+    for (_, case) in all.iter().filter(|(_, c)| c.outcome == Class::NotRun) {
         let reason = case.message.lines().next().unwrap_or_default();
         match reasons.iter_mut().find(|(r, _)| *r == reason) {
             Some((_, count)) => *count += 1,
@@ -386,12 +371,12 @@ fn not_run(all: &[(&str, &Case)], total: &Counts, notes: &Notes) -> String {
 fn table_row(name: &str, c: &Counts) -> String {
     format!(
         "| {name} | {} | {} | {} | {} | {} | {} | {} |\n",
-        c.passed,
-        c.failed,
-        c.errored,
-        c.skipped,
-        c.flaky,
-        human_time(c.ms),
+        c.cases.passed,
+        c.cases.failed,
+        c.cases.junit_errors(),
+        c.cases.junit_skipped(),
+        c.cases.flaky,
+        human_time(c.ms()),
         if c.pull_ms > 0 || c.pulled_bytes > 0 {
             human_time(c.pull_ms)
         } else {
@@ -402,8 +387,8 @@ fn table_row(name: &str, c: &Counts) -> String {
 
 fn failure_entry(suite: &str, case: &Case) -> String {
     let what = match case.outcome {
-        Outcome::Failed => "failed",
-        Outcome::TimedOut => "timed out",
+        Class::Failed => "failed",
+        Class::TimedOut => "timed out",
         _ => "errored",
     };
     let mut entry = format!(
@@ -447,14 +432,14 @@ fn slowest(all: &[(&str, &Case)]) -> String {
         String::from("### Slowest cases\n\n| case | image | time | result |\n|---|---|--:|---|\n");
     for (suite, case) in timed.into_iter().take(SLOWEST) {
         let result = match (&case.outcome, case.flaky) {
-            (Outcome::Passed, false) => "passed".to_string(),
-            (Outcome::Passed, true) => "flaky".to_string(),
-            (Outcome::Failed, _) => "failed".to_string(),
-            (Outcome::TimedOut, _) => "timed out".to_string(),
-            (Outcome::Errored, _) => "errored".to_string(),
-            (Outcome::NotRun, _) => "not run".to_string(),
-            (Outcome::Skipped { kind }, _) if kind.is_empty() => "skipped".to_string(),
-            (Outcome::Skipped { kind }, _) => format!("skipped ({})", code(kind)),
+            (Class::Passed, false) => "passed".to_string(),
+            (Class::Passed, true) => "flaky".to_string(),
+            (Class::Failed, _) => "failed".to_string(),
+            (Class::TimedOut, _) => "timed out".to_string(),
+            (Class::Errored, _) => "errored".to_string(),
+            (Class::NotRun, _) => "not run".to_string(),
+            (Class::Skipped { kind }, _) if kind.is_empty() => "skipped".to_string(),
+            (Class::Skipped { kind }, _) => format!("skipped ({})", code(kind)),
         };
         let _ = writeln!(
             text,
@@ -508,6 +493,7 @@ pub use crate::config::units::human_time;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Class as Outcome;
 
     /// A case of the suite it is put in: `docker::NAME` (or `singularity::NAME`).
     fn case(name: &str, outcome: Outcome, flaky: bool, ms: u64, message: &str) -> Case {

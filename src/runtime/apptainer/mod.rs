@@ -22,7 +22,7 @@ use tokio::process::Command;
 pub use self::sifs::{check_read_only_store, MissingFromStore, SifUnavailable};
 use super::{
     cache_ended, tell, Ended, Execution, Image, Options, PrepareError, Ready, RunRequest, Runtime,
-    SetupError,
+    SetupError, Words,
 };
 use crate::cancel::Cancel;
 use crate::config::units::show_duration;
@@ -468,6 +468,18 @@ impl Runtime for SingularityRuntime {
 
     /// Nothing runs in the background.
     async fn finish(&self) {}
+
+    fn words(&self) -> Words {
+        Words {
+            noun: "SIF",
+            fetched: "fetched",
+            prune_flag: "--prune-images",
+        }
+    }
+
+    fn interrupted_while(&self, _image: &Image) -> String {
+        "its SIF was being fetched; the case did not start".to_string()
+    }
 }
 
 #[cfg(test)]

@@ -88,9 +88,9 @@ impl SingularityRuntime {
     pub(super) async fn prepare_sif(&self, image: &Image) -> Result<Ready, PrepareError> {
         let building = image.sif.is_none();
         let what = if building {
-            "being built"
+            "its SIF was being built; the case did not start".to_string()
         } else {
-            "downloading"
+            "its SIF was downloading; the case did not start".to_string()
         };
         if building && !self.sif_from_docker {
             return Err(PrepareError::Failed(Failure::new(
@@ -106,7 +106,7 @@ impl SingularityRuntime {
             if building {
                 let _ = tokio::time::timeout(pull::STOP_TIME, &mut fetching).await;
             }
-            return Err(PrepareError::Interrupted { what });
+            return Err(PrepareError::Interrupted { what: what.clone() });
         };
         let fetched = match fetched {
             Ok(Ok(fetched)) => fetched,

@@ -67,7 +67,7 @@ impl DockerRuntime {
         let (id, fetched) = until(self.fetch(&image.name), None, &self.cancel)
             .await
             .map_err(|_| PrepareError::Interrupted {
-                what: "being pulled",
+                what: format!("`{}` was being pulled", image.name),
             })?
             .map_err(|e| PrepareError::Failed(Failure::new(e)))?;
         Ok(Ready {

@@ -27,7 +27,9 @@ use tokio::sync::OnceCell;
 pub use crate::engine::docker_host;
 use crate::engine::labels;
 
-use super::{Execution, Image, Options, PrepareError, Ready, RunRequest, Runtime, SetupError};
+use super::{
+    Execution, Image, Options, PrepareError, Ready, RunRequest, Runtime, SetupError, Words,
+};
 use crate::cancel::Cancel;
 use crate::config::knobs::Waits;
 use crate::events;
@@ -210,6 +212,18 @@ impl Runtime for DockerRuntime {
         if self.prune {
             self.clean_stopped_pulls().await;
         }
+    }
+
+    fn words(&self) -> Words {
+        Words {
+            noun: "image",
+            fetched: "pulled",
+            prune_flag: "--prune-images",
+        }
+    }
+
+    fn interrupted_while(&self, image: &Image) -> String {
+        format!("`{}` was being pulled", image.name)
     }
 
     fn lost(&self) -> Option<Failure> {
