@@ -282,6 +282,49 @@ mod tests {
     }
 
     #[test]
+    fn signals_memory_and_interruptions_say_what_happened() {
+        let errored = |ended: Ended| match judge(&exec(ended, "", ""), &plan(None)) {
+            Status::Errored { message } => message,
+            other => panic!("{other:?}"),
+        };
+        let segv = errored(Ended::Exited { code: 139 });
+        assert!(segv.contains("SIGSEGV") && segv.contains("139"), "{segv}");
+        let killed = errored(Ended::Signalled { signal: 9 });
+        assert_eq!(killed, "the process was killed by SIGKILL");
+        let oom = errored(Ended::OutOfMemory {
+            limit: Some(128 << 20),
+        });
+        assert!(oom.contains("its memory limit of 128.0 MiB"), "{oom}");
+        let oom = errored(Ended::OutOfMemory { limit: None });
+        assert!(oom.contains("the memory available"), "{oom}");
+        let why = Failure::message("interrupted while waiting for the lock of the cache x");
+        assert_eq!(
+            judge(&exec(Ended::NotStarted { why }, "", ""), &plan(None)),
+            Status::NotRun {
+                reason: "interrupted while waiting for the lock of the cache x, before it started"
+                    .into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_process_that_would_not_stop_is_not_called_a_container() {
+        let stuck = Ended::Stuck {
+            timed_out: Some(Duration::from_secs(2)),
+            waited: Duration::from_secs(3),
+        };
+        let s = super::judge(&stuck, RuntimeKind::Singularity, "", "", &plan(None));
+        let Status::TimedOut { message } = s else {
+            panic!("{s:?}")
+        };
+        assert!(
+            message.contains("the process could not be stopped: still running 3s"),
+            "{message}"
+        );
+        assert!(!message.contains("container"), "{message}");
+    }
+
+    #[test]
     fn ansi_and_progress_bars_are_stripped() {
         assert_eq!(strip_ansi("\u{1b}[31mred\u{1b}[0m"), "red");
         assert_eq!(strip_ansi("a\n10%\r50%\r100%\nb"), "a\n100%\nb");
