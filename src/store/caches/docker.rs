@@ -193,9 +193,10 @@ pub async fn prepare(
         let slot = caches.ready_slot(&name);
         let ready = slot
             .get_or_init(|| async {
-                match (created, give().await) {
-                    (true, _) | (false, Ok(())) => Ok(()),
-                    (false, Err(e)) => Err(Failure::new(e)),
+                if created {
+                    Ok(())
+                } else {
+                    give().await.map_err(Failure::new)
                 }
             })
             .await
