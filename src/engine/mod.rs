@@ -1,6 +1,7 @@
 //! The Docker Engine API as every Docker user of the runner needs it (the runtime, the caches,
-//! `cache list|prune`): where the daemon is, the labels on what the runner makes, container
-//! removal that another runner may be doing too, and bollard's errors in a line.
+//! `cache list|prune`): where the daemon is, the labels on what the runner makes, a container
+//! under the supervisor ([`container`]), container removal that another runner may be doing
+//! too, and bollard's errors in a line.
 
 pub mod container;
 pub mod labels;

@@ -63,13 +63,22 @@ pub fn judge(ended: &Ended, stdout: &str, stderr: &str, plan: &CasePlan) -> Outc
             reason: "interrupted while running, and stopped".into(),
         },
         Ended::NotStarted { why } => Outcome::NotRun {
-            reason: why.to_string(),
+            reason: format!("{why}, before it started"),
         },
-        Ended::Stuck { timed_out, waited } => {
+        Ended::Stuck {
+            timed_out,
+            waited,
+            what,
+        } => {
             let stuck = format!(
-                "the container could not be stopped: still running {} after SIGTERM and a \
-                 SIGKILL, so the runner gave up on it and removed it by force",
-                show_duration(*waited)
+                "the {what} could not be stopped: still running {} after SIGTERM and a \
+                 SIGKILL, so the runner gave up on it{}",
+                show_duration(*waited),
+                if *what == "container" {
+                    " and removed it by force"
+                } else {
+                    ""
+                }
             );
             match timed_out {
                 Some(after) => Outcome::TimedOut {
@@ -330,6 +339,7 @@ mod tests {
         let stuck = |timed_out| Ended::Stuck {
             timed_out,
             waited: Duration::from_secs(64),
+            what: "container",
         };
         let s = judge(&stuck(Some(Duration::from_secs(2))), "", "", &plan(None));
         let Outcome::TimedOut { message } = s else {
@@ -345,6 +355,35 @@ mod tests {
                 && s.message().contains("could not be stopped"),
             "{s:?}"
         );
+    }
+
+    #[test]
+    fn a_case_stopped_before_it_started_says_so() {
+        let why = Failure::message("interrupted while waiting for the lock of the cache x");
+        assert_eq!(
+            judge(&Ended::NotStarted { why }, "", "", &plan(None)),
+            Outcome::NotRun {
+                reason: "interrupted while waiting for the lock of the cache x, before it started"
+                    .into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_process_that_would_not_stop_is_not_called_a_container() {
+        let stuck = Ended::Stuck {
+            timed_out: Some(Duration::from_secs(2)),
+            waited: Duration::from_secs(3),
+            what: "process",
+        };
+        let Outcome::TimedOut { message } = judge(&stuck, "", "", &plan(None)) else {
+            panic!("a timeout")
+        };
+        assert!(
+            message.contains("the process could not be stopped: still running 3s"),
+            "{message}"
+        );
+        assert!(!message.contains("container"), "{message}");
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub struct Options {
     pub sif_from_docker: bool,
     /// `--download-timeout`: one SIF download or build, in all.
     pub download_timeout: Duration,
-    /// The images the selected cases need (a read-only SIF folder must hold all of theirs).
+    /// The images the selected cases of the runtime being opened need (a read-only SIF folder
+    /// must hold all of theirs).
     pub images: Vec<Image>,
 }
 
@@ -242,6 +243,8 @@ pub enum Ended {
     Stuck {
         timed_out: Option<Duration>,
         waited: Duration,
+        /// What would not go: `container`, `process`.
+        what: &'static str,
     },
     /// It could not run (a container that could not be created, a daemon lost mid-run).
     Errored { error: Failure },
@@ -328,5 +331,55 @@ pub trait Runtime: Send + Sync {
     /// ends with exit 3, and later cases are not attempted.
     fn lost(&self) -> Option<Failure> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(sif_dir: PathBuf, apptainer_bin: Option<PathBuf>) -> Options {
+        Options {
+            run_id: "unit".into(),
+            cancel: Cancel::new(),
+            grace: Duration::from_secs(1),
+            waits: Waits::default(),
+            helper_timeout: Duration::from_secs(1),
+            prune_images: false,
+            apptainer_bin,
+            sif_dir,
+            sif_from_docker: false,
+            download_timeout: Duration::from_secs(1),
+            images: Vec::new(),
+        }
+    }
+
+    fn setup_error(opened: Result<Arc<dyn Runtime>, SetupError>) -> SetupError {
+        match opened {
+            Ok(runtime) => panic!("{} opened", runtime.name()),
+            Err(e) => e,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_sif_dir_is_an_input_and_a_missing_binary_makes_the_runtime_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        let missing = Some(dir.path().join("no-apptainer"));
+        match setup_error(open(APPTAINER, &options(file, missing.clone())).await) {
+            SetupError::Input(e) => assert!(e.to_string().contains("--sif-dir"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let sifs = dir.path().join("sifs");
+        match setup_error(open(APPTAINER, &options(sifs.clone(), missing)).await) {
+            SetupError::Unusable(e) => assert!(e.to_string().contains("does not exist"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        let unknown = RuntimeName::new("podman");
+        match setup_error(open(unknown, &options(sifs, None)).await) {
+            SetupError::Unusable(e) => assert!(e.to_string().contains("`podman`"), "{e}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -423,6 +423,7 @@ impl SingularityRuntime {
             Ending::Stuck { timed_out, waited } => Ended::Stuck {
                 timed_out: timed_out.then_some(req.timeout),
                 waited,
+                what: "process",
             },
             Ending::Lost(e) => Ended::Errored {
                 error: Failure::new(ProcessError::Lost(e)),

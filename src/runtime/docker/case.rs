@@ -246,6 +246,7 @@ impl DockerRuntime {
             Ending::Stuck { timed_out, waited } => Ended::Stuck {
                 timed_out: timed_out.then_some(req.timeout),
                 waited,
+                what: "container",
             },
             Ending::Lost(source) => {
                 self.lost.store(true, std::sync::atomic::Ordering::SeqCst);

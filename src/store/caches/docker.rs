@@ -193,9 +193,10 @@ pub async fn prepare(
         let slot = caches.ready_slot(&name);
         let ready = slot
             .get_or_init(|| async {
-                match (created, give().await) {
-                    (true, _) | (false, Ok(())) => Ok(()),
-                    (false, Err(e)) => Err(Failure::new(e)),
+                if created {
+                    Ok(())
+                } else {
+                    give().await.map_err(Failure::new)
                 }
             })
             .await
@@ -399,7 +400,9 @@ async fn run_helper(
                 code => Err(Some(GiveError::Exited(code))),
             }
         }
-        Ending::TimedOut { .. } => Err(Some(GiveError::TimedOut(HELPER_TIMEOUT))),
+        Ending::TimedOut { .. } => Err(Some(GiveError::TimedOut(
+            helper.limits.timeout.unwrap_or(HELPER_TIMEOUT),
+        ))),
         Ending::Stuck { waited, .. } => Err(Some(GiveError::Stuck(waited))),
         Ending::Interrupted { .. } => Err(None),
         Ending::Lost(e) => Err(Some(GiveError::Lost(e))),
@@ -490,6 +493,67 @@ pub async fn remove(docker: &Docker, dir: &std::path::Path, name: &str) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::engine::labels;
+    use crate::identity::Identity;
+
+    /// A container of the fixture image that runs `sleep 600`: a STAND-IN for a helper whose
+    /// `chown` never ends.
+    async fn hanging_helper(docker: &Docker, labels: &HashMap<String, String>) -> String {
+        let body = ContainerCreateBody {
+            image: Some("local/kipoi-fixture:py3".to_string()),
+            entrypoint: Some(vec![]),
+            cmd: Some(vec!["sleep".into(), "600".into()]),
+            labels: Some(labels.clone()),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        docker
+            .create_container(None, body)
+            .await
+            .expect("a container of the fixture image (bash fixtures/build.sh makes it)")
+            .id
+    }
+
+    /// Against the real daemon: the helper container is waited for under the supervisor, so
+    /// the run's interruption ends the wait (its case then did not start), and so does its
+    /// deadline.
+    #[tokio::test]
+    async fn the_helper_container_ends_with_the_run_and_at_its_deadline() {
+        let docker = Docker::connect_with_defaults().unwrap();
+        let labels =
+            labels::for_container("unit-test", &Identity::of_this_process(), "cache helper");
+        let mut helper = Helper::new(labels, Duration::from_secs(5), Duration::from_secs(60));
+        helper.limits.grace = Duration::from_secs(1);
+
+        let cancel = Cancel::new();
+        let raiser = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            raiser.raise(libc::SIGINT);
+        });
+        let id = hanging_helper(&docker, &helper.labels).await;
+        let interrupted = run_helper(&docker, &id, &helper, &cancel).await;
+        let _ = remove_container(&docker, &id).await;
+        assert!(matches!(interrupted, Err(None)), "{interrupted:?}");
+
+        helper.limits.timeout = Some(Duration::from_secs(1));
+        let id = hanging_helper(&docker, &helper.labels).await;
+        let timed_out = run_helper(&docker, &id, &helper, &Cancel::new()).await;
+        let _ = remove_container(&docker, &id).await;
+        match timed_out {
+            Err(Some(e @ GiveError::TimedOut(_))) => {
+                assert_eq!(
+                    e.to_string(),
+                    "`chown` did not end within 1s, and was stopped"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn root_users_need_no_helper() {
