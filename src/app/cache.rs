@@ -230,7 +230,7 @@ pub fn prune(
             }
             Err(why) => {
                 kept += 1;
-                crate::events::note(format!("{}", kept_line(&what, &why)));
+                crate::events::note(kept_line(&what, &why));
             }
         };
         if let Some(docker) = &docker {
@@ -247,7 +247,7 @@ pub fn prune(
                         Ok(true) => continue,
                         Ok(false) => "its image is gone".to_string(),
                         Err(e) => {
-                            crate::events::note(format!("{}", kept_line(&v.name, &e)));
+                            crate::events::note(kept_line(&v.name, &e));
                             continue;
                         }
                     }

@@ -101,7 +101,7 @@ fn plan(args: &MatrixConfig, git: GitRun) -> anyhow::Result<ExitCode> {
         shards(&cases, &base, wanted, args.durations.as_deref(), &weights)
     };
     if cases.is_empty() {
-        crate::events::note(format!("matrix: the selection holds no case: no job"));
+        crate::events::note("matrix: the selection holds no case: no job");
     }
     let mut include = Vec::new();
     for (name, mut words, share) in jobs {

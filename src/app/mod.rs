@@ -30,7 +30,7 @@ pub const EXIT_NO_TESTS: u8 = 5;
 #[derive(Debug)]
 pub enum Command {
     Run(Box<run::RunConfig>),
-    Matrix(matrix::MatrixConfig),
+    Matrix(Box<matrix::MatrixConfig>),
     Merge(merge::MergeConfig),
     CacheList {
         dir: PathBuf,
@@ -49,7 +49,7 @@ pub enum Command {
 pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(config) => run::run(*config),
-        Command::Matrix(config) => matrix::run(config),
+        Command::Matrix(config) => matrix::run(*config),
         Command::Merge(config) => merge::run(&config),
         Command::CacheList { dir, runtime } => {
             cache::list(&crate::store::caches::prepare_dir(&dir)?, runtime)

@@ -387,7 +387,7 @@ pub struct MergeArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the jobs of a CI matrix as one line of JSON: {"include":[{"name","args"}]}.
-    Matrix(MatrixArgs),
+    Matrix(Box<MatrixArgs>),
     /// Merge the shards' JUnit reports into one (counts recomputed, properties kept).
     Merge(MergeArgs),
     /// The model-data caches (the spec's `caches`): list, prune, warm.
@@ -431,7 +431,7 @@ pub enum CacheCommand {
     /// Run the selection once with the network on, only to fill the caches, so that a later
     /// `--offline` run can pass. Run flags (--junit, --test-threads, ...) go before `cache`;
     /// selection flags before `cache` or after `warm`.
-    Warm(WarmArgs),
+    Warm(Box<WarmArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -667,7 +667,9 @@ impl Cli {
     pub fn into_command(mut self) -> anyhow::Result<AppCommand> {
         let mut warming = false;
         match self.command.take() {
-            Some(Command::Matrix(args)) => return Ok(AppCommand::Matrix(matrix::config(args)?)),
+            Some(Command::Matrix(args)) => {
+                return Ok(AppCommand::Matrix(Box::new(matrix::config(*args)?)))
+            }
             Some(Command::Merge(args)) => {
                 return Ok(AppCommand::Merge(MergeConfig {
                     junit: args.junit,
@@ -700,7 +702,7 @@ impl Cli {
                     })
                 }
                 CacheCommand::Warm(warm) => {
-                    self = self.into_warm(warm)?;
+                    self = self.into_warm(*warm)?;
                     warming = true;
                 }
             },
@@ -1077,7 +1079,7 @@ mod cache_command_tests {
                 Some(Command::Cache(CacheArgs {
                     command: CacheCommand::Warm(w),
                     ..
-                })) => cli.into_warm(w),
+                })) => cli.into_warm(*w),
                 other => panic!("{other:?}"),
             }
         };

@@ -389,20 +389,17 @@ impl Dispatcher {
         }
     }
 
-    /// The spec's `versions` command in the case's image: network `none`, no caches, the
-    /// image's own working folder and home.
+    /// The spec's `versions` command in the case's image, as its cases run but with network
+    /// `none`, no caches and no memory limit.
     fn versions_request(&self, case: &Case, command: &[String]) -> RunRequest {
         RunRequest {
             case_name: format!("versions of {}", case.image),
             command: command.to_vec(),
-            workdir: None,
             network: Network::None,
-            volumes: Vec::new(),
             timeout: versions::TIMEOUT,
             memory: None,
             keep: versions::KEEP,
             caches: None,
-            apptainer_home: None,
             ..self.request(case, 1)
         }
     }

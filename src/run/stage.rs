@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::sync::OnceCell;
 use tokio::task::JoinHandle;
 
-use crate::cancel::{Cancel, Level};
+use crate::cancel::Cancel;
 use crate::config::units::{show_duration, show_size};
 use crate::events;
 use crate::runtime::{Image, PrepareError, Ready, Runtime};
@@ -98,18 +98,23 @@ impl Stage {
     }
 
     /// The image, ready: made ready now unless it was ready before or made ready ahead. Starts
-    /// making the next images ready ahead. An interruption does not wait for a pull.
+    /// making the next images ready ahead. The runtime ends its `prepare` on an interruption
+    /// itself (a pull at once; a SIF build once its process group is stopped), and every case
+    /// waiting for that image then hears of it.
     pub async fn prepare(self: &Arc<Self>, image: &Image) -> Result<Ready, PrepareError> {
         let key = self.runtime.key(image);
         let slot = self.slot(&key);
         slot.started.store(true, Ordering::SeqCst);
-        self.ahead_of(&key);
-        tokio::select! {
-            ready = slot.ready.get_or_init(|| self.runtime.prepare(image)) => ready.clone(),
-            _ = self.cancel.reached(Level::Stop) => Err(PrepareError::Interrupted {
+        if self.cancel.is_cancelled() && !slot.ready.initialized() {
+            return Err(PrepareError::Interrupted {
                 what: self.runtime.interrupted_while(image),
-            }),
+            });
         }
+        self.ahead_of(&key);
+        slot.ready
+            .get_or_init(|| self.runtime.prepare(image))
+            .await
+            .clone()
     }
 
     /// Starts making ready the next `pull_ahead` images after `key` that no case asked for yet.
@@ -127,10 +132,7 @@ impl Stage {
             }
             let me = Arc::clone(self);
             let task = tokio::spawn(async move {
-                tokio::select! {
-                    _ = slot.ready.get_or_init(|| me.runtime.prepare(&image)) => {}
-                    _ = me.cancel.reached(Level::Stop) => {}
-                }
+                slot.ready.get_or_init(|| me.runtime.prepare(&image)).await;
             });
             self.ahead
                 .lock()

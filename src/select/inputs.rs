@@ -78,7 +78,7 @@ impl Inputs {
             Some(arg) => {
                 let (p, note) = arg.resolve(|name| std::env::var(name).ok())?;
                 if let Some(note) = note {
-                    crate::events::note(format!("{note}"));
+                    crate::events::note(note);
                 }
                 Some(p)
             }
@@ -101,7 +101,7 @@ impl Inputs {
         if let Some((rev, repo)) = &selection.changed_since {
             let universe: BTreeSet<String> = catalog.models().map(str::to_string).collect();
             let changes = changed_since::changed_models(repo, rev, &universe, &options.git)?;
-            crate::events::note(format!("{}", changes.describe(rev)));
+            crate::events::note(changes.describe(rev));
             cases.retain(|c| changes.models.contains(&c.model));
         }
         narrow_to_images(&mut cases, &selection.only_images)?;
