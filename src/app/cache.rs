@@ -349,7 +349,7 @@ fn kept_line(what: &str, why: &str) -> String {
 mod tests {
     use super::*;
     use crate::cancel::Cancel;
-    use crate::store::caches::lock::{lock_path, CacheLock};
+    use crate::store::caches::lock::{self, lock_path};
     use crate::store::caches::{Caches, Held};
 
     /// "kept" once: the reason a held cache is kept does not repeat the word.
@@ -362,7 +362,7 @@ mod tests {
     fn a_held_docker_cache_is_kept_with_one_kept() {
         let dir = tempfile::tempdir().unwrap();
         let name = "zoo-runner-cache-test";
-        let _held = CacheLock::try_acquire(&lock_path(&docker::lock_dir(dir.path()), name))
+        let _held = lock::try_acquire(&lock_path(&docker::lock_dir(dir.path()), name))
             .unwrap()
             .unwrap();
         // The lock is tried before the daemon is asked anything.

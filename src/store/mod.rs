@@ -2,6 +2,6 @@
 //! logins the docker CLI keeps.
 
 pub mod caches;
-pub mod pid_file;
+pub mod lock;
 pub mod registry;
 pub mod sif;

@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::lock::{last_used, lock_path, CacheLock};
+use super::lock::{self, last_used, lock_path};
 use super::{names, rfc3339, size_of, CacheError, Caches, Held, IN_USE};
 
 /// What `NAME.json` records about a cache folder.
@@ -119,8 +119,7 @@ pub async fn prepare(
     for path in &paths {
         let name = names::folder_name(md5, path);
         let what = format!("`{path}` of `{}` ({name})", sif.display());
-        let (lock, waited) =
-            CacheLock::acquire(&lock_path(&root, &name), &what, &caches.cancel).await?;
+        let (lock, waited) = lock::acquire(&lock_path(&root, &name), &what, &caches.cancel).await?;
         let folder = root.join(&name);
         if !folder.is_dir() {
             create(&root, &name, image, sif, md5, path)?;
@@ -249,7 +248,7 @@ pub fn list(dir: &Path) -> Result<Vec<FolderCache>, String> {
 /// Removes a cache folder and its record, unless a case holds it (then says so: [`super::IN_USE`]).
 pub fn remove(dir: &Path, name: &str) -> Result<(), String> {
     let root = root(dir);
-    let _lock = CacheLock::try_acquire(&lock_path(&root, name))
+    let _lock = lock::try_acquire(&lock_path(&root, name))
         .map_err(|e| e.to_string())?
         .ok_or_else(|| IN_USE.to_string())?;
     let folder = root.join(name);

@@ -24,7 +24,7 @@ use bollard::query_parameters::ListVolumesOptionsBuilder;
 use bollard::Docker;
 use thiserror::Error;
 
-use super::lock::{last_used, lock_path, CacheLock};
+use super::lock::{self, last_used, lock_path};
 use super::{names, rfc3339, size_of, CacheError, Caches, Held, IN_USE};
 use crate::cancel::Cancel;
 use crate::config::units::show_duration;
@@ -174,7 +174,7 @@ pub async fn prepare(
     for path in &paths {
         let name = names::volume_name(&caches.dir_label(), image_id, path);
         let what = format!("`{path}` of `{image}` ({name})");
-        let (lock, waited) = CacheLock::acquire(
+        let (lock, waited) = lock::acquire(
             &lock_path(&lock_dir(&caches.dir), &name),
             &what,
             &caches.cancel,
@@ -474,7 +474,7 @@ pub async fn image_exists(docker: &Docker, image_id: &str) -> Result<bool, Strin
 
 /// Removes a cache volume, unless a case holds it (then says so: [`super::IN_USE`]).
 pub async fn remove(docker: &Docker, dir: &std::path::Path, name: &str) -> Result<(), String> {
-    let lock = CacheLock::try_acquire(&lock_path(&lock_dir(dir), name))
+    let lock = lock::try_acquire(&lock_path(&lock_dir(dir), name))
         .map_err(|e| e.to_string())?
         .ok_or_else(|| IN_USE.to_string())?;
     let result = docker

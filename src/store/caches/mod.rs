@@ -31,7 +31,8 @@ use crate::record::Failure;
 #[derive(Debug, Error)]
 pub enum CacheError {
     #[error(
-        "cannot create the cache folder `{path}`: {source} (pass --cache-dir DIR to use another)"
+        "cannot create the cache folder `{}` (pass --cache-dir DIR to use another)",
+        .path.display()
     )]
     Folder {
         path: PathBuf,
@@ -47,12 +48,8 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot lock the cache lock file `{path}`: {source}")]
-    Lock {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Lock(#[from] crate::store::lock::LockError),
     #[error("interrupted while waiting for the lock of the cache {what}")]
     Interrupted { what: String },
     /// The run was interrupted while a helper container gave a new volume to the image's user.

@@ -95,14 +95,14 @@ pub enum SifError {
     #[error(
         "gave up waiting for {} to finish fetching into `{}` after {}; \
          if no runner is working on it, that process is stuck: stop it",
-        super::lock::describe_holder(*.holder),
+        .holder,
         .path.display(),
         crate::config::units::show_duration(*.waited)
     )]
     LockWait {
         /// The lock file.
         path: PathBuf,
-        holder: Option<u32>,
+        holder: crate::store::lock::Holder,
         waited: std::time::Duration,
     },
 
@@ -134,6 +134,9 @@ pub enum SifError {
         /// The last lines it printed on stderr.
         stderr: String,
     },
+
+    #[error(transparent)]
+    Lock(#[from] crate::store::lock::LockError),
 
     #[error("cannot {action} `{}`", .path.display())]
     Io {

@@ -56,7 +56,7 @@ use self::download::Downloader;
 use self::download::RetryPolicy;
 use self::error::io_error;
 pub use self::error::SifError;
-use self::lock::NameLock;
+use crate::store::lock::FileLock;
 
 /// Size of the buffer used to read response bodies and to hash files.
 const CHUNK: usize = 256 * 1024;
@@ -317,10 +317,10 @@ impl SifCache {
         &self,
         paths: &CachePaths,
         stop: &dyn Fn() -> bool,
-    ) -> Result<(NameLock, bool), SifError> {
+    ) -> Result<(FileLock, bool), SifError> {
         fs::create_dir_all(&self.dir)
             .map_err(io_error("create the SIF folder (--sif-dir)", &self.dir))?;
-        NameLock::acquire(&self.dir, &paths.label, self.lock_wait, stop)
+        lock::acquire(&self.dir, &paths.label, self.lock_wait, stop)
     }
 
     /// True if a cached file exists and matches; a mismatching one is moved aside.
