@@ -231,7 +231,7 @@ impl Overlap {
             thread::sleep(Duration::from_millis(50));
         }
         let mut second = Watched::start(&cat, &sif_dir);
-        second.wait_for("waiting for another process");
+        second.wait_for("waiting for another runner");
         Overlap {
             sif,
             server,
