@@ -201,7 +201,7 @@ fn describe(name: &str, share: &[&Case], durations: Option<&Durations>) {
         let ms: u64 = share.iter().map(|c| d.weight(&c.name)).sum();
         line.push_str(&format!(
             "; about {} by --durations",
-            crate::config::units::human_time(ms)
+            crate::config::units::show_duration(std::time::Duration::from_millis(ms))
         ));
     }
     crate::events::line(line);

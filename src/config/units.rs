@@ -167,22 +167,19 @@ pub fn parse_size(text: &str) -> Result<u64, UnitError> {
     value.checked_mul(1u64 << shift).ok_or_else(too_large)
 }
 
-/// `950ms`, `4.1s`, `3m 05s`, `2h 10m`.
-pub fn human_time(ms: u64) -> String {
-    let s = ms / 1000;
-    match ms {
-        0..=999 => format!("{ms}ms"),
-        1000..=59_999 => format!("{:.1}s", ms as f64 / 1000.0),
-        60_000..=3_599_999 => format!("{}m {:02}s", s / 60, s % 60),
-        _ => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
-    }
-}
-
-/// `1h 5m 3s`-style text for messages, to the second (milliseconds under one second).
+/// The one way a duration is shown, in messages, the terminal and the summary: `950ms`,
+/// `4.1s` (tenths under a minute), `3m5s`, `1h2m5s`.
 pub fn show_duration(d: Duration) -> String {
     let secs = d.as_secs();
     if secs == 0 {
         return format!("{}ms", d.as_millis());
+    }
+    if secs < 60 {
+        let tenths = d.subsec_millis() / 100;
+        return match tenths {
+            0 => format!("{secs}s"),
+            t => format!("{secs}.{t}s"),
+        };
     }
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
     let mut out = String::new();
@@ -299,6 +296,10 @@ mod tests {
     #[test]
     fn shown() {
         assert_eq!(show_duration(Duration::from_secs(3725)), "1h2m5s");
+        assert_eq!(show_duration(Duration::from_millis(950)), "950ms");
+        assert_eq!(show_duration(Duration::from_millis(4150)), "4.1s");
+        assert_eq!(show_duration(Duration::from_millis(185_000)), "3m5s");
+        assert_eq!(show_duration(Duration::from_secs(7200)), "2h");
         assert_eq!(show_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(show_duration(Duration::from_secs(60)), "1m");
         assert_eq!(show_size(512), "512 B");

@@ -177,7 +177,7 @@ fn keep_shard(
                     d.files,
                     path.display(),
                     cases.len(),
-                    crate::config::units::human_time(median)
+                    crate::config::units::show_duration(std::time::Duration::from_millis(median))
                 )),
                 None => crate::events::note(format!(
                     "--partition {p}: {} report(s) in `{}` record no case's time, \

@@ -5,6 +5,7 @@
 //! runs left) in `crate::report::workdir`.
 
 pub mod durations;
+pub mod merge;
 pub mod names;
 pub mod read;
 pub mod write;
