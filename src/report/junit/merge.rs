@@ -211,12 +211,11 @@ mod tests {
 
     const HEAD: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
 
+    /// A suite's name and its cases: `(name, what is inside the testcase, time)`.
+    type ShardSuite<'a> = (&'a str, &'a [(&'a str, &'a str, &'a str)]);
+
     /// A shard's report: one suite per (name, cases), each case `(name, inner, time)`.
-    fn shard(
-        dir: &std::path::Path,
-        file: &str,
-        suites: &[(&str, &[(&str, &str, &str)])],
-    ) -> PathBuf {
+    fn shard(dir: &std::path::Path, file: &str, suites: &[ShardSuite<'_>]) -> PathBuf {
         let mut text = format!("{HEAD}<testsuites name=\"zoo-runner\" tests=\"0\" failures=\"0\" errors=\"0\" time=\"0\">\n");
         for (suite, cases) in suites {
             text.push_str(&format!(

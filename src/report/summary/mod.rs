@@ -493,7 +493,6 @@ fn longest_backtick_run(text: &str) -> usize {
     best
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
