@@ -2,5 +2,6 @@
 //! (durations, sizes) every input is given in.
 
 pub mod knobs;
+pub mod predictions;
 pub mod spec;
 pub mod units;

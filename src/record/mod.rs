@@ -7,6 +7,7 @@ pub mod facts;
 mod failure;
 mod name;
 pub mod outcome;
+pub mod predictions;
 
 use std::sync::Arc;
 use std::time::Duration;
