@@ -20,6 +20,7 @@ use crate::report::display::{Display, Face};
 use crate::report::junit::{names, Flavor, ReportTarget};
 use crate::report::{summary, Reporter};
 use crate::run::dispatcher::{Available, Dispatcher, Settings};
+use crate::run::predictions;
 use crate::run::versions::Versions;
 use crate::runtime::{self, SetupError};
 use crate::select::changed_since::{self, GitRun};
@@ -71,6 +72,10 @@ pub struct RunConfig {
     pub offline: bool,
     /// `cache warm`: a run whose point is to fill the caches.
     pub warming: bool,
+    /// `--save-predictions DIR`: keep each case's predictions there.
+    pub save_predictions: Option<PathBuf>,
+    /// `--compare-predictions DIR`: compare each case's predictions with those saved there.
+    pub compare_predictions: Option<PathBuf>,
 }
 
 /// The testing knobs a run reads (`crate::config::knobs`).
@@ -98,6 +103,11 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
     events::install(Arc::clone(&reporter) as Arc<dyn Sink>);
     if !config.list {
         summary::check_target(config.summary.as_deref())?;
+        predictions::check_folders(
+            config.save_predictions.as_deref(),
+            config.compare_predictions.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)?;
     }
     let knobs = Knobs {
         waits: knobs::docker_waits(|name| std::env::var_os(name))?,
@@ -200,6 +210,12 @@ impl Run<'_> {
         // runs; the cases' output is spooled next to it.
         let target = ReportTarget::prepare(&config.junit)?;
         capture::set_spool_dir(target.spool_dir().to_path_buf());
+        // Each case's predictions land in a folder of its own beside its spooled output.
+        let predictions = predictions::Options {
+            outputs: target.spool_dir().join("outputs"),
+            save: config.save_predictions.clone(),
+            compare: config.compare_predictions.clone(),
+        };
 
         let mut notes = summary::Notes::default();
         if kept.is_empty() {
@@ -258,7 +274,7 @@ impl Run<'_> {
         let dispatcher = Dispatcher::new(
             runtimes.clone(),
             kept,
-            self.settings(caches.clone()),
+            self.settings(caches.clone(), predictions),
             self.cancel.clone(),
             Arc::clone(self.reporter) as Arc<dyn Sink>,
         );
@@ -296,7 +312,7 @@ impl Run<'_> {
     }
 
     /// What every case shares.
-    fn settings(&self, caches: Option<Arc<Caches>>) -> Settings {
+    fn settings(&self, caches: Option<Arc<Caches>>, predictions: predictions::Options) -> Settings {
         let config = self.config;
         let spec = self.spec;
         Settings {
@@ -321,6 +337,7 @@ impl Run<'_> {
             offline: config.offline,
             apptainer_home: spec.apptainer_home.clone(),
             versions: spec.versions.clone().map(|c| Arc::new(Versions::new(c))),
+            predictions,
         }
     }
 

@@ -574,6 +574,16 @@ pub struct Cli {
     #[arg(long)]
     pub offline: bool,
 
+    /// Keep each case's predictions (the spec's `[predictions]`) under DIR, one file per
+    /// runtime and model: DIR/RUNTIME/MODEL.EXT.
+    #[arg(long, value_name = "DIR")]
+    pub save_predictions: Option<PathBuf>,
+
+    /// Compare each case's predictions with those --save-predictions kept in DIR (this
+    /// runtime's, else another runtime's), instead of the spec's reference.
+    #[arg(long, value_name = "DIR")]
+    pub compare_predictions: Option<PathBuf>,
+
     #[command(flatten)]
     pub libtest: libtest_mimic::Arguments,
 }
@@ -765,6 +775,8 @@ impl Cli {
             no_cache: self.no_cache,
             offline: self.offline,
             warming,
+            save_predictions: self.save_predictions.clone(),
+            compare_predictions: self.compare_predictions.clone(),
         }
     }
 

@@ -32,6 +32,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::config::predictions::{Format, PredictionPlan, RawPredictions};
 use crate::config::units::{parse_positive_duration, parse_size_within, UnitError, MAX_DURATION};
 
 /// The timeout of a case when neither the spec nor the command line sets one.
@@ -111,6 +112,9 @@ struct RawSpec {
     apptainer_home: Option<String>,
     #[serde(default, deserialize_with = "de_versions")]
     versions: Option<Vec<String>>,
+    /// Where a case writes its predictions and what they are compared with
+    /// (`crate::config::predictions`).
+    predictions: Option<toml::Spanned<RawPredictions>>,
     #[serde(default)]
     models: BTreeMap<String, toml::Spanned<RawRule>>,
 }
@@ -132,6 +136,7 @@ struct RawRule {
     workdir: Option<String>,
     #[serde(default, deserialize_with = "de_some_command")]
     command: Option<Vec<String>>,
+    predictions: Option<RawPredictions>,
 }
 
 impl RawRule {
@@ -154,6 +159,10 @@ impl RawRule {
             memory: self.memory.or(base.memory),
             workdir: self.workdir.clone().or_else(|| base.workdir.clone()),
             command: self.command.clone().or_else(|| base.command.clone()),
+            predictions: match (&self.predictions, &base.predictions) {
+                (Some(own), Some(group)) => Some(own.over(group)),
+                (own, group) => own.clone().or_else(|| group.clone()),
+            },
         }
     }
 }
@@ -163,8 +172,8 @@ pub const MIN_MEMORY: u64 = 6 << 20;
 /// Docker takes the limit as a signed 64-bit count of bytes: anything above turns negative.
 pub const MAX_MEMORY: u64 = i64::MAX as u64;
 
-/// Placeholders `command` knows; `workdir` knows all but `{attempt}`.
-const COMMAND_PLACEHOLDERS: [&str; 3] = ["model", "group", "attempt"];
+/// Placeholders `command` knows; `workdir` knows all but `{attempt}` and `{output}`.
+const COMMAND_PLACEHOLDERS: [&str; 4] = ["model", "group", "attempt", "output"];
 const WORKDIR_PLACEHOLDERS: [&str; 2] = ["model", "group"];
 
 /// A command is a string, split like a POSIX shell splits it, or an array of words taken as
@@ -405,6 +414,59 @@ fn de_versions<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Vec<Stri
     Ok(Some(words))
 }
 
+/// `{output}` and `[predictions]` go together: the placeholder needs the table (it names the
+/// file), whose `file` is set at the top level; each tolerance is one kind. A case whose
+/// command holds `{output}` has its predictions checked; the others do not (their command
+/// writes none). Returns where the problem is written, and what it is.
+fn check_outputs(raw: &RawSpec, text: &str) -> Result<(), (usize, String)> {
+    let uses_output = |words: &[String]| words.iter().any(|w| w.contains("{output}"));
+    let rule_uses = |rule: &RawRule| {
+        rule.command.as_deref().is_some_and(uses_output)
+            || rule.args.as_deref().is_some_and(uses_output)
+    };
+    let Some(table) = &raw.predictions else {
+        let everywhere = raw
+            .models
+            .values()
+            .map(|r| r.get_ref())
+            .any(|r| rule_uses(r) || r.predictions.is_some());
+        if uses_output(&raw.command) || everywhere {
+            let offset = text
+                .find("{output}")
+                .or(text.find("predictions"))
+                .unwrap_or(0);
+            return Err((
+                offset,
+                "`{output}` and a model's `predictions` need a `[predictions]` table that names \
+                 the `file` the command writes"
+                    .into(),
+            ));
+        }
+        return Ok(());
+    };
+    let top = table.get_ref();
+    if top.file.is_none() {
+        return Err((
+            table.span().start,
+            "`[predictions]` needs `file`: the name of the predictions file the command writes \
+             at `{output}` (its ending says the format: .h5, .tsv, .csv, .npy, .npz)"
+                .into(),
+        ));
+    }
+    top.tolerance().map_err(|e| (table.span().start, e))?;
+    for (name, rule) in &raw.models {
+        if let Some(own) = &rule.get_ref().predictions {
+            own.over(top).tolerance().map_err(|e| {
+                (
+                    rule.span().start,
+                    format!("[models.\"{name}\".predictions]: {e}"),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn de_env<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let entries = Vec::<String>::deserialize(d)?;
     for entry in &entries {
@@ -419,7 +481,7 @@ fn de_env<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Erro
 }
 
 /// How one model is treated beyond the common command.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct ModelRule {
     pub args: Vec<String>,
     pub skip: Option<String>,
@@ -428,6 +490,7 @@ pub struct ModelRule {
     pub memory: Option<u64>,
     pub workdir: Option<String>,
     pub command: Option<Vec<String>>,
+    pub predictions: Option<RawPredictions>,
 }
 
 #[derive(Debug, Clone)]
@@ -452,6 +515,8 @@ pub struct Spec {
     pub apptainer_home: Option<String>,
     /// A command run once per image whose output (the packages inside) goes into the report.
     pub versions: Option<Vec<String>>,
+    /// The `[predictions]` table, when the spec checks predictions.
+    predictions: Option<RawPredictions>,
     models: BTreeMap<String, RawRule>,
 }
 
@@ -464,6 +529,9 @@ pub struct CasePlan {
     pub memory: Option<u64>,
     pub skip: Option<String>,
     pub expect_failure: Option<String>,
+    /// Where the case writes its predictions and what they are compared with; `None` when the
+    /// spec has no `[predictions]` table (or the model's says `check = false`).
+    pub predictions: Option<PredictionPlan>,
 }
 
 impl Spec {
@@ -489,6 +557,7 @@ impl Spec {
             let offset = e.span().map(|span| span.start).unwrap_or(0);
             at(offset, e.message().trim().to_string())
         })?;
+        check_outputs(&raw, text).map_err(|(offset, message)| at(offset, message))?;
         let mut models = BTreeMap::new();
         for (name, spanned) in raw.models {
             let rule = spanned.get_ref();
@@ -530,6 +599,7 @@ impl Spec {
             caches: raw.caches,
             apptainer_home: raw.apptainer_home,
             versions: raw.versions,
+            predictions: raw.predictions.map(toml::Spanned::into_inner),
             models,
         })
     }
@@ -552,6 +622,7 @@ impl Spec {
             memory: rule.memory,
             workdir: rule.workdir,
             command: rule.command,
+            predictions: rule.predictions,
         }
     }
 
@@ -569,8 +640,19 @@ impl Spec {
                 .replace("{group}", group_of(model))
         };
         let template = rule.command.as_ref().unwrap_or(&self.command);
-        let mut command: Vec<String> = template.iter().map(|t| fill(t)).collect();
-        command.extend(rule.args.iter().map(|a| fill(a)));
+        // Only a command that writes predictions (`{output}`) has them checked.
+        let writes = template
+            .iter()
+            .chain(&rule.args)
+            .any(|w| w.contains("{output}"));
+        let predictions = self.predictions_for(&rule, model).filter(|_| writes);
+        let output = predictions.as_ref().map(PredictionPlan::container_path);
+        let fill_command = |t: &str| match &output {
+            Some(path) => fill(t).replace("{output}", path),
+            None => fill(t),
+        };
+        let mut command: Vec<String> = template.iter().map(|t| fill_command(t)).collect();
+        command.extend(rule.args.iter().map(|a| fill_command(a)));
         CasePlan {
             command,
             workdir: rule
@@ -582,7 +664,32 @@ impl Spec {
             memory: rule.memory.or(self.memory),
             skip: rule.skip,
             expect_failure: rule.expect_failure,
+            predictions,
         }
+    }
+
+    /// A model's prediction check: its `[models.X.predictions]` over the top level's (the
+    /// tolerance was checked when the spec was read).
+    fn predictions_for(&self, rule: &ModelRule, model: &str) -> Option<PredictionPlan> {
+        let top = self.predictions.as_ref()?;
+        let raw = match &rule.predictions {
+            Some(own) => own.over(top),
+            None => top.clone(),
+        };
+        if raw.check == Some(false) {
+            return None;
+        }
+        let file = raw.file.clone()?;
+        let fill = |t: &str| {
+            t.replace("{model}", model)
+                .replace("{group}", group_of(model))
+        };
+        Some(PredictionPlan {
+            format: Format::of(&file),
+            file,
+            reference: raw.reference.as_deref().map(fill),
+            tolerance: raw.tolerance().unwrap_or_default(),
+        })
     }
 
     /// `NAME=value` pairs for the container: literal entries, and host variables named by the

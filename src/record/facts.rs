@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::predictions::PredictionCheck;
 use super::RuntimeName;
 
 /// What one attempt at a case ran, and with what: the first lines of its `system-out`.
@@ -17,6 +18,8 @@ pub struct CaseFacts {
     pub sif: Option<PathBuf>,
     /// The caches it used.
     pub caches: Vec<CacheUse>,
+    /// Its predictions, read and compared (a spec with `[predictions]`, a command that passed).
+    pub predictions: Option<PredictionCheck>,
 }
 
 /// A cache a case held while it ran: a Docker volume or a host folder, at a container path.

@@ -41,7 +41,10 @@ impl Reference {
         match self {
             Reference::Expected { path } => format!("the expected file `{path}`"),
             Reference::Saved { path, runtime } => {
-                format!("the predictions saved under {runtime} (`{}`)", path.display())
+                format!(
+                    "the predictions saved under {runtime} (`{}`)",
+                    path.display()
+                )
             }
         }
     }
@@ -71,11 +74,7 @@ pub enum OutputDiff {
     /// Numbers off.
     Values(ValuesDiff),
     /// Text off (strings, or a text file): a unified diff.
-    Text {
-        off: u64,
-        total: u64,
-        diff: String,
-    },
+    Text { off: u64, total: u64, diff: String },
     /// Not the reference's shape.
     Shape {
         actual: Vec<usize>,

@@ -5,17 +5,21 @@
 //! asks which runtime it holds: every runtime answers the same interface.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cancel::Cancel;
+use crate::config::predictions::PredictionPlan;
 use crate::config::spec::Network;
 use crate::events::{Event, Shown, Sink};
 use crate::record::facts::ImageFacts;
+use crate::record::predictions::{PredictionCheck, Reference};
 use crate::record::{Attempt, Failure, Outcome, Record, RuntimeName};
+use crate::run::predictions::{self, copy_command, saved_path, saved_reference};
 use crate::run::stage::{Stage, MAX_PULL_AHEAD};
-use crate::run::verdict::judge;
+use crate::run::verdict;
 use crate::run::versions::{self, Versions};
 use crate::runtime::{Image, PrepareError, Ready, RunRequest, Runtime};
 use crate::select::plan::Case;
@@ -50,6 +54,8 @@ pub struct Settings {
     pub offline: bool,
     pub apptainer_home: Option<String>,
     pub versions: Option<Arc<Versions>>,
+    /// Where the cases' output folders go, and `--save-predictions`/`--compare-predictions`.
+    pub predictions: predictions::Options,
 }
 
 /// A runtime of the run: ready, or why not (its cases then say so).
@@ -216,8 +222,20 @@ impl Dispatcher {
         let mut earlier = Vec::new();
         let mut n = 1;
         let mut last = loop {
-            let exec = runtime.run(&ready, &self.request(case, n)).await;
-            let this = attempt(exec, case);
+            let request = self.request(case, n);
+            let this = match request.output.as_deref().map(predictions::make_output_dir) {
+                Some(Err(e)) => Attempt::not_started(Outcome::Errored {
+                    error: Failure::message(format!(
+                        "cannot make the case's output folder `{}`: {e}",
+                        request.output.as_deref().unwrap_or(Path::new("")).display()
+                    )),
+                }),
+                _ => {
+                    let exec = runtime.run(&ready, &request).await;
+                    self.attempt(runtime.as_ref(), &ready, case, &request, exec)
+                        .await
+                }
+            };
             let retry = this.outcome.is_bad() && n <= self.settings.retries;
             if !retry || self.cancel.is_cancelled() {
                 break this;
@@ -323,7 +341,12 @@ impl Dispatcher {
         let Some(next) = next else { return };
         let same_image = next.runtime == case.runtime && runtime.key(&image_of(&next)) == ready.key;
         if same_image && needs_image(&next, self.settings.run_skipped) {
-            runtime.expect(ready, &self.request(&next, 1));
+            let request = self.request(&next, 1);
+            // The container made ahead mounts the case's output folder: it must be there.
+            let made = request.output.as_deref().map(predictions::make_output_dir);
+            if !matches!(made, Some(Err(_))) {
+                runtime.expect(ready, &request);
+            }
         }
     }
 
@@ -362,10 +385,136 @@ impl Dispatcher {
         Arc::clone(all.entry(key).or_insert(facts))
     }
 
+    /// Ends an attempt: its output streams are closed (spooled on disk) and judged; a command
+    /// that exited 0 has its predictions checked before the spec's marks apply.
+    async fn attempt(
+        &self,
+        runtime: &dyn Runtime,
+        ready: &Ready,
+        case: &Case,
+        request: &RunRequest,
+        exec: crate::runtime::Execution,
+    ) -> Attempt {
+        let stdout = exec.stdout.finish();
+        let stderr = exec.stderr.finish();
+        // Only a failure quotes the model, so only a failure reads its output back.
+        let ran = if matches!(exec.ended, crate::runtime::Ended::Exited { code } if code != 0) {
+            verdict::ran(&exec.ended, &stdout.text(), &stderr.text())
+        } else {
+            verdict::ran(&exec.ended, "", "")
+        };
+        let mut facts = exec.facts;
+        let ran = match (ran, &case.plan.predictions, &request.output) {
+            (Outcome::Passed, Some(plan), Some(dir)) => {
+                let check = self
+                    .check_predictions(runtime, ready, case, request, plan, dir)
+                    .await;
+                let outcome = if check.failed() {
+                    Outcome::Failed {
+                        message: check.diff(),
+                    }
+                } else {
+                    Outcome::Passed
+                };
+                facts.predictions = Some(check);
+                outcome
+            }
+            (ran, _, _) => ran,
+        };
+        Attempt {
+            outcome: verdict::marked(ran, &case.plan),
+            stdout,
+            stderr,
+            duration: exec.duration,
+            facts,
+        }
+    }
+
+    /// The case's predictions, read from its output folder and compared with the saved ones
+    /// (`--compare-predictions`) or the spec's reference, copied out of the image with `cp` in
+    /// the case's image (its working directory, caches and volumes, no network).
+    async fn check_predictions(
+        &self,
+        runtime: &dyn Runtime,
+        ready: &Ready,
+        case: &Case,
+        request: &RunRequest,
+        plan: &PredictionPlan,
+        dir: &Path,
+    ) -> PredictionCheck {
+        let (plan, dir) = (plan.clone(), dir.to_path_buf());
+        let options = &self.settings.predictions;
+        let runtime_name = case.runtime.as_str();
+        let reference = if let Some(saved) = &options.compare {
+            Some(
+                saved_reference(saved, runtime_name, &case.model, &plan.file).map(|r| {
+                    let path = match &r {
+                        Reference::Saved { path, .. } => path.clone(),
+                        Reference::Expected { path } => PathBuf::from(path),
+                    };
+                    (r, path)
+                }),
+            )
+        } else if let Some(command) = copy_command(&plan) {
+            let copy = RunRequest {
+                case_name: format!("{} (its reference)", case.name),
+                command,
+                network: Network::None,
+                timeout: REFERENCE_COPY_TIMEOUT,
+                memory: None,
+                keep: 4096,
+                ..request.clone()
+            };
+            let exec = runtime.run(ready, &copy).await;
+            let stderr = exec.stderr.finish().text();
+            match &exec.ended {
+                crate::runtime::Ended::Exited { code: 0 } => {
+                    let name = plan.reference_copy().unwrap_or_default();
+                    let path = plan.reference.clone().unwrap_or_default();
+                    Some(Ok((Reference::Expected { path }, dir.join(name))))
+                }
+                ended => {
+                    let said = stderr.trim();
+                    let how = verdict::ran(ended, "", &stderr).message();
+                    Some(Err(if said.is_empty() || how.contains(said) {
+                        format!("cannot copy it out of the image: `cp` {how}")
+                    } else {
+                        format!("cannot copy it out of the image: `cp` {how} ({said})")
+                    }))
+                }
+            }
+        } else {
+            None
+        };
+        let save = options
+            .save
+            .as_ref()
+            .map(|d| saved_path(d, runtime_name, &case.model, &plan.file));
+        let file = plan.file.clone();
+        let checked =
+            tokio::task::spawn_blocking(move || predictions::check(&plan, &dir, reference, save))
+                .await;
+        checked.unwrap_or_else(|e| PredictionCheck {
+            file: file.clone(),
+            reference: None,
+            tolerance: String::new(),
+            result: crate::record::predictions::CheckResult::Unusable {
+                file: "the predictions".into(),
+                why: format!("the check stopped: {e}"),
+            },
+            saved: None,
+        })
+    }
+
     /// What the runtime is asked to run for one attempt of a case (numbered from 1;
     /// `{attempt}` in the command becomes that number).
     fn request(&self, case: &Case, attempt: u32) -> RunRequest {
         let s = &self.settings;
+        let output = case
+            .plan
+            .predictions
+            .as_ref()
+            .map(|_| predictions::output_dir(&s.predictions.outputs, &case.name, attempt));
         RunRequest {
             case_name: case.name.clone(),
             command: case
@@ -386,6 +535,7 @@ impl Dispatcher {
             caches: s.caches.clone(),
             offline: s.offline,
             apptainer_home: s.apptainer_home.clone(),
+            output,
         }
     }
 
@@ -400,6 +550,7 @@ impl Dispatcher {
             memory: None,
             keep: versions::KEEP,
             caches: None,
+            output: None,
             ..self.request(case, 1)
         }
     }
@@ -421,6 +572,9 @@ impl Dispatcher {
     }
 }
 
+/// How long copying the spec's reference out of the image may take.
+const REFERENCE_COPY_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Whether a case will run in its image (so its stage counts it).
 fn needs_image(case: &Case, run_skipped: bool) -> bool {
     case.plan.skip.is_none() || run_skipped
@@ -435,25 +589,6 @@ pub fn image_of(case: &Case) -> Image {
             name: entry.name.clone(),
             md5: entry.md5.clone(),
         }),
-    }
-}
-
-/// Ends an attempt: its output streams are closed (spooled on disk) and judged.
-fn attempt(exec: crate::runtime::Execution, case: &Case) -> Attempt {
-    let stdout = exec.stdout.finish();
-    let stderr = exec.stderr.finish();
-    // Only a failure quotes the model, so only a failure reads its output back.
-    let outcome = if matches!(exec.ended, crate::runtime::Ended::Exited { code } if code != 0) {
-        judge(&exec.ended, &stdout.text(), &stderr.text(), &case.plan)
-    } else {
-        judge(&exec.ended, "", "", &case.plan)
-    };
-    Attempt {
-        outcome,
-        stdout,
-        stderr,
-        duration: exec.duration,
-        facts: exec.facts,
     }
 }
 
@@ -519,6 +654,7 @@ mod tests {
                 memory: None,
                 skip: None,
                 expect_failure: None,
+                predictions: None,
             },
         }
     }
@@ -542,6 +678,7 @@ mod tests {
             offline: false,
             apptainer_home: None,
             versions: None,
+            predictions: predictions::Options::default(),
         }
     }
 

@@ -14,10 +14,16 @@ const MESSAGE_LINES: usize = 10;
 
 /// `stdout` and `stderr` are what was kept of the case's output (kipoi's message is found there).
 pub fn judge(ended: &Ended, stdout: &str, stderr: &str, plan: &CasePlan) -> Outcome {
+    marked(ran(ended, stdout, stderr), plan)
+}
+
+/// How the command ran, before the spec's marks: a command that exited 0 has `Passed` here,
+/// and its predictions are checked before the marks apply.
+pub fn ran(ended: &Ended, stdout: &str, stderr: &str) -> Outcome {
     let errored = |text: String| Outcome::Errored {
         error: Failure::message(text),
     };
-    let outcome = match ended {
+    match ended {
         Ended::Exited { code: 0 } => Outcome::Passed,
         Ended::Exited {
             code: code @ 129..=192,
@@ -87,7 +93,11 @@ pub fn judge(ended: &Ended, stdout: &str, stderr: &str, plan: &CasePlan) -> Outc
                 None => errored(format!("interrupted while running; {stuck}")),
             }
         }
-    };
+    }
+}
+
+/// The spec's marks applied: a failure that was expected, a pass that was not.
+pub fn marked(outcome: Outcome, plan: &CasePlan) -> Outcome {
     match (&plan.expect_failure, outcome) {
         (Some(reason), Outcome::Failed { message }) => Outcome::ExpectedFailure {
             reason: reason.clone(),
@@ -243,6 +253,7 @@ mod tests {
             memory: None,
             skip: None,
             expect_failure: expect_failure.map(str::to_string),
+            predictions: None,
         }
     }
 

@@ -217,6 +217,9 @@ pub struct RunRequest {
     pub offline: bool,
     /// Apptainer only: the image's home folder (the spec's `apptainer_home`).
     pub apptainer_home: Option<String>,
+    /// The case's output folder on the host, where it writes its predictions: mounted
+    /// read-write at `crate::config::predictions::CONTAINER_DIR` (Apptainer: a `--bind`).
+    pub output: Option<PathBuf>,
 }
 
 /// How a run of a request ended, as the runtime saw it (the run stage judges it).

@@ -4,6 +4,7 @@
 
 use crate::config::units::show_duration;
 use crate::record::facts::RunFacts;
+use crate::record::predictions::PredictionCheck;
 use crate::record::Record;
 
 /// Testsuite properties that come from the image, in the order they are written.
@@ -20,6 +21,10 @@ pub const SIF: &str = "sif";
 pub const SIF_MD5: &str = "sif-md5";
 pub const CACHE: &str = "cache";
 pub const ATTEMPTS: &str = "attempts";
+/// The prediction check: its headline, then each output that differs (with its first elements
+/// off), one fact line each; `merge` and the summary read them back from `system-out`.
+pub const PREDICTIONS: &str = "predictions";
+pub const PREDICTIONS_SAVED: &str = "predictions-saved";
 
 /// The run's own facts, on every testsuite.
 pub const RUN_ID: &str = "run-id";
@@ -106,5 +111,30 @@ pub fn case_facts(r: &Record) -> Vec<(String, String)> {
     if r.attempts() > 1 {
         lines.push((ATTEMPTS.to_string(), r.attempts().to_string()));
     }
+    if let Some(check) = &facts.predictions {
+        for line in prediction_lines(check) {
+            lines.push((PREDICTIONS.to_string(), line));
+        }
+        if let Some(saved) = &check.saved {
+            lines.push((PREDICTIONS_SAVED.to_string(), saved.display().to_string()));
+        }
+    }
     lines
+}
+
+/// What a report says of a prediction check, line by line: the headline, then the diff of
+/// each output that differs.
+pub fn prediction_lines(check: &PredictionCheck) -> Vec<String> {
+    let diff = check.diff();
+    let mut lines: Vec<String> = diff.lines().map(str::to_string).collect();
+    // The diff's first line is the headline, after "predictions ".
+    if let Some(first) = lines.first_mut() {
+        *first = check.headline();
+    }
+    lines
+}
+
+/// Whether prediction lines read back say the predictions changed (the summary lists those).
+pub fn predictions_changed(lines: &[String]) -> bool {
+    lines.first().is_some_and(|l| l.starts_with("changed"))
 }

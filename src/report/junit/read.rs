@@ -14,6 +14,8 @@ use thiserror::Error;
 
 /// Bytes of a failure message kept per case (the summary shows its first lines).
 const MESSAGE_KEEP: usize = 2048;
+/// Bytes of a case's `system-out` searched for its fact lines (they come first).
+const FACTS_KEEP: usize = 64 * 1024;
 
 #[derive(Debug, Error)]
 pub enum JunitReadError {
@@ -44,6 +46,9 @@ pub struct ScannedCase {
     pub message: String,
     /// Passed after failed attempts (`flakyFailure`/`flakyError`).
     pub flaky: bool,
+    /// The prediction check's fact lines (`[zoo-runner] predictions: ...`), as the runner
+    /// wrote them at the head of `system-out`.
+    pub predictions: Vec<String>,
     /// Where `<testcase ...>...</testcase>` stands in the file, in bytes.
     pub range: Range<u64>,
 }
@@ -132,6 +137,9 @@ struct OpenCase {
     message: String,
     /// Reading the text of the status element, for a message that is not in the attribute.
     in_status_text: bool,
+    /// Reading the case's own `system-out` (not a rerun's), for its fact lines.
+    in_out: bool,
+    out: String,
     flaky: bool,
     start: u64,
 }
@@ -246,6 +254,11 @@ pub fn scan(path: &Path) -> Result<ScannedReport, JunitReadError> {
                             c.in_status_text = !empty && c.message.is_empty();
                         }
                     }
+                    b"system-out" if stack.last().is_some_and(|t| t == b"testcase") => {
+                        if let Some(c) = case.as_mut() {
+                            c.in_out = !empty;
+                        }
+                    }
                     rerun @ (b"flakyFailure" | b"flakyError" | b"rerunFailure" | b"rerunError")
                         if case.is_some() =>
                     {
@@ -281,6 +294,11 @@ pub fn scan(path: &Path) -> Result<ScannedReport, JunitReadError> {
                             c.in_status_text = false;
                         }
                     }
+                    b"system-out" => {
+                        if let Some(c) = case.as_mut() {
+                            c.in_out = false;
+                        }
+                    }
                     _ => {}
                 }
             }
@@ -288,6 +306,14 @@ pub fn scan(path: &Path) -> Result<ScannedReport, JunitReadError> {
                 if let Some(c) = case.as_mut().filter(|c| c.in_status_text) {
                     if let Ok(text) = t.decode() {
                         append_cut(&mut c.message, &text);
+                    }
+                }
+                if let Some(c) = case
+                    .as_mut()
+                    .filter(|c| c.in_out && c.out.len() < FACTS_KEEP)
+                {
+                    if let Ok(text) = t.decode() {
+                        c.out.push_str(&text);
                     }
                 }
             }
@@ -310,6 +336,14 @@ pub fn scan(path: &Path) -> Result<ScannedReport, JunitReadError> {
                         append_cut(&mut c.message, ch.encode_utf8(&mut [0; 4]));
                     }
                 }
+                if let Some(c) = case
+                    .as_mut()
+                    .filter(|c| c.in_out && c.out.len() < FACTS_KEEP)
+                {
+                    if let Some(ch) = resolve(r) {
+                        c.out.push(ch);
+                    }
+                }
             }
             Event::Eof => break,
             _ => {}
@@ -330,10 +364,37 @@ pub fn scan(path: &Path) -> Result<ScannedReport, JunitReadError> {
     Ok(report)
 }
 
+/// The character an entity or character reference stands for.
+fn resolve(r: &quick_xml::events::BytesRef<'_>) -> Option<char> {
+    match r.resolve_char_ref() {
+        Ok(Some(ch)) => Some(ch),
+        _ => r
+            .decode()
+            .ok()
+            .and_then(|name| quick_xml::escape::resolve_predefined_entity(&name))
+            .and_then(|s| s.chars().next()),
+    }
+}
+
+/// The prediction fact lines at the head of a case's `system-out`.
+fn prediction_facts(out: &str) -> Vec<String> {
+    let prefix = format!(
+        "{}{}: ",
+        super::write::FACT_PREFIX,
+        super::names::PREDICTIONS
+    );
+    out.lines()
+        .take_while(|l| l.starts_with(super::write::FACT_PREFIX))
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
 fn push_case(report: &mut ScannedReport, open_suites: &[usize], open: OpenCase, end: u64) {
     let Some(&suite) = open_suites.last() else {
         return;
     };
+    let predictions = prediction_facts(&open.out);
     report.suites[suite].cases.push(ScannedCase {
         name: open.name,
         classname: open.classname,
@@ -341,6 +402,7 @@ fn push_case(report: &mut ScannedReport, open_suites: &[usize], open: OpenCase, 
         outcome: open.outcome.unwrap_or(Outcome::Passed),
         message: open.message,
         flaky: open.flaky,
+        predictions,
         range: open.start..end,
     });
 }

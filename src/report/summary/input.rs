@@ -22,6 +22,9 @@ pub struct Case {
     pub time_ms: Option<u64>,
     /// The failure's, error's or skip's message, or why the case did not run; empty for a pass.
     pub message: String,
+    /// What its prediction check said, line by line (`crate::report::junit::names`); empty when
+    /// there was none.
+    pub predictions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -60,6 +63,7 @@ pub fn from_reports(reports: &[ScannedReport]) -> Vec<Suite> {
                     flaky: c.flaky,
                     time_ms: c.time_ms,
                     message: c.message.clone(),
+                    predictions: c.predictions.clone(),
                 })
                 .collect(),
         })
@@ -99,6 +103,13 @@ fn case_of(r: &Record) -> Case {
         flaky: r.flaky(),
         time_ms: Some(u64::try_from(r.total_duration().as_millis()).unwrap_or(u64::MAX)),
         message: r.outcome().message(),
+        predictions: r
+            .last
+            .facts
+            .predictions
+            .as_ref()
+            .map(names::prediction_lines)
+            .unwrap_or_default(),
     }
 }
 
@@ -188,6 +199,7 @@ mod tests {
                 (&a.name, &a.outcome, a.flaky, a.time_ms, &a.message),
                 (&b.name, &b.outcome, b.flaky, b.time_ms, &b.message)
             );
+            assert_eq!(a.predictions, b.predictions);
         }
         assert_eq!(made[0].cases[5].outcome, Class::NotRun);
         assert!(made[0].cases[1].flaky);

@@ -7,7 +7,8 @@
 //!    flaky, time; the columns add up to the cases (a flaky case passed on a retry and counts as
 //!    flaky only).
 //! 2. Each failure and error, with the first lines of its message.
-//! 3. The slowest of the cases that ran.
+//! 3. The models whose predictions changed, and by how much (the prediction check).
+//! 4. The slowest of the cases that ran.
 //!
 //! Without `--summary`, a run or merge appends it to `$GITHUB_STEP_SUMMARY` when that is set.
 //! It stays under 1 MiB (GitHub's limit for a step summary) whatever the reports hold: long
@@ -47,6 +48,8 @@ const LINE_CHARS: usize = 300;
 /// Characters of a name in a table cell or heading.
 const NAME_CHARS: usize = 200;
 const SLOWEST: usize = 10;
+/// Lines shown per case whose predictions changed.
+const PREDICTION_LINES: usize = 12;
 /// Distinct reasons shown for the cases that did not run.
 const NOT_RUN_REASONS: usize = 5;
 pub const GITHUB_STEP_SUMMARY: &str = "GITHUB_STEP_SUMMARY";
@@ -302,6 +305,10 @@ pub fn render(suites: &[Suite], notes: &Notes) -> String {
             body.push_str(&entry);
         }
     }
+    let changed = predictions(&all);
+    if body.len() + changed.len() + head.len() + tail.len() < LIMIT - 400 {
+        body.push_str(&changed);
+    }
     let mut text = head + &body;
     if !tail.is_empty() {
         // One blank line before the section, whatever came before it.
@@ -423,6 +430,37 @@ fn failure_entry(suite: &str, case: &Case) -> String {
     entry
 }
 
+/// The cases whose predictions changed, each with what changed and by how much.
+fn predictions(all: &[(&str, &Case)]) -> String {
+    let changed: Vec<&(&str, &Case)> = all
+        .iter()
+        .filter(|(_, c)| names::predictions_changed(&c.predictions))
+        .collect();
+    if changed.is_empty() {
+        return String::new();
+    }
+    let mut text = format!("\n### Predictions ({} changed)\n\n", changed.len());
+    for (suite, case) in changed {
+        let _ = writeln!(text, "**{}** (in {})", code(&case.name), code(suite));
+        let mut shown: Vec<String> = case
+            .predictions
+            .iter()
+            .take(PREDICTION_LINES)
+            .map(|l| cut_chars(&clean(l), LINE_CHARS))
+            .collect();
+        if case.predictions.len() > PREDICTION_LINES {
+            shown.push(format!(
+                "[{} more lines in the JUnit report]",
+                case.predictions.len() - PREDICTION_LINES
+            ));
+        }
+        let block = shown.join("\n");
+        let fence = "`".repeat(longest_backtick_run(&block).max(2) + 1);
+        let _ = writeln!(text, "{fence}text\n{block}\n{fence}\n");
+    }
+    text
+}
+
 /// The slowest of the cases that ran (not those skipped or not run, which took no time).
 fn slowest(all: &[(&str, &Case)]) -> String {
     let mut timed: Vec<&(&str, &Case)> = all
@@ -506,6 +544,7 @@ mod tests {
             flaky,
             time_ms: Some(ms),
             message: message.into(),
+            predictions: Vec::new(),
         }
     }
 

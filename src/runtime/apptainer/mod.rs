@@ -212,6 +212,17 @@ fn version_line(stdout: &str) -> Option<String> {
     (printable && numbered).then(|| line.to_string())
 }
 
+/// The case's output folder bound read-write where `{output}` points. The runner picks the
+/// folder (the report's work folder), and a `:` or `,` in it would split the bind: the work
+/// folder's checks refuse such a place before any case runs.
+fn output_bind(host: &Path) -> String {
+    format!(
+        "{}:{}:rw",
+        host.display(),
+        crate::config::predictions::CONTAINER_DIR
+    )
+}
+
 impl SingularityRuntime {
     /// Opens the SIF folder (an input error when it cannot be used, or is read-only and lacks a
     /// SIF the selected cases need), then finds and checks the Apptainer/Singularity binary.
@@ -292,7 +303,7 @@ impl SingularityRuntime {
             command: req.command.clone(),
             sif: Some(sif.clone()),
             caches: held.uses.clone(),
-            container: None,
+            ..CaseFacts::default()
         };
         let binds = caches::apptainer::bind_args(&held, req.apptainer_home.as_deref());
         let mut args: Vec<String> = vec!["exec".into(), "--cleanenv".into()];
@@ -312,6 +323,9 @@ impl SingularityRuntime {
             args.extend(["--bind".into(), volume.clone()]);
         }
         args.extend(binds);
+        if let Some(output) = &req.output {
+            args.extend(["--bind".into(), output_bind(output)]);
+        }
         args.push(sif.display().to_string());
         args.extend(req.command.iter().cloned());
 

@@ -367,6 +367,18 @@ impl DockerRuntime {
     }
 }
 
+/// The case's output folder, bound read-write where `{output}` points (a mount, not a bind
+/// string, so no character of the host path is taken for syntax).
+fn output_mount(host: &std::path::Path) -> Mount {
+    Mount {
+        target: Some(crate::config::predictions::CONTAINER_DIR.to_string()),
+        source: Some(host.display().to_string()),
+        typ: Some(bollard::models::MountType::BIND),
+        read_only: Some(false),
+        ..Mount::default()
+    }
+}
+
 /// Creates the container of one request, labelled `labels`, with the caches' `mounts`.
 async fn create(
     docker: &Docker,
@@ -375,6 +387,10 @@ async fn create(
     labels: HashMap<String, String>,
     mounts: Vec<Mount>,
 ) -> Result<String, BollardError> {
+    let mut mounts = mounts;
+    if let Some(output) = &req.output {
+        mounts.push(output_mount(output));
+    }
     let host_config = HostConfig {
         network_mode: Some(req.network.docker_mode().to_string()),
         binds: Some(req.volumes.clone()),
