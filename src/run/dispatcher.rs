@@ -17,7 +17,7 @@ use crate::events::{Event, Shown, Sink};
 use crate::record::facts::ImageFacts;
 use crate::record::predictions::{PredictionCheck, Reference};
 use crate::record::{Attempt, Failure, Outcome, Record, RuntimeName};
-use crate::run::predictions::{self, copy_command, saved_path, saved_reference};
+use crate::run::predictions::{self, copy_command, saved_path, saved_reference, Unavailable};
 use crate::run::stage::{Stage, MAX_PULL_AHEAD};
 use crate::run::verdict;
 use crate::run::versions::{self, Versions};
@@ -476,10 +476,13 @@ impl Dispatcher {
                 ended => {
                     let said = stderr.trim();
                     let how = verdict::ran(ended, "", &stderr).message();
-                    Some(Err(if said.is_empty() || how.contains(said) {
-                        format!("cannot copy it out of the image: `cp` {how}")
-                    } else {
-                        format!("cannot copy it out of the image: `cp` {how} ({said})")
+                    Some(Err(Unavailable {
+                        file: plan.reference.clone().unwrap_or_default(),
+                        why: if said.is_empty() || how.contains(said) {
+                            format!("cannot copy it out of the image: `cp` {how}")
+                        } else {
+                            format!("cannot copy it out of the image: `cp` {how} ({said})")
+                        },
                     }))
                 }
             }

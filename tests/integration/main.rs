@@ -26,6 +26,7 @@ mod inputs_e2e;
 mod main_job;
 mod matrix_e2e;
 mod merge_e2e;
+mod predictions_e2e;
 mod registry_e2e;
 mod registry_fixture;
 mod registry_pull_messages;

@@ -15,18 +15,21 @@ use crate::record::predictions::{
 /// Lines of a text diff kept per output.
 const DIFF_LINES: usize = 40;
 
-/// Why the reference is no reference for these predictions: it shares no output name with them,
-/// or every output it shares has another shape (another model's file, most likely).
+/// Why the reference is no reference for these predictions: it shares fewer than half of the
+/// outputs either has, or every output it shares has another shape (another model's file, most
+/// likely). A model that gained or lost an output still compares, naming it.
 pub fn foreign(actual: &Outputs, reference: &Outputs) -> Option<String> {
     let common: Vec<&String> = actual
         .keys()
         .filter(|k| reference.contains_key(*k))
         .collect();
+    let union = actual.len() + reference.len() - common.len();
     let names = |o: &Outputs| o.keys().cloned().collect::<Vec<_>>().join(", ");
-    if common.is_empty() {
+    if common.len() * 2 < union {
         return Some(format!(
-            "it shares no output with the predictions (it has {}; the predictions have {}): \
-             is it another model's?",
+            "it shares {} of the {union} outputs either has with the predictions (it has {}; \
+             the predictions have {}): is it another model's?",
+            common.len(),
             names(reference),
             names(actual)
         ));
@@ -305,6 +308,12 @@ mod tests {
         let a = outputs(&[("preds", floats(&[5, 3], &[0.0; 15]))]);
         let b = outputs(&[("scores", floats(&[5, 3], &[0.0; 15]))]);
         assert!(foreign(&a, &b).unwrap().contains("another model's"));
+        // One output more is a change to name, not another model.
+        let more = outputs(&[
+            ("preds", floats(&[5, 3], &[0.0; 15])),
+            ("extra", floats(&[5], &[0.0; 5])),
+        ]);
+        assert_eq!(foreign(&more, &a), None);
         let c = outputs(&[("preds", floats(&[7, 2], &[0.0; 14]))]);
         assert!(foreign(&a, &c).unwrap().contains("another shape"));
         assert_eq!(foreign(&a, &a), None);

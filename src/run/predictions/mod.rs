@@ -94,7 +94,7 @@ pub fn saved_reference(
     runtime: &str,
     model: &str,
     file: &str,
-) -> Result<Reference, String> {
+) -> Result<Reference, Unavailable> {
     let own = saved_path(dir, runtime, model, file);
     if own.is_file() {
         return Ok(Reference::Saved {
@@ -117,12 +117,20 @@ pub fn saved_reference(
             path: path.clone(),
             runtime: other.clone(),
         }),
-        _ => Err(format!(
-            "no saved predictions for this model: `{}` does not exist (--compare-predictions \
-             takes a folder that --save-predictions filled)",
-            own.display()
-        )),
+        _ => Err(Unavailable {
+            file: own.display().to_string(),
+            why: "no predictions were saved for this model there (--compare-predictions takes \
+                  a folder that --save-predictions filled)"
+                .into(),
+        }),
     }
+}
+
+/// A reference that cannot be had: the file as the user knows it, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unavailable {
+    pub file: String,
+    pub why: String,
 }
 
 /// Reads the case's predictions from `dir` and compares them with `reference` (a file on the
@@ -130,7 +138,7 @@ pub fn saved_reference(
 pub fn check(
     plan: &PredictionPlan,
     dir: &Path,
-    reference: Option<Result<(Reference, PathBuf), String>>,
+    reference: Option<Result<(Reference, PathBuf), Unavailable>>,
     save: Option<PathBuf>,
 ) -> PredictionCheck {
     let mut found = PredictionCheck {
@@ -144,9 +152,16 @@ pub fn check(
     let actual = match read::read(&path, plan.format) {
         Ok(outputs) => outputs,
         Err(e) => {
+            // Said as the command knows the file (`{output}`), not by its folder on the host.
+            let why = match e {
+                read::ReadError::Missing { .. } => {
+                    "it does not exist: the command wrote no predictions there".to_string()
+                }
+                other => chain(&other).replace(&format!("`{}` ", path.display()), "it "),
+            };
             found.result = CheckResult::Unusable {
                 file: plan.container_path(),
-                why: chain(&e),
+                why,
             };
             return found;
         }
@@ -168,14 +183,8 @@ pub fn check(
             };
             return found;
         }
-        Some(Err(why)) => {
-            found.result = CheckResult::Unusable {
-                file: plan
-                    .reference
-                    .clone()
-                    .unwrap_or_else(|| "the reference".into()),
-                why,
-            };
+        Some(Err(Unavailable { file, why })) => {
+            found.result = CheckResult::Unusable { file, why };
             return found;
         }
         Some(Ok(pair)) => pair,
@@ -191,7 +200,7 @@ pub fn check(
             // The copy's name means nothing to a reader: the file is the reference's.
             let why = match e {
                 read::ReadError::Missing { .. } => "it does not exist".to_string(),
-                other => chain(&other).replace(&on_host.display().to_string(), &shown),
+                other => chain(&other).replace(&format!("`{}` ", on_host.display()), "it "),
             };
             found.result = CheckResult::Unusable { file: shown, why };
             return found;
@@ -273,7 +282,7 @@ mod tests {
     fn another_runtimes_saved_predictions_serve_when_this_one_has_none() {
         let dir = tempfile::tempdir().unwrap();
         let err = saved_reference(dir.path(), "singularity", "m", "p.h5").unwrap_err();
-        assert!(err.contains("singularity/m.h5"), "{err}");
+        assert!(err.file.ends_with("singularity/m.h5"), "{err:?}");
         let docker = saved_path(dir.path(), "docker", "m", "p.h5");
         std::fs::create_dir_all(docker.parent().unwrap()).unwrap();
         std::fs::write(&docker, "x").unwrap();
@@ -319,7 +328,10 @@ mod tests {
         assert!(found.failed());
         assert!(
             found.headline().contains("/zoo-runner/output/p.npy")
-                && found.headline().contains("does not exist"),
+                && found.headline().contains("does not exist")
+                && !found
+                    .headline()
+                    .contains(&empty.path().display().to_string()),
             "{}",
             found.headline()
         );
