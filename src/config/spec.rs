@@ -1260,6 +1260,80 @@ expect_failure = "broken"
     }
 
     #[test]
+    fn predictions_and_output_go_together() {
+        let cases = [
+            (
+                "command = \"run -o {output}\"",
+                "line 1, column 19",
+                "need a `[predictions]` table",
+            ),
+            (
+                "command = \"run {output}\"\n[predictions]\ndecimal = 6",
+                "line 2, column 1",
+                "needs `file`",
+            ),
+            (
+                "command = \"run {output}\"\n[predictions]\nfile = \"p.h5\"\ndecimal = 6\natol = 1",
+                "line 2, column 1",
+                "choose one",
+            ),
+            (
+                "command = \"x\"\n[predictions]\nfile = \"../p.h5\"",
+                "line 3, column 8",
+                "plain file name",
+            ),
+            (
+                "command = \"x\"\n[predictions]\nfile = \"p.h5\"\ndecimal = 16",
+                "line 4, column 11",
+                "0 to 15",
+            ),
+            (
+                "command = \"x\"\n[predictions]\nfile = \"p.h5\"\natol = -1.0",
+                "line 4, column 8",
+                "0 or more",
+            ),
+            (
+                "command = \"x\"\n[predictions]\nfile = \"p.h5\"\n[models.A.predictions]\nrtol = 1\ndecimal = 2",
+                "line 4, column 9",
+                "[models.\"A\".predictions]: `decimal` and `rtol`/`atol`",
+            ),
+        ];
+        for (text, position, want) in cases {
+            let err = refused(text);
+            assert!(
+                err.contains(want) && err.contains(position),
+                "{text}: {err}"
+            );
+        }
+        // A model's table over the top level's; `{output}` filled, `{model}` in the reference.
+        let text = "command = \"kipoi test {model} -o {output}\"\n[predictions]\n\
+                    file = \"p.tsv\"\nreference = \"/m/{model}/expect.tsv\"\ndecimal = 5\n\
+                    [models.\"G/m\".predictions]\natol = 0.5\n\
+                    [models.off.predictions]\ncheck = false";
+        let spec = Spec::parse(Path::new("s.toml"), text).unwrap();
+        let plan = spec.plan_for("G/m", None);
+        assert_eq!(
+            plan.command,
+            ["kipoi", "test", "G/m", "-o", "/zoo-runner/output/p.tsv"]
+        );
+        let check = plan.predictions.unwrap();
+        assert_eq!(check.reference.as_deref(), Some("/m/G/m/expect.tsv"));
+        assert_eq!(check.format, crate::config::predictions::Format::Tsv);
+        assert_eq!(
+            check.tolerance,
+            crate::config::predictions::Tolerance::Close {
+                rtol: 0.0,
+                atol: 0.5
+            }
+        );
+        assert_eq!(
+            spec.plan_for("other", None).predictions.unwrap().tolerance,
+            crate::config::predictions::Tolerance::Decimal(5)
+        );
+        assert_eq!(spec.plan_for("off", None).predictions, None);
+    }
+
+    #[test]
     fn shipped_specs_parse() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
         let kipoi = Spec::load(&root.join("test-specs/kipoi.toml")).unwrap();
@@ -1270,8 +1344,20 @@ expect_failure = "broken"
                 "test",
                 "Basenji",
                 "--source=kipoi",
+                "-o",
+                "/zoo-runner/output/predictions.h5",
                 "--batch_size=2"
             ]
+        );
+        let check = kipoi
+            .plan_for("Basenji", None)
+            .predictions
+            .expect("checked");
+        assert_eq!(check.file, "predictions.h5");
+        assert_eq!(check.reference, None);
+        assert_eq!(
+            check.tolerance,
+            crate::config::predictions::Tolerance::Decimal(6)
         );
         assert!(kipoi.env.is_empty());
         assert_eq!(kipoi.caches, ["/root/.kipoi/models"]);
@@ -1294,7 +1380,17 @@ expect_failure = "broken"
             );
             assert_eq!(catalog.image_for(function), Some("cookpa/antspynet:latest"));
         }
-        Spec::load(&root.join("fixtures/spec.toml")).unwrap();
+        let fixtures = Spec::load(&root.join("fixtures/spec.toml")).unwrap();
+        // The checked group writes its predictions; the others are left to kipoi's check.
+        let checked = fixtures.plan_for("checked/two_outputs", None);
+        assert_eq!(
+            checked.predictions.as_ref().map(|p| p.reference.clone()),
+            Some(Some("expect.h5".into()))
+        );
+        assert!(checked
+            .command
+            .contains(&"/zoo-runner/output/predictions.h5".to_string()));
+        assert_eq!(fixtures.plan_for("tiny_linear", None).predictions, None);
         let faults = Spec::load(&root.join("fixtures/faults/spec.toml")).unwrap();
         assert_eq!(
             faults.plan_for("flaky", None).command,
