@@ -32,8 +32,16 @@ fn passing_and_broken_models_are_reported_truthfully() {
     require_fixture_image();
     let dir = tempfile::tempdir().unwrap();
     let summary = dir.path().join("summary.md");
+    // The tiny models' image (the checked group's has tests of its own: predictions_e2e).
     let (run, report) = run_reported(
-        &["--spec", SPEC, "--summary", summary.to_str().unwrap()],
+        &[
+            "--spec",
+            SPEC,
+            "--image",
+            FIXTURE_IMAGE,
+            "--summary",
+            summary.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(run.code, 101, "a failed test exits 101\n{}", run.all());
@@ -114,7 +122,16 @@ fn libtest_filters_select_what_they_say() {
     );
     let mut said = normalise::transcript(&[&exact[..], &["--junit", report.path()]].concat(), &run);
 
-    let skip = ["--spec", SPEC, "--skip", "fail", "--test-threads", "2"];
+    let skip = [
+        "--spec",
+        SPEC,
+        "--skip",
+        "fail",
+        "--skip",
+        "checked/",
+        "--test-threads",
+        "2",
+    ];
     let (run, report) = run_reported(&skip, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
     said.push_str(&normalise::transcript(
@@ -153,7 +170,8 @@ fn selection_flags_pick_models_groups_and_images() {
             .map(str::to_string)
             .collect()
     };
-    assert_eq!(list(&[]).len(), 3);
+    // The tiny models and the checked group's (local/kipoi-fixture:checked).
+    assert_eq!(list(&[]).len(), 6);
     assert_eq!(
         list(&["--model=tiny_fail_raise,tiny_linear"]),
         ["docker::tiny_fail_raise", "docker::tiny_linear"]
@@ -239,7 +257,10 @@ fn unreachable_daemon_has_its_own_exit_code_and_a_report() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("no-daemon.sock");
     let host = format!("unix://{}", socket.display());
-    let (run, report) = run_reported(&["--spec", SPEC], &[("DOCKER_HOST", &host)]);
+    let (run, report) = run_reported(
+        &["--spec", SPEC, "--image", FIXTURE_IMAGE],
+        &[("DOCKER_HOST", &host)],
+    );
     assert_eq!(run.code, 3, "{}", run.all());
     assert!(
         run.stderr.contains("cannot reach the Docker daemon"),
@@ -377,7 +398,7 @@ fn spec_marks_skip_and_expected_failure() {
         "[models.tiny_fail_raise]\nexpect_failure = \"raises on purpose\"\n\
          [models.tiny_fail_expect]\nskip = \"not today\"\n",
     );
-    let (run, report) = run_reported(&["--spec", &spec], &[]);
+    let (run, report) = run_reported(&["--spec", &spec, "--image", FIXTURE_IMAGE], &[]);
     assert_eq!(run.code, 0, "{}", run.all());
     // `ignored (expected failure: raises on purpose)`, `ignored (skipped: not today)`.
     normalise::run_output()

@@ -155,7 +155,16 @@ fn retries_report_a_flaky_case_with_every_attempt() {
 fn fail_fast_reports_the_rest_as_not_run() {
     let _daemon = daemon::shared();
     require_fixture_image();
-    let (run, report) = run_reported(&["--spec", "fixtures/spec.toml", "--fail-fast"], &[]);
+    let (run, report) = run_reported(
+        &[
+            "--spec",
+            "fixtures/spec.toml",
+            "--image",
+            FIXTURE_IMAGE,
+            "--fail-fast",
+        ],
+        &[],
+    );
     assert_eq!(run.code, 101, "{}", run.all());
     assert_status(&run, "docker::tiny_fail_expect", "FAILED");
     assert_status(

@@ -40,10 +40,11 @@ fn fixture_zoo_jobs_cover_the_selection() {
     let _daemon = daemon::shared();
     let selection = "--spec fixtures/spec.toml";
     let all = list_through_shell(selection, &[]);
-    assert_eq!(all.len(), 3);
+    assert_eq!(all.len(), 6);
     let per_image = matrix(&["--spec", "fixtures/spec.toml", "--per-image"]);
-    assert_eq!(per_image.len(), 1);
-    assert_eq!(per_image[0].name, "local/kipoi-fixture:py3");
+    assert_eq!(per_image.len(), 2);
+    assert_eq!(per_image[0].name, "local/kipoi-fixture:checked");
+    assert_eq!(per_image[1].name, "local/kipoi-fixture:py3");
     assert_cover(&per_image, &all, &[]);
     for n in ["1", "2", "3"] {
         let jobs = matrix(&["--spec", "fixtures/spec.toml", "--shards", n]);
@@ -53,7 +54,7 @@ fn fixture_zoo_jobs_cover_the_selection() {
     }
     // More shards than cases: one job per case, said on stderr.
     let jobs = matrix(&["--spec", "fixtures/spec.toml", "--shards", "8"]);
-    assert_eq!(jobs.len(), 3);
+    assert_eq!(jobs.len(), 6);
     assert_cover(&jobs, &all, &[]);
     // The selection is part of every job: a model list and the runtime.
     let sel = [

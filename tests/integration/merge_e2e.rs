@@ -167,7 +167,7 @@ fn merged_shards_count_as_one_unsharded_run() {
         assert_eq!(run.code, 0, "{}", run.all());
         let text = read_junit(&inside);
         let doc = roxmltree::Document::parse(&text).unwrap();
-        assert_eq!(doc.root_element().attribute("tests"), Some("3"));
+        assert_eq!(doc.root_element().attribute("tests"), Some("6"));
     }
 }
 

@@ -237,6 +237,8 @@ fn a_missing_binary_errors_each_case_with_the_reason() {
         &[
             "--spec",
             "fixtures/spec.toml",
+            "--image",
+            FIXTURE_IMAGE,
             "--runtime",
             "singularity",
             "--singularity-bin",

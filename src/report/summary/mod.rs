@@ -306,10 +306,13 @@ pub fn render(suites: &[Suite], notes: &Notes) -> String {
         }
     }
     let changed = predictions(&all);
-    if body.len() + changed.len() + head.len() + tail.len() < LIMIT - 400 {
-        body.push_str(&changed);
-    }
     let mut text = head + &body;
+    if !changed.is_empty() && text.len() + changed.len() + tail.len() < LIMIT - 400 {
+        while !text.ends_with("\n\n") {
+            text.push('\n');
+        }
+        text.push_str(&changed);
+    }
     if !tail.is_empty() {
         // One blank line before the section, whatever came before it.
         while !text.ends_with("\n\n") {
@@ -439,7 +442,7 @@ fn predictions(all: &[(&str, &Case)]) -> String {
     if changed.is_empty() {
         return String::new();
     }
-    let mut text = format!("\n### Predictions ({} changed)\n\n", changed.len());
+    let mut text = format!("### Predictions ({} changed)\n\n", changed.len());
     for (suite, case) in changed {
         let _ = writeln!(text, "**{}** (in {})", code(&case.name), code(suite));
         let mut shown: Vec<String> = case
