@@ -97,7 +97,16 @@ impl Tolerance {
     /// `rtol 1e-7, atol 0`, `decimal 6 (|reference − actual| < 1.5e-6)`.
     pub fn describe(self) -> String {
         match self {
-            Tolerance::Close { rtol, atol } => format!("rtol {rtol:e}, atol {atol:e}"),
+            Tolerance::Close { rtol, atol } => {
+                let short = |x: f64| {
+                    if x == 0.0 {
+                        "0".to_string()
+                    } else {
+                        format!("{x:e}")
+                    }
+                };
+                format!("rtol {}, atol {}", short(rtol), short(atol))
+            }
             Tolerance::Decimal(d) => format!("decimal {d}: |reference − actual| < 1.5e-{d}"),
         }
     }
@@ -258,6 +267,7 @@ mod tests {
         assert!(close.accepts(1000.9, 1000.0));
         assert!(!close.accepts(1.01, 1.0));
         assert!(Tolerance::default().accepts(1.0, 1.0));
+        assert_eq!(Tolerance::default().describe(), "rtol 1e-7, atol 0");
         assert!(!Tolerance::default().accepts(1.0 + 1e-6, 1.0));
     }
 

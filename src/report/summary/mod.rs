@@ -923,6 +923,28 @@ mod tests {
         );
     }
 
+    /// The models whose predictions changed get a section, with what changed; the same ones
+    /// do not.
+    #[test]
+    fn changed_predictions_have_their_section() {
+        let mut changed = case("m", Outcome::Failed, false, 10, "predictions changed: ...");
+        changed.predictions = vec![
+            "changed: 1 of 2 output(s) of `p.h5` differ (rtol 1e-7, atol 0): preds".into(),
+            "preds: 3 of 4 elements off (75.0%), max abs diff 1, max rel diff 0.5".into(),
+        ];
+        let mut same = case("ok", Outcome::Passed, false, 10, "");
+        same.predictions = vec!["same: 2 output(s) of `p.h5`".into()];
+        let md = md(&report(vec![("docker:img:1", vec![changed, same])]));
+        let section = md.split("### Predictions (1 changed)\n\n").nth(1).unwrap();
+        let section = section.split("### Slowest").next().unwrap();
+        insta::assert_snapshot!(section);
+        assert!(!section.contains("docker::ok"), "{section}");
+        assert!(
+            !md.contains("\n\n\n### Predictions"),
+            "one blank line before: {md}"
+        );
+    }
+
     #[test]
     fn times_read_well() {
         assert_eq!(show_ms(950), "950ms");

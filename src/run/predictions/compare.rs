@@ -156,9 +156,7 @@ fn numbers(a: &[f64], r: &[f64], output: &Output, tolerance: Tolerance) -> Outpu
 fn show_value(x: f64, dtype: &str) -> String {
     if dtype == "float32" {
         format!("{}", x as f32)
-    } else if x.fract() == 0.0 && x.abs() < 1e15 {
-        format!("{x}")
-    } else if dtype == "float64" || dtype == "number" {
+    } else if (x.fract() == 0.0 && x.abs() < 1e15) || dtype == "float64" || dtype == "number" {
         format!("{x}")
     } else {
         show_number(x)

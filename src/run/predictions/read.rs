@@ -609,6 +609,78 @@ pub(crate) mod tests {
         assert_eq!(outputs["a,b"].data, Data::Text(vec!["x,\"y\"".into()]));
     }
 
+    /// A file as kipoi's HDF5 writer makes one: nested groups, chunked and gzip-compressed
+    /// datasets, variable-length strings.
+    #[test]
+    fn hdf5_datasets_in_nested_groups_read_with_their_types() {
+        use hdf5_metno::types::VarLenUnicode;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.h5");
+        {
+            let file = hdf5_metno::File::create(&path).unwrap();
+            let preds = file.create_group("preds").unwrap();
+            preds
+                .new_dataset_builder()
+                .chunk((2, 2))
+                .deflate(4)
+                .with_data(&ndarray::arr2(&[[1.5f32, 2.0], [3.0, f32::NAN]]))
+                .create("a")
+                .unwrap();
+            preds
+                .new_dataset_builder()
+                .with_data(&ndarray::arr1(&[7i64, -8]))
+                .create("b")
+                .unwrap();
+            let names: Vec<VarLenUnicode> = ["x", "é"].iter().map(|s| s.parse().unwrap()).collect();
+            file.new_dataset_builder()
+                .with_data(&ndarray::arr1(&names))
+                .create("metadata/name")
+                .unwrap();
+        }
+        let outputs = read(&path, Format::Hdf5).unwrap();
+        assert_eq!(
+            outputs.keys().collect::<Vec<_>>(),
+            ["metadata/name", "preds/a", "preds/b"]
+        );
+        let a = &outputs["preds/a"];
+        assert_eq!(
+            (a.shape.as_slice(), a.dtype.as_str()),
+            ([2, 2].as_slice(), "float32")
+        );
+        let Data::Numbers(values) = &a.data else {
+            panic!("numbers")
+        };
+        assert_eq!(values[..3], [1.5, 2.0, 3.0]);
+        assert!(values[3].is_nan());
+        assert_eq!(outputs["preds/b"].dtype, "int64");
+        assert_eq!(outputs["preds/b"].data, Data::Numbers(vec![7.0, -8.0]));
+        assert_eq!(
+            outputs["metadata/name"].data,
+            Data::Text(vec!["x".into(), "é".into()])
+        );
+    }
+
+    #[test]
+    fn npz_arrays_are_outputs_by_name() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.npz");
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
+        let deflated = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        zip.start_file("preds.npy", deflated).unwrap();
+        zip.write_all(&npy_f4(&[2], &[1.0, 2.0], false)).unwrap();
+        zip.start_file("inputs.npy", deflated).unwrap();
+        zip.write_all(&npy_f4(&[1], &[3.0], false)).unwrap();
+        zip.finish().unwrap();
+        let outputs = read(&path, Format::Npz).unwrap();
+        assert_eq!(outputs.keys().collect::<Vec<_>>(), ["inputs", "preds"]);
+        assert_eq!(outputs["preds"].data, Data::Numbers(vec![1.0, 2.0]));
+        std::fs::write(&path, "not a zip").unwrap();
+        let err = read(&path, Format::Npz).unwrap_err().to_string();
+        assert!(err.contains("p.npz") && err.contains("not a zip"), "{err}");
+    }
+
     #[test]
     fn a_missing_or_broken_file_is_named() {
         let dir = tempfile::tempdir().unwrap();
