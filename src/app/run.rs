@@ -211,8 +211,10 @@ impl Run<'_> {
         let target = ReportTarget::prepare(&config.junit)?;
         capture::set_spool_dir(target.spool_dir().to_path_buf());
         // Each case's predictions land in a folder of its own beside its spooled output.
+        // Absolute: it is mounted into containers (the report's folder may be relative).
+        let outputs = target.spool_dir().join("outputs");
         let predictions = predictions::Options {
-            outputs: target.spool_dir().join("outputs"),
+            outputs: std::path::absolute(&outputs).unwrap_or(outputs),
             save: config.save_predictions.clone(),
             compare: config.compare_predictions.clone(),
         };

@@ -212,9 +212,13 @@ fn version_line(stdout: &str) -> Option<String> {
     (printable && numbered).then(|| line.to_string())
 }
 
-/// The case's output folder bound read-write where `{output}` points. The runner picks the
-/// folder (the report's work folder), and a `:` or `,` in it would split the bind: the work
-/// folder's checks refuse such a place before any case runs.
+/// Whether a host path cannot be given to `--bind` (which splits on `:` and `,`).
+fn splits_a_bind(host: &Path) -> bool {
+    host.to_string_lossy().contains([':', ','])
+}
+
+/// The case's output folder bound read-write where `{output}` points (a folder whose path
+/// would split the bind is refused before: [`splits_a_bind`]).
 fn output_bind(host: &Path) -> String {
     format!(
         "{}:{}:rw",
@@ -305,6 +309,15 @@ impl SingularityRuntime {
             caches: held.uses.clone(),
             ..CaseFacts::default()
         };
+        if let Some(output) = req.output.as_deref().filter(|p| splits_a_bind(p)) {
+            let error = Failure::message(format!(
+                "the case's output folder `{}` holds `:` or `,`, which Apptainer's --bind \
+                 splits on: give --junit a folder without them (the output folders are made \
+                 beside the report)",
+                output.display()
+            ));
+            return Execution::before_start(Ended::Errored { error }, req);
+        }
         let binds = caches::apptainer::bind_args(&held, req.apptainer_home.as_deref());
         let mut args: Vec<String> = vec!["exec".into(), "--cleanenv".into()];
         if req.offline {
@@ -521,6 +534,17 @@ mod tests {
         assert!(find_binary(Some(Path::new("sh"))).unwrap().is_absolute());
         let err = find_binary(Some(Path::new("no-such-apptainer-here"))).unwrap_err();
         assert!(err.to_string().contains("not on PATH"), "{err}");
+    }
+
+    #[test]
+    fn an_output_folder_is_bound_read_write_where_output_points() {
+        assert_eq!(
+            output_bind(Path::new("/r/.junit.xml.spool-x/outputs/c-1")),
+            "/r/.junit.xml.spool-x/outputs/c-1:/zoo-runner/output:rw"
+        );
+        assert!(splits_a_bind(Path::new("/r/a:b/outputs")));
+        assert!(splits_a_bind(Path::new("/r/a,b/outputs")));
+        assert!(!splits_a_bind(Path::new("/r/a b/outputs")));
     }
 
     #[test]
