@@ -5,19 +5,17 @@
 //! asks which runtime it holds: every runtime answers the same interface.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cancel::Cancel;
-use crate::config::predictions::PredictionPlan;
 use crate::config::spec::Network;
 use crate::events::{Event, Shown, Sink};
 use crate::record::facts::ImageFacts;
-use crate::record::predictions::{PredictionCheck, Reference};
 use crate::record::{Attempt, Failure, Outcome, Record, RuntimeName};
-use crate::run::predictions::{self, copy_command, saved_path, saved_reference, Unavailable};
+use crate::run::predictions;
 use crate::run::stage::{Stage, MAX_PULL_AHEAD};
 use crate::run::verdict;
 use crate::run::versions::{self, Versions};
@@ -406,9 +404,15 @@ impl Dispatcher {
         let mut facts = exec.facts;
         let ran = match (ran, &case.plan.predictions, &request.output) {
             (Outcome::Passed, Some(plan), Some(dir)) => {
-                let check = self
-                    .check_predictions(runtime, ready, case, request, plan, dir)
-                    .await;
+                let subject = predictions::Subject {
+                    case: &case.name,
+                    model: &case.model,
+                    runtime: case.runtime.as_str(),
+                };
+                let options = &self.settings.predictions;
+                let check =
+                    predictions::check_case(runtime, ready, request, &subject, plan, dir, options)
+                        .await;
                 let outcome = if check.failed() {
                     Outcome::Failed {
                         message: check.diff(),
@@ -428,85 +432,6 @@ impl Dispatcher {
             duration: exec.duration,
             facts,
         }
-    }
-
-    /// The case's predictions, read from its output folder and compared with the saved ones
-    /// (`--compare-predictions`) or the spec's reference, copied out of the image with `cp` in
-    /// the case's image (its working directory, caches and volumes, no network).
-    async fn check_predictions(
-        &self,
-        runtime: &dyn Runtime,
-        ready: &Ready,
-        case: &Case,
-        request: &RunRequest,
-        plan: &PredictionPlan,
-        dir: &Path,
-    ) -> PredictionCheck {
-        let (plan, dir) = (plan.clone(), dir.to_path_buf());
-        let options = &self.settings.predictions;
-        let runtime_name = case.runtime.as_str();
-        let reference = if let Some(saved) = &options.compare {
-            Some(
-                saved_reference(saved, runtime_name, &case.model, &plan.file).map(|r| {
-                    let path = match &r {
-                        Reference::Saved { path, .. } => path.clone(),
-                        Reference::Expected { path } => PathBuf::from(path),
-                    };
-                    (r, path)
-                }),
-            )
-        } else if let Some(command) = copy_command(&plan) {
-            let copy = RunRequest {
-                case_name: format!("{} (its reference)", case.name),
-                command,
-                network: Network::None,
-                timeout: REFERENCE_COPY_TIMEOUT,
-                memory: None,
-                keep: 4096,
-                ..request.clone()
-            };
-            let exec = runtime.run(ready, &copy).await;
-            let stderr = exec.stderr.finish().text();
-            match &exec.ended {
-                crate::runtime::Ended::Exited { code: 0 } => {
-                    let name = plan.reference_copy().unwrap_or_default();
-                    let path = plan.reference.clone().unwrap_or_default();
-                    Some(Ok((Reference::Expected { path }, dir.join(name))))
-                }
-                ended => {
-                    let said = stderr.trim();
-                    let how = verdict::ran(ended, "", &stderr).message();
-                    Some(Err(Unavailable {
-                        file: plan.reference.clone().unwrap_or_default(),
-                        why: if said.is_empty() || how.contains(said) {
-                            format!("cannot copy it out of the image: `cp` {how}")
-                        } else {
-                            format!("cannot copy it out of the image: `cp` {how} ({said})")
-                        },
-                    }))
-                }
-            }
-        } else {
-            None
-        };
-        let save = options
-            .save
-            .as_ref()
-            .map(|d| saved_path(d, runtime_name, &case.model, &plan.file));
-        let file = plan.file.clone();
-        let checked =
-            tokio::task::spawn_blocking(move || predictions::check(&plan, &dir, reference, save))
-                .await;
-        checked.unwrap_or_else(|e| PredictionCheck {
-            file: file.clone(),
-            reference: None,
-            tolerance: String::new(),
-            result: crate::record::predictions::CheckResult::Unusable {
-                file: "the predictions".into(),
-                why: format!("the check stopped: {e}"),
-            },
-            saved: None,
-        })
     }
 
     /// What the runtime is asked to run for one attempt of a case (numbered from 1;
@@ -574,9 +499,6 @@ impl Dispatcher {
             .collect()
     }
 }
-
-/// How long copying the spec's reference out of the image may take.
-const REFERENCE_COPY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Whether a case will run in its image (so its stage counts it).
 fn needs_image(case: &Case, run_skipped: bool) -> bool {

@@ -13,9 +13,17 @@ pub mod read;
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use crate::config::predictions::{PredictionPlan, CONTAINER_DIR};
+use crate::config::spec::Network;
 use crate::error_chain::chain;
 use crate::record::predictions::{CheckResult, PredictionCheck, Reference};
+use crate::run::verdict;
+use crate::runtime::{Ended, Ready, RunRequest, Runtime};
+
+/// How long copying the spec's reference out of the image may take.
+const REFERENCE_COPY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What the run does with predictions besides the spec's check.
 #[derive(Debug, Clone, Default)]
@@ -131,6 +139,90 @@ pub fn saved_reference(
 pub struct Unavailable {
     pub file: String,
     pub why: String,
+}
+
+/// The case a check is for.
+pub struct Subject<'a> {
+    /// `runtime::model`, for messages.
+    pub case: &'a str,
+    pub model: &'a str,
+    pub runtime: &'a str,
+}
+
+/// A case's predictions, read from its output folder and compared with the saved ones
+/// (`--compare-predictions`) or the spec's reference, copied out of the image with `cp` in the
+/// case's image (the request's working directory, caches and volumes; no network).
+pub async fn check_case(
+    runtime: &dyn Runtime,
+    ready: &Ready,
+    request: &RunRequest,
+    case: &Subject<'_>,
+    plan: &PredictionPlan,
+    dir: &Path,
+    options: &Options,
+) -> PredictionCheck {
+    let (plan, dir) = (plan.clone(), dir.to_path_buf());
+    let runtime_name = case.runtime;
+    let reference = if let Some(saved) = &options.compare {
+        Some(
+            saved_reference(saved, runtime_name, case.model, &plan.file).map(|r| {
+                let path = match &r {
+                    Reference::Saved { path, .. } => path.clone(),
+                    Reference::Expected { path } => PathBuf::from(path),
+                };
+                (r, path)
+            }),
+        )
+    } else if let Some(command) = copy_command(&plan) {
+        let copy = RunRequest {
+            case_name: format!("{} (its reference)", case.case),
+            command,
+            network: Network::None,
+            timeout: REFERENCE_COPY_TIMEOUT,
+            memory: None,
+            keep: 4096,
+            ..request.clone()
+        };
+        let exec = runtime.run(ready, &copy).await;
+        let stderr = exec.stderr.finish().text();
+        match &exec.ended {
+            Ended::Exited { code: 0 } => {
+                let name = plan.reference_copy().unwrap_or_default();
+                let path = plan.reference.clone().unwrap_or_default();
+                Some(Ok((Reference::Expected { path }, dir.join(name))))
+            }
+            ended => {
+                let said = stderr.trim();
+                let how = verdict::ran(ended, "", &stderr).message();
+                Some(Err(Unavailable {
+                    file: plan.reference.clone().unwrap_or_default(),
+                    why: if said.is_empty() || how.contains(said) {
+                        format!("cannot copy it out of the image: `cp` {how}")
+                    } else {
+                        format!("cannot copy it out of the image: `cp` {how} ({said})")
+                    },
+                }))
+            }
+        }
+    } else {
+        None
+    };
+    let save = options
+        .save
+        .as_ref()
+        .map(|d| saved_path(d, runtime_name, case.model, &plan.file));
+    let file = plan.file.clone();
+    let checked = tokio::task::spawn_blocking(move || check(&plan, &dir, reference, save)).await;
+    checked.unwrap_or_else(|e| PredictionCheck {
+        file: file.clone(),
+        reference: None,
+        tolerance: String::new(),
+        result: CheckResult::Unusable {
+            file: "the predictions".into(),
+            why: format!("the check stopped: {e}"),
+        },
+        saved: None,
+    })
 }
 
 /// Reads the case's predictions from `dir` and compares them with `reference` (a file on the
