@@ -51,6 +51,8 @@ pub struct RunConfig {
     pub keep_output: usize,
     pub store_success_output: bool,
     pub retries: u32,
+    /// `--infra-retries`: reruns of a case the outside world failed.
+    pub infra_retries: u32,
     pub fail_fast: bool,
     pub threads: usize,
     pub pull_ahead: usize,
@@ -77,6 +79,8 @@ pub struct RunConfig {
 #[derive(Debug, Clone, Copy)]
 struct Knobs {
     waits: Waits,
+    /// The pauses before rerunning a case the outside world failed.
+    infra_backoff: crate::config::backoff::Backoff,
     /// The deadline of credential helpers and git, when the knob sets it.
     helper_timeout: Option<Duration>,
 }
@@ -101,6 +105,7 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
     }
     let knobs = Knobs {
         waits: knobs::docker_waits(|name| std::env::var_os(name))?,
+        infra_backoff: knobs::infra_backoff(|name| std::env::var_os(name))?,
         helper_timeout: knobs::helper_timeout(|name| std::env::var_os(name))?,
     };
     super::with_signals(|rt, cancel| {
@@ -311,6 +316,9 @@ impl Run<'_> {
             slow_period: config.slow_after,
             keep: config.keep_output,
             retries: config.retries,
+            infra_failures: spec.infra_failures.clone(),
+            infra_retries: config.infra_retries,
+            infra_backoff: self.knobs.infra_backoff,
             fail_fast: config.fail_fast,
             run_skipped: config.run_skipped,
             store_success_output: config.store_success_output,

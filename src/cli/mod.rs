@@ -90,6 +90,10 @@ fn parse_retries(text: &str) -> Result<u32, String> {
     Ok(n)
 }
 
+fn parse_infra_retries(text: &str) -> Result<u32, String> {
+    parse_retries(text).map_err(|e| e.replace("--retries", "--infra-retries"))
+}
+
 /// Checks on libtest's own flags, which come with their own parsers.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum CliError {
@@ -508,6 +512,12 @@ pub struct Cli {
     #[arg(long, value_name = "N", value_parser = parse_retries, default_value = "0")]
     pub retries: u32,
 
+    /// Rerun a case whose output says the outside world failed (the spec's infra_failures: a
+    /// throttled or unreachable download) up to N more times, after pauses that double (30s,
+    /// 1m, ... with jitter); apart from --retries (at most 100).
+    #[arg(long, value_name = "N", value_parser = parse_infra_retries, default_value = "2")]
+    pub infra_retries: u32,
+
     /// Start no new case after the first failure; the rest are reported not run.
     #[arg(long)]
     pub fail_fast: bool,
@@ -748,6 +758,7 @@ impl Cli {
             keep_output: usize::try_from(self.keep_output).unwrap_or(usize::MAX),
             store_success_output: self.store_success_output,
             retries: self.retries,
+            infra_retries: self.infra_retries,
             fail_fast: self.fail_fast,
             threads: self.threads(),
             pull_ahead: self.pull_ahead,
@@ -886,6 +897,7 @@ mod tests {
             (&["--keep-output", "99999999999999999999g"][..], "too large"),
             (&["--retries", "101"][..], "--retries"),
             (&["--retries", "many"][..], "--retries"),
+            (&["--infra-retries", "101"][..], "--infra-retries"),
             (&["--pull-ahead", "17"][..], "--pull-ahead"),
             (&["--pull-ahead=-1"][..], "--pull-ahead"),
             (

@@ -9,13 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cancel::Cancel;
+use crate::cancel::{Cancel, Level};
+use crate::config::backoff::Backoff;
 use crate::config::spec::Network;
 use crate::events::{Event, Shown, Sink};
 use crate::record::facts::ImageFacts;
 use crate::record::{Attempt, Failure, Outcome, Record, RuntimeName};
 use crate::run::stage::{Stage, MAX_PULL_AHEAD};
-use crate::run::verdict::judge;
+use crate::run::verdict::{self, judge};
 use crate::run::versions::{self, Versions};
 use crate::runtime::{Image, PrepareError, Ready, RunRequest, Runtime};
 use crate::select::plan::Case;
@@ -33,6 +34,12 @@ pub struct Settings {
     pub slow_period: Duration,
     pub keep: usize,
     pub retries: u32,
+    /// The spec's `infra_failures`: output that means the outside world failed, not the model.
+    pub infra_failures: Vec<String>,
+    /// `--infra-retries`: how often such a case runs again, apart from `retries`.
+    pub infra_retries: u32,
+    /// The pauses before those reruns.
+    pub infra_backoff: Backoff,
     pub fail_fast: bool,
     /// `--ignored` / `--include-ignored`: run the cases the spec marks `skip` too.
     pub run_skipped: bool,
@@ -215,11 +222,28 @@ impl Dispatcher {
 
         let mut earlier = Vec::new();
         let mut n = 1;
+        // Reruns taken so far: of model failures (--retries) and of the outside world's
+        // (--infra-retries, after a pause).
+        let (mut reruns, mut infra_reruns) = (0, 0);
         let mut last = loop {
             let exec = runtime.run(&ready, &self.request(case, n)).await;
-            let this = attempt(exec, case);
-            let retry = this.outcome.is_bad() && n <= self.settings.retries;
-            if !retry || self.cancel.is_cancelled() {
+            let this = attempt(exec, case, &self.settings.infra_failures);
+            let s = &self.settings;
+            let pause = if this.outcome.is_infra() {
+                let pause =
+                    (infra_reruns < s.infra_retries).then(|| s.infra_backoff.pause(infra_reruns));
+                infra_reruns += 1;
+                match pause {
+                    Some(pause) => Some(pause),
+                    None => break this,
+                }
+            } else if this.outcome.is_bad() && reruns < s.retries {
+                reruns += 1;
+                None
+            } else {
+                break this;
+            };
+            if self.cancel.is_cancelled() {
                 break this;
             }
             earlier.push(this);
@@ -227,7 +251,14 @@ impl Dispatcher {
             self.sink.event(Event::CaseRetrying {
                 name: case.name.clone(),
                 attempt: n,
+                pause,
             });
+            if let Some(pause) = pause {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = self.cancel.reached(Level::Stop) => {}
+                }
+            }
         };
         if last.outcome == Outcome::Passed && !self.settings.store_success_output {
             // As cargo-nextest's JUnit: a pass keeps no output unless asked (failed earlier
@@ -438,15 +469,19 @@ pub fn image_of(case: &Case) -> Image {
     }
 }
 
-/// Ends an attempt: its output streams are closed (spooled on disk) and judged.
-fn attempt(exec: crate::runtime::Execution, case: &Case) -> Attempt {
+/// Ends an attempt: its output streams are closed (spooled on disk) and judged; a failure whose
+/// output names the outside world (`infra_failures`) is an infra error.
+fn attempt(exec: crate::runtime::Execution, case: &Case, infra_failures: &[String]) -> Attempt {
     let stdout = exec.stdout.finish();
     let stderr = exec.stderr.finish();
     // Only a failure quotes the model, so only a failure reads its output back.
-    let outcome = if matches!(exec.ended, crate::runtime::Ended::Exited { code } if code != 0) {
-        judge(&exec.ended, &stdout.text(), &stderr.text(), &case.plan)
-    } else {
-        judge(&exec.ended, "", "", &case.plan)
+    let outcome = match exec.ended {
+        crate::runtime::Ended::Exited { code } if code != 0 => {
+            let (out, err) = (stdout.text(), stderr.text());
+            let judged = judge(&exec.ended, &out, &err, &case.plan);
+            verdict::infra(judged, code, &out, &err, infra_failures)
+        }
+        _ => judge(&exec.ended, "", "", &case.plan),
     };
     Attempt {
         outcome,
@@ -490,7 +525,9 @@ mod tests {
                     format!("run: {cases} cases, {filtered_out} filtered out, width {name_width}")
                 }
                 Event::CaseStarted { name } => format!("started {name}"),
-                Event::CaseRetrying { name, attempt } => format!("retrying {name} ({attempt})"),
+                Event::CaseRetrying { name, attempt, .. } => {
+                    format!("retrying {name} ({attempt})")
+                }
                 Event::CaseFinished { record, shown } => {
                     format!(
                         "finished {}: {shown:?} ({})",
@@ -532,6 +569,9 @@ mod tests {
             slow_period: Duration::from_secs(60),
             keep: 1024,
             retries: 0,
+            infra_failures: vec!["HTTP Error 429".into()],
+            infra_retries: 2,
+            infra_backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(4)),
             fail_fast: false,
             run_skipped: false,
             store_success_output: false,

@@ -222,8 +222,19 @@ impl Display {
                     state.running.insert(name, bar);
                 }
             }
-            Event::CaseRetrying { name, attempt } => {
-                self.err_line(&format!("zoo-runner: retrying {name} (attempt {attempt})"));
+            Event::CaseRetrying {
+                name,
+                attempt,
+                pause,
+            } => {
+                self.err_line(&match pause {
+                    Some(pause) => format!(
+                        "zoo-runner: {name} could not fetch its data; retrying in {} \
+                         (attempt {attempt})",
+                        show_duration(pause)
+                    ),
+                    None => format!("zoo-runner: retrying {name} (attempt {attempt})"),
+                });
             }
             Event::CaseFinished { record, shown } => {
                 let bar = state.running.remove(&record.name);
@@ -418,6 +429,7 @@ mod tests {
             Event::CaseRetrying {
                 name: "docker::flaky".into(),
                 attempt: 2,
+                pause: None,
             },
             finished("flaky", Outcome::Passed, 1, Shown::Ok),
             Event::TransferEnded {

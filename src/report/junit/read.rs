@@ -44,6 +44,8 @@ pub struct ScannedCase {
     pub message: String,
     /// Passed after failed attempts (`flakyFailure`/`flakyError`).
     pub flaky: bool,
+    /// An error of type `infra`: the outside world failed it, not the model.
+    pub infra: bool,
     /// Where `<testcase ...>...</testcase>` stands in the file, in bytes.
     pub range: Range<u64>,
 }
@@ -133,6 +135,7 @@ struct OpenCase {
     /// Reading the text of the status element, for a message that is not in the attribute.
     in_status_text: bool,
     flaky: bool,
+    infra: bool,
     start: u64,
 }
 
@@ -239,6 +242,10 @@ pub fn scan(path: &Path) -> Result<ScannedReport, JunitReadError> {
                             c.outcome = Some(match status {
                                 b"failure" => Outcome::Failed,
                                 b"error" if ty == "timeout" => Outcome::TimedOut,
+                                b"error" if ty == crate::record::infra::INFRA => {
+                                    c.infra = true;
+                                    Outcome::Errored
+                                }
                                 b"error" => Outcome::Errored,
                                 _ => Outcome::skipped(&ty),
                             });
@@ -341,6 +348,7 @@ fn push_case(report: &mut ScannedReport, open_suites: &[usize], open: OpenCase, 
         outcome: open.outcome.unwrap_or(Outcome::Passed),
         message: open.message,
         flaky: open.flaky,
+        infra: open.infra,
         range: open.start..end,
     });
 }
