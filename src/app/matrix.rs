@@ -76,6 +76,7 @@ pub fn run(config: MatrixConfig) -> anyhow::Result<ExitCode> {
 fn plan(args: &MatrixConfig, git: GitRun) -> anyhow::Result<ExitCode> {
     let options = PlanOptions {
         git,
+        rerun: super::run::rerun_of(&args.wanted)?,
         ..PlanOptions::default()
     };
     let Inputs { cases, .. } = Inputs::load(&args.wanted, options)?;

@@ -117,7 +117,12 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
         if let Some(code) = super::interrupted_early(cancel) {
             return Ok(code);
         }
-        let Inputs { spec, mut cases } = loaded?;
+        let Inputs {
+            spec,
+            mut cases,
+            selected,
+            nothing_to_rerun,
+        } = loaded?;
         if config.warming && spec.caches.is_empty() {
             anyhow::bail!(
                 "`cache warm`: the spec `{}` names no `caches`, so there is nothing to fill",
@@ -130,6 +135,8 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
         let run = Run {
             config: &config,
             spec: &spec,
+            selected,
+            nothing_to_rerun,
             knobs,
             reporter: &reporter,
             cancel,
@@ -156,14 +163,30 @@ fn load(config: &RunConfig, git: GitRun) -> anyhow::Result<Inputs> {
             durations,
             only_skipped: config.only_skipped,
             git,
+            rerun: rerun_of(&config.wanted)?,
         },
     )
+}
+
+/// `--rerun-failed REPORT`, read.
+pub(super) fn rerun_of(wanted: &Wanted) -> anyhow::Result<Option<crate::select::rerun::Rerun>> {
+    Ok(match &wanted.rerun_failed {
+        Some(path) => Some(crate::report::junit::rerun::load(
+            path,
+            wanted.rerun_include_flaky,
+        )?),
+        None => None,
+    })
 }
 
 /// One run, its inputs loaded.
 struct Run<'a> {
     config: &'a RunConfig,
     spec: &'a Spec,
+    /// The selection's cases before `--partition` kept a shard.
+    selected: usize,
+    /// `--rerun-failed` found nothing left to rerun.
+    nothing_to_rerun: bool,
     knobs: Knobs,
     reporter: &'a Arc<Reporter>,
     cancel: &'a Cancel,
@@ -208,14 +231,7 @@ impl Run<'_> {
 
         let mut notes = summary::Notes::default();
         if kept.is_empty() {
-            let why = why_nothing(config, &cases);
-            events::line(format!(
-                "zoo-runner: warning: no case selected, nothing will be tested: {why}"
-            ));
-            notes.why_empty = Some(why);
-            if config.require_tests {
-                events::line("error: --require-tests: a run that tests nothing fails");
-                let verdict = ExitCode::from(EXIT_NO_TESTS);
+            if let Some(verdict) = self.nothing_selected(&cases, &mut notes) {
                 return Ok(self
                     .write_report(target, &[], &RunFacts::default(), notes)
                     .unwrap_or(verdict));
@@ -298,6 +314,65 @@ impl Run<'_> {
         Ok(self
             .write_report(target, &records, &facts, notes)
             .unwrap_or(verdict))
+    }
+
+    /// A run that tests nothing says why, and which it was: an empty selection, or nothing
+    /// left to rerun, fails with `--require-tests` (exit 5); a shard that the partition left
+    /// empty is not the user's mistake and exits 0 all the same. The exit code when the run
+    /// ends here; else it goes on (and reports its zero cases).
+    fn nothing_selected(&self, cases: &[Case], notes: &mut summary::Notes) -> Option<ExitCode> {
+        let config = self.config;
+        let rerun = config
+            .wanted
+            .rerun_failed
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let (why, the_users) = if self.nothing_to_rerun {
+            (
+                format!(
+                    "nothing to rerun: no selected case failed, errored, timed out or did not \
+                     run in --rerun-failed `{rerun}`"
+                ),
+                true,
+            )
+        } else if cases.is_empty() && self.selected > 0 && config.partition.is_some() {
+            (
+                format!(
+                    "--partition left this shard no case: the selection's {} case(s) went to \
+                     the other shards (more shards than the selection fills), so there is \
+                     nothing to test here and nothing is wrong",
+                    self.selected
+                ),
+                false,
+            )
+        } else {
+            (why_nothing(config, cases), true)
+        };
+        notes.why_empty = Some(why.clone());
+        if !the_users {
+            events::note(why);
+            return None;
+        }
+        if self.nothing_to_rerun {
+            events::note(&why);
+        } else {
+            events::line(format!(
+                "zoo-runner: warning: no case selected, nothing will be tested: {why}"
+            ));
+        }
+        if config.require_tests {
+            events::line(format!(
+                "error: --require-tests: a run that tests nothing fails ({})",
+                if self.nothing_to_rerun {
+                    "nothing to rerun"
+                } else {
+                    "the selection is empty"
+                }
+            ));
+            return Some(ExitCode::from(EXIT_NO_TESTS));
+        }
+        None
     }
 
     /// What every case shares.

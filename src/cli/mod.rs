@@ -205,6 +205,15 @@ pub struct SelectionArgs {
     /// --changed-since.
     #[arg(long, value_name = "DIR", requires = "changed_since")]
     pub models_repo: Option<PathBuf>,
+
+    /// Keep only the selected cases that failed, errored, timed out or did not run in this
+    /// earlier JUnit report (a file, a merged report, or a folder searched for *.xml).
+    #[arg(long, value_name = "REPORT")]
+    pub rerun_failed: Option<PathBuf>,
+
+    /// With --rerun-failed, also rerun the cases that passed there only after a failed attempt.
+    #[arg(long, requires = "rerun_failed")]
+    pub rerun_failed_include_flaky: bool,
 }
 
 impl SelectionArgs {
@@ -238,6 +247,14 @@ impl SelectionArgs {
         self.only_image.extend(after.only_image);
         self.all_models |= after.all_models;
         self.slim |= after.slim;
+        self.rerun_failed_include_flaky |= after.rerun_failed_include_flaky;
+        self.rerun_failed = one(
+            "rerun-failed",
+            self.rerun_failed,
+            after.rerun_failed,
+            &None,
+            opt_path,
+        )?;
         self.spec = one(
             "spec",
             self.spec,
@@ -283,6 +300,8 @@ impl SelectionArgs {
             runtimes: self.runtime.names.clone(),
             only_images: self.only_image.clone(),
             changed_since: self.changed_since.clone().zip(self.models_repo.clone()),
+            rerun_failed: self.rerun_failed.clone(),
+            rerun_include_flaky: self.rerun_failed_include_flaky,
         }
     }
 
@@ -321,6 +340,12 @@ impl SelectionArgs {
                 "--models-repo".into(),
                 repo.display().to_string(),
             ]);
+        }
+        if let Some(report) = &self.rerun_failed {
+            args.extend(["--rerun-failed".into(), report.display().to_string()]);
+        }
+        if self.rerun_failed_include_flaky {
+            args.push("--rerun-failed-include-flaky".into());
         }
         args
     }

@@ -6,3 +6,4 @@ pub mod changed_since;
 pub mod filter;
 pub mod inputs;
 pub mod plan;
+pub mod rerun;

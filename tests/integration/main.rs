@@ -30,6 +30,7 @@ mod merge_e2e;
 mod registry_e2e;
 mod registry_fixture;
 mod registry_pull_messages;
+mod rerun_e2e;
 mod sif_cache_shared;
 mod sif_from_docker;
 mod singularity_e2e;
