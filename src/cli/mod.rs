@@ -50,6 +50,10 @@ fn parse_download_timeout(text: &str) -> Result<Duration, UnitError> {
     parse_positive_duration(text, "--download-timeout", MAX_DURATION)
 }
 
+fn parse_max_job_time(text: &str) -> Result<Duration, UnitError> {
+    parse_positive_duration(text, "--max-job-time", MAX_DURATION)
+}
+
 fn parse_slow_after(text: &str) -> Result<Duration, UnitError> {
     parse_positive_duration(text, "--slow-after", MAX_DURATION)
 }
@@ -367,7 +371,7 @@ fn parse_shards(text: &str) -> Result<u64, String> {
 
 /// `zoo-runner matrix`: the jobs of a CI matrix, as JSON for GitHub's `fromJSON`.
 #[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("split").required(true).args(["per_image", "shards"])))]
+#[command(group(clap::ArgGroup::new("split").required(true).args(["per_image", "shards", "max_job_time"])))]
 pub struct MatrixArgs {
     #[command(flatten)]
     pub selection: SelectionArgs,
@@ -381,9 +385,14 @@ pub struct MatrixArgs {
     #[arg(long, value_name = "N", value_parser = parse_shards)]
     pub shards: Option<u64>,
 
+    /// As many jobs of about equal running time as it takes for each job's expected time (its
+    /// cases and its pulls, by --durations) to fit this limit, e.g. 6h (GitHub-hosted runners).
+    #[arg(long, value_name = "DURATION", value_parser = parse_max_job_time, requires = "durations")]
+    pub max_job_time: Option<Duration>,
+
     /// Earlier JUnit reports (a file or a folder) whose times balance the shards; every job
     /// gets the same path, so the file must be there for each.
-    #[arg(long, value_name = "PATH", requires = "shards")]
+    #[arg(long, value_name = "PATH", conflicts_with = "per_image")]
     pub durations: Option<PathBuf>,
 
     /// Run flags added to every job's arguments, after `--` (e.g. `-- --retries 1`).

@@ -26,6 +26,7 @@ mod infra_e2e;
 mod inputs_e2e;
 mod main_job;
 mod matrix_e2e;
+mod matrix_fit_e2e;
 mod merge_e2e;
 mod registry_e2e;
 mod registry_fixture;
