@@ -43,6 +43,12 @@ pub enum Event {
         filtered_out: usize,
         name_width: usize,
     },
+    /// How the run will go, for its ETA: how many cases run at once, and each case's expected
+    /// time in milliseconds (`runtime::model`) when earlier runs tell (`--durations`).
+    Estimates {
+        threads: usize,
+        expected_ms: Option<Arc<std::collections::BTreeMap<String, u64>>>,
+    },
     /// A case started (its image is ready).
     CaseStarted { name: String },
     /// A case's attempt did not pass and it runs again (`attempt` is the next one's number),

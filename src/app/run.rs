@@ -13,6 +13,7 @@ use crate::capture;
 use crate::config::knobs::{self, Waits};
 use crate::config::spec::{Network, Spec};
 use crate::events::{self, Sink};
+use crate::partition::durations::Durations;
 use crate::partition::PartitionArg;
 use crate::record::facts::RunFacts;
 use crate::record::{count, Attempt, Failure, Outcome, Record, RuntimeName};
@@ -25,6 +26,7 @@ use crate::runtime::{self, SetupError};
 use crate::select::changed_since::{self, GitRun};
 use crate::select::filter::NameFilter;
 use crate::select::inputs::{self, Inputs, PlanOptions, Wanted};
+use crate::select::order;
 use crate::select::plan::Case;
 use crate::store::caches::{self, Caches};
 use crate::store::registry;
@@ -87,6 +89,7 @@ struct Knobs {
 
 pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
     // From here on one reporter draws every event: it owns the terminal.
+    let progress_every = knobs::progress_every(|name| std::env::var_os(name))?;
     let display = Display::terminal(&config.face).map_err(|e| {
         anyhow::anyhow!(
             "--logfile `{}` cannot be created: {e}",
@@ -98,6 +101,10 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default()
         )
     })?;
+    let display = match progress_every {
+        Some(every) => display.with_progress_every(every),
+        None => display,
+    };
     let reporter = Arc::new(Reporter::new(display));
     events::install(Arc::clone(&reporter) as Arc<dyn Sink>);
     if !config.list {
@@ -117,12 +124,15 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
         if let Some(code) = super::interrupted_early(cancel) {
             return Ok(code);
         }
-        let Inputs {
-            spec,
-            mut cases,
-            selected,
-            nothing_to_rerun,
-        } = loaded?;
+        let (
+            Inputs {
+                spec,
+                mut cases,
+                selected,
+                nothing_to_rerun,
+            },
+            durations,
+        ) = loaded?;
         if config.warming && spec.caches.is_empty() {
             anyhow::bail!(
                 "`cache warm`: the spec `{}` names no `caches`, so there is nothing to fill",
@@ -132,11 +142,17 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
         // Image by image: an image's cases run together, so it is pulled once and can be
         // pruned after its last case.
         cases.sort_by(|a, b| (a.runtime, &a.image).cmp(&(b.runtime, &b.image)));
+        // With earlier times, the slowest first (still image by image): the last cases to
+        // start are short, so threads do not wait on a long one at the end.
+        if let Some(d) = &durations {
+            order::slowest_first(&mut cases, d);
+        }
         let run = Run {
             config: &config,
             spec: &spec,
             selected,
             nothing_to_rerun,
+            durations: durations.as_ref(),
             knobs,
             reporter: &reporter,
             cancel,
@@ -146,7 +162,7 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
 }
 
 /// The inputs: `--durations` read, the spec and catalog loaded, the cases planned.
-fn load(config: &RunConfig, git: GitRun) -> anyhow::Result<Inputs> {
+fn load(config: &RunConfig, git: GitRun) -> anyhow::Result<(Inputs, Option<Durations>)> {
     inputs::check_durations_use(
         config.durations.is_some(),
         config.partition.map(|p| p.scheme()),
@@ -155,17 +171,18 @@ fn load(config: &RunConfig, git: GitRun) -> anyhow::Result<Inputs> {
         Some(path) => Some(crate::report::junit::durations::load(path)?),
         None => None,
     };
-    Inputs::load(
+    let inputs = Inputs::load(
         &config.wanted,
         PlanOptions {
             timeout: config.timeout,
             partition: config.partition,
-            durations,
+            durations: durations.clone(),
             only_skipped: config.only_skipped,
             git,
             rerun: rerun_of(&config.wanted)?,
         },
-    )
+    )?;
+    Ok((inputs, durations.filter(Durations::has_times)))
 }
 
 /// `--rerun-failed REPORT`, read.
@@ -187,6 +204,8 @@ struct Run<'a> {
     selected: usize,
     /// `--rerun-failed` found nothing left to rerun.
     nothing_to_rerun: bool,
+    /// `--durations`, when they recorded times: for the ETA.
+    durations: Option<&'a Durations>,
     knobs: Knobs,
     reporter: &'a Arc<Reporter>,
     cancel: &'a Cancel,
@@ -276,6 +295,17 @@ impl Run<'_> {
             }
         }
 
+        let expected_ms = self.durations.map(|d| {
+            Arc::new(
+                kept.iter()
+                    .map(|c| (c.name.clone(), d.weight(&c.name)))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )
+        });
+        self.reporter.event(events::Event::Estimates {
+            threads: config.threads,
+            expected_ms,
+        });
         let dispatcher = Dispatcher::new(
             runtimes.clone(),
             kept,

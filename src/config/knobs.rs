@@ -64,6 +64,16 @@ pub const INFRA_BACKOFF_VAR: &str = "ZOO_RUNNER_INFRA_BACKOFF";
 pub const INFRA_BACKOFF: Duration = Duration::from_secs(30);
 pub const INFRA_BACKOFF_MAX: Duration = Duration::from_secs(600);
 
+/// Replaces how often a plain progress line is printed off a terminal (every 3 minutes).
+pub const PROGRESS_EVERY_VAR: &str = "ZOO_RUNNER_PROGRESS_EVERY";
+
+/// How often the knob says a progress line is printed off a terminal, if it is set.
+pub fn progress_every(
+    get: impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<Duration>, KnobError> {
+    duration(&get, PROGRESS_EVERY_VAR)
+}
+
 /// The most any knob takes: they exist to shorten waits, not to make them endless.
 const MAX_KNOB: Duration = Duration::from_secs(3600);
 

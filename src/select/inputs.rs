@@ -141,13 +141,14 @@ impl Inputs {
     }
 }
 
-/// `--durations` balances a `time` partition only: given with any other (or none), it is an
-/// input error, found before the reports are read.
+/// `--durations` balances a `time` partition, and orders a run's cases and gives its ETA; a
+/// `hash` or `count` partition takes no times, so with one it is an input error, found before
+/// the reports are read.
 pub fn check_durations_use(given: bool, scheme: Option<Scheme>) -> anyhow::Result<()> {
-    if given && scheme != Some(Scheme::Time) {
+    if given && scheme.is_some_and(|s| s != Scheme::Time) {
         anyhow::bail!(
-            "--durations is read only by --partition time:M/N (or time:auto): add one, or drop \
-             --durations"
+            "--durations balances only --partition time:M/N (or time:auto), not hash or count: \
+             use a time partition, or drop --durations"
         );
     }
     Ok(())

@@ -28,6 +28,7 @@ mod main_job;
 mod matrix_e2e;
 mod matrix_fit_e2e;
 mod merge_e2e;
+mod progress_e2e;
 mod registry_e2e;
 mod registry_fixture;
 mod registry_pull_messages;
