@@ -22,6 +22,7 @@ mod changed_since_e2e;
 mod ci_examples;
 mod docker_e2e;
 mod faults_e2e;
+mod gitlab_local;
 mod infra_e2e;
 mod inputs_e2e;
 mod main_job;
