@@ -43,10 +43,21 @@ pub enum Event {
         filtered_out: usize,
         name_width: usize,
     },
+    /// How the run will go, for its ETA: how many cases run at once, and each case's expected
+    /// time in milliseconds (`runtime::model`) when earlier runs tell (`--durations`).
+    Estimates {
+        threads: usize,
+        expected_ms: Option<Arc<std::collections::BTreeMap<String, u64>>>,
+    },
     /// A case started (its image is ready).
     CaseStarted { name: String },
-    /// A case's attempt did not pass and it runs again (`attempt` is the next one's number).
-    CaseRetrying { name: String, attempt: u32 },
+    /// A case's attempt did not pass and it runs again (`attempt` is the next one's number),
+    /// after `pause` when the outside world failed it (the spec's `infra_failures`).
+    CaseRetrying {
+        name: String,
+        attempt: u32,
+        pause: Option<Duration>,
+    },
     /// A case ended: its record, and how the terminal shows it.
     CaseFinished { record: Arc<Record>, shown: Shown },
     /// Every case has ended.

@@ -29,6 +29,17 @@ pub enum MatrixError {
     TooManyJobs(usize),
     #[error("a job's arguments are not valid zoo-runner flags: {0}")]
     BadJob(String),
+    #[error(
+        "--max-job-time {limit}: the selection does not fit: even {jobs} jobs (the most, \
+         one per case or GitHub's {MAX_SHARDS}) leave the longest at about {longest} with its \
+         pulls; raise --max-job-time, or test fewer models per matrix (--image, --modelgroup, \
+         --model, --changed-since)"
+    )]
+    DoesNotFit {
+        limit: String,
+        jobs: u64,
+        longest: String,
+    },
 }
 
 /// What `matrix` takes from the command line, as plain values.
@@ -40,6 +51,8 @@ pub struct MatrixConfig {
     pub selection_words: Vec<String>,
     pub per_image: bool,
     pub shards: Option<u64>,
+    /// `--max-job-time`: the number of shards is the least whose jobs fit it.
+    pub max_job_time: Option<std::time::Duration>,
     pub durations: Option<std::path::PathBuf>,
     /// The run flags added to every job (after `--`).
     pub run_words: Vec<String>,
@@ -76,6 +89,7 @@ pub fn run(config: MatrixConfig) -> anyhow::Result<ExitCode> {
 fn plan(args: &MatrixConfig, git: GitRun) -> anyhow::Result<ExitCode> {
     let options = PlanOptions {
         git,
+        rerun: super::run::rerun_of(&args.wanted)?,
         ..PlanOptions::default()
     };
     let Inputs { cases, .. } = Inputs::load(&args.wanted, options)?;
@@ -96,8 +110,11 @@ fn plan(args: &MatrixConfig, git: GitRun) -> anyhow::Result<ExitCode> {
     let jobs: Vec<(String, Vec<String>, Vec<&Case>)> = if args.per_image {
         per_image(&cases, &base)?
     } else {
-        let wanted = args.shards.unwrap_or(1);
         let weights = durations.clone().unwrap_or_else(Durations::none);
+        let wanted = match args.max_job_time {
+            Some(limit) => fit(&cases, &weights, limit)?,
+            None => args.shards.unwrap_or(1),
+        };
         shards(&cases, &base, wanted, args.durations.as_deref(), &weights)
     };
     if cases.is_empty() {
@@ -181,6 +198,83 @@ fn shards<'a>(
         .collect()
 }
 
+/// A shard's expected time: its cases' and one pull of each image it touches.
+fn expected_ms(share: &[&Case], d: &Durations) -> u64 {
+    let mut suites: Vec<String> = share
+        .iter()
+        .map(|c| format!("{}:{}", c.runtime, c.image))
+        .collect();
+    suites.sort_unstable();
+    suites.dedup();
+    let cases: u64 = share.iter().map(|c| d.weight(&c.name)).sum();
+    cases + suites.iter().map(|s| d.pull_ms(s)).sum::<u64>()
+}
+
+/// `--max-job-time`: the fewest time shards whose every job is expected to fit the limit, its
+/// pulls included (said on stderr). A case whose recorded time alone (with its image's pull)
+/// exceeds the limit is warned about by name, and a job that holds only such cases counts as
+/// fitting, since no number of jobs helps it. No more jobs than cases, nor than `MAX_SHARDS`.
+fn fit(cases: &[Case], d: &Durations, limit: std::time::Duration) -> Result<u64, MatrixError> {
+    use crate::config::units::show_duration;
+    let show = |ms: u64| show_duration(std::time::Duration::from_millis(ms));
+    let limit_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+    let alone = |c: &Case| expected_ms(&[c], d);
+    let over: Vec<&Case> = cases.iter().filter(|c| alone(c) > limit_ms).collect();
+    for c in &over {
+        crate::events::line(format!(
+            "zoo-runner: warning: matrix: {} alone is expected to take about {} (its recorded \
+             time, and its image's pull), more than --max-job-time {}: its job will run over \
+             (give it a longer --timeout in the spec, or leave it out)",
+            c.name,
+            show(alone(c)),
+            show_duration(limit)
+        ));
+    }
+    let most = (cases.len() as u64).clamp(1, MAX_SHARDS);
+    let total: u64 = cases.iter().map(|c| d.weight(&c.name)).sum();
+    let least = total.div_ceil(limit_ms.max(1)).clamp(1, most);
+    let mut longest = 0;
+    for n in least..=most {
+        let shard_of = inputs::time_shards(cases, n, d);
+        longest = 0;
+        let mut fits = true;
+        for m in 0..n as usize {
+            let share: Vec<&Case> = cases
+                .iter()
+                .zip(&shard_of)
+                .filter(|(_, s)| **s == m)
+                .map(|(c, _)| c)
+                .collect();
+            let ms = expected_ms(&share, d);
+            let only_over =
+                !share.is_empty() && share.iter().all(|c| over.iter().any(|o| o.name == c.name));
+            if !only_over {
+                longest = longest.max(ms);
+            }
+            fits &= ms <= limit_ms || only_over;
+        }
+        if fits {
+            crate::events::note(format!(
+                "matrix: --max-job-time {}: {n} job(s), the longest expected to take about {} \
+                 with its pulls{}",
+                show_duration(limit),
+                show(longest),
+                if over.is_empty() {
+                    ""
+                } else {
+                    " (but those of the models named above)"
+                }
+            ));
+            return Ok(n);
+        }
+    }
+    Err(MatrixError::DoesNotFit {
+        limit: show_duration(limit),
+        jobs: most,
+        longest: show(longest),
+    })
+}
+
 /// A job's share on stderr: cases, images, and the expected time when durations are known.
 fn describe(name: &str, share: &[&Case], durations: Option<&Durations>) {
     let mut images: Vec<&str> = share.iter().map(|c| c.image.as_str()).collect();
@@ -198,11 +292,13 @@ fn describe(name: &str, share: &[&Case], durations: Option<&Durations>) {
         line.push_str(&format!(" (+{more} more)"));
     }
     if let Some(d) = durations {
+        let show = |ms| crate::config::units::show_duration(std::time::Duration::from_millis(ms));
         let ms: u64 = share.iter().map(|c| d.weight(&c.name)).sum();
-        line.push_str(&format!(
-            "; about {} by --durations",
-            crate::config::units::show_duration(std::time::Duration::from_millis(ms))
-        ));
+        line.push_str(&format!("; about {} by --durations", show(ms)));
+        let pulls = expected_ms(share, d) - ms;
+        if pulls > 0 {
+            line.push_str(&format!(", and {} of pulls", show(pulls)));
+        }
     }
     crate::events::line(line);
 }

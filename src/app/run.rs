@@ -13,6 +13,7 @@ use crate::capture;
 use crate::config::knobs::{self, Waits};
 use crate::config::spec::{Network, Spec};
 use crate::events::{self, Sink};
+use crate::partition::durations::Durations;
 use crate::partition::PartitionArg;
 use crate::record::facts::RunFacts;
 use crate::record::{count, Attempt, Failure, Outcome, Record, RuntimeName};
@@ -26,6 +27,7 @@ use crate::runtime::{self, SetupError};
 use crate::select::changed_since::{self, GitRun};
 use crate::select::filter::NameFilter;
 use crate::select::inputs::{self, Inputs, PlanOptions, Wanted};
+use crate::select::order;
 use crate::select::plan::Case;
 use crate::store::caches::{self, Caches};
 use crate::store::registry;
@@ -52,6 +54,8 @@ pub struct RunConfig {
     pub keep_output: usize,
     pub store_success_output: bool,
     pub retries: u32,
+    /// `--infra-retries`: reruns of a case the outside world failed.
+    pub infra_retries: u32,
     pub fail_fast: bool,
     pub threads: usize,
     pub pull_ahead: usize,
@@ -82,12 +86,15 @@ pub struct RunConfig {
 #[derive(Debug, Clone, Copy)]
 struct Knobs {
     waits: Waits,
+    /// The pauses before rerunning a case the outside world failed.
+    infra_backoff: crate::config::backoff::Backoff,
     /// The deadline of credential helpers and git, when the knob sets it.
     helper_timeout: Option<Duration>,
 }
 
 pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
     // From here on one reporter draws every event: it owns the terminal.
+    let progress_every = knobs::progress_every(|name| std::env::var_os(name))?;
     let display = Display::terminal(&config.face).map_err(|e| {
         anyhow::anyhow!(
             "--logfile `{}` cannot be created: {e}",
@@ -99,6 +106,10 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default()
         )
     })?;
+    let display = match progress_every {
+        Some(every) => display.with_progress_every(every),
+        None => display,
+    };
     let reporter = Arc::new(Reporter::new(display));
     events::install(Arc::clone(&reporter) as Arc<dyn Sink>);
     if !config.list {
@@ -111,6 +122,7 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
     }
     let knobs = Knobs {
         waits: knobs::docker_waits(|name| std::env::var_os(name))?,
+        infra_backoff: knobs::infra_backoff(|name| std::env::var_os(name))?,
         helper_timeout: knobs::helper_timeout(|name| std::env::var_os(name))?,
     };
     super::with_signals(|rt, cancel| {
@@ -122,7 +134,15 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
         if let Some(code) = super::interrupted_early(cancel) {
             return Ok(code);
         }
-        let Inputs { spec, mut cases } = loaded?;
+        let (
+            Inputs {
+                spec,
+                mut cases,
+                selected,
+                nothing_to_rerun,
+            },
+            durations,
+        ) = loaded?;
         if config.warming && spec.caches.is_empty() {
             anyhow::bail!(
                 "`cache warm`: the spec `{}` names no `caches`, so there is nothing to fill",
@@ -132,9 +152,17 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
         // Image by image: an image's cases run together, so it is pulled once and can be
         // pruned after its last case.
         cases.sort_by(|a, b| (a.runtime, &a.image).cmp(&(b.runtime, &b.image)));
+        // With earlier times, the slowest first (still image by image): the last cases to
+        // start are short, so threads do not wait on a long one at the end.
+        if let Some(d) = &durations {
+            order::slowest_first(&mut cases, d);
+        }
         let run = Run {
             config: &config,
             spec: &spec,
+            selected,
+            nothing_to_rerun,
+            durations: durations.as_ref(),
             knobs,
             reporter: &reporter,
             cancel,
@@ -144,7 +172,7 @@ pub fn run(config: RunConfig) -> anyhow::Result<ExitCode> {
 }
 
 /// The inputs: `--durations` read, the spec and catalog loaded, the cases planned.
-fn load(config: &RunConfig, git: GitRun) -> anyhow::Result<Inputs> {
+fn load(config: &RunConfig, git: GitRun) -> anyhow::Result<(Inputs, Option<Durations>)> {
     inputs::check_durations_use(
         config.durations.is_some(),
         config.partition.map(|p| p.scheme()),
@@ -153,22 +181,41 @@ fn load(config: &RunConfig, git: GitRun) -> anyhow::Result<Inputs> {
         Some(path) => Some(crate::report::junit::durations::load(path)?),
         None => None,
     };
-    Inputs::load(
+    let inputs = Inputs::load(
         &config.wanted,
         PlanOptions {
             timeout: config.timeout,
             partition: config.partition,
-            durations,
+            durations: durations.clone(),
             only_skipped: config.only_skipped,
             git,
+            rerun: rerun_of(&config.wanted)?,
         },
-    )
+    )?;
+    Ok((inputs, durations.filter(Durations::has_times)))
+}
+
+/// `--rerun-failed REPORT`, read.
+pub(super) fn rerun_of(wanted: &Wanted) -> anyhow::Result<Option<crate::select::rerun::Rerun>> {
+    Ok(match &wanted.rerun_failed {
+        Some(path) => Some(crate::report::junit::rerun::load(
+            path,
+            wanted.rerun_include_flaky,
+        )?),
+        None => None,
+    })
 }
 
 /// One run, its inputs loaded.
 struct Run<'a> {
     config: &'a RunConfig,
     spec: &'a Spec,
+    /// The selection's cases before `--partition` kept a shard.
+    selected: usize,
+    /// `--rerun-failed` found nothing left to rerun.
+    nothing_to_rerun: bool,
+    /// `--durations`, when they recorded times: for the ETA.
+    durations: Option<&'a Durations>,
     knobs: Knobs,
     reporter: &'a Arc<Reporter>,
     cancel: &'a Cancel,
@@ -221,14 +268,7 @@ impl Run<'_> {
 
         let mut notes = summary::Notes::default();
         if kept.is_empty() {
-            let why = why_nothing(config, &cases);
-            events::line(format!(
-                "zoo-runner: warning: no case selected, nothing will be tested: {why}"
-            ));
-            notes.why_empty = Some(why);
-            if config.require_tests {
-                events::line("error: --require-tests: a run that tests nothing fails");
-                let verdict = ExitCode::from(EXIT_NO_TESTS);
+            if let Some(verdict) = self.nothing_selected(&cases, &mut notes) {
                 return Ok(self
                     .write_report(target, &[], &RunFacts::default(), notes)
                     .unwrap_or(verdict));
@@ -273,6 +313,17 @@ impl Run<'_> {
             }
         }
 
+        let expected_ms = self.durations.map(|d| {
+            Arc::new(
+                kept.iter()
+                    .map(|c| (c.name.clone(), d.weight(&c.name)))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
+            )
+        });
+        self.reporter.event(events::Event::Estimates {
+            threads: config.threads,
+            expected_ms,
+        });
         let dispatcher = Dispatcher::new(
             runtimes.clone(),
             kept,
@@ -313,6 +364,65 @@ impl Run<'_> {
             .unwrap_or(verdict))
     }
 
+    /// A run that tests nothing says why, and which it was: an empty selection, or nothing
+    /// left to rerun, fails with `--require-tests` (exit 5); a shard that the partition left
+    /// empty is not the user's mistake and exits 0 all the same. The exit code when the run
+    /// ends here; else it goes on (and reports its zero cases).
+    fn nothing_selected(&self, cases: &[Case], notes: &mut summary::Notes) -> Option<ExitCode> {
+        let config = self.config;
+        let rerun = config
+            .wanted
+            .rerun_failed
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let (why, the_users) = if self.nothing_to_rerun {
+            (
+                format!(
+                    "nothing to rerun: no selected case failed, errored, timed out or did not \
+                     run in --rerun-failed `{rerun}`"
+                ),
+                true,
+            )
+        } else if cases.is_empty() && self.selected > 0 && config.partition.is_some() {
+            (
+                format!(
+                    "--partition left this shard no case: the selection's {} case(s) went to \
+                     the other shards (more shards than the selection fills), so there is \
+                     nothing to test here and nothing is wrong",
+                    self.selected
+                ),
+                false,
+            )
+        } else {
+            (why_nothing(config, cases), true)
+        };
+        notes.why_empty = Some(why.clone());
+        if !the_users {
+            events::note(why);
+            return None;
+        }
+        if self.nothing_to_rerun {
+            events::note(&why);
+        } else {
+            events::line(format!(
+                "zoo-runner: warning: no case selected, nothing will be tested: {why}"
+            ));
+        }
+        if config.require_tests {
+            events::line(format!(
+                "error: --require-tests: a run that tests nothing fails ({})",
+                if self.nothing_to_rerun {
+                    "nothing to rerun"
+                } else {
+                    "the selection is empty"
+                }
+            ));
+            return Some(ExitCode::from(EXIT_NO_TESTS));
+        }
+        None
+    }
+
     /// What every case shares.
     fn settings(&self, caches: Option<Arc<Caches>>, predictions: predictions::Options) -> Settings {
         let config = self.config;
@@ -329,6 +439,9 @@ impl Run<'_> {
             slow_period: config.slow_after,
             keep: config.keep_output,
             retries: config.retries,
+            infra_failures: spec.infra_failures.clone(),
+            infra_retries: config.infra_retries,
+            infra_backoff: self.knobs.infra_backoff,
             fail_fast: config.fail_fast,
             run_skipped: config.run_skipped,
             store_success_output: config.store_success_output,

@@ -37,6 +37,7 @@ pub fn config(args: MatrixArgs) -> Result<MatrixConfig, MatrixFlagsError> {
         selection_words,
         per_image: args.per_image,
         shards: args.shards,
+        max_job_time: args.max_job_time,
         durations: args.durations,
         run_words: args.run_flags,
         check_job: |words| parse_run(words).map(drop),

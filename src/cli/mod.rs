@@ -50,6 +50,10 @@ fn parse_download_timeout(text: &str) -> Result<Duration, UnitError> {
     parse_positive_duration(text, "--download-timeout", MAX_DURATION)
 }
 
+fn parse_max_job_time(text: &str) -> Result<Duration, UnitError> {
+    parse_positive_duration(text, "--max-job-time", MAX_DURATION)
+}
+
 fn parse_slow_after(text: &str) -> Result<Duration, UnitError> {
     parse_positive_duration(text, "--slow-after", MAX_DURATION)
 }
@@ -88,6 +92,10 @@ fn parse_retries(text: &str) -> Result<u32, String> {
         ));
     }
     Ok(n)
+}
+
+fn parse_infra_retries(text: &str) -> Result<u32, String> {
+    parse_retries(text).map_err(|e| e.replace("--retries", "--infra-retries"))
 }
 
 /// Checks on libtest's own flags, which come with their own parsers.
@@ -201,6 +209,15 @@ pub struct SelectionArgs {
     /// --changed-since.
     #[arg(long, value_name = "DIR", requires = "changed_since")]
     pub models_repo: Option<PathBuf>,
+
+    /// Keep only the selected cases that failed, errored, timed out or did not run in this
+    /// earlier JUnit report (a file, a merged report, or a folder searched for *.xml).
+    #[arg(long, value_name = "REPORT")]
+    pub rerun_failed: Option<PathBuf>,
+
+    /// With --rerun-failed, also rerun the cases that passed there only after a failed attempt.
+    #[arg(long, requires = "rerun_failed")]
+    pub rerun_failed_include_flaky: bool,
 }
 
 impl SelectionArgs {
@@ -234,6 +251,14 @@ impl SelectionArgs {
         self.only_image.extend(after.only_image);
         self.all_models |= after.all_models;
         self.slim |= after.slim;
+        self.rerun_failed_include_flaky |= after.rerun_failed_include_flaky;
+        self.rerun_failed = one(
+            "rerun-failed",
+            self.rerun_failed,
+            after.rerun_failed,
+            &None,
+            opt_path,
+        )?;
         self.spec = one(
             "spec",
             self.spec,
@@ -279,6 +304,8 @@ impl SelectionArgs {
             runtimes: self.runtime.names.clone(),
             only_images: self.only_image.clone(),
             changed_since: self.changed_since.clone().zip(self.models_repo.clone()),
+            rerun_failed: self.rerun_failed.clone(),
+            rerun_include_flaky: self.rerun_failed_include_flaky,
         }
     }
 
@@ -318,6 +345,12 @@ impl SelectionArgs {
                 repo.display().to_string(),
             ]);
         }
+        if let Some(report) = &self.rerun_failed {
+            args.extend(["--rerun-failed".into(), report.display().to_string()]);
+        }
+        if self.rerun_failed_include_flaky {
+            args.push("--rerun-failed-include-flaky".into());
+        }
         args
     }
 }
@@ -338,7 +371,7 @@ fn parse_shards(text: &str) -> Result<u64, String> {
 
 /// `zoo-runner matrix`: the jobs of a CI matrix, as JSON for GitHub's `fromJSON`.
 #[derive(Debug, Clone, Args)]
-#[command(group(clap::ArgGroup::new("split").required(true).args(["per_image", "shards"])))]
+#[command(group(clap::ArgGroup::new("split").required(true).args(["per_image", "shards", "max_job_time"])))]
 pub struct MatrixArgs {
     #[command(flatten)]
     pub selection: SelectionArgs,
@@ -352,9 +385,14 @@ pub struct MatrixArgs {
     #[arg(long, value_name = "N", value_parser = parse_shards)]
     pub shards: Option<u64>,
 
+    /// As many jobs of about equal running time as it takes for each job's expected time (its
+    /// cases and its pulls, by --durations) to fit this limit, e.g. 6h (GitHub-hosted runners).
+    #[arg(long, value_name = "DURATION", value_parser = parse_max_job_time, requires = "durations")]
+    pub max_job_time: Option<Duration>,
+
     /// Earlier JUnit reports (a file or a folder) whose times balance the shards; every job
     /// gets the same path, so the file must be there for each.
-    #[arg(long, value_name = "PATH", requires = "shards")]
+    #[arg(long, value_name = "PATH", conflicts_with = "per_image")]
     pub durations: Option<PathBuf>,
 
     /// Run flags added to every job's arguments, after `--` (e.g. `-- --retries 1`).
@@ -507,6 +545,12 @@ pub struct Cli {
     /// reported flaky.
     #[arg(long, value_name = "N", value_parser = parse_retries, default_value = "0")]
     pub retries: u32,
+
+    /// Rerun a case whose output says the outside world failed (the spec's infra_failures: a
+    /// throttled or unreachable download) up to N more times, after pauses that double (30s,
+    /// 1m, ... with jitter); apart from --retries (at most 100).
+    #[arg(long, value_name = "N", value_parser = parse_infra_retries, default_value = "2")]
+    pub infra_retries: u32,
 
     /// Start no new case after the first failure; the rest are reported not run.
     #[arg(long)]
@@ -758,6 +802,7 @@ impl Cli {
             keep_output: usize::try_from(self.keep_output).unwrap_or(usize::MAX),
             store_success_output: self.store_success_output,
             retries: self.retries,
+            infra_retries: self.infra_retries,
             fail_fast: self.fail_fast,
             threads: self.threads(),
             pull_ahead: self.pull_ahead,
@@ -898,6 +943,7 @@ mod tests {
             (&["--keep-output", "99999999999999999999g"][..], "too large"),
             (&["--retries", "101"][..], "--retries"),
             (&["--retries", "many"][..], "--retries"),
+            (&["--infra-retries", "101"][..], "--infra-retries"),
             (&["--pull-ahead", "17"][..], "--pull-ahead"),
             (&["--pull-ahead=-1"][..], "--pull-ahead"),
             (

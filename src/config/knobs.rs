@@ -56,6 +56,24 @@ pub const REQUEST_TIMEOUT_VAR: &str = "ZOO_RUNNER_REQUEST_TIMEOUT";
 /// (`HELPER_TIMEOUT`) and git (`GIT_TIMEOUT`).
 pub const HELPER_TIMEOUT_VAR: &str = "ZOO_RUNNER_HELPER_TIMEOUT";
 
+/// Replaces `INFRA_BACKOFF`: the pause before the first rerun of a case the outside world
+/// failed (the spec's `infra_failures`).
+pub const INFRA_BACKOFF_VAR: &str = "ZOO_RUNNER_INFRA_BACKOFF";
+/// Before the first rerun of such a case: a throttled server (Zenodo's rate limit) wants time.
+/// Doubled for each further rerun, at most `INFRA_BACKOFF_MAX`, with jitter (`config::backoff`).
+pub const INFRA_BACKOFF: Duration = Duration::from_secs(30);
+pub const INFRA_BACKOFF_MAX: Duration = Duration::from_secs(600);
+
+/// Replaces how often a plain progress line is printed off a terminal (every 3 minutes).
+pub const PROGRESS_EVERY_VAR: &str = "ZOO_RUNNER_PROGRESS_EVERY";
+
+/// How often the knob says a progress line is printed off a terminal, if it is set.
+pub fn progress_every(
+    get: impl Fn(&str) -> Option<OsString>,
+) -> Result<Option<Duration>, KnobError> {
+    duration(&get, PROGRESS_EVERY_VAR)
+}
+
 /// The most any knob takes: they exist to shorten waits, not to make them endless.
 const MAX_KNOB: Duration = Duration::from_secs(3600);
 
@@ -87,6 +105,17 @@ pub fn helper_timeout(
     get: impl Fn(&str) -> Option<OsString>,
 ) -> Result<Option<Duration>, KnobError> {
     duration(&get, HELPER_TIMEOUT_VAR)
+}
+
+/// The pauses before the reruns of a case the outside world failed, with the knob applied.
+pub fn infra_backoff(
+    get: impl Fn(&str) -> Option<OsString>,
+) -> Result<crate::config::backoff::Backoff, KnobError> {
+    let first = duration(&get, INFRA_BACKOFF_VAR)?.unwrap_or(INFRA_BACKOFF);
+    Ok(crate::config::backoff::Backoff::new(
+        first,
+        INFRA_BACKOFF_MAX.max(first),
+    ))
 }
 
 fn request_timeout(get: &impl Fn(&str) -> Option<OsString>) -> Result<Option<Duration>, KnobError> {

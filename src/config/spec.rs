@@ -13,6 +13,7 @@
 //! caches = ["/root/.kipoi/models"]                 # kept between cases, one per image and path
 //! apptainer_home = "/home/antspyuser"              # Apptainer: the image's home, not the host's
 //! versions = "python -m pip freeze"                # run once per image, kept in the report
+//! infra_failures = ["HTTP Error 429"]              # output that means the outside world failed
 //!
 //! [models.Basenji]                                 # a model, or a whole group
 //! args = ["--batch_size=2"]
@@ -115,6 +116,8 @@ struct RawSpec {
     /// Where a case writes its predictions and what they are compared with
     /// (`crate::config::predictions`).
     predictions: Option<toml::Spanned<RawPredictions>>,
+    #[serde(default, deserialize_with = "de_infra_failures")]
+    infra_failures: Vec<String>,
     #[serde(default)]
     models: BTreeMap<String, toml::Spanned<RawRule>>,
 }
@@ -467,6 +470,18 @@ fn check_outputs(raw: &RawSpec, text: &str) -> Result<(), (usize, String)> {
     Ok(())
 }
 
+/// `infra_failures`: words of a failed case's output that mean the outside world failed (a
+/// download throttled or cut), compared without case; none may be empty (it would match all).
+fn de_infra_failures<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let entries = Vec::<String>::deserialize(d)?;
+    if entries.iter().any(|e| e.trim().is_empty()) {
+        return Err(serde::de::Error::custom(
+            "`infra_failures` holds an empty pattern, which every output would match",
+        ));
+    }
+    Ok(entries)
+}
+
 fn de_env<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let entries = Vec::<String>::deserialize(d)?;
     for entry in &entries {
@@ -517,6 +532,8 @@ pub struct Spec {
     pub versions: Option<Vec<String>>,
     /// The `[predictions]` table, when the spec checks predictions.
     predictions: Option<RawPredictions>,
+    /// Words of a failed case's output that mean the outside world failed, not the model.
+    pub infra_failures: Vec<String>,
     models: BTreeMap<String, RawRule>,
 }
 
@@ -600,6 +617,7 @@ impl Spec {
             apptainer_home: raw.apptainer_home,
             versions: raw.versions,
             predictions: raw.predictions.map(toml::Spanned::into_inner),
+            infra_failures: raw.infra_failures,
             models,
         })
     }
@@ -870,6 +888,21 @@ workdir = "/w/{model}"
             Ok(_) => panic!("accepted:\n{text}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn infra_failures_are_words_none_empty() {
+        let spec = Spec::parse(
+            Path::new("s.toml"),
+            "command = \"x\"\ninfra_failures = [\"HTTP Error 429\"]\n",
+        )
+        .unwrap();
+        assert_eq!(spec.infra_failures, ["HTTP Error 429"]);
+        let err = refused("command = \"x\"\ninfra_failures = [\"a\", \" \"]\n");
+        assert!(
+            err.contains("line 2") && err.contains("empty pattern"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1362,6 +1395,16 @@ expect_failure = "broken"
         assert!(kipoi.env.is_empty());
         assert_eq!(kipoi.caches, ["/root/.kipoi/models"]);
         assert!(kipoi.volumes.is_empty() && kipoi.versions.is_some());
+        for pattern in [
+            "HTTP Error 429",
+            "503 Service Unavailable",
+            "Connection reset by peer",
+        ] {
+            assert!(
+                kipoi.infra_failures.iter().any(|p| p == pattern),
+                "{pattern}"
+            );
+        }
         // The second zoo, by spec alone: every function has its own example command.
         let ants = Spec::load(&root.join("test-specs/antspynet.toml")).unwrap();
         assert_eq!(ants.caches, ["/home/antspyuser/.keras"]);

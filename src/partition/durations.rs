@@ -26,6 +26,9 @@ pub struct Durations {
     pub files: usize,
     /// Where they were read (`--durations PATH`).
     pub path: PathBuf,
+    /// `runtime:image` -> the longest pull of the image the reports recorded (their
+    /// testsuites' `pull-seconds`), in milliseconds; only pulls that took time.
+    pulls: BTreeMap<String, u64>,
 }
 
 impl Durations {
@@ -54,7 +57,28 @@ impl Durations {
             times,
             files,
             path,
+            pulls: BTreeMap::new(),
         }
+    }
+
+    /// Adds the pulls the reports recorded: `(runtime:image, ms)`; an image pulled in several
+    /// reports counts as its longest pull (a job's limit must hold in the worst case).
+    pub fn with_pulls(mut self, pulls: impl IntoIterator<Item = (String, u64)>) -> Self {
+        for (suite, ms) in pulls.into_iter().filter(|(_, ms)| *ms > 0) {
+            let e = self.pulls.entry(suite).or_default();
+            *e = (*e).max(ms);
+        }
+        self
+    }
+
+    /// The expected pull time of an image (`runtime:image`), in milliseconds: recorded, or the
+    /// median of the recorded pulls; none recorded, no time.
+    pub fn pull_ms(&self, suite: &str) -> u64 {
+        self.pulls
+            .get(suite)
+            .copied()
+            .or_else(|| median(self.pulls.values().copied()))
+            .unwrap_or(0)
     }
 
     /// Every case weighs the same: no earlier times.

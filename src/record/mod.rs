@@ -5,6 +5,7 @@
 mod counts;
 pub mod facts;
 mod failure;
+pub mod infra;
 mod name;
 pub mod outcome;
 pub mod predictions;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub use counts::Counts;
 pub use failure::Failure;
+pub use infra::InfraFailure;
 pub use name::RuntimeName;
 pub use outcome::{Class, Outcome};
 

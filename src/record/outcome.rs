@@ -75,6 +75,17 @@ impl Outcome {
         self.class().is_bad()
     }
 
+    /// An error of the outside world (the spec's `infra_failures`), not of the model.
+    pub fn is_infra(&self) -> bool {
+        match self {
+            Outcome::Errored { error } => error
+                .error()
+                .downcast_ref::<super::InfraFailure>()
+                .is_some(),
+            _ => false,
+        }
+    }
+
     /// What it says: the failure's or error's message, the skip's reason; empty for a pass.
     pub fn message(&self) -> String {
         match self {

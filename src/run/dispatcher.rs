@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cancel::Cancel;
+use crate::cancel::{Cancel, Level};
+use crate::config::backoff::Backoff;
 use crate::config::spec::Network;
 use crate::events::{Event, Shown, Sink};
 use crate::record::facts::ImageFacts;
@@ -35,6 +36,12 @@ pub struct Settings {
     pub slow_period: Duration,
     pub keep: usize,
     pub retries: u32,
+    /// The spec's `infra_failures`: output that means the outside world failed, not the model.
+    pub infra_failures: Vec<String>,
+    /// `--infra-retries`: how often such a case runs again, apart from `retries`.
+    pub infra_retries: u32,
+    /// The pauses before those reruns.
+    pub infra_backoff: Backoff,
     pub fail_fast: bool,
     /// `--ignored` / `--include-ignored`: run the cases the spec marks `skip` too.
     pub run_skipped: bool,
@@ -219,6 +226,9 @@ impl Dispatcher {
 
         let mut earlier = Vec::new();
         let mut n = 1;
+        // Reruns taken so far: of model failures (--retries) and of the outside world's
+        // (--infra-retries, after a pause).
+        let (mut reruns, mut infra_reruns) = (0, 0);
         let mut last = loop {
             let request = self.request(case, n);
             let this = match request.output.as_deref().map(predictions::make_output_dir) {
@@ -234,8 +244,22 @@ impl Dispatcher {
                         .await
                 }
             };
-            let retry = this.outcome.is_bad() && n <= self.settings.retries;
-            if !retry || self.cancel.is_cancelled() {
+            let s = &self.settings;
+            let pause = if this.outcome.is_infra() {
+                let pause =
+                    (infra_reruns < s.infra_retries).then(|| s.infra_backoff.pause(infra_reruns));
+                infra_reruns += 1;
+                match pause {
+                    Some(pause) => Some(pause),
+                    None => break this,
+                }
+            } else if this.outcome.is_bad() && reruns < s.retries {
+                reruns += 1;
+                None
+            } else {
+                break this;
+            };
+            if self.cancel.is_cancelled() {
                 break this;
             }
             earlier.push(this);
@@ -243,7 +267,14 @@ impl Dispatcher {
             self.sink.event(Event::CaseRetrying {
                 name: case.name.clone(),
                 attempt: n,
+                pause,
             });
+            if let Some(pause) = pause {
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = self.cancel.reached(Level::Stop) => {}
+                }
+            }
         };
         if last.outcome == Outcome::Passed && !self.settings.store_success_output {
             // As cargo-nextest's JUnit: a pass keeps no output unless asked (failed earlier
@@ -396,10 +427,15 @@ impl Dispatcher {
         let stdout = exec.stdout.finish();
         let stderr = exec.stderr.finish();
         // Only a failure quotes the model, so only a failure reads its output back.
-        let ran = if matches!(exec.ended, crate::runtime::Ended::Exited { code } if code != 0) {
-            verdict::ran(&exec.ended, &stdout.text(), &stderr.text())
-        } else {
-            verdict::ran(&exec.ended, "", "")
+        let failed_with = match exec.ended {
+            crate::runtime::Ended::Exited { code } if code != 0 => {
+                Some((code, stdout.text(), stderr.text()))
+            }
+            _ => None,
+        };
+        let ran = match &failed_with {
+            Some((_, out, err)) => verdict::ran(&exec.ended, out, err),
+            None => verdict::ran(&exec.ended, "", ""),
         };
         let mut facts = exec.facts;
         let ran = match (ran, &case.plan.predictions, &request.output) {
@@ -425,8 +461,13 @@ impl Dispatcher {
             }
             (ran, _, _) => ran,
         };
+        let mut outcome = verdict::marked(ran, &case.plan);
+        // A failure whose output names the outside world (`infra_failures`) is an infra error.
+        if let Some((code, out, err)) = &failed_with {
+            outcome = verdict::infra(outcome, *code, out, err, &self.settings.infra_failures);
+        }
         Attempt {
-            outcome: verdict::marked(ran, &case.plan),
+            outcome,
             stdout,
             stderr,
             duration: exec.duration,
@@ -550,7 +591,9 @@ mod tests {
                     format!("run: {cases} cases, {filtered_out} filtered out, width {name_width}")
                 }
                 Event::CaseStarted { name } => format!("started {name}"),
-                Event::CaseRetrying { name, attempt } => format!("retrying {name} ({attempt})"),
+                Event::CaseRetrying { name, attempt, .. } => {
+                    format!("retrying {name} ({attempt})")
+                }
                 Event::CaseFinished { record, shown } => {
                     format!(
                         "finished {}: {shown:?} ({})",
@@ -593,6 +636,9 @@ mod tests {
             slow_period: Duration::from_secs(60),
             keep: 1024,
             retries: 0,
+            infra_failures: vec!["HTTP Error 429".into()],
+            infra_retries: 2,
+            infra_backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(4)),
             fail_fast: false,
             run_skipped: false,
             store_success_output: false,

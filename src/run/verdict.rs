@@ -4,7 +4,7 @@
 
 use crate::config::spec::CasePlan;
 use crate::config::units::{show_duration, show_size};
-use crate::record::{Failure, Outcome};
+use crate::record::{Failure, InfraFailure, Outcome};
 use crate::runtime::Ended;
 
 /// Longest line of a failure message.
@@ -107,6 +107,45 @@ pub fn marked(outcome: Outcome, plan: &CasePlan) -> Outcome {
             message: format!("passed, but the spec expects it to fail ({reason}): remove the mark"),
         },
         (_, outcome) => outcome,
+    }
+}
+
+/// A failure whose output says the outside world failed (a line holds one of the spec's
+/// `infra_failures`, compared without case) becomes an error of kind infra: the model was not
+/// at fault. Other outcomes are kept. `code` is the command's exit code.
+pub fn infra(
+    outcome: Outcome,
+    code: i64,
+    stdout: &str,
+    stderr: &str,
+    patterns: &[String],
+) -> Outcome {
+    if !matches!(outcome, Outcome::Failed { .. }) || patterns.is_empty() {
+        return outcome;
+    }
+    let wanted: Vec<(String, &String)> = patterns
+        .iter()
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| (p.to_lowercase(), p))
+        .collect();
+    let (stdout, stderr) = (strip_ansi(stdout), strip_ansi(stderr));
+    // The last such line: the error the command ended on.
+    let found = stdout.lines().chain(stderr.lines()).rev().find_map(|line| {
+        let lower = line.to_lowercase();
+        wanted
+            .iter()
+            .find(|(p, _)| lower.contains(p.as_str()))
+            .map(|(_, pattern)| (line, *pattern))
+    });
+    match found {
+        Some((line, pattern)) => Outcome::Errored {
+            error: Failure::new(InfraFailure {
+                pattern: pattern.clone(),
+                line: clip(line.trim()),
+                code,
+            }),
+        },
+        None => outcome,
     }
 }
 
@@ -402,6 +441,41 @@ mod tests {
         assert_eq!(strip_ansi("\u{1b}[31mred\u{1b}[0m"), "red");
         assert_eq!(strip_ansi("a\n10%\r50%\r100%\nb"), "a\n100%\nb");
         assert_eq!(strip_ansi("\u{1b}[1;44mx\u{1b}[0m y"), "x y");
+    }
+
+    #[test]
+    fn a_failure_whose_output_says_the_network_failed_is_an_infra_error() {
+        let patterns = vec![
+            "HTTP Error 429".to_string(),
+            "connection reset by peer".into(),
+        ];
+        let stderr = "Traceback\nException: URL fetch failure on http://x/a.dat: HTTP Error 429: \
+                      Too Many Requests\n";
+        let failed = judge(&exited(1), "", stderr, &plan(None));
+        let outcome = infra(failed.clone(), 1, "", stderr, &patterns);
+        assert!(outcome.is_infra() && outcome.is_bad(), "{outcome:?}");
+        assert_eq!(
+            outcome.message(),
+            "its data could not be fetched (exit code 1): the output says `Exception: URL fetch \
+             failure on http://x/a.dat: HTTP Error 429: Too Many Requests`, which the spec's \
+             `infra_failures` count as the outside world failing (`HTTP Error 429`), not the model"
+        );
+        // Case does not matter; a model's own failure and a pass stay what they are.
+        let reset = infra(
+            failed.clone(),
+            1,
+            "[Errno 104] Connection Reset By Peer",
+            "",
+            &patterns,
+        );
+        assert!(reset.is_infra());
+        let own = judge(&exited(1), "", TRACEBACK, &plan(None));
+        assert_eq!(infra(own.clone(), 1, "", TRACEBACK, &patterns), own);
+        assert_eq!(
+            infra(Outcome::Passed, 0, stderr, stderr, &patterns),
+            Outcome::Passed
+        );
+        assert_eq!(infra(failed.clone(), 1, "", stderr, &[]), failed);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use crate::record::RuntimeName;
 use crate::select::catalog::Catalog;
 use crate::select::changed_since::{self, GitRun};
 use crate::select::plan::{self, Case, Selection};
+use crate::select::rerun::Rerun;
 
 /// The shipped default spec: the Kipoi zoo's.
 pub const DEFAULT_SPEC: &str = "test-specs/kipoi.toml";
@@ -36,12 +37,22 @@ pub struct Wanted {
     pub only_images: Vec<String>,
     /// `--changed-since REV --models-repo DIR`.
     pub changed_since: Option<(String, PathBuf)>,
+    /// `--rerun-failed REPORT`: the report whose cases that did not pass are kept (read by
+    /// the app into `PlanOptions::rerun`).
+    pub rerun_failed: Option<PathBuf>,
+    /// `--rerun-failed-include-flaky`.
+    pub rerun_include_flaky: bool,
 }
 
 /// What a selection names, checked: every error here is an input error (exit 2).
 pub struct Inputs {
     pub spec: Spec,
     pub cases: Vec<Case>,
+    /// How many cases the selection holds before `--partition` keeps its shard: a shard the
+    /// partition left empty is no empty selection.
+    pub selected: usize,
+    /// `--rerun-failed` found nothing left to rerun: every selected case passed there.
+    pub nothing_to_rerun: bool,
 }
 
 /// Per-run settings that change which cases are planned, or how: not part of the selection a
@@ -56,6 +67,8 @@ pub struct PlanOptions {
     pub only_skipped: bool,
     /// How `--changed-since` runs git (deadline, the run's cancel).
     pub git: GitRun,
+    /// `--rerun-failed`: what the earlier report says of each case.
+    pub rerun: Option<Rerun>,
 }
 
 impl Inputs {
@@ -105,23 +118,37 @@ impl Inputs {
             cases.retain(|c| changes.models.contains(&c.model));
         }
         narrow_to_images(&mut cases, &selection.only_images)?;
+        let mut nothing_to_rerun = false;
+        if let Some(rerun) = &options.rerun {
+            let (again, kept) = rerun.select(cases)?;
+            crate::events::note(rerun.describe(&kept));
+            nothing_to_rerun = again.is_empty();
+            cases = again;
+        }
+        let selected = cases.len();
         if let Some(p) = partition {
             cases = keep_shard(cases, p, options.durations)?;
         }
         if options.only_skipped {
             cases.retain(|c| c.plan.skip.is_some());
         }
-        Ok(Inputs { spec, cases })
+        Ok(Inputs {
+            spec,
+            cases,
+            selected,
+            nothing_to_rerun,
+        })
     }
 }
 
-/// `--durations` balances a `time` partition only: given with any other (or none), it is an
-/// input error, found before the reports are read.
+/// `--durations` balances a `time` partition, and orders a run's cases and gives its ETA; a
+/// `hash` or `count` partition takes no times, so with one it is an input error, found before
+/// the reports are read.
 pub fn check_durations_use(given: bool, scheme: Option<Scheme>) -> anyhow::Result<()> {
-    if given && scheme != Some(Scheme::Time) {
+    if given && scheme.is_some_and(|s| s != Scheme::Time) {
         anyhow::bail!(
-            "--durations is read only by --partition time:M/N (or time:auto): add one, or drop \
-             --durations"
+            "--durations balances only --partition time:M/N (or time:auto), not hash or count: \
+             use a time partition, or drop --durations"
         );
     }
     Ok(())

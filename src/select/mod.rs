@@ -5,4 +5,6 @@ pub mod catalog;
 pub mod changed_since;
 pub mod filter;
 pub mod inputs;
+pub mod order;
 pub mod plan;
+pub mod rerun;

@@ -2,7 +2,9 @@
 //! and check-jsonschema's `vendor.github-workflows` schema, `examples/ci/gitlab-ci.yml` with its
 //! `vendor.gitlab-ci` schema (the test command, fixtures/test.sh, installs both from PyPI), and
 //! every zoo-runner command in them run with the built binary: runs with `--list`, `matrix` as
-//! it is (each of its jobs then listed), `merge` on reports made here.
+//! it is (each of its jobs then listed, and again with the "rerun failed" path on a report of
+//! failures), `merge` on reports made here. The GitLab pipeline also runs whole under
+//! gitlab-ci-local (`gitlab_local.rs`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -131,15 +133,24 @@ impl Workspace {
     }
 
     fn sh(&self, command: &str, durations: &str) -> Run {
+        self.sh_with(command, durations, &[])
+    }
+
+    /// Like [`Self::sh`], with more variables set.
+    fn sh_with(&self, command: &str, durations: &str, vars: &[(&str, &str)]) -> Run {
         let out = Command::new("sh")
             .current_dir(self.dir.path())
             .arg("-c")
             .arg(command)
+            .envs(vars.iter().copied())
             .env("PATH", &self.path_var)
             .env("DURATIONS", durations)
             .env("CI_NODE_INDEX", "2")
             .env("CI_NODE_TOTAL", "4")
             .env("CI_PROJECT_DIR", self.dir.path())
+            // The GitLab example's variables, as its file sets them.
+            .env("ZOO_SPEC", "test-specs/kipoi.toml")
+            .env_remove("RERUN_FAILED")
             .env("GITHUB_OUTPUT", self.dir.path().join("github-output"))
             .env_remove("GITHUB_STEP_SUMMARY")
             .output()
@@ -293,6 +304,51 @@ fn every_runner_command_of_the_gitlab_pipeline_runs() {
         check_commands(GITLAB, "durations/junit.xml"),
         2,
         "share, merge"
+    );
+}
+
+/// The GitHub workflow's "rerun failed" path: its matrix line, given the last merged report
+/// (`RERUN`, set when the manual input is ticked), plans jobs for just the cases that did not
+/// pass there.
+#[test]
+fn the_github_rerun_path_plans_jobs_for_what_failed() {
+    let _daemon = daemon::shared();
+    let ws = Workspace::new();
+    let everything = ws.list("zoo-runner --list --format json");
+    let failed: BTreeSet<String> = everything.iter().step_by(9).cloned().collect();
+    let mut report = report_of(&everything, |_| 30.0);
+    for case in &failed {
+        let model = case.split_once("::").unwrap().1;
+        let open =
+            format!("<testcase name=\"{model}\" classname=\"docker:img\" time=\"30.000\">\n");
+        assert!(report.contains(&open), "{open}");
+        report = report.replace(
+            &open,
+            &format!("{open}      <failure type=\"failure\" message=\"boom\"/>\n"),
+        );
+    }
+    let last = ws.path("ci/last/junit.xml");
+    std::fs::create_dir_all(last.parent().unwrap()).unwrap();
+    std::fs::write(&last, report).unwrap();
+    let matrix = runner_commands(GITHUB)
+        .into_iter()
+        .find(|c| c.starts_with("zoo-runner matrix") && c.contains("$RERUN"))
+        .expect("the matrix line takes $RERUN");
+    let run = ws.sh_with(&matrix, "ci/durations", &[("RERUN", "ci/last")]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let json = std::fs::read_to_string(ws.path("matrix.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let mut union = BTreeSet::new();
+    for job in v["include"].as_array().unwrap() {
+        let args = job["args"].as_str().unwrap();
+        assert!(args.contains("--rerun-failed ci/last"), "{args}");
+        union.extend(ws.list(&format!("zoo-runner {args} --list --format json")));
+    }
+    assert_eq!(union, failed);
+    let text = std::fs::read_to_string(root().join(GITHUB)).unwrap();
+    assert!(
+        text.contains("rerun_failed:") && text.contains("inputs.rerun_failed"),
+        "a manual workflow_dispatch input"
     );
 }
 

@@ -373,7 +373,7 @@ fn bad_inputs_exit_2_and_say_why() {
             "--durations",
             &html,
             "--list",
-        ], // "--durations is read only by --partition time"
+        ], // "--durations balances only --partition time"
         vec!["--spec", &spec, "--partition", "time:0/2", "--list"], // "not a partition"
         vec!["--spec", &spec, "--only-image", "zoo/image-9:v1", "--list"], // "no selected case runs in it"
         vec![

@@ -8,9 +8,13 @@
 //! - On a terminal ([`Mode::Live`]) transfers are indicatif bars below the finished lines, and
 //!   each running case is a spinner with its elapsed time; elsewhere (CI logs, files) everything
 //!   is plain lines, and transfers print a line at milestones ([`lines`]).
+//! - How far the run is ([`progress`]): on a terminal a status line under everything (done and
+//!   total, passed, failed, running, elapsed, ETA); off a terminal the same figures in a plain
+//!   line every few minutes. Neither with `--format json` or `-q`, which ask for plain output.
 
 pub mod face;
 mod lines;
+pub mod progress;
 
 use std::collections::HashMap;
 use std::io::{self, Write};
@@ -25,6 +29,7 @@ use crate::events::{Event, Shown};
 use face::{Format, Tally};
 pub use lines::transfer_line;
 use lines::Milestones;
+use progress::{Progress, PLAIN_EVERY};
 
 /// How the `cargo test`-style lines look, and where they go: libtest's `--format`, `--color`
 /// and `--logfile`.
@@ -67,11 +72,18 @@ struct State {
     tally: Tally,
     /// The cases shown `FAILED`, with their messages, for the list at the end.
     failed: Vec<(String, String)>,
+    progress: Progress,
+    /// On a terminal, the status line under everything else.
+    status: Option<ProgressBar>,
+    /// Off a terminal, when the last progress line was printed.
+    last_progress: Option<Instant>,
 }
 
 pub struct Display {
     mode: Mode,
     format: Format,
+    /// How often a progress line is printed off a terminal.
+    progress_every: Duration,
     out: Mutex<Box<dyn Write + Send>>,
     err: Mutex<Box<dyn Write + Send>>,
     state: Mutex<State>,
@@ -126,10 +138,17 @@ impl Display {
         Display {
             mode,
             format,
+            progress_every: PLAIN_EVERY,
             out: Mutex::new(out),
             err: Mutex::new(err),
             state: Mutex::default(),
         }
+    }
+
+    /// Prints the plain progress line this often (tests shorten it).
+    pub fn with_progress_every(mut self, every: Duration) -> Display {
+        self.progress_every = every;
+        self
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -143,6 +162,57 @@ impl Display {
 
     pub fn handle(&self, event: Event) {
         let mut state = self.state();
+        let finished = matches!(event, Event::RunFinished { .. });
+        self.draw(&mut state, event);
+        if !finished {
+            self.show_progress(&mut state);
+        }
+    }
+
+    /// The status line (on a terminal) or a progress line when one is due (off it); nothing
+    /// with `--format json` or `-q`.
+    fn show_progress(&self, state: &mut State) {
+        if self.format != Format::Pretty || !state.progress.active() {
+            return;
+        }
+        let now = Instant::now();
+        match &self.mode {
+            Mode::Live(multi) => {
+                let (counts, eta) = state.progress.status(now).terminal_parts();
+                let bar = state.status.get_or_insert_with(|| {
+                    let bar = multi.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("{prefix} · {elapsed} elapsed · {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    bar.enable_steady_tick(Duration::from_secs(1));
+                    bar
+                });
+                bar.set_prefix(counts);
+                bar.set_message(eta);
+            }
+            Mode::Plain => {
+                let last = *state.last_progress.get_or_insert(now);
+                if now.saturating_duration_since(last) >= self.progress_every {
+                    state.last_progress = Some(now);
+                    self.err_line(&state.progress.status(now).plain());
+                }
+            }
+        }
+    }
+
+    /// A new bar, made only on a terminal: above the status line when there is one.
+    fn add_bar(&self, state: &State, bar: impl FnOnce() -> ProgressBar) -> Option<ProgressBar> {
+        match &self.mode {
+            Mode::Live(multi) => Some(match &state.status {
+                Some(status) => multi.insert_before(status, bar()),
+                None => multi.add(bar()),
+            }),
+            Mode::Plain => None,
+        }
+    }
+
+    fn draw(&self, state: &mut State, event: Event) {
         match event {
             Event::Note(text) => self.err_line(&format!("zoo-runner: {text}")),
             Event::Line(text) => self.err_line(&text),
@@ -159,14 +229,10 @@ impl Display {
                 done,
                 total,
             } => {
-                let bar = match &self.mode {
-                    Mode::Live(multi) => {
-                        let bar = multi.add(transfer_bar(&label, total));
-                        bar.set_position(done);
-                        Some(bar)
-                    }
-                    Mode::Plain => None,
-                };
+                let bar = self.add_bar(state, || transfer_bar(&label, total));
+                if let Some(bar) = &bar {
+                    bar.set_position(done);
+                }
                 let mut transfer = Transfer {
                     label,
                     total,
@@ -213,21 +279,44 @@ impl Display {
                     filtered_out,
                     ..Tally::default()
                 };
+                state.progress.start(cases, Instant::now());
                 self.out(&face::title(self.format, cases));
             }
+            Event::Estimates {
+                threads,
+                expected_ms,
+            } => state.progress.plan(threads, expected_ms),
             Event::CaseStarted { name } => {
-                if let (Mode::Live(multi), Format::Pretty) = (&self.mode, self.format) {
+                state.progress.case_started(&name, Instant::now());
+                if self.format == Format::Pretty {
                     let text = format!("test {name:<width$} ...", width = state.name_width);
-                    let bar = multi.add(running_bar(text));
-                    state.running.insert(name, bar);
+                    if let Some(bar) = self.add_bar(state, || running_bar(text)) {
+                        state.running.insert(name, bar);
+                    }
                 }
             }
-            Event::CaseRetrying { name, attempt } => {
-                self.err_line(&format!("zoo-runner: retrying {name} (attempt {attempt})"));
+            Event::CaseRetrying {
+                name,
+                attempt,
+                pause,
+            } => {
+                self.err_line(&match pause {
+                    Some(pause) => format!(
+                        "zoo-runner: {name} could not fetch its data; retrying in {} \
+                         (attempt {attempt})",
+                        show_duration(pause)
+                    ),
+                    None => format!("zoo-runner: retrying {name} (attempt {attempt})"),
+                });
             }
             Event::CaseFinished { record, shown } => {
                 let bar = state.running.remove(&record.name);
                 self.remove_bar(bar.as_ref());
+                state.progress.case_finished(
+                    &record.name,
+                    shown == Shown::Ok,
+                    matches!(shown, Shown::Failed { .. }),
+                );
                 match &shown {
                     Shown::Ok => state.tally.passed += 1,
                     Shown::Failed { message } => {
@@ -249,6 +338,8 @@ impl Display {
                 for (_, bar) in state.running.drain() {
                     self.remove_bar(Some(&bar));
                 }
+                let status = state.status.take();
+                self.remove_bar(status.as_ref());
                 let mut text = face::failures(self.format, &state.failed);
                 text.push_str(&face::result(self.format, &state.tally, elapsed));
                 self.out(&text);
@@ -369,6 +460,64 @@ mod tests {
         })
     }
 
+    /// Off a terminal the progress is a plain line now and then (here at every event); never
+    /// with `--format json` or `-q`.
+    #[test]
+    fn off_a_terminal_progress_is_a_plain_line_and_never_in_json_or_quiet() {
+        for (format, shown) in [
+            (Format::Pretty, true),
+            (Format::Json, false),
+            (Format::Terse, false),
+        ] {
+            let (out, err) = (Shared::default(), Shared::default());
+            let d = Display::plain(format, Box::new(out.clone()), Box::new(err.clone()))
+                .with_progress_every(Duration::ZERO);
+            d.handle(Event::RunStarted {
+                cases: 2,
+                filtered_out: 0,
+                name_width: 10,
+            });
+            d.handle(Event::CaseStarted {
+                name: "docker::ok".into(),
+            });
+            d.handle(Event::CaseFinished {
+                record: record("ok", Outcome::Passed, 0),
+                shown: Shown::Ok,
+            });
+            d.handle(Event::CaseStarted {
+                name: "docker::bad".into(),
+            });
+            d.handle(Event::RunFinished {
+                elapsed: Duration::from_secs(1),
+            });
+            let text = err.text();
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with("zoo-runner: progress: "))
+                .collect();
+            if !shown {
+                assert!(lines.is_empty(), "{format:?}: {text}");
+                continue;
+            }
+            assert!(
+                lines[0].starts_with(
+                    "zoo-runner: progress: 0 of 2 cases done (0 passed, 0 failed), 0 running; "
+                ) && lines[0].ends_with("time left known after the first case"),
+                "{text}"
+            );
+            assert!(
+                lines.iter().any(|l| l.starts_with(
+                    "zoo-runner: progress: 1 of 2 cases done (1 passed, 0 failed), 1 running; "
+                ) && l.ends_with("left (at the pace so far)")),
+                "{text}"
+            );
+            assert!(
+                !out.text().contains("progress"),
+                "progress goes to stderr, not among the test lines"
+            );
+        }
+    }
+
     /// A run as the terminal shows it off a terminal: the `cargo test` lines on stdout, whole,
     /// and the runner's own lines on stderr, a note never inside a test line.
     #[test]
@@ -418,6 +567,7 @@ mod tests {
             Event::CaseRetrying {
                 name: "docker::flaky".into(),
                 attempt: 2,
+                pause: None,
             },
             finished("flaky", Outcome::Passed, 1, Shown::Ok),
             Event::TransferEnded {

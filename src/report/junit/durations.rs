@@ -25,8 +25,18 @@ pub fn load(path: &Path) -> Result<Durations, DurationsError> {
     };
     let files = read::report_files(path).map_err(wrap)?;
     let mut recorded = Vec::new();
+    let mut pulls = Vec::new();
     for file in &files {
         let report = read::scan(file).map_err(wrap)?;
+        for suite in &report.suites {
+            for (key, value) in &suite.properties {
+                if key == super::names::PULL_SECONDS {
+                    if let Some(ms) = read::seconds_to_ms(value) {
+                        pulls.push((suite.name.clone(), ms));
+                    }
+                }
+            }
+        }
         for case in report.suites.iter().flat_map(|s| &s.cases) {
             let not_run = case.outcome == Outcome::NotRun;
             if let (Some(ms), false) = (case.time_ms, not_run) {
@@ -34,11 +44,7 @@ pub fn load(path: &Path) -> Result<Durations, DurationsError> {
             }
         }
     }
-    Ok(Durations::from_times(
-        path.to_path_buf(),
-        files.len(),
-        recorded,
-    ))
+    Ok(Durations::from_times(path.to_path_buf(), files.len(), recorded).with_pulls(pulls))
 }
 
 #[cfg(test)]
@@ -87,6 +93,26 @@ mod tests {
             3000,
             "another runtime is another case"
         );
+    }
+
+    #[test]
+    fn pulls_are_read_from_the_suites_and_unknown_images_get_their_median() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.xml");
+        let text = report(&[("m1", "1.0", "")]).replace(
+            "errors=\"0\">\n<testcase",
+            "errors=\"0\">\n<properties><property name=\"pull-seconds\" value=\"90.5\"/>\
+             <property name=\"pull-seconds\" value=\"30\"/></properties>\n<testcase",
+        );
+        std::fs::write(&path, text).unwrap();
+        let d = load(&path).unwrap();
+        assert_eq!(d.pull_ms("docker:img"), 90_500, "the longest pull");
+        assert_eq!(
+            d.pull_ms("docker:other"),
+            90_500,
+            "the median of those known"
+        );
+        assert_eq!(Durations::none().pull_ms("docker:img"), 0);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod durations;
 pub mod merge;
 pub mod names;
 pub mod read;
+pub mod rerun;
 pub mod write;
 pub(crate) mod xml;
 

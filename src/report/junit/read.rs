@@ -49,6 +49,8 @@ pub struct ScannedCase {
     /// The prediction check's fact lines (`[zoo-runner] predictions: ...`), as the runner
     /// wrote them at the head of `system-out`.
     pub predictions: Vec<String>,
+    /// An error of type `infra`: the outside world failed it, not the model.
+    pub infra: bool,
     /// Where `<testcase ...>...</testcase>` stands in the file, in bytes.
     pub range: Range<u64>,
 }
@@ -141,6 +143,7 @@ struct OpenCase {
     in_out: bool,
     out: String,
     flaky: bool,
+    infra: bool,
     start: u64,
 }
 
@@ -247,6 +250,10 @@ pub fn scan(path: &Path) -> Result<ScannedReport, JunitReadError> {
                             c.outcome = Some(match status {
                                 b"failure" => Outcome::Failed,
                                 b"error" if ty == "timeout" => Outcome::TimedOut,
+                                b"error" if ty == crate::record::infra::INFRA => {
+                                    c.infra = true;
+                                    Outcome::Errored
+                                }
                                 b"error" => Outcome::Errored,
                                 _ => Outcome::skipped(&ty),
                             });
@@ -403,6 +410,7 @@ fn push_case(report: &mut ScannedReport, open_suites: &[usize], open: OpenCase, 
         message: open.message,
         flaky: open.flaky,
         predictions,
+        infra: open.infra,
         range: open.start..end,
     });
 }

@@ -7,7 +7,8 @@
 //! - one `testsuite` per runtime and image; its `properties` hold what is the same for every
 //!   case of the image (image, image ID, runtime version) and the run's facts;
 //! - one `testcase` per model (classname `runtime:image`); `failure` for a model that ran and
-//!   failed, `error` for what kept it from running (type `timeout` for a timeout), `skipped` with
+//!   failed, `error` for what kept it from running (type `timeout` for a timeout, `infra` for an
+//!   outside failure the spec's `infra_failures` name), `skipped` with
 //!   a type for skips, expected failures and cases not run;
 //! - earlier attempts of a retried case as `flakyFailure`/`flakyError` (passed at last) or
 //!   `rerunFailure`/`rerunError`, each with its own output;
@@ -172,10 +173,12 @@ fn write_case(out: &mut impl Write, r: &Record, flavor: Flavor) -> io::Result<()
 
 /// The element that says how a case ended (nothing for a pass).
 fn write_outcome(out: &mut impl Write, outcome: &Outcome) -> io::Result<()> {
+    use crate::record::infra::INFRA;
     use crate::record::outcome::{EXPECTED_FAILURE, NOT_RUN, SKIP};
     let (tag, ty) = match outcome {
         Outcome::Passed => return Ok(()),
         Outcome::Failed { .. } => ("failure", "failure"),
+        o @ Outcome::Errored { .. } if o.is_infra() => ("error", INFRA),
         Outcome::Errored { .. } => ("error", "error"),
         Outcome::TimedOut { .. } => ("error", "timeout"),
         Outcome::Skipped { .. } => ("skipped", SKIP),
@@ -211,6 +214,7 @@ fn write_rerun(
 ) -> io::Result<()> {
     let (failure, ty) = match &a.outcome {
         Outcome::Failed { .. } => (true, "failure"),
+        o @ Outcome::Errored { .. } if o.is_infra() => (false, crate::record::infra::INFRA),
         Outcome::Errored { .. } => (false, "error"),
         Outcome::TimedOut { .. } => (false, "timeout"),
         _ => return Ok(()),

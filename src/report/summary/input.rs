@@ -18,6 +18,9 @@ pub struct Case {
     pub outcome: Class,
     /// Passed after failed attempts.
     pub flaky: bool,
+    /// An error of the outside world (the spec's `infra_failures`): its data could not be
+    /// fetched.
+    pub infra: bool,
     /// Milliseconds, when known.
     pub time_ms: Option<u64>,
     /// The failure's, error's or skip's message, or why the case did not run; empty for a pass.
@@ -61,6 +64,7 @@ pub fn from_reports(reports: &[ScannedReport]) -> Vec<Suite> {
                     name: c.case_name(),
                     outcome: c.outcome.clone(),
                     flaky: c.flaky,
+                    infra: c.infra,
                     time_ms: c.time_ms,
                     message: c.message.clone(),
                     predictions: c.predictions.clone(),
@@ -101,6 +105,7 @@ fn case_of(r: &Record) -> Case {
         name: r.name.clone(),
         outcome: r.outcome().class(),
         flaky: r.flaky(),
+        infra: r.outcome().is_infra(),
         time_ms: Some(u64::try_from(r.total_duration().as_millis()).unwrap_or(u64::MAX)),
         message: r.outcome().message(),
         predictions: r

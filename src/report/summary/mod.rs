@@ -242,6 +242,7 @@ pub fn render(suites: &[Suite], notes: &Notes) -> String {
         );
     }
     head.push_str(&not_run(&all, &total, notes));
+    head.push_str(&could_not_fetch(&all));
     if total.cases() == 0 {
         let why = notes
             .why_empty
@@ -381,6 +382,27 @@ fn not_run(all: &[(&str, &Case)], total: &Counts, notes: &Notes) -> String {
     }
     text.push('\n');
     text
+}
+
+/// The cases the outside world failed (errors of kind infra), apart from the models' failures:
+/// how many, and that a later rerun may pass.
+fn could_not_fetch(all: &[(&str, &Case)]) -> String {
+    let n = all.iter().filter(|(_, c)| c.infra).count();
+    if n == 0 {
+        return String::new();
+    }
+    let (models, their) = if n == 1 {
+        ("model", "its")
+    } else {
+        ("models", "their")
+    };
+    format!(
+        "**{n} {models} could not fetch {their} data:** the output matched the spec's \
+         `infra_failures` (a download throttled or cut, the network failing), so {} counted \
+         among the errors, not as broken models; `--rerun-failed` runs {} again later.\n\n",
+        if n == 1 { "it is" } else { "they are" },
+        if n == 1 { "it" } else { "them" },
+    )
 }
 
 fn table_row(name: &str, c: &Counts) -> String {
@@ -545,6 +567,7 @@ mod tests {
             name: name.into(),
             outcome,
             flaky,
+            infra: false,
             time_ms: Some(ms),
             message: message.into(),
             predictions: Vec::new(),
@@ -863,6 +886,37 @@ mod tests {
     }
 
     /// A run whose report is lost still gets its summary, which says the report is lost.
+    #[test]
+    fn models_that_could_not_fetch_their_data_are_counted_apart() {
+        let mut throttled = case(
+            "z",
+            Outcome::Errored,
+            false,
+            10,
+            "its data could not be fetched",
+        );
+        throttled.infra = true;
+        let mut also = throttled.clone();
+        also.name = "y".into();
+        let text = md(&report(vec![(
+            "docker:img:1",
+            vec![
+                throttled,
+                also,
+                case("x", Outcome::Errored, false, 10, "no image"),
+            ],
+        )]));
+        assert!(
+            text.contains("**2 models could not fetch their data:**"),
+            "{text}"
+        );
+        let none = md(&report(vec![(
+            "docker:img:1",
+            vec![case("x", Outcome::Errored, false, 10, "no image")],
+        )]));
+        assert!(!none.contains("could not fetch"), "{none}");
+    }
+
     #[test]
     fn a_lost_report_is_said() {
         let notes = Notes {

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
 use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
@@ -11,6 +12,7 @@ use thiserror::Error;
 
 use super::pull::{self, Refused};
 use super::DockerRuntime;
+use crate::config::backoff::Backoff;
 use crate::engine::short;
 use crate::events;
 use crate::record::facts::{Fetched, ImageFacts};
@@ -20,6 +22,11 @@ use crate::store::registry::{
     credentials_for, describe_pull_failure, registry_host, AuthError, PullFailure,
 };
 use crate::supervise::until;
+
+/// How often a pull that the registry throttled, failed with a server error or let time out
+/// is tried again, and the pauses before (about 5 s, 10 s, 20 s: `config::backoff`).
+pub const PULL_RETRIES: u32 = 3;
+const PULL_BACKOFF: Backoff = Backoff::new(Duration::from_secs(5), Duration::from_secs(60));
 
 /// Why an image cannot be had.
 #[derive(Debug, Error)]
@@ -116,9 +123,26 @@ impl DockerRuntime {
                 .await;
         }
         self.pulled(image, false);
-        let stats = pull::pull(&self.docker, image, credentials)
-            .await
-            .map_err(|Refused(said)| describe_pull_failure(image, &registry, sent, &said))?;
+        // A rate limit, a server error or a timeout is tried again after a pause (an
+        // interruption drops this future, pause included).
+        let mut retry = 0;
+        let stats = loop {
+            let failure = match pull::pull(&self.docker, image, credentials.clone()).await {
+                Ok(stats) => break stats,
+                Err(Refused(said)) => describe_pull_failure(image, &registry, sent, &said),
+            };
+            if !failure.is_transient() || retry >= PULL_RETRIES {
+                return Err(failure.into());
+            }
+            let pause = PULL_BACKOFF.pause(retry);
+            retry += 1;
+            events::note(format!(
+                "pull of {image} failed ({}); trying again in {} ({retry} of {PULL_RETRIES})",
+                failure.daemon_message,
+                crate::config::units::show_duration(pause)
+            ));
+            tokio::time::sleep(pause).await;
+        };
         let id = match self.docker.inspect_image(image).await {
             Ok(info) => info.id.unwrap_or_default(),
             Err(source) => {

@@ -103,6 +103,31 @@ fn classify(message: &str) -> PullFailureKind {
     }
 }
 
+impl PullFailure {
+    /// Whether trying again later may work: a rate limit (429, `toomanyrequests`), a server
+    /// error (5xx), a timeout or a reset connection. A login, a name or a tag that is wrong
+    /// stays wrong, and so does a registry that refuses connections or a host that does not
+    /// exist.
+    pub fn is_transient(&self) -> bool {
+        let m = self.daemon_message.to_lowercase();
+        self.kind == PullFailureKind::RateLimited
+            || [
+                "500 internal server error",
+                "502 bad gateway",
+                "503 service unavailable",
+                "504 gateway timeout",
+                "504 gateway time-out",
+                "unexpected http status: 5",
+                "context deadline exceeded",
+                "i/o timeout",
+                "tls handshake timeout",
+                "connection reset by peer",
+            ]
+            .iter()
+            .any(|p| m.contains(p))
+    }
+}
+
 const WHERE_LOGINS_ARE: &str = "zoo-runner reads logins where the docker CLI keeps them: \
     $DOCKER_CONFIG/config.json, else ~/.docker/config.json, and their credential helpers";
 
@@ -224,6 +249,23 @@ mod tests {
         for (message, sent, want) in RECORDED.iter().chain(DOCKER_HUB_MESSAGES) {
             let failure = describe_pull_failure("img", "reg", *sent, message);
             assert_eq!(failure.kind, *want, "{message}");
+        }
+    }
+
+    #[test]
+    fn rate_limits_server_errors_and_timeouts_are_worth_another_pull() {
+        let transient =
+            |message: &str| describe_pull_failure("img", "reg", false, message).is_transient();
+        assert!(transient(DOCKER_HUB_MESSAGES[1].0), "toomanyrequests");
+        assert!(transient(RECORDED[RECORDED.len() - 1].0), "a timeout");
+        assert!(transient(
+            "received unexpected HTTP status: 503 Service Unavailable"
+        ));
+        assert!(transient("Get \"https://r/v2/\": 502 Bad Gateway"));
+        for (message, _, kind) in RECORDED.iter().chain(DOCKER_HUB_MESSAGES) {
+            if !matches!(kind, RateLimited) && !message.contains("deadline") {
+                assert!(!transient(message), "{message}");
+            }
         }
     }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use super::error::{io_error, SifError};
 use super::progress::Progress;
 use super::CHUNK;
+use crate::config::backoff::Backoff;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest silence tolerated while reading a response.
@@ -41,10 +42,9 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// Pause before retry number `retry` (0 = first retry): `first_backoff * 2^retry`,
-    /// at most [`MAX_BACKOFF`].
+    /// at most [`MAX_BACKOFF`], with jitter (half of it to all of it; `config::backoff`).
     fn backoff(&self, retry: u32) -> Duration {
-        let factor = 2u32.saturating_pow(retry);
-        self.first_backoff.saturating_mul(factor).min(MAX_BACKOFF)
+        Backoff::new(self.first_backoff, MAX_BACKOFF).pause(retry)
     }
 }
 
@@ -476,14 +476,21 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_and_is_capped() {
+    fn backoff_doubles_is_capped_and_jittered() {
         let policy = RetryPolicy::default();
         assert_eq!(policy.attempts, 5);
-        assert_eq!(policy.backoff(0), Duration::from_millis(500));
-        assert_eq!(policy.backoff(1), Duration::from_secs(1));
-        assert_eq!(policy.backoff(3), Duration::from_secs(4));
-        assert_eq!(policy.backoff(7), Duration::from_secs(60));
-        assert_eq!(policy.backoff(200), MAX_BACKOFF);
+        let within = |retry: u32, ceiling: Duration| {
+            let pause = policy.backoff(retry);
+            assert!(
+                pause >= ceiling / 2 && pause <= ceiling,
+                "{retry}: {pause:?}"
+            );
+        };
+        within(0, Duration::from_millis(500));
+        within(1, Duration::from_secs(1));
+        within(3, Duration::from_secs(4));
+        within(7, Duration::from_secs(60));
+        within(200, MAX_BACKOFF);
     }
 
     #[test]
