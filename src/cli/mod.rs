@@ -522,6 +522,11 @@ pub struct Cli {
     #[arg(long)]
     pub prune_images: bool,
 
+    /// Remove each SIF this run downloaded or built after its last case (SIFs that were in
+    /// --sif-dir before the run, or that another runner uses, are kept).
+    #[arg(long)]
+    pub prune_sifs: bool,
+
     /// Fail (exit 5) when the selection, after filters and partition, holds no case.
     #[arg(long)]
     pub require_tests: bool,
@@ -752,6 +757,7 @@ impl Cli {
             threads: self.threads(),
             pull_ahead: self.pull_ahead,
             prune_images: self.prune_images,
+            prune_sifs: self.prune_sifs,
             require_tests: self.require_tests,
             partition: self.partition,
             durations: self.durations.clone(),

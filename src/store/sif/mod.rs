@@ -36,6 +36,7 @@
 
 mod download;
 mod error;
+mod in_use;
 mod lock;
 mod progress;
 pub mod pull;
@@ -56,6 +57,7 @@ use self::download::Downloader;
 use self::download::RetryPolicy;
 use self::error::io_error;
 pub use self::error::SifError;
+pub use self::in_use::{InUse, Removal};
 use crate::store::lock::FileLock;
 
 /// Size of the buffer used to read response bodies and to hash files.
@@ -85,7 +87,7 @@ pub struct SifCache {
 }
 
 /// A SIF ready to use, and what it took.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Fetched {
     /// `<dir>/<name>.sif`, verified.
     pub path: PathBuf,
@@ -93,6 +95,9 @@ pub struct Fetched {
     pub bytes: u64,
     /// True when it was there at the first look: nothing was downloaded, built or waited for.
     pub reused: bool,
+    /// Held while this runner uses the SIF, so no other runner's prune removes it (`None` in
+    /// a read-only folder, where nothing is removed).
+    pub in_use: Option<InUse>,
 }
 
 /// `--sif-dir` cannot be used at all.
@@ -236,6 +241,7 @@ impl SifCache {
         let (_locked, waited) = self.lock(&paths, stop)?;
         if self.reuse_cached(&paths, &expected)? {
             return Ok(Fetched {
+                in_use: Some(in_use::hold(&paths.done)?),
                 path: paths.done,
                 bytes: 0,
                 reused: !waited,
@@ -243,6 +249,7 @@ impl SifCache {
         }
         let bytes = self.download_verified(src, &expected, &paths, stop)?;
         Ok(Fetched {
+            in_use: Some(in_use::hold(&paths.done)?),
             path: paths.done,
             bytes,
             reused: false,
@@ -274,6 +281,7 @@ impl SifCache {
         if let Some(recorded) = read_md5_record(&paths.md5) {
             if self.reuse_cached(&paths, &recorded)? {
                 return Ok(Fetched {
+                    in_use: Some(in_use::hold(&paths.done)?),
                     path: paths.done,
                     bytes: 0,
                     reused: !waited,
@@ -305,10 +313,25 @@ impl SifCache {
         write_atomically(&paths.md5, md5.as_bytes())?;
         fs::rename(&part, &paths.done).map_err(io_error("move built image to", &paths.done))?;
         Ok(Fetched {
+            in_use: Some(in_use::hold(&paths.done)?),
             path: paths.done,
             bytes,
             reused: false,
         })
+    }
+
+    /// Removes the SIF `name` (a downloaded or a built one, with its md5 record) under the
+    /// name's lock, unless a runner sharing the folder uses it ([`InUse`]): drop this runner's
+    /// own [`InUse`] first. The lock file stays (lock files are never deleted). Waits for the
+    /// name's lock as a fetch does; nothing is removed from a read-only folder.
+    pub fn remove(&self, name: &str, stop: &dyn Fn() -> bool) -> Result<Removal, SifError> {
+        validate_name(name)?;
+        let paths = CachePaths::new(&self.dir, name);
+        if self.read_only {
+            return Ok(Removal::ReadOnly);
+        }
+        let (_locked, _) = self.lock(&paths, stop)?;
+        in_use::remove_unused(&paths)
     }
 
     /// The lock of a name, and whether it had to wait for it. `flock` locks belong to an open
@@ -551,6 +574,7 @@ fn read_only_sif(
         path: paths.done.clone(),
         bytes: 0,
         reused: true,
+        in_use: None,
     })
 }
 

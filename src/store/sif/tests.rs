@@ -1179,3 +1179,97 @@ fn default_dir_falls_back_to_home() {
     );
     assert_eq!(default_dir_from(env_of(&[])), None);
 }
+
+// ---------- removing a SIF (--prune-sifs) ----------
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_sif_is_removed_only_once_no_runner_holds_it() {
+    let data = payload(SIZE, 60);
+    let server = serve_file(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path());
+    let mut fetched = cache
+        .fetch_until(&source(&server, &data), &|| false)
+        .unwrap();
+    assert!(fetched.in_use.is_some(), "a fetch holds what it hands out");
+    // This runner still holds it (another open file, as another runner's would be).
+    assert_eq!(cache.remove("img", &|| false).unwrap(), Removal::InUse);
+    assert_verified(&fetched.path, dir.path(), &data);
+    drop(fetched.in_use.take());
+    assert_eq!(
+        cache.remove("img", &|| false).unwrap(),
+        Removal::Removed { bytes: SIZE as u64 }
+    );
+    // The lock file stays: lock files are never deleted.
+    assert_eq!(names_in(dir.path()), ["img.sif.lock"]);
+    assert_eq!(cache.remove("img", &|| false).unwrap(), Removal::Gone);
+    // The next fetch downloads it again.
+    cache
+        .fetch_until(&source(&server, &data), &|| false)
+        .unwrap();
+    assert_eq!(server.hits(), 2);
+}
+
+#[test]
+fn a_sif_another_process_holds_is_kept() {
+    let data = payload(SIZE, 61);
+    let server = serve_file(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path());
+    let path = cache.fetch(&source(&server, &data)).unwrap();
+    // Another process holds it shared, as another runner would: util-linux `flock` on a
+    // descriptor of the shell, which then becomes `sleep` (one process, killed below).
+    let mut other = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec 9<\"$1\" && flock --shared 9 && exec sleep 600")
+        .arg("sh")
+        .arg(&path)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let held = loop {
+        let file = File::open(&path).unwrap();
+        match file.try_lock() {
+            Err(fs::TryLockError::WouldBlock) => break true,
+            _ if started.elapsed() > Duration::from_secs(30) => break false,
+            _ => thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let kept = cache.remove("img", &|| false).unwrap();
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(held, "`flock --shared` took the lock");
+    assert_eq!(kept, Removal::InUse);
+    assert!(path.is_file());
+    assert!(matches!(
+        cache.remove("img", &|| false).unwrap(),
+        Removal::Removed { .. }
+    ));
+}
+
+#[test]
+fn a_built_sif_goes_with_its_md5_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path());
+    let make =
+        |target: &Path| fs::write(target, fake_sif(b"x")).map_err(error::io_error("write", target));
+    drop(cache.build("img", &|| false, make).unwrap());
+    assert_eq!(
+        names_in(dir.path()),
+        ["img.sif", "img.sif.lock", "img.sif.md5"]
+    );
+    assert!(matches!(
+        cache.remove("img", &|| false).unwrap(),
+        Removal::Removed { .. }
+    ));
+    assert_eq!(names_in(dir.path()), ["img.sif.lock"]);
+}
