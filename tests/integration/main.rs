@@ -31,6 +31,7 @@ mod registry_fixture;
 mod registry_pull_messages;
 mod sif_cache_shared;
 mod sif_from_docker;
+mod sif_prune;
 mod singularity_e2e;
 mod spec_e2e;
 mod stuck_daemon_e2e;

@@ -30,7 +30,7 @@ use crate::events;
 use crate::record::facts::CaseFacts;
 use crate::record::{Failure, RuntimeName};
 use crate::store::caches::{self, CacheError, Caches, Held};
-use crate::store::sif::{md5_file, SifCache};
+use crate::store::sif::{md5_file, InUse, SifCache};
 use crate::supervise::process::{self, exit_signal};
 use crate::supervise::{Ending, Limits, Target};
 
@@ -76,6 +76,11 @@ pub struct SingularityRuntime {
     /// How long a process may take to go after its SIGKILL before it is given up on: a
     /// Docker container's stop slack.
     slack: Duration,
+    /// `--prune-sifs`: each SIF this run fetched is removed after its last case.
+    prune: bool,
+    /// The SIFs this run has ready, each held ([`InUse`]) so that no other runner's prune
+    /// removes it while its cases run; let go by [`Runtime::remove`] or at the end.
+    held: std::sync::Mutex<std::collections::HashMap<PathBuf, InUse>>,
 }
 
 /// What the process of a request could not do.
@@ -242,6 +247,7 @@ impl SingularityRuntime {
                 }
             })?;
         runtime.slack = options.waits.stop_slack;
+        runtime.prune = options.prune_sifs;
         Ok(runtime)
     }
 
@@ -270,6 +276,8 @@ impl SingularityRuntime {
             cache: Arc::new(cache),
             sif_from_docker,
             slack: crate::config::knobs::STOP_SLACK,
+            prune: false,
+            held: std::sync::Mutex::default(),
         })
     }
 
@@ -462,9 +470,13 @@ impl Runtime for SingularityRuntime {
         self.run_in_sif(ready, request).await
     }
 
-    /// Nothing yet: a SIF stays in the SIF folder for the next run.
-    async fn remove(&self, _ready: &Ready) -> Result<(), Failure> {
-        Ok(())
+    fn prunes(&self) -> bool {
+        self.prune
+    }
+
+    /// Removes the SIF (`--prune-sifs`), unless another runner sharing the SIF folder uses it.
+    async fn remove(&self, ready: &Ready) -> Result<(), Failure> {
+        self.remove_sif(ready).await.map_err(Failure::new)
     }
 
     /// Nothing runs in the background.
@@ -474,7 +486,7 @@ impl Runtime for SingularityRuntime {
         Words {
             noun: "SIF",
             fetched: "fetched",
-            prune_flag: "--prune-images",
+            prune_flag: "--prune-sifs",
         }
     }
 
