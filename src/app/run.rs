@@ -67,6 +67,8 @@ pub struct RunConfig {
     pub sif_dir: Option<PathBuf>,
     pub singularity_bin: Option<PathBuf>,
     pub sif_from_docker: bool,
+    /// `--tmp-dir`: scratch space for SIF builds.
+    pub tmp_dir: Option<PathBuf>,
     pub download_timeout: Duration,
     pub cache_dir: PathBuf,
     pub no_cache: bool,
@@ -342,6 +344,7 @@ impl Run<'_> {
             prune_sifs: config.prune_sifs,
             sif_dir: config.sif_dir.clone().unwrap_or_else(SifCache::default_dir),
             sif_from_docker: config.sif_from_docker,
+            tmp_dir: config.tmp_dir.clone(),
             download_timeout: config.download_timeout,
             images: cases
                 .iter()

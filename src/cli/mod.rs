@@ -558,6 +558,11 @@ pub struct Cli {
     #[arg(long)]
     pub sif_from_docker: bool,
 
+    /// Scratch space for --sif-from-docker builds: the saved image and Apptainer's unpacked
+    /// one (default: $APPTAINER_TMPDIR, else the SIF folder; never /tmp).
+    #[arg(long, value_name = "DIR")]
+    pub tmp_dir: Option<PathBuf>,
+
     /// How long fetching one SIF may take in all: every download attempt and the pauses
     /// between them, or a --sif-from-docker build (at most 30d). A stalled server is given up on
     /// sooner: 60s of silence per attempt, 5 attempts.
@@ -766,6 +771,7 @@ impl Cli {
             sif_dir: self.sif_dir.clone(),
             singularity_bin: self.singularity_bin.clone(),
             sif_from_docker: self.sif_from_docker,
+            tmp_dir: self.tmp_dir.clone(),
             download_timeout: self.download_timeout,
             cache_dir: self.cache_dir(),
             no_cache: self.no_cache,

@@ -48,6 +48,8 @@ pub struct Options {
     pub sif_dir: PathBuf,
     /// `--sif-from-docker`: build a SIF from the Docker image when the catalog has none.
     pub sif_from_docker: bool,
+    /// `--tmp-dir`: scratch space for SIF builds (else `$APPTAINER_TMPDIR`, else the SIF folder).
+    pub tmp_dir: Option<PathBuf>,
     /// `--download-timeout`: one SIF download or build, in all.
     pub download_timeout: Duration,
     /// The images the selected cases of the runtime being opened need (a read-only SIF folder
@@ -359,6 +361,7 @@ mod tests {
             apptainer_bin,
             sif_dir,
             sif_from_docker: false,
+            tmp_dir: None,
             download_timeout: Duration::from_secs(1),
             images: Vec::new(),
         }

@@ -217,7 +217,9 @@ impl SingularityRuntime {
                     cache.build(
                         &pull::sif_name(&image),
                         &|| cancel.is_cancelled(),
-                        |target| pull::pull(&bin, &image, target, &handle, &cancel, budget),
+                        |target, scratch| {
+                            pull::pull(&bin, &image, target, scratch, &handle, &cancel, budget)
+                        },
                     )
                 })
                 .await

@@ -40,6 +40,7 @@ mod in_use;
 mod lock;
 mod progress;
 pub mod pull;
+mod scratch;
 #[cfg(test)]
 mod tests;
 
@@ -58,6 +59,7 @@ use self::download::RetryPolicy;
 use self::error::io_error;
 pub use self::error::SifError;
 pub use self::in_use::{InUse, Removal};
+pub use self::scratch::{check_root as check_tmp_dir, TmpDirError};
 use crate::store::lock::FileLock;
 
 /// Size of the buffer used to read response bodies and to hash files.
@@ -84,6 +86,9 @@ pub struct SifCache {
     lock_wait: Duration,
     /// The folder cannot be written in: SIFs are only read from it.
     read_only: bool,
+    /// Where builds take their scratch space (`--tmp-dir`, `$APPTAINER_TMPDIR`); `None`: this
+    /// folder.
+    tmp_root: Option<PathBuf>,
 }
 
 /// A SIF ready to use, and what it took.
@@ -131,6 +136,7 @@ impl SifCache {
             downloader: Downloader::new(),
             lock_wait: lock::WAIT_LIMIT,
             read_only: false,
+            tmp_root: None,
         }
     }
 
@@ -159,6 +165,7 @@ impl SifCache {
             downloader: Downloader::new(),
             lock_wait: lock::WAIT_LIMIT,
             read_only,
+            tmp_root: None,
         })
     }
 
@@ -184,6 +191,13 @@ impl SifCache {
     pub fn with_download_timeout(mut self, budget: Duration) -> Self {
         self.downloader.budget = budget;
         self.lock_wait = self.lock_wait.max(budget);
+        self
+    }
+
+    /// Builds take their scratch space from `root` (checked with [`check_tmp_dir`]) instead of
+    /// this folder.
+    pub fn with_tmp_dir(mut self, root: Option<PathBuf>) -> Self {
+        self.tmp_root = root;
         self
     }
 
@@ -257,13 +271,14 @@ impl SifCache {
     }
 
     /// Returns `<dir>/<name>.sif` built by `make` (which writes a complete image to the path it
-    /// is given), or the one built earlier if it still has the md5 recorded when it was built.
-    /// Same lock, atomic rename and `stop` as [`Self::fetch_until`]; the result must be a SIF.
+    /// is given first, using the scratch folder it is given second), or the one built earlier
+    /// if it still has the md5 recorded when it was built. Same lock, atomic rename and `stop`
+    /// as [`Self::fetch_until`]; the result must be a SIF. The scratch folder is removed after.
     pub fn build(
         &self,
         name: &str,
         stop: &dyn Fn() -> bool,
-        make: impl FnOnce(&Path) -> Result<(), SifError>,
+        make: impl FnOnce(&Path, &Path) -> Result<(), SifError>,
     ) -> Result<Fetched, SifError> {
         validate_name(name)?;
         let paths = CachePaths::new(&self.dir, name);
@@ -298,10 +313,13 @@ impl SifCache {
         }
         remove_leftovers(&paths)?;
         let part = paths.unique_part();
-        let built = make(&part).and_then(|()| {
+        let scratch =
+            scratch::Scratch::new(self.tmp_root.as_deref().unwrap_or(&self.dir), &paths.label)?;
+        let built = make(&part, scratch.path()).and_then(|()| {
             check_sif_header(&part)?;
             md5_file(&part).map_err(io_error("read built image", &part))
         });
+        drop(scratch);
         let md5 = match built {
             Ok(md5) => md5,
             Err(err) => {
