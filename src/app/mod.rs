@@ -6,6 +6,7 @@ pub mod cache;
 pub mod matrix;
 pub mod merge;
 pub mod run;
+pub mod sbatch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

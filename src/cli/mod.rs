@@ -357,6 +357,12 @@ pub struct MatrixArgs {
     #[arg(long, value_name = "PATH", requires = "shards")]
     pub durations: Option<PathBuf>,
 
+    /// Print a bash script that submits the shards to Slurm instead: a job array (each task
+    /// reads its shard from SLURM_ARRAY_TASK_ID and writes its own report), then a merge job
+    /// that waits for the array (afterany) and writes the merged report and the summary.
+    #[arg(long, conflicts_with = "per_image")]
+    pub slurm: bool,
+
     /// Run flags added to every job's arguments, after `--` (e.g. `-- --retries 1`).
     #[arg(last = true, value_name = "RUN FLAGS")]
     pub run_flags: Vec<String>,

@@ -33,6 +33,7 @@ mod sif_cache_shared;
 mod sif_from_docker;
 mod sif_prune;
 mod singularity_e2e;
+mod slurm_e2e;
 mod spec_e2e;
 mod stuck_daemon_e2e;
 mod suite_config;
