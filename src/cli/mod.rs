@@ -398,6 +398,37 @@ pub enum Command {
     Merge(MergeArgs),
     /// The model-data caches (the spec's `caches`): list, prune, warm.
     Cache(CacheArgs),
+    /// The SIF folder (--sif-dir): list its SIFs, prune them.
+    Sif(SifArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SifArgs {
+    #[command(subcommand)]
+    pub command: SifCommand,
+
+    /// The SIF folder, given after `sif` (`sif list --sif-dir D`); `--sif-dir` before `sif` is
+    /// the same folder.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub sif_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SifCommand {
+    /// Show each file of the SIF folder: SIFs (from the catalog or built) with their size,
+    /// when a runner last took them and whether one uses them now, and what runs left.
+    List,
+    /// Remove quarantined copies, md5 records whose SIF is gone and killed builds' folders;
+    /// SIFs a runner uses or fetches are kept.
+    Prune {
+        /// Remove every SIF of the folder (and unfinished downloads).
+        #[arg(long)]
+        all: bool,
+        /// Also remove the SIFs (and unfinished downloads) no runner took for this long, e.g.
+        /// 30d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_unused_for)]
+        unused_for: Option<Duration>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -670,6 +701,12 @@ impl Cli {
                 cli.cache_dir = Some(dir);
             }
         }
+        // So is `--sif-dir` after `sif`.
+        if let Some(Command::Sif(args)) = &mut cli.command {
+            if let Some(dir) = args.sif_dir.take() {
+                cli.sif_dir = Some(dir);
+            }
+        }
         Ok(cli)
     }
 
@@ -722,6 +759,20 @@ impl Cli {
                     warming = true;
                 }
             },
+            Some(Command::Sif(args)) => {
+                let dir = self
+                    .sif_dir
+                    .clone()
+                    .unwrap_or_else(crate::store::sif::SifCache::default_dir);
+                return Ok(match args.command {
+                    SifCommand::List => AppCommand::SifList { dir },
+                    SifCommand::Prune { all, unused_for } => AppCommand::SifPrune {
+                        dir,
+                        all,
+                        unused_for,
+                    },
+                });
+            }
             None => {}
         }
         self.validate()?;

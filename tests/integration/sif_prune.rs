@@ -156,3 +156,62 @@ fn a_sif_that_was_in_the_folder_before_the_run_is_never_pruned() {
         ["kipoi-fixture.sif", "kipoi-fixture.sif.lock"]
     );
 }
+
+/// `sif list` and `sif prune` on a SIF folder as runs leave it: a SIF, a built one with its md5
+/// record, an unfinished download, a quarantined copy, an md5 record whose SIF is gone.
+#[test]
+fn sif_list_shows_the_folder_and_sif_prune_keeps_what_may_be_of_use() {
+    let _daemon = daemon::shared();
+    let dir = tempfile::tempdir().unwrap();
+    let sifs = dir.path().join("sifs");
+    std::fs::create_dir_all(&sifs).unwrap();
+    let md5 = "0123456789abcdef0123456789abcdef";
+    for (file, text) in [
+        ("kipoi-fixture.sif", "x".repeat(3000)),
+        ("kipoi-fixture.sif.lock", String::new()),
+        ("local_img.sif", "y".repeat(2048)),
+        ("local_img.sif.md5", md5.to_string()),
+        ("other.sif.part-123-0", "z".repeat(100)),
+        ("other.sif.bad", "w".repeat(10)),
+        ("gone.sif.md5", md5.to_string()),
+    ] {
+        std::fs::write(sifs.join(file), text).unwrap();
+    }
+    let sif_dir = sifs.to_str().unwrap();
+    let mut settings = normalise::messages();
+    settings.add_filter(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "[DATE]");
+
+    let list = runner(&["sif", "list", "--sif-dir", sif_dir]);
+    assert_eq!(list.code, 0, "{}", list.all());
+    settings.bind(|| insta::assert_snapshot!("sif_list", list.stdout));
+
+    // Without a flag: only what is of no use; the unfinished download is resumed next time.
+    let prune = runner(&["--sif-dir", sif_dir, "sif", "prune"]);
+    assert_eq!(prune.code, 0, "{}", prune.all());
+    settings.bind(|| insta::assert_snapshot!("sif_prune", prune.stdout));
+    assert_eq!(
+        files_in(&sifs),
+        [
+            "kipoi-fixture.sif",
+            "kipoi-fixture.sif.lock",
+            "local_img.sif",
+            "local_img.sif.md5",
+            "other.sif.part-123-0"
+        ]
+    );
+    // Nothing here was used a day ago or more; --all takes every SIF, and the download too.
+    let prune = runner(&["sif", "prune", "--unused-for", "1d", "--sif-dir", sif_dir]);
+    assert!(
+        prune.stdout.starts_with("removed 0 file(s)"),
+        "{}",
+        prune.all()
+    );
+    let prune = runner(&["sif", "prune", "--all", "--sif-dir", sif_dir]);
+    assert_eq!(prune.code, 0, "{}", prune.all());
+    assert_eq!(
+        files_in(&sifs),
+        ["kipoi-fixture.sif.lock", "local_img.sif.lock"]
+    );
+    let list = runner(&["sif", "list", "--sif-dir", sif_dir]);
+    assert_eq!(list.stdout, format!("no SIFs in {sif_dir}\n"));
+}

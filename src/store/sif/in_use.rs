@@ -39,6 +39,12 @@ pub(super) fn hold(path: &Path) -> Result<InUse, SifError> {
     }
 }
 
+/// True when a runner holds the SIF at `path` (a shared lock on it). Called under the name's
+/// lock, so that no runner is taking its hold meanwhile; the probe lets go at once.
+pub(super) fn is_held(path: &Path) -> bool {
+    File::open(path).is_ok_and(|file| matches!(file.try_lock(), Err(TryLockError::WouldBlock)))
+}
+
 /// What a removal did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Removal {

@@ -37,6 +37,7 @@
 mod download;
 mod error;
 mod in_use;
+pub mod listing;
 mod lock;
 mod progress;
 pub mod pull;

@@ -99,7 +99,7 @@ impl Drop for Scratch {
 
 /// Removes a folder and what it holds; Apptainer may leave read-only folders in it, which are
 /// made writable first.
-fn remove_all(path: &Path) -> io::Result<()> {
+pub(super) fn remove_all(path: &Path) -> io::Result<()> {
     match fs::remove_dir_all(path) {
         Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
             make_writable(path);
