@@ -46,6 +46,8 @@ impl Cluster {
             .arg(cluster.dir.path())
             .arg(free_port().to_string())
             .arg(free_port().to_string())
+            // Clusters whose test process is gone (killed outright) are stopped first.
+            .arg(std::process::id().to_string())
             .output()
             .unwrap();
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
