@@ -40,6 +40,8 @@ pub enum MatrixError {
         jobs: u64,
         longest: String,
     },
+    #[error("the selection holds no case: there is no Slurm array to submit")]
+    NothingForSlurm,
 }
 
 /// What `matrix` takes from the command line, as plain values.
@@ -59,6 +61,9 @@ pub struct MatrixConfig {
     /// Parses a job's whole command line as a run would, so a typo fails here and not in
     /// every CI job.
     pub check_job: fn(&[String]) -> Result<(), String>,
+    /// `--slurm`: print an sbatch script (an array over the shards, then a merge job) instead
+    /// of the JSON; it holds the command line that made it.
+    pub slurm: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,6 +125,9 @@ fn plan(args: &MatrixConfig, git: GitRun) -> anyhow::Result<ExitCode> {
     if cases.is_empty() {
         crate::events::note("matrix: the selection holds no case: no job");
     }
+    if let Some(made_by) = &args.slurm {
+        return slurm(args, made_by, &jobs, durations.as_ref());
+    }
     let mut include = Vec::new();
     for (name, mut words, share) in jobs {
         words.extend(args.run_words.iter().cloned());
@@ -133,6 +141,39 @@ fn plan(args: &MatrixConfig, git: GitRun) -> anyhow::Result<ExitCode> {
     }
     let line = serde_json::to_string(&Matrix { include }).context("the matrix as JSON")?;
     println!("{line}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The sbatch script of the shards: one array task per shard, each reading its shard from
+/// Slurm (`--partition time:auto`).
+fn slurm(
+    args: &MatrixConfig,
+    made_by: &str,
+    jobs: &[(String, Vec<String>, Vec<&Case>)],
+    durations: Option<&Durations>,
+) -> anyhow::Result<ExitCode> {
+    if jobs.is_empty() {
+        return Err(MatrixError::NothingForSlurm.into());
+    }
+    let mut words = args.selection_words.clone();
+    words.extend(["--partition".to_string(), "time:auto".to_string()]);
+    if let Some(path) = &args.durations {
+        words.extend(["--durations".to_string(), path.display().to_string()]);
+    }
+    words.extend(args.run_words.iter().cloned());
+    // As a task runs it: the script adds each task's own report.
+    let mut task = words.clone();
+    task.extend(["--junit".to_string(), "shard-1.xml".to_string()]);
+    (args.check_job)(&task).map_err(MatrixError::BadJob)?;
+    for (name, _, share) in jobs {
+        describe(name, share, durations.filter(|d| d.has_times()));
+    }
+    let script = super::sbatch::script(&super::sbatch::Sbatch {
+        made_by,
+        shards: jobs.len() as u64,
+        task_args: &quote(&words),
+    });
+    print!("{script}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,8 @@ pub mod cache;
 pub mod matrix;
 pub mod merge;
 pub mod run;
+pub mod sbatch;
+pub mod sifs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +45,14 @@ pub enum Command {
         unused_for: Option<Duration>,
         runtime: cache::CacheRuntime,
     },
+    SifList {
+        dir: PathBuf,
+    },
+    SifPrune {
+        dir: PathBuf,
+        all: bool,
+        unused_for: Option<Duration>,
+    },
 }
 
 /// Carries out a command; an error is a usage or input error (exit 2).
@@ -64,6 +74,12 @@ pub fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let dir = crate::store::caches::prepare_dir(&dir)?;
             cache::prune(&dir, &sif_dir, all, unused_for, runtime)
         }
+        Command::SifList { dir } => sifs::list(&dir),
+        Command::SifPrune {
+            dir,
+            all,
+            unused_for,
+        } => sifs::prune(&dir, all, unused_for),
     }
 }
 

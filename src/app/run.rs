@@ -60,6 +60,8 @@ pub struct RunConfig {
     pub threads: usize,
     pub pull_ahead: usize,
     pub prune_images: bool,
+    /// `--prune-sifs`: remove each SIF this run downloaded or built after its last case.
+    pub prune_sifs: bool,
     pub require_tests: bool,
     pub partition: Option<PartitionArg>,
     pub durations: Option<PathBuf>,
@@ -70,6 +72,8 @@ pub struct RunConfig {
     pub sif_dir: Option<PathBuf>,
     pub singularity_bin: Option<PathBuf>,
     pub sif_from_docker: bool,
+    /// `--tmp-dir`: scratch space for SIF builds.
+    pub tmp_dir: Option<PathBuf>,
     pub download_timeout: Duration,
     pub cache_dir: PathBuf,
     pub no_cache: bool,
@@ -447,7 +451,6 @@ impl Run<'_> {
             store_success_output: config.store_success_output,
             threads: config.threads,
             pull_ahead: config.pull_ahead,
-            prune: config.prune_images,
             caches,
             offline: config.offline,
             apptainer_home: spec.apptainer_home.clone(),
@@ -470,8 +473,10 @@ impl Run<'_> {
                 .unwrap_or(registry::HELPER_TIMEOUT),
             apptainer_bin: config.singularity_bin.clone(),
             prune_images: config.prune_images,
+            prune_sifs: config.prune_sifs,
             sif_dir: config.sif_dir.clone().unwrap_or_else(SifCache::default_dir),
             sif_from_docker: config.sif_from_docker,
+            tmp_dir: config.tmp_dir.clone(),
             download_timeout: config.download_timeout,
             images: cases
                 .iter()

@@ -32,7 +32,9 @@ pub fn config(args: MatrixArgs) -> Result<MatrixConfig, MatrixFlagsError> {
     } else {
         args.selection.to_args()
     };
+    let slurm = args.slurm.then(|| made_by(&args));
     Ok(MatrixConfig {
+        slurm,
         wanted: args.selection.wanted(),
         selection_words,
         per_image: args.per_image,
@@ -42,6 +44,23 @@ pub fn config(args: MatrixArgs) -> Result<MatrixConfig, MatrixFlagsError> {
         run_words: args.run_flags,
         check_job: |words| parse_run(words).map(drop),
     })
+}
+
+/// The `matrix --slurm` command line, for the script's header.
+fn made_by(args: &MatrixArgs) -> String {
+    let mut words = vec!["matrix".to_string(), "--slurm".to_string()];
+    if let Some(n) = args.shards {
+        words.extend(["--shards".to_string(), n.to_string()]);
+    }
+    words.extend(args.selection.to_args());
+    if let Some(path) = &args.durations {
+        words.extend(["--durations".to_string(), path.display().to_string()]);
+    }
+    if !args.run_flags.is_empty() {
+        words.push("--".to_string());
+        words.extend(args.run_flags.iter().cloned());
+    }
+    format!("zoo-runner {}", crate::app::matrix::quote(&words))
 }
 
 /// A job's words parsed as a run parses them, with the checks a run makes on its numbers before

@@ -395,6 +395,12 @@ pub struct MatrixArgs {
     #[arg(long, value_name = "PATH", conflicts_with = "per_image")]
     pub durations: Option<PathBuf>,
 
+    /// Print a bash script that submits the shards to Slurm instead: a job array (each task
+    /// reads its shard from SLURM_ARRAY_TASK_ID and writes its own report), then a merge job
+    /// that waits for the array (afterany) and writes the merged report and the summary.
+    #[arg(long, conflicts_with = "per_image")]
+    pub slurm: bool,
+
     /// Run flags added to every job's arguments, after `--` (e.g. `-- --retries 1`).
     #[arg(last = true, value_name = "RUN FLAGS")]
     pub run_flags: Vec<String>,
@@ -430,6 +436,37 @@ pub enum Command {
     Merge(MergeArgs),
     /// The model-data caches (the spec's `caches`): list, prune, warm.
     Cache(CacheArgs),
+    /// The SIF folder (--sif-dir): list its SIFs, prune them.
+    Sif(SifArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SifArgs {
+    #[command(subcommand)]
+    pub command: SifCommand,
+
+    /// The SIF folder, given after `sif` (`sif list --sif-dir D`); `--sif-dir` before `sif` is
+    /// the same folder.
+    #[arg(long, value_name = "DIR", global = true)]
+    pub sif_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SifCommand {
+    /// Show each file of the SIF folder: SIFs (from the catalog or built) with their size,
+    /// when a runner last took them and whether one uses them now, and what runs left.
+    List,
+    /// Remove quarantined copies, md5 records whose SIF is gone and killed builds' folders;
+    /// SIFs a runner uses or fetches are kept.
+    Prune {
+        /// Remove every SIF of the folder (and unfinished downloads).
+        #[arg(long)]
+        all: bool,
+        /// Also remove the SIFs (and unfinished downloads) no runner took for this long, e.g.
+        /// 30d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_unused_for)]
+        unused_for: Option<Duration>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -566,6 +603,11 @@ pub struct Cli {
     #[arg(long)]
     pub prune_images: bool,
 
+    /// Remove each SIF this run downloaded or built after its last case (SIFs that were in
+    /// --sif-dir before the run, or that another runner uses, are kept).
+    #[arg(long)]
+    pub prune_sifs: bool,
+
     /// Fail (exit 5) when the selection, after filters and partition, holds no case.
     #[arg(long)]
     pub require_tests: bool,
@@ -596,6 +638,11 @@ pub struct Cli {
     /// For a model with no SIF in the catalog, build one with `pull docker://IMAGE`.
     #[arg(long)]
     pub sif_from_docker: bool,
+
+    /// Scratch space for --sif-from-docker builds: the saved image and Apptainer's unpacked
+    /// one (default: $APPTAINER_TMPDIR, else the SIF folder; never /tmp).
+    #[arg(long, value_name = "DIR")]
+    pub tmp_dir: Option<PathBuf>,
 
     /// How long fetching one SIF may take in all: every download attempt and the pauses
     /// between them, or a --sif-from-docker build (at most 30d). A stalled server is given up on
@@ -708,6 +755,12 @@ impl Cli {
                 cli.cache_dir = Some(dir);
             }
         }
+        // So is `--sif-dir` after `sif`.
+        if let Some(Command::Sif(args)) = &mut cli.command {
+            if let Some(dir) = args.sif_dir.take() {
+                cli.sif_dir = Some(dir);
+            }
+        }
         Ok(cli)
     }
 
@@ -760,6 +813,20 @@ impl Cli {
                     warming = true;
                 }
             },
+            Some(Command::Sif(args)) => {
+                let dir = self
+                    .sif_dir
+                    .clone()
+                    .unwrap_or_else(crate::store::sif::SifCache::default_dir);
+                return Ok(match args.command {
+                    SifCommand::List => AppCommand::SifList { dir },
+                    SifCommand::Prune { all, unused_for } => AppCommand::SifPrune {
+                        dir,
+                        all,
+                        unused_for,
+                    },
+                });
+            }
             None => {}
         }
         self.validate()?;
@@ -807,6 +874,7 @@ impl Cli {
             threads: self.threads(),
             pull_ahead: self.pull_ahead,
             prune_images: self.prune_images,
+            prune_sifs: self.prune_sifs,
             require_tests: self.require_tests,
             partition: self.partition,
             durations: self.durations.clone(),
@@ -815,6 +883,7 @@ impl Cli {
             sif_dir: self.sif_dir.clone(),
             singularity_bin: self.singularity_bin.clone(),
             sif_from_docker: self.sif_from_docker,
+            tmp_dir: self.tmp_dir.clone(),
             download_timeout: self.download_timeout,
             cache_dir: self.cache_dir(),
             no_cache: self.no_cache,

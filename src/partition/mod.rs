@@ -6,9 +6,11 @@
 //!   `time_partition`).
 //!
 //! `SCHEME:auto` (or `SCHEME:auto/auto`) takes M and N from `CI_NODE_INDEX` and
-//! `CI_NODE_TOTAL`, which GitLab's `parallel:` sets.
+//! `CI_NODE_TOTAL`, which GitLab's `parallel:` sets, or from a Slurm job array's
+//! `SLURM_ARRAY_TASK_*` ([`slurm`]); both at once is refused.
 
 pub mod durations;
+pub mod slurm;
 pub mod time;
 
 use std::str::FromStr;
@@ -60,19 +62,47 @@ pub enum PartitionError {
     #[error(
         "`{0}` is not a partition: write hash:M/N, count:M/N or time:M/N with 1 <= M <= N <= \
          {MAX_SHARDS}, like time:2/4, or SCHEME:auto to read the shard from \
-         {CI_NODE_INDEX}/{CI_NODE_TOTAL}"
+         {CI_NODE_INDEX}/{CI_NODE_TOTAL} or a Slurm job array"
     )]
     Syntax(String),
     #[error(
         "--partition {scheme}:auto reads the shard from {CI_NODE_INDEX} and {CI_NODE_TOTAL} \
-         (GitLab's `parallel:` sets them), but {var} is {found}: set it, or give the shard as \
-         {scheme}:M/N"
+         (GitLab's `parallel:` sets them) or from a Slurm job array's SLURM_ARRAY_TASK_ID, but \
+         {var} is {found}: set it, or give the shard as {scheme}:M/N"
     )]
     Env {
         scheme: &'static str,
         var: &'static str,
         found: String,
     },
+    #[error(
+        "--partition {scheme}:auto reads the shard from a Slurm job array's SLURM_ARRAY_TASK_ID \
+         with SLURM_ARRAY_TASK_MIN/MAX or SLURM_ARRAY_TASK_COUNT, but {var} is {found}: submit \
+         it as an array (sbatch --array=1-N), or give the shard as {scheme}:M/N"
+    )]
+    Slurm {
+        scheme: &'static str,
+        var: &'static str,
+        found: String,
+    },
+    #[error(
+        "--partition {scheme}:auto: this Slurm job array is not a range (SLURM_ARRAY_TASK_MIN={min}, \
+         SLURM_ARRAY_TASK_MAX={max}, SLURM_ARRAY_TASK_COUNT={count}), so its tasks have no order \
+         to be shards in: submit it as --array=1-N (a `%` limit is fine)"
+    )]
+    SlurmList {
+        scheme: &'static str,
+        min: u64,
+        max: u64,
+        count: String,
+    },
+    #[error(
+        "--partition {scheme}:auto found both GitLab's {CI_NODE_TOTAL}/{CI_NODE_INDEX} and a Slurm \
+         job array's SLURM_ARRAY_TASK_ID ({found}): a job is one or the other, and the two \
+         may name different shards; unset the one that does not apply, or give the shard as \
+         {scheme}:M/N"
+    )]
+    Both { scheme: &'static str, found: String },
 }
 
 impl FromStr for Partition {
@@ -129,6 +159,24 @@ impl PartitionArg {
             PartitionArg::Fixed(p) => return Ok((p, None)),
             PartitionArg::FromCi(scheme) => scheme,
         };
+        let gitlab = [CI_NODE_TOTAL, CI_NODE_INDEX]
+            .into_iter()
+            .filter_map(|name| var(name).map(|v| format!("{name}={v}")))
+            .collect::<Vec<_>>();
+        if slurm::in_array(&var) {
+            if !gitlab.is_empty() {
+                let task = var(slurm::SLURM_ARRAY_TASK_ID).unwrap_or_default();
+                return Err(PartitionError::Both {
+                    scheme: scheme.name(),
+                    found: format!(
+                        "{}, {}={task}",
+                        gitlab.join(", "),
+                        slurm::SLURM_ARRAY_TASK_ID
+                    ),
+                });
+            }
+            return slurm::resolve(scheme, &var).map(|(p, note)| (p, Some(note)));
+        }
         let read = |name: &'static str| -> Result<Option<u64>, PartitionError> {
             match var(name) {
                 None => Ok(None),
@@ -303,6 +351,49 @@ mod tests {
         }
         let fixed: PartitionArg = "hash:1/2".parse().unwrap();
         assert_eq!(fixed.resolve(|_| None).unwrap().1, None);
+    }
+
+    #[test]
+    fn auto_reads_a_slurm_array_and_refuses_both_at_once() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let auto = PartitionArg::FromCi(Scheme::Hash);
+        let (p, note) = auto
+            .resolve(env(&[
+                ("SLURM_ARRAY_TASK_ID", "3"),
+                ("SLURM_ARRAY_TASK_MIN", "1"),
+                ("SLURM_ARRAY_TASK_MAX", "3"),
+            ]))
+            .unwrap();
+        assert_eq!((p.scheme, p.shard, p.total), (Scheme::Hash, 3, 3));
+        assert!(note.unwrap().contains("(a Slurm job array)"));
+        let err = auto
+            .resolve(env(&[
+                ("SLURM_ARRAY_TASK_ID", "1"),
+                ("SLURM_ARRAY_TASK_COUNT", "2"),
+                ("CI_NODE_TOTAL", "4"),
+                ("CI_NODE_INDEX", "2"),
+            ]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("found both")
+                && err.contains("CI_NODE_TOTAL=4, CI_NODE_INDEX=2, SLURM_ARRAY_TASK_ID=1")
+                && err.contains("unset the one that does not apply"),
+            "{err}"
+        );
+        // Neither: the message names both places it looks.
+        let err = auto.resolve(env(&[])).unwrap_err().to_string();
+        assert!(
+            err.contains("CI_NODE_TOTAL is not set") && err.contains("SLURM_ARRAY_TASK_ID"),
+            "{err}"
+        );
     }
 
     #[test]

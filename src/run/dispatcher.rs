@@ -51,8 +51,6 @@ pub struct Settings {
     pub threads: usize,
     /// How many images are made ready ahead of the running one (`--pull-ahead`).
     pub pull_ahead: usize,
-    /// Remove each image this run fetched after its last case (`--prune-images`).
-    pub prune: bool,
     /// The spec's caches, unless `--no-cache`.
     pub caches: Option<Arc<Caches>>,
     /// `--offline`: every case with network `none`.
@@ -103,7 +101,6 @@ impl Dispatcher {
                         cancel.clone(),
                         &images,
                         settings.pull_ahead.min(MAX_PULL_AHEAD),
-                        settings.prune,
                     )
                 });
                 (name, stage)
@@ -644,7 +641,6 @@ mod tests {
             store_success_output: false,
             threads: 1,
             pull_ahead: 1,
-            prune: false,
             caches: None,
             offline: false,
             apptainer_home: None,

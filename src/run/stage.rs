@@ -56,13 +56,14 @@ pub struct Stage {
 
 impl Stage {
     /// `images` holds one entry per case that will run, in run order (an image once per case).
+    /// It prunes when the runtime was asked to ([`Runtime::prunes`]).
     pub fn new(
         runtime: Arc<dyn Runtime>,
         cancel: Cancel,
         images: &[Image],
         pull_ahead: usize,
-        prune: bool,
     ) -> Arc<Stage> {
+        let prune = runtime.prunes();
         let mut order: Vec<String> = Vec::new();
         let mut slots: HashMap<String, Arc<Slot>> = HashMap::new();
         for image in images {
@@ -249,21 +250,20 @@ mod tests {
         }
     }
 
-    fn stage(standin: &Arc<StandIn>, images: &[&str], ahead: usize, prune: bool) -> Arc<Stage> {
+    fn stage(standin: &Arc<StandIn>, images: &[&str], ahead: usize) -> Arc<Stage> {
         let images: Vec<Image> = images.iter().map(|i| image(i)).collect();
         Stage::new(
             Arc::clone(standin) as Arc<dyn Runtime>,
             Cancel::new(),
             &images,
             ahead,
-            prune,
         )
     }
 
     #[tokio::test]
     async fn the_next_images_are_made_ready_ahead_and_never_more() {
         let standin = Arc::new(StandIn::new(DOCKER));
-        let s = stage(&standin, &["a", "b", "c", "d"], 1, false);
+        let s = stage(&standin, &["a", "b", "c", "d"], 1);
         s.prepare(&image("a")).await.unwrap();
         s.finish().await;
         let prepares: Vec<Asked> = standin.asked();
@@ -282,8 +282,9 @@ mod tests {
     async fn a_fetched_image_is_pruned_after_its_last_case_only() {
         let mut standin = StandIn::new(DOCKER);
         standin.fetches = true;
+        standin.prunes = true;
         let standin = Arc::new(standin);
-        let s = stage(&standin, &["a", "a", "b"], 0, true);
+        let s = stage(&standin, &["a", "a", "b"], 0);
         s.prepare(&image("a")).await.unwrap();
         s.case_done(&image("a"));
         tokio::task::yield_now().await;
@@ -302,9 +303,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn images_that_share_a_key_are_made_ready_once_and_pruned_after_the_last_case() {
+        // Nine Kipoi groups point at one SIF: their images share the runtime's key.
+        let mut standin = StandIn::new(DOCKER);
+        standin.fetches = true;
+        standin.prunes = true;
+        standin.keys = ["g1", "g2", "g3"]
+            .iter()
+            .map(|g| (g.to_string(), "shared.sif".to_string()))
+            .collect();
+        let standin = Arc::new(standin);
+        let s = stage(&standin, &["g1", "g2", "g2", "g3"], 1);
+        for (i, group) in ["g1", "g2", "g2", "g3"].iter().enumerate() {
+            let ready = s.prepare(&image(group)).await.unwrap();
+            assert_eq!(ready.key, "shared.sif");
+            s.case_done(&image(group));
+            tokio::task::yield_now().await;
+            let removed = standin
+                .asked()
+                .contains(&Asked::Remove("shared.sif".into()));
+            assert_eq!(removed, i == 3, "after case {i}: {:?}", standin.asked());
+        }
+        s.finish().await;
+        let asked = standin.asked();
+        let prepares = asked
+            .iter()
+            .filter(|a| matches!(a, Asked::Prepare(_)))
+            .count();
+        let removes = asked
+            .iter()
+            .filter(|a| matches!(a, Asked::Remove(_)))
+            .count();
+        assert_eq!((prepares, removes), (1, 1), "{asked:?}");
+        assert_eq!(s.totals().count, 1);
+    }
+
+    #[tokio::test]
     async fn an_image_that_was_there_is_never_pruned() {
-        let standin = Arc::new(StandIn::new(DOCKER));
-        let s = stage(&standin, &["a"], 0, true);
+        let mut standin = StandIn::new(DOCKER);
+        standin.prunes = true;
+        let standin = Arc::new(standin);
+        let s = stage(&standin, &["a"], 0);
         s.prepare(&image("a")).await.unwrap();
         s.case_done(&image("a"));
         s.finish().await;

@@ -26,6 +26,10 @@ pub struct StandIn {
     pub broken_images: Vec<String>,
     /// Every `prepare` fetches (as a pull would), so the stage may prune.
     pub fetches: bool,
+    /// The run asked to prune what it fetched (`--prune-images`).
+    pub prunes: bool,
+    /// Images that share one key (as the models of one SIF do): image -> key.
+    pub keys: Vec<(String, String)>,
 }
 
 impl StandIn {
@@ -35,6 +39,8 @@ impl StandIn {
             asked: Mutex::default(),
             broken_images: Vec::new(),
             fetches: false,
+            prunes: false,
+            keys: Vec::new(),
         }
     }
 
@@ -58,7 +64,14 @@ impl Runtime for StandIn {
     }
 
     fn key(&self, image: &Image) -> String {
-        image.name.clone()
+        self.keys
+            .iter()
+            .find(|(i, _)| *i == image.name)
+            .map_or_else(|| image.name.clone(), |(_, key)| key.clone())
+    }
+
+    fn prunes(&self) -> bool {
+        self.prunes
     }
 
     async fn prepare(&self, image: &Image) -> Result<Ready, PrepareError> {
@@ -71,7 +84,7 @@ impl Runtime for StandIn {
             ))));
         }
         Ok(Ready {
-            key: image.name.clone(),
+            key: self.key(image),
             image: image.clone(),
             facts: ImageFacts {
                 id: Some(format!("id-of-{}", image.name)),

@@ -36,9 +36,11 @@ pub struct Options {
     pub waits: Waits,
     /// The deadline of a credential helper (Docker's logins).
     pub helper_timeout: Duration,
-    /// `--prune-images`: Docker removes what a pull it stopped left behind, too, when it
-    /// finishes (the images it did pull are removed through [`Runtime::remove`]).
+    /// `--prune-images`: Docker removes each image it pulled after its last case, and what a
+    /// pull it stopped left behind when it finishes.
     pub prune_images: bool,
+    /// `--prune-sifs`: Apptainer removes each SIF it downloaded or built after its last case.
+    pub prune_sifs: bool,
     /// `--singularity-bin`: the Apptainer binary; `None` looks for `apptainer`, then
     /// `singularity`, on PATH.
     pub apptainer_bin: Option<PathBuf>,
@@ -46,6 +48,8 @@ pub struct Options {
     pub sif_dir: PathBuf,
     /// `--sif-from-docker`: build a SIF from the Docker image when the catalog has none.
     pub sif_from_docker: bool,
+    /// `--tmp-dir`: scratch space for SIF builds (else `$APPTAINER_TMPDIR`, else the SIF folder).
+    pub tmp_dir: Option<PathBuf>,
     /// `--download-timeout`: one SIF download or build, in all.
     pub download_timeout: Duration,
     /// The images the selected cases of the runtime being opened need (a read-only SIF folder
@@ -307,8 +311,15 @@ pub trait Runtime: Send + Sync {
     /// A hint that `request` will run next in `ready` (Docker creates its container ahead).
     fn expect(&self, _ready: &Ready, _request: &RunRequest) {}
 
-    /// Removes what [`Runtime::prepare`] fetched (`--prune-images`): after the image's last
-    /// case, once nothing of the runner uses it. Only for an image this run fetched.
+    /// Whether the run asked it to remove what it fetched after each image's last case (its
+    /// [`Words::prune_flag`]): the stage then calls [`Runtime::remove`].
+    fn prunes(&self) -> bool {
+        false
+    }
+
+    /// Removes what [`Runtime::prepare`] fetched (`--prune-images`, `--prune-sifs`): after the
+    /// image's last case, once nothing of the runner uses it. Only for an image this run
+    /// fetched.
     async fn remove(&self, ready: &Ready) -> Result<(), Failure>;
 
     /// Before the run ends: waits for what runs in the background (removals) and cleans up
@@ -349,9 +360,11 @@ mod tests {
             waits: Waits::default(),
             helper_timeout: Duration::from_secs(1),
             prune_images: false,
+            prune_sifs: false,
             apptainer_bin,
             sif_dir,
             sif_from_docker: false,
+            tmp_dir: None,
             download_timeout: Duration::from_secs(1),
             images: Vec::new(),
         }

@@ -260,3 +260,111 @@ fn a_missing_binary_errors_each_case_with_the_reason() {
         "{text}"
     );
 }
+
+/// What a watcher saw in a build's scratch space while the runner ran.
+#[derive(Debug, Default)]
+struct Seen {
+    /// The build's own folder (`NAME.sif.build-PID-N`) was there.
+    build_folder: bool,
+    /// The image saved from the daemon was in it.
+    archive: bool,
+    /// Apptainer's own temporary folder (`build-temp-*`) was in it: it was told to use it.
+    apptainer_temp: bool,
+    /// The most bytes seen in it at once.
+    peak_bytes: u64,
+}
+
+fn bytes_under(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| bytes_under(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+/// Watches `root` from a thread until `done` is set.
+fn watch(
+    root: PathBuf,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Seen> {
+    std::thread::spawn(move || {
+        let mut seen = Seen::default();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !name.starts_with("local_kipoi-fixture_py3.sif.build-") {
+                    continue;
+                }
+                seen.build_folder = true;
+                for inner in std::fs::read_dir(entry.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    let inner = inner.file_name().to_string_lossy().into_owned();
+                    seen.archive |= inner == "image.tar";
+                    seen.apptainer_temp |= inner.starts_with("build-temp-");
+                }
+                seen.peak_bytes = seen.peak_bytes.max(bytes_under(&entry.path()));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        seen
+    })
+}
+
+#[test]
+fn a_build_takes_its_space_from_the_tmp_dir_and_prune_sifs_leaves_nothing() {
+    let _daemon = daemon::shared();
+    require_fixture_image();
+    let dir = tempfile::tempdir().unwrap();
+    let cat = catalog_without_sif(dir.path(), FIXTURE_IMAGE);
+    let sif_dir = dir.path().join("sifs");
+    let tmp = dir.path().join("scratch");
+    let bin = apptainer();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = watch(tmp.clone(), std::sync::Arc::clone(&done));
+    let (run, report) = run_reported(
+        &args(
+            cat.to_str().unwrap(),
+            sif_dir.to_str().unwrap(),
+            bin.to_str().unwrap(),
+            &[
+                "--sif-from-docker",
+                "--tmp-dir",
+                tmp.to_str().unwrap(),
+                "--prune-sifs",
+            ],
+        ),
+        &[],
+    );
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = watcher.join().unwrap();
+    assert_eq!(run.code, 101, "{}", run.all());
+    assert_status(&run, "singularity::tiny_linear", "ok");
+    assert!(
+        elements(&report.doc(), "error").is_empty(),
+        "{}",
+        report.text()
+    );
+    eprintln!("scratch space seen: {seen:?}");
+    assert!(
+        seen.build_folder && seen.archive && seen.apptainer_temp,
+        "the saved image and Apptainer's own files were in --tmp-dir: {seen:?}\n{}",
+        run.all()
+    );
+    // The scratch space is gone, and so is the SIF (--prune-sifs) with its md5 record: the SIF
+    // folder holds nothing but the name's lock file, which is never deleted.
+    assert_eq!(files_in(&tmp), Vec::<String>::new());
+    assert_eq!(files_in(&sif_dir), ["local_kipoi-fixture_py3.sif.lock"]);
+    assert!(
+        run.stderr
+            .contains("--prune-sifs: removed docker://local/kipoi-fixture:py3"),
+        "{}",
+        run.all()
+    );
+}

@@ -30,7 +30,7 @@ use crate::events;
 use crate::record::facts::CaseFacts;
 use crate::record::{Failure, RuntimeName};
 use crate::store::caches::{self, CacheError, Caches, Held};
-use crate::store::sif::{md5_file, SifCache};
+use crate::store::sif::{check_tmp_dir, md5_file, InUse, SifCache};
 use crate::supervise::process::{self, exit_signal};
 use crate::supervise::{Ending, Limits, Target};
 
@@ -76,6 +76,11 @@ pub struct SingularityRuntime {
     /// How long a process may take to go after its SIGKILL before it is given up on: a
     /// Docker container's stop slack.
     slack: Duration,
+    /// `--prune-sifs`: each SIF this run fetched is removed after its last case.
+    prune: bool,
+    /// The SIFs this run has ready, each held ([`InUse`]) so that no other runner's prune
+    /// removes it while its cases run; let go by [`Runtime::remove`] or at the end.
+    held: std::sync::Mutex<std::collections::HashMap<PathBuf, InUse>>,
 }
 
 /// What the process of a request could not do.
@@ -121,6 +126,28 @@ pub fn find_binary(choice: Option<&Path>) -> Result<PathBuf, SingularityError> {
         }
         Ok(_) => Ok(bin.to_path_buf()),
     }
+}
+
+/// Where SIF builds take their scratch space, and what named it: `--tmp-dir`, else
+/// `$APPTAINER_TMPDIR` (or `$SINGULARITY_TMPDIR`), as Apptainer itself reads them; `None`: the
+/// SIF folder. Never `/tmp` by default: a big build fills a small one (apptainer#1380).
+fn build_tmp_dir(
+    flag: Option<&Path>,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<(PathBuf, &'static str)> {
+    if let Some(dir) = flag {
+        return Some((dir.to_path_buf(), "--tmp-dir"));
+    }
+    [
+        ("APPTAINER_TMPDIR", "$APPTAINER_TMPDIR"),
+        ("SINGULARITY_TMPDIR", "$SINGULARITY_TMPDIR"),
+    ]
+    .into_iter()
+    .find_map(|(key, what)| {
+        env(key)
+            .filter(|v| !v.is_empty())
+            .map(|v| (PathBuf::from(v), what))
+    })
 }
 
 fn is_executable_file(path: &Path) -> bool {
@@ -232,10 +259,19 @@ impl SingularityRuntime {
     /// SIF the selected cases need), then finds and checks the Apptainer/Singularity binary.
     pub async fn open(options: &Options) -> Result<Self, SetupError> {
         let input = |e| SetupError::Input(Failure::new(e));
+        let tmp_root = build_tmp_dir(options.tmp_dir.as_deref(), |k| std::env::var_os(k));
+        // Checked when given, or when it will be used; else a variable meant for something
+        // else does not stop a run that builds nothing.
+        if let Some((root, what)) = &tmp_root {
+            if options.tmp_dir.is_some() || options.sif_from_docker {
+                check_tmp_dir(root, what).map_err(|e| SetupError::Input(Failure::new(e)))?;
+            }
+        }
         let cache = SifCache::open(options.sif_dir.clone())
             .map_err(input)?
             .with_progress(true)
-            .with_download_timeout(options.download_timeout);
+            .with_download_timeout(options.download_timeout)
+            .with_tmp_dir(tmp_root.map(|(root, _)| root));
         if cache.is_read_only() {
             check_read_only_store(&cache, &options.images, options.sif_from_docker)
                 .map_err(|e| SetupError::Input(Failure::new(e)))?;
@@ -257,6 +293,7 @@ impl SingularityRuntime {
                 }
             })?;
         runtime.slack = options.waits.stop_slack;
+        runtime.prune = options.prune_sifs;
         Ok(runtime)
     }
 
@@ -285,6 +322,8 @@ impl SingularityRuntime {
             cache: Arc::new(cache),
             sif_from_docker,
             slack: crate::config::knobs::STOP_SLACK,
+            prune: false,
+            held: std::sync::Mutex::default(),
         })
     }
 
@@ -489,9 +528,13 @@ impl Runtime for SingularityRuntime {
         self.run_in_sif(ready, request).await
     }
 
-    /// Nothing yet: a SIF stays in the SIF folder for the next run.
-    async fn remove(&self, _ready: &Ready) -> Result<(), Failure> {
-        Ok(())
+    fn prunes(&self) -> bool {
+        self.prune
+    }
+
+    /// Removes the SIF (`--prune-sifs`), unless another runner sharing the SIF folder uses it.
+    async fn remove(&self, ready: &Ready) -> Result<(), Failure> {
+        self.remove_sif(ready).await.map_err(Failure::new)
     }
 
     /// Nothing runs in the background.
@@ -501,7 +544,7 @@ impl Runtime for SingularityRuntime {
         Words {
             noun: "SIF",
             fetched: "fetched",
-            prune_flag: "--prune-images",
+            prune_flag: "--prune-sifs",
         }
     }
 
@@ -545,6 +588,35 @@ mod tests {
         assert!(splits_a_bind(Path::new("/r/a:b/outputs")));
         assert!(splits_a_bind(Path::new("/r/a,b/outputs")));
         assert!(!splits_a_bind(Path::new("/r/a b/outputs")));
+    }
+
+    #[test]
+    fn builds_take_their_space_from_the_flag_then_apptainers_variables_never_tmp() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        let both: &[(&str, &str)] = &[("APPTAINER_TMPDIR", "/a"), ("SINGULARITY_TMPDIR", "/s")];
+        assert_eq!(
+            build_tmp_dir(Some(Path::new("/flag")), env(both)),
+            Some((PathBuf::from("/flag"), "--tmp-dir"))
+        );
+        assert_eq!(
+            build_tmp_dir(None, env(both)),
+            Some((PathBuf::from("/a"), "$APPTAINER_TMPDIR"))
+        );
+        assert_eq!(
+            build_tmp_dir(
+                None,
+                env(&[("APPTAINER_TMPDIR", ""), ("SINGULARITY_TMPDIR", "/s")])
+            ),
+            Some((PathBuf::from("/s"), "$SINGULARITY_TMPDIR"))
+        );
+        assert_eq!(build_tmp_dir(None, env(&[])), None, "the SIF folder");
     }
 
     #[test]

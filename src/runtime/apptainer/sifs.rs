@@ -12,7 +12,7 @@ use super::SingularityRuntime;
 use crate::record::facts::{Fetched, ImageFacts};
 use crate::record::Failure;
 use crate::runtime::{Image, PrepareError, Ready};
-use crate::store::sif::{pull, SifCache, SifError};
+use crate::store::sif::{pull, Removal, SifCache, SifError};
 use crate::supervise::until;
 
 /// Why a SIF cannot be had besides its fetch's own errors.
@@ -24,6 +24,19 @@ pub enum SifUnavailable {
     )]
     NotInCatalog { image: String },
     #[error("the SIF fetch task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+/// Why `--prune-sifs` left a SIF this run fetched.
+#[derive(Debug, Error)]
+pub enum PruneError {
+    #[error("another runner sharing the SIF folder `{}` uses it, so it stays", .dir.display())]
+    InUse { dir: PathBuf },
+    #[error("the SIF folder `{}` is read-only", .dir.display())]
+    ReadOnly { dir: PathBuf },
+    #[error("it could not be removed")]
+    Failed(#[source] SifError),
+    #[error("the removal task failed")]
     Task(#[source] tokio::task::JoinError),
 }
 
@@ -108,7 +121,7 @@ impl SingularityRuntime {
             }
             return Err(PrepareError::Interrupted { what: what.clone() });
         };
-        let fetched = match fetched {
+        let mut fetched = match fetched {
             Ok(Ok(fetched)) => fetched,
             Ok(Err(e)) if e.is_interrupted() => return Err(PrepareError::Interrupted { what }),
             Ok(Err(e)) => return Err(PrepareError::Failed(Failure::new(e))),
@@ -123,6 +136,12 @@ impl SingularityRuntime {
                 .map(|text| text.trim().to_ascii_lowercase())
                 .filter(|text| !text.is_empty()),
         };
+        if let Some(in_use) = fetched.in_use.take() {
+            self.held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(fetched.path.clone(), in_use);
+        }
         Ok(Ready {
             key: Self::sif_key(image),
             image: image.clone(),
@@ -138,6 +157,39 @@ impl SingularityRuntime {
             },
             sif: Some(fetched.path),
         })
+    }
+
+    /// Removes the ready SIF from the SIF folder once this runner lets go of it, unless another
+    /// runner sharing the folder uses it.
+    pub(super) async fn remove_sif(&self, ready: &Ready) -> Result<(), PruneError> {
+        if let Some(path) = &ready.sif {
+            self.held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(path);
+        }
+        let name = Self::sif_name(&ready.image);
+        let cache = Arc::clone(&self.cache);
+        let cancel = self.cancel.clone();
+        let removal =
+            tokio::task::spawn_blocking(move || cache.remove(&name, &|| cancel.is_cancelled()))
+                .await
+                .map_err(PruneError::Task)?
+                .map_err(PruneError::Failed)?;
+        let dir = self.cache.dir().to_path_buf();
+        match removal {
+            Removal::Removed { .. } | Removal::Gone => Ok(()),
+            Removal::InUse => Err(PruneError::InUse { dir }),
+            Removal::ReadOnly => Err(PruneError::ReadOnly { dir }),
+        }
+    }
+
+    /// The SIF's name in the folder: the catalog's, or the one built from the Docker image.
+    fn sif_name(image: &Image) -> String {
+        match &image.sif {
+            Some(entry) => entry.name.clone(),
+            None => pull::sif_name(&image.name),
+        }
     }
 
     /// Downloads (or finds) the catalog's SIF, or builds one from the Docker image, on a
@@ -165,11 +217,54 @@ impl SingularityRuntime {
                     cache.build(
                         &pull::sif_name(&image),
                         &|| cancel.is_cancelled(),
-                        |target| pull::pull(&bin, &image, target, &handle, &cancel, budget),
+                        |target, scratch| {
+                            pull::pull(&bin, &image, target, scratch, &handle, &cancel, budget)
+                        },
                     )
                 })
                 .await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sif::SifSource;
+
+    fn image(name: &str, sif: Option<&str>) -> Image {
+        Image {
+            name: name.into(),
+            sif: sif.map(|s| SifSource {
+                url: format!("https://zenodo.org/{s}.sif"),
+                name: s.into(),
+                md5: "0".repeat(32),
+            }),
+        }
+    }
+
+    /// The stage shares one slot per key: groups of different images that point at one SIF
+    /// share its download and its prune; a built SIF is keyed by the image it comes from.
+    #[test]
+    fn the_key_is_the_sif_so_groups_that_share_one_share_its_slot() {
+        let shared = "kipoi-docker_sharedpy3keras2tf2-slim";
+        let a = image("kipoi/kipoi-docker:sharedpy3keras2tf2-slim", Some(shared));
+        let b = image("kipoi/kipoi-docker:other-slim", Some(shared));
+        assert_eq!(SingularityRuntime::sif_key(&a), shared);
+        assert_eq!(
+            SingularityRuntime::sif_key(&a),
+            SingularityRuntime::sif_key(&b)
+        );
+        let built = image("local/kipoi-fixture:py3", None);
+        assert_eq!(
+            SingularityRuntime::sif_key(&built),
+            "docker://local/kipoi-fixture:py3"
+        );
+        assert_eq!(
+            SingularityRuntime::sif_name(&built),
+            "local_kipoi-fixture_py3"
+        );
+        assert_eq!(SingularityRuntime::sif_name(&b), shared);
     }
 }

@@ -214,6 +214,10 @@ impl Runtime for DockerRuntime {
         }
     }
 
+    fn prunes(&self) -> bool {
+        self.prune
+    }
+
     fn words(&self) -> Words {
         Words {
             noun: "image",

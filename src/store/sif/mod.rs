@@ -36,9 +36,12 @@
 
 mod download;
 mod error;
+mod in_use;
+pub mod listing;
 mod lock;
 mod progress;
 pub mod pull;
+mod scratch;
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +59,8 @@ use self::download::Downloader;
 use self::download::RetryPolicy;
 use self::error::io_error;
 pub use self::error::SifError;
+pub use self::in_use::{InUse, Removal};
+pub use self::scratch::{check_root as check_tmp_dir, TmpDirError};
 use crate::store::lock::FileLock;
 
 /// Size of the buffer used to read response bodies and to hash files.
@@ -82,10 +87,13 @@ pub struct SifCache {
     lock_wait: Duration,
     /// The folder cannot be written in: SIFs are only read from it.
     read_only: bool,
+    /// Where builds take their scratch space (`--tmp-dir`, `$APPTAINER_TMPDIR`); `None`: this
+    /// folder.
+    tmp_root: Option<PathBuf>,
 }
 
 /// A SIF ready to use, and what it took.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Fetched {
     /// `<dir>/<name>.sif`, verified.
     pub path: PathBuf,
@@ -93,6 +101,9 @@ pub struct Fetched {
     pub bytes: u64,
     /// True when it was there at the first look: nothing was downloaded, built or waited for.
     pub reused: bool,
+    /// Held while this runner uses the SIF, so no other runner's prune removes it (`None` in
+    /// a read-only folder, where nothing is removed).
+    pub in_use: Option<InUse>,
 }
 
 /// `--sif-dir` cannot be used at all.
@@ -126,6 +137,7 @@ impl SifCache {
             downloader: Downloader::new(),
             lock_wait: lock::WAIT_LIMIT,
             read_only: false,
+            tmp_root: None,
         }
     }
 
@@ -154,6 +166,7 @@ impl SifCache {
             downloader: Downloader::new(),
             lock_wait: lock::WAIT_LIMIT,
             read_only,
+            tmp_root: None,
         })
     }
 
@@ -179,6 +192,13 @@ impl SifCache {
     pub fn with_download_timeout(mut self, budget: Duration) -> Self {
         self.downloader.budget = budget;
         self.lock_wait = self.lock_wait.max(budget);
+        self
+    }
+
+    /// Builds take their scratch space from `root` (checked with [`check_tmp_dir`]) instead of
+    /// this folder.
+    pub fn with_tmp_dir(mut self, root: Option<PathBuf>) -> Self {
+        self.tmp_root = root;
         self
     }
 
@@ -236,6 +256,7 @@ impl SifCache {
         let (_locked, waited) = self.lock(&paths, stop)?;
         if self.reuse_cached(&paths, &expected)? {
             return Ok(Fetched {
+                in_use: Some(in_use::hold(&paths.done)?),
                 path: paths.done,
                 bytes: 0,
                 reused: !waited,
@@ -243,6 +264,7 @@ impl SifCache {
         }
         let bytes = self.download_verified(src, &expected, &paths, stop)?;
         Ok(Fetched {
+            in_use: Some(in_use::hold(&paths.done)?),
             path: paths.done,
             bytes,
             reused: false,
@@ -250,13 +272,14 @@ impl SifCache {
     }
 
     /// Returns `<dir>/<name>.sif` built by `make` (which writes a complete image to the path it
-    /// is given), or the one built earlier if it still has the md5 recorded when it was built.
-    /// Same lock, atomic rename and `stop` as [`Self::fetch_until`]; the result must be a SIF.
+    /// is given first, using the scratch folder it is given second), or the one built earlier
+    /// if it still has the md5 recorded when it was built. Same lock, atomic rename and `stop`
+    /// as [`Self::fetch_until`]; the result must be a SIF. The scratch folder is removed after.
     pub fn build(
         &self,
         name: &str,
         stop: &dyn Fn() -> bool,
-        make: impl FnOnce(&Path) -> Result<(), SifError>,
+        make: impl FnOnce(&Path, &Path) -> Result<(), SifError>,
     ) -> Result<Fetched, SifError> {
         validate_name(name)?;
         let paths = CachePaths::new(&self.dir, name);
@@ -274,6 +297,7 @@ impl SifCache {
         if let Some(recorded) = read_md5_record(&paths.md5) {
             if self.reuse_cached(&paths, &recorded)? {
                 return Ok(Fetched {
+                    in_use: Some(in_use::hold(&paths.done)?),
                     path: paths.done,
                     bytes: 0,
                     reused: !waited,
@@ -290,10 +314,13 @@ impl SifCache {
         }
         remove_leftovers(&paths)?;
         let part = paths.unique_part();
-        let built = make(&part).and_then(|()| {
+        let scratch =
+            scratch::Scratch::new(self.tmp_root.as_deref().unwrap_or(&self.dir), &paths.label)?;
+        let built = make(&part, scratch.path()).and_then(|()| {
             check_sif_header(&part)?;
             md5_file(&part).map_err(io_error("read built image", &part))
         });
+        drop(scratch);
         let md5 = match built {
             Ok(md5) => md5,
             Err(err) => {
@@ -305,10 +332,25 @@ impl SifCache {
         write_atomically(&paths.md5, md5.as_bytes())?;
         fs::rename(&part, &paths.done).map_err(io_error("move built image to", &paths.done))?;
         Ok(Fetched {
+            in_use: Some(in_use::hold(&paths.done)?),
             path: paths.done,
             bytes,
             reused: false,
         })
+    }
+
+    /// Removes the SIF `name` (a downloaded or a built one, with its md5 record) under the
+    /// name's lock, unless a runner sharing the folder uses it ([`InUse`]): drop this runner's
+    /// own [`InUse`] first. The lock file stays (lock files are never deleted). Waits for the
+    /// name's lock as a fetch does; nothing is removed from a read-only folder.
+    pub fn remove(&self, name: &str, stop: &dyn Fn() -> bool) -> Result<Removal, SifError> {
+        validate_name(name)?;
+        let paths = CachePaths::new(&self.dir, name);
+        if self.read_only {
+            return Ok(Removal::ReadOnly);
+        }
+        let (_locked, _) = self.lock(&paths, stop)?;
+        in_use::remove_unused(&paths)
     }
 
     /// The lock of a name, and whether it had to wait for it. `flock` locks belong to an open
@@ -551,6 +593,7 @@ fn read_only_sif(
         path: paths.done.clone(),
         bytes: 0,
         reused: true,
+        in_use: None,
     })
 }
 

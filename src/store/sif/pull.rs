@@ -2,9 +2,12 @@
 //! `BIN pull TARGET SOURCE`, run by [`super::SifCache::build`] under the name's lock.
 //!
 //! - An image the local Docker daemon has is saved from it (`docker save`, through the Engine
-//!   API) into `TARGET.tar` beside the target and pulled from `docker-archive:TARGET.tar`: that
-//!   works for an image that exists only locally, and for an Apptainer that runs in a container
-//!   and cannot reach the daemon, as long as it sees the cache folder.
+//!   API) into `image.tar` in the build's scratch folder and pulled from
+//!   `docker-archive:SCRATCH/image.tar`: that works for an image that exists only locally, and
+//!   for an Apptainer that runs in a container and cannot reach the daemon, as long as it sees
+//!   the scratch folder.
+//! - Apptainer's own temporary files (the unpacked image, as big as the image) go into the
+//!   scratch folder too: `APPTAINER_TMPDIR` (and `SINGULARITY_TMPDIR`) name it, never `/tmp`.
 //! - Any other image is pulled from its registry with `docker://IMAGE`.
 //! - The pull runs under the supervisor ([`crate::supervise::process`]), in its own process
 //!   group: past its deadline (`--download-timeout`) or on the run's interruption the group gets
@@ -14,7 +17,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -55,17 +58,19 @@ pub fn sif_name(image: &str) -> String {
 }
 
 /// Builds a SIF of `image` at `target` with the Apptainer/Singularity binary `bin`, within
-/// `timeout` in all. `handle` runs the Docker Engine API calls and the pull; `cancel` stops it.
+/// `timeout` in all, using `scratch` (a folder of its own) for its temporary files. `handle`
+/// runs the Docker Engine API calls and the pull; `cancel` stops it.
 pub fn pull(
     bin: &Path,
     image: &str,
     target: &Path,
+    scratch: &Path,
     handle: &tokio::runtime::Handle,
     cancel: &Cancel,
     timeout: Duration,
 ) -> Result<(), SifError> {
     let started = std::time::Instant::now();
-    let archive = PathBuf::from(format!("{}.tar", target.display()));
+    let archive = scratch.join("image.tar");
     let _remove_archive = RemoveOnDrop(&archive);
     let interrupted = || SifError::Interrupted {
         label: label_of(target),
@@ -82,12 +87,17 @@ pub fn pull(
         }
         Ok(false) | Err(Cut::TimedOut) => format!("docker://{image}"),
     };
-    crate::events::note(format!("building {} from {source}", target.display()));
+    crate::events::note(format!(
+        "building {} from {source} (temporary files in {})",
+        target.display(),
+        scratch.display()
+    ));
     let left = timeout.saturating_sub(started.elapsed());
     run_pull(
         bin,
         target,
         &source,
+        scratch,
         cancel,
         left.max(Duration::from_millis(1)),
         timeout,
@@ -135,19 +145,26 @@ async fn save(image: &str, archive: &Path, cancel: &Cancel) -> Result<(), SifErr
     file.sync_all().map_err(io_error("write", archive))
 }
 
-/// Runs `BIN pull TARGET SOURCE` under the supervisor: to its end, or stopped past `left` (the
-/// part of the build's `budget` not yet spent) or on the run's interruption.
+/// Runs `BIN pull TARGET SOURCE` under the supervisor, with its temporary files in `scratch`:
+/// to its end, or stopped past `left` (the part of the build's `budget` not yet spent) or on
+/// the run's interruption.
 fn run_pull(
     bin: &Path,
     target: &Path,
     source: &str,
+    scratch: &Path,
     cancel: &Cancel,
     left: Duration,
     budget: Duration,
 ) -> Result<(), SifError> {
     let command_line = format!("{} pull {} {source}", bin.display(), target.display());
     let mut command = tokio::process::Command::new(bin);
-    command.arg("pull").arg(target).arg(source);
+    command
+        .arg("pull")
+        .arg(target)
+        .arg(source)
+        .env("APPTAINER_TMPDIR", scratch)
+        .env("SINGULARITY_TMPDIR", scratch);
     let limits = Limits {
         timeout: Some(left),
         grace: GRACE,
@@ -248,7 +265,7 @@ mod tests {
     /// A STAND-IN for the Apptainer binary: a shell script installed by another process
     /// (`install`), so that no descriptor of this multi-threaded test process has it open for
     /// writing when it is run ("text file busy").
-    fn standin(dir: &Path, name: &str, script: &str) -> PathBuf {
+    fn standin(dir: &Path, name: &str, script: &str) -> std::path::PathBuf {
         let source = dir.join(format!("{name}.src"));
         fs::write(&source, script).unwrap();
         let installed = dir.join(name);
@@ -278,6 +295,7 @@ mod tests {
             &script,
             &dir.path().join("x.sif"),
             "docker://x",
+            dir.path(),
             &cancel,
             HOUR,
             HOUR,
@@ -300,6 +318,7 @@ mod tests {
             &dir.path().join("no-such-apptainer"),
             &dir.path().join("x.sif"),
             "docker://x",
+            dir.path(),
             &cancel,
             HOUR,
             HOUR,
@@ -340,6 +359,7 @@ mod tests {
             &script,
             Path::new("/nonexistent/x.sif"),
             "docker://x",
+            dir.path(),
             &cancel,
             HOUR,
             HOUR,
@@ -372,6 +392,7 @@ mod tests {
             &script,
             &dir.path().join("x.sif"),
             "docker://x",
+            dir.path(),
             &cancel,
             Duration::from_millis(500),
             Duration::from_secs(7),
@@ -388,6 +409,34 @@ mod tests {
             !crate::supervise::process::still_running(&pid),
             "its child went with its group"
         );
+    }
+
+    #[test]
+    fn apptainer_is_told_to_keep_its_temporary_files_in_the_scratch_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let scratch = dir.path().join("scratch");
+        fs::create_dir(&scratch).unwrap();
+        // `BIN pull TARGET SOURCE`: the stand-in writes what it was told into TARGET.
+        let script = standin(
+            dir.path(),
+            "tells",
+            "#!/bin/sh\nprintf '%s\\n%s\\n' \"$APPTAINER_TMPDIR\" \"$SINGULARITY_TMPDIR\" > \"$2\"\n",
+        );
+        let target = dir.path().join("x.sif");
+        let cancel = Cancel::new();
+        run_pull(
+            &script,
+            &target,
+            "docker://x",
+            &scratch,
+            &cancel,
+            HOUR,
+            HOUR,
+        )
+        .unwrap();
+        let told = fs::read_to_string(&target).unwrap();
+        let want = format!("{0}\n{0}\n", scratch.display());
+        assert_eq!(told, want);
     }
 
     fn pidfile_exists(path: &Path) -> bool {

@@ -779,8 +779,9 @@ fn a_read_only_store_serves_a_verified_sif_and_refuses_what_is_missing() {
     fs::write(store.join("built.sif.md5"), md5_hex(&fake_sif(b"b"))).unwrap();
     let mount = ReadOnlyMount::of(&store, &dir.path().join("ro"));
     let cache = SifCache::open(&mount.path).unwrap();
-    let never =
-        |_: &Path| -> Result<(), SifError> { panic!("nothing is built in a read-only store") };
+    let never = |_: &Path, _: &Path| -> Result<(), SifError> {
+        panic!("nothing is built in a read-only store")
+    };
     let built = cache.build("built", &|| false, never).unwrap();
     assert_eq!(built.path, mount.path.join("built.sif"));
     let err = cache.build("other", &|| false, never).unwrap_err();
@@ -1072,7 +1073,7 @@ fn a_built_image_is_checked_recorded_and_reused() {
     let dir = tempfile::tempdir().unwrap();
     let cache = cache(dir.path());
     let builds = AtomicUsize::new(0);
-    let make = |target: &Path| {
+    let make = |target: &Path, _scratch: &Path| {
         builds.fetch_add(1, Ordering::SeqCst);
         fs::write(target, fake_sif(b"one")).map_err(error::io_error("write", target))
     };
@@ -1099,14 +1100,14 @@ fn a_build_that_is_not_a_sif_or_fails_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cache = cache(dir.path());
     let err = cache
-        .build("img", &|| false, |target: &Path| {
+        .build("img", &|| false, |target: &Path, _scratch: &Path| {
             fs::write(target, b"<html>not an image</html>")
                 .map_err(error::io_error("write", target))
         })
         .unwrap_err();
     assert!(matches!(err, SifError::NotSif { .. }), "{err}");
     let err = cache
-        .build("img", &|| false, |target: &Path| {
+        .build("img", &|| false, |target: &Path, _scratch: &Path| {
             fs::write(target, b"half").unwrap();
             Err(SifError::Interrupted {
                 label: "img".to_owned(),
@@ -1178,4 +1179,139 @@ fn default_dir_falls_back_to_home() {
         Some(PathBuf::from("/home/u/.cache/zoo-runner/sif"))
     );
     assert_eq!(default_dir_from(env_of(&[])), None);
+}
+
+// ---------- removing a SIF (--prune-sifs) ----------
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_sif_is_removed_only_once_no_runner_holds_it() {
+    let data = payload(SIZE, 60);
+    let server = serve_file(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path());
+    let mut fetched = cache
+        .fetch_until(&source(&server, &data), &|| false)
+        .unwrap();
+    assert!(fetched.in_use.is_some(), "a fetch holds what it hands out");
+    // This runner still holds it (another open file, as another runner's would be).
+    assert_eq!(cache.remove("img", &|| false).unwrap(), Removal::InUse);
+    assert_verified(&fetched.path, dir.path(), &data);
+    drop(fetched.in_use.take());
+    assert_eq!(
+        cache.remove("img", &|| false).unwrap(),
+        Removal::Removed { bytes: SIZE as u64 }
+    );
+    // The lock file stays: lock files are never deleted.
+    assert_eq!(names_in(dir.path()), ["img.sif.lock"]);
+    assert_eq!(cache.remove("img", &|| false).unwrap(), Removal::Gone);
+    // The next fetch downloads it again.
+    cache
+        .fetch_until(&source(&server, &data), &|| false)
+        .unwrap();
+    assert_eq!(server.hits(), 2);
+}
+
+#[test]
+fn a_sif_another_process_holds_is_kept() {
+    let data = payload(SIZE, 61);
+    let server = serve_file(&data);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path());
+    let path = cache.fetch(&source(&server, &data)).unwrap();
+    // Another process holds it shared, as another runner would: util-linux `flock` on a
+    // descriptor of the shell, which then becomes `sleep` (one process, killed below).
+    let mut other = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("exec 9<\"$1\" && flock --shared 9 && exec sleep 600")
+        .arg("sh")
+        .arg(&path)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let held = loop {
+        let file = File::open(&path).unwrap();
+        match file.try_lock() {
+            Err(fs::TryLockError::WouldBlock) => break true,
+            _ if started.elapsed() > Duration::from_secs(30) => break false,
+            _ => thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let kept = cache.remove("img", &|| false).unwrap();
+    let _ = other.kill();
+    let _ = other.wait();
+    assert!(held, "`flock --shared` took the lock");
+    assert_eq!(kept, Removal::InUse);
+    assert!(path.is_file());
+    assert!(matches!(
+        cache.remove("img", &|| false).unwrap(),
+        Removal::Removed { .. }
+    ));
+}
+
+#[test]
+fn a_built_sif_goes_with_its_md5_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache(dir.path());
+    let make = |target: &Path, _scratch: &Path| {
+        fs::write(target, fake_sif(b"x")).map_err(error::io_error("write", target))
+    };
+    drop(cache.build("img", &|| false, make).unwrap());
+    assert_eq!(
+        names_in(dir.path()),
+        ["img.sif", "img.sif.lock", "img.sif.md5"]
+    );
+    assert!(matches!(
+        cache.remove("img", &|| false).unwrap(),
+        Removal::Removed { .. }
+    ));
+    assert_eq!(names_in(dir.path()), ["img.sif.lock"]);
+}
+
+#[test]
+fn a_build_takes_its_scratch_space_from_the_tmp_dir_and_leaves_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let sifs = dir.path().join("sifs");
+    let seen = Mutex::new(None);
+    let make = |target: &Path, scratch: &Path| {
+        *seen.lock().unwrap() = Some(scratch.to_path_buf());
+        fs::write(scratch.join("image.tar"), b"a big archive").unwrap();
+        fs::write(target, fake_sif(b"x")).map_err(error::io_error("write", target))
+    };
+    drop(
+        cache(&sifs)
+            .with_tmp_dir(Some(tmp.path().to_path_buf()))
+            .build("img", &|| false, make)
+            .unwrap(),
+    );
+    let scratch = seen.lock().unwrap().clone().unwrap();
+    assert_eq!(scratch.parent(), Some(tmp.path()), "{}", scratch.display());
+    assert!(scratch
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .starts_with("img.sif.build-"));
+    assert!(!scratch.exists(), "removed after the build");
+    assert_eq!(names_in(tmp.path()), Vec::<String>::new());
+    assert_eq!(names_in(&sifs), ["img.sif", "img.sif.lock", "img.sif.md5"]);
+
+    // Without a tmp dir, the SIF folder gives the space (never /tmp), and keeps nothing of it.
+    let seen_default = Mutex::new(None);
+    let make = |target: &Path, scratch: &Path| {
+        *seen_default.lock().unwrap() = Some(scratch.to_path_buf());
+        fs::write(target, fake_sif(b"y")).map_err(error::io_error("write", target))
+    };
+    drop(cache(&sifs).build("other", &|| false, make).unwrap());
+    let scratch = seen_default.lock().unwrap().clone().unwrap();
+    assert_eq!(scratch.parent(), Some(sifs.as_path()));
+    assert!(!scratch.exists());
 }
