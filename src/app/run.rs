@@ -193,6 +193,7 @@ impl Run<'_> {
             Some(Arc::new(Caches::new(
                 &config.cache_dir,
                 self.spec.caches.clone(),
+                config.threads,
                 self.cancel.clone(),
             )?))
         };

@@ -23,7 +23,7 @@ use crate::events;
 use crate::record::facts::CaseFacts;
 use crate::record::Failure;
 use crate::runtime::{cache_ended, tell, Ended, Execution, Ready, RunRequest};
-use crate::store::caches::{self, docker::Helper, Held};
+use crate::store::caches::{self, docker::Helper, For, Held};
 use crate::supervise::{supervise_reading, Ending, Limits, Target};
 
 /// Why a case's container did not run to its end.
@@ -77,7 +77,12 @@ impl DockerRuntime {
                     self.waits.stop_slack,
                     self.request_timeout,
                 );
-                match caches::docker::prepare(caches, &self.docker, image, &image_id, &helper).await
+                let case = For {
+                    case: &req.case_name,
+                    offline: req.offline,
+                };
+                match caches::docker::prepare(caches, &self.docker, image, &image_id, case, &helper)
+                    .await
                 {
                     Ok(held) => held,
                     Err(e) => return Execution::before_start(cache_ended(e), req),

@@ -24,8 +24,12 @@ use bollard::query_parameters::ListVolumesOptionsBuilder;
 use bollard::Docker;
 use thiserror::Error;
 
-use super::lock::{self, last_used, lock_path};
-use super::{names, rfc3339, size_of, CacheError, Caches, Held, IN_USE};
+use super::homes::Homes;
+use super::lock::{last_used, lock_path, try_acquire};
+use super::slots::{self, Want};
+use super::{
+    describe, names, rfc3339, size_of, sorted_paths, CacheError, Caches, For, Held, IN_USE,
+};
 use crate::cancel::Cancel;
 use crate::config::units::show_duration;
 use crate::engine::container::Container;
@@ -41,6 +45,9 @@ pub const LABEL_IMAGE: &str = "org.zoo-runner.cache.image";
 pub const LABEL_IMAGE_ID: &str = "org.zoo-runner.cache.image-id";
 /// The container path the volume is mounted at.
 pub const LABEL_PATH: &str = "org.zoo-runner.cache.path";
+/// Which replica of the cache it is ([`super::slots`]); none on volumes made before slots
+/// (slot 0).
+pub const LABEL_SLOT: &str = "org.zoo-runner.cache.slot";
 /// When the volume was created, RFC 3339 (UTC).
 pub const LABEL_CREATED: &str = "org.zoo-runner.cache.created";
 
@@ -158,40 +165,52 @@ pub fn mounts(held: &Held) -> Vec<Mount> {
         .collect()
 }
 
-/// Takes the caches of `image` (whose ID is `image_id`) for one case: locks each, creates its
-/// volume when missing and, once per run, gives it to the image's user with a `helper`
-/// container.
+/// Takes the caches of `image` (whose ID is `image_id`) for one case: a slot ([`super::slots`])
+/// of every path, locked; each volume of that slot created when missing and, once per run,
+/// given to the image's user with a `helper` container.
 pub async fn prepare(
     caches: &Caches,
     docker: &Docker,
     image: &str,
     image_id: &str,
+    case: For<'_>,
     helper: &Helper,
 ) -> Result<Held, CacheError> {
-    let mut held = Held::default();
-    let mut paths = caches.paths.clone();
-    paths.sort();
+    let dir = caches.dir_label();
+    let paths = sorted_paths(caches);
+    let locks = lock_dir(&caches.dir);
+    let homes = Homes::of(&locks, &names::volume_set(&dir, image_id));
+    let home = homes.get(case.case);
+    let want = Want {
+        home,
+        count: caches.slots,
+        only_home: case.offline,
+    };
+    let volume =
+        |path: &str, slot| names::slot_name(&names::volume_name(&dir, image_id, path), slot);
+    let locks_of = |slot| {
+        paths
+            .iter()
+            .map(|p| lock_path(&locks, &volume(p, slot)))
+            .collect()
+    };
+    let what = |slots: &[usize]| describe(&paths, image, slots);
+    let taken = slots::take(&want, &locks_of, &what, &caches.cancel).await?;
+    let (mut held, slot, waited) = Held::of(taken);
     for path in &paths {
-        let name = names::volume_name(&caches.dir_label(), image_id, path);
-        let what = format!("`{path}` of `{image}` ({name})");
-        let (lock, waited) = lock::acquire(
-            &lock_path(&lock_dir(&caches.dir), &name),
-            &what,
-            &caches.cancel,
-        )
-        .await?;
+        let name = volume(path, slot);
         // Checked for every case (another runner may have pruned it since); given to the
         // image's user when created, and once per run otherwise (a run killed between the two
         // steps leaves a volume that still needs it).
-        let created = ensure_volume(docker, &name, &caches.dir_label(), image, image_id, path)
+        let created = ensure_volume(docker, &name, &dir, image, image_id, path, slot)
             .await
             .map_err(|e| CacheError::Docker(Failure::new(e)))?;
         let give = || give_to_user(docker, image_id, &name, path, helper, &caches.cancel);
         if created {
             give().await?;
         }
-        let slot = caches.ready_slot(&name);
-        let ready = slot
+        let ready = caches.ready_cell(&name);
+        let ready = ready
             .get_or_init(|| async {
                 if created {
                     Ok(())
@@ -205,8 +224,9 @@ pub async fn prepare(
             return Err(shared(failure, &name));
         }
         caches.note_used(&name);
-        held.take(lock, waited, &name, path);
+        held.mount(&name, path, waited);
     }
+    homes.set(case.case, slot, &caches.cancel).await?;
     Ok(held)
 }
 
@@ -235,6 +255,7 @@ async fn ensure_volume(
     image: &str,
     image_id: &str,
     path: &str,
+    slot: usize,
 ) -> Result<bool, VolumeError> {
     match docker.inspect_volume(name).await {
         Ok(volume) => {
@@ -265,6 +286,7 @@ async fn ensure_volume(
         (LABEL_IMAGE.to_string(), image.to_string()),
         (LABEL_IMAGE_ID.to_string(), image_id.to_string()),
         (LABEL_PATH.to_string(), path.to_string()),
+        (LABEL_SLOT.to_string(), slot.to_string()),
         (LABEL_CREATED.to_string(), rfc3339(SystemTime::now())),
     ]);
     let request = VolumeCreateRequest {
@@ -416,6 +438,10 @@ pub struct VolumeCache {
     pub image: String,
     pub image_id: String,
     pub path: String,
+    /// Which replica of the cache it is.
+    pub slot: usize,
+    /// The caches of its image, all paths and slots ([`names::volume_set`]).
+    pub set: String,
     pub created: String,
     /// None when the size cannot be read (a remote daemon, no permission).
     pub size: Option<u64>,
@@ -448,6 +474,8 @@ pub async fn list(docker: &Docker, dir: &std::path::Path) -> Result<Vec<VolumeCa
                 image: label(LABEL_IMAGE),
                 image_id: label(LABEL_IMAGE_ID),
                 path: label(LABEL_PATH),
+                slot: label(LABEL_SLOT).parse().unwrap_or(0),
+                set: names::volume_set(&dir.display().to_string(), &label(LABEL_IMAGE_ID)),
                 created: label(LABEL_CREATED),
                 // Readable when the daemon runs on this machine and the runner may read its
                 // volumes (root, typically).
@@ -457,7 +485,9 @@ pub async fn list(docker: &Docker, dir: &std::path::Path) -> Result<Vec<VolumeCa
             }
         })
         .collect();
-    found.sort_by(|a, b| (&a.image, &a.path, &a.name).cmp(&(&b.image, &b.path, &b.name)));
+    found.sort_by(|a, b| {
+        (&a.image, &a.path, a.slot, &a.name).cmp(&(&b.image, &b.path, b.slot, &b.name))
+    });
     Ok(found)
 }
 
@@ -474,7 +504,7 @@ pub async fn image_exists(docker: &Docker, image_id: &str) -> Result<bool, Strin
 
 /// Removes a cache volume, unless a case holds it (then says so: [`super::IN_USE`]).
 pub async fn remove(docker: &Docker, dir: &std::path::Path, name: &str) -> Result<(), String> {
-    let lock = lock::try_acquire(&lock_path(&lock_dir(dir), name))
+    let lock = try_acquire(&lock_path(&lock_dir(dir), name))
         .map_err(|e| e.to_string())?
         .ok_or_else(|| IN_USE.to_string())?;
     let result = docker

@@ -7,14 +7,19 @@
 //!   the image's user, and labelled (runner, cache folder, image, image ID, path, created).
 //! - Apptainer ([`apptainer`]): one host folder per (SIF md5, path) under the cache folder,
 //!   bound at the path.
-//! - A case holds its caches' locks ([`lock`]) from before its container starts until it ends,
-//!   so parallel cases of an image and other runners sharing the cache folder take turns.
+//! - Each cache is kept in up to `--test-threads` replicas, its slots ([`slots`]): a case
+//!   takes one slot of its image's caches, its home ([`homes`], where its data is) when free,
+//!   and holds the slot's locks ([`lock`]) from before its container starts until it ends. So
+//!   cases of one image run side by side, each in a replica of its own, and other runners
+//!   sharing the cache folder take the free slots or wait.
 //! - [`command`] is `zoo-runner cache list|prune`.
 
 pub mod apptainer;
 pub mod docker;
+pub mod homes;
 pub mod lock;
 pub mod names;
+pub mod slots;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,6 +30,7 @@ use thiserror::Error;
 use tokio::sync::OnceCell;
 
 use crate::cancel::Cancel;
+use crate::config::units::show_duration;
 use crate::record::facts::CacheUse;
 use crate::record::Failure;
 
@@ -64,6 +70,16 @@ pub enum CacheError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the record of the caches' slots is locked by {holder} for over {}: `{}`",
+        show_duration(*.limit),
+        .path.display()
+    )]
+    HomesLocked {
+        path: PathBuf,
+        holder: String,
+        limit: Duration,
+    },
     #[error("cannot read `{}` to key its caches", .path.display())]
     ReadSif {
         path: PathBuf,
@@ -86,7 +102,7 @@ impl CacheError {
 pub const IN_USE: &str = "in use by a running case";
 
 /// Whether a Docker volume was made ready in this run, or why it could not be.
-type ReadySlot = Arc<OnceCell<Result<(), Failure>>>;
+type ReadyCell = Arc<OnceCell<Result<(), Failure>>>;
 
 /// Everything a run knows about caches: where they live, which paths, and what it has set up.
 /// Shared by every case of the run.
@@ -96,9 +112,11 @@ pub struct Caches {
     pub dir: PathBuf,
     /// Container paths, from the spec.
     pub paths: Vec<String>,
+    /// How many slots (replicas) each cache has: as many as cases may run at once.
+    pub slots: usize,
     cancel: Cancel,
     /// Docker volume -> made ready (created, given to the image's user) during this run.
-    ready: Mutex<HashMap<String, ReadySlot>>,
+    ready: Mutex<HashMap<String, ReadyCell>>,
     /// Names of the caches this run used, for its summary.
     used: Mutex<BTreeSet<String>>,
 }
@@ -106,13 +124,20 @@ pub struct Caches {
 impl Caches {
     /// Creates the cache folder if needed and resolves it to an absolute path (it names the
     /// Docker volumes, so `./c` and `/abs/c` must agree), and checks that cases can write where
-    /// they will (before any case runs, rather than failing each).
-    pub fn new(dir: &Path, paths: Vec<String>, cancel: Cancel) -> Result<Caches, CacheError> {
+    /// they will (before any case runs, rather than failing each). `slots`: how many cases may
+    /// run at once (at least one).
+    pub fn new(
+        dir: &Path,
+        paths: Vec<String>,
+        slots: usize,
+        cancel: Cancel,
+    ) -> Result<Caches, CacheError> {
         let dir = prepare_dir(dir)?;
         check_writable(&dir)?;
         Ok(Caches {
             dir,
             paths,
+            slots: slots.max(1),
             cancel,
             ready: Mutex::default(),
             used: Mutex::default(),
@@ -136,7 +161,7 @@ impl Caches {
         self.used.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    fn ready_slot(&self, name: &str) -> ReadySlot {
+    fn ready_cell(&self, name: &str) -> ReadyCell {
         self.ready
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -146,20 +171,28 @@ impl Caches {
     }
 }
 
-/// What a case holds while it runs: its mounts (source, container path) and the locks that keep
-/// other cases out of those caches until it is dropped.
+/// What a case holds while it runs: its mounts (source, container path) and the locks of its
+/// slot, that keep other cases out of those replicas until it is dropped.
 #[derive(Debug, Default)]
 pub struct Held {
     /// (Docker volume name or host folder, container path).
     pub mounts: Vec<(String, String)>,
-    /// The caches held, with how long each lock was waited for: the case's facts.
+    /// The caches held, with how long the slot was waited for: the case's facts.
     pub uses: Vec<CacheUse>,
     _locks: Vec<lock::CacheLock>,
 }
 
 impl Held {
-    fn take(&mut self, lock: lock::CacheLock, waited: Duration, source: &str, path: &str) {
-        self._locks.push(lock);
+    /// Holds a taken slot; its replicas are added with [`Held::mount`].
+    fn of(taken: slots::Taken) -> (Held, usize, Duration) {
+        let held = Held {
+            _locks: taken.locks,
+            ..Held::default()
+        };
+        (held, taken.slot, taken.waited)
+    }
+
+    fn mount(&mut self, source: &str, path: &str, waited: Duration) {
         self.mounts.push((source.to_string(), path.to_string()));
         self.uses.push(CacheUse {
             source: source.to_string(),
@@ -167,6 +200,33 @@ impl Held {
             waited,
         });
     }
+}
+
+/// Who a case is, as its caches need to know: its name (the key of its home slot) and whether
+/// the run is offline (then only its home will do).
+#[derive(Debug, Clone, Copy)]
+pub struct For<'a> {
+    pub case: &'a str,
+    pub offline: bool,
+}
+
+/// The paths of the spec's caches, sorted (every case takes a slot's locks in this order), and
+/// how they are named in messages (`/a`, `/b` of IMAGE).
+fn sorted_paths(caches: &Caches) -> Vec<String> {
+    let mut paths = caches.paths.clone();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Names the caches of `image` at `paths` in the slots `slots`, for a waiting message.
+fn describe(paths: &[String], image: &str, slots: &[usize]) -> String {
+    let paths: Vec<String> = paths.iter().map(|p| format!("`{p}`")).collect();
+    let slots = match slots {
+        [one] => format!("slot {one}"),
+        all => format!("all {} slots in use", all.len()),
+    };
+    format!("{} of `{image}` ({slots})", paths.join(", "))
 }
 
 /// `$XDG_CACHE_HOME/zoo-runner/caches`, else `$HOME/.cache/zoo-runner/caches`.
