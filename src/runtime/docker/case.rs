@@ -72,11 +72,10 @@ impl DockerRuntime {
         // The case's caches, locked until it ends (`held` lives to the end of this function).
         let held = match &req.caches {
             Some(caches) => {
-                let helper = Helper::new(
-                    self.labels(&format!("cache helper for {image}")),
-                    self.waits.stop_slack,
-                    self.request_timeout,
-                );
+                let helper = Helper {
+                    labels: self.labels(&format!("cache helper for {image}")),
+                    request_timeout: self.request_timeout,
+                };
                 let case = For {
                     case: &req.case_name,
                     offline: req.offline,

@@ -1,24 +1,31 @@
-//! Docker caches: one named volume per (cache folder, image ID, path).
+//! Docker caches: one named volume per (cache folder, image ID, path, slot).
 //!
 //! - The volume is created with labels ([`LABEL_DIR`], [`LABEL_IMAGE`], [`LABEL_IMAGE_ID`],
-//!   [`LABEL_PATH`], [`LABEL_CREATED`], and the runner's own), so `cache list` and `cache prune`
-//!   find it.
-//! - Docker fills an empty volume with the image's content at the mount path, with its owners,
-//!   when a container that mounts it is created. For an image whose user is not root, a helper
-//!   container made from the same image runs `chown USER PATH` as root once per run, so that the
-//!   user can write the cache even where the image's folder belongs to root (as ANTsPyNet's
-//!   `~/.keras` does) or does not exist at all.
-//!   The helper runs under the supervisor, as a case's container does: a deadline, the run's
-//!   interruption, the same give-up.
-//! - All of this happens under the cache's lock, held by the case until its container ends.
+//!   [`LABEL_PATH`], [`LABEL_SLOT`], [`LABEL_CREATED`], and the runner's own), so `cache list`
+//!   and `cache prune` find it.
+//! - A new volume is filled with the image's content at its path, with its owners and modes,
+//!   by a helper container that mounts it and is created, never started (Docker fills an empty
+//!   volume when such a container is created). Cases mount it with `nocopy`, so that Docker
+//!   does not fill it again (nor give its top folder the image folder's owner again) while it
+//!   is still empty.
+//! - For an image whose user is not root, where the volume's top folder then belongs to root
+//!   (the path is not in the image, or the image's folder is root's, as ANTsPyNet's `~/.keras`
+//!   is), it is given to the user through the Engine API's archive upload into the helper
+//!   ([`crate::engine::archive`]), the user's numbers read from the image's `/etc/passwd` the
+//!   same way. No program of the image runs, so an image without a shell or `chown` (busybox
+//!   with a few applets, distroless, FROM scratch) has caches too.
+//! - A `NAME.ready` file beside the volume's lock says this was done (a run killed in between
+//!   leaves a volume the next one fills and gives).
+//! - All of this happens under the slot's lock, held by the case until its container ends.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, VolumeCreateRequest,
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::ListVolumesOptionsBuilder;
 use bollard::Docker;
@@ -27,16 +34,15 @@ use thiserror::Error;
 use super::homes::Homes;
 use super::lock::{last_used, lock_path, try_acquire};
 use super::slots::{self, Want};
+use super::users::{self, UserError};
 use super::{
     describe, names, rfc3339, size_of, sorted_paths, CacheError, Caches, For, Held, IN_USE,
 };
 use crate::cancel::Cancel;
-use crate::config::units::show_duration;
-use crate::engine::container::Container;
+use crate::engine::archive::{self, ArchiveError};
 use crate::engine::labels::{LABEL_RUNNER, RUNNER};
 use crate::engine::{remove_container, short};
 use crate::record::Failure;
-use crate::supervise::{supervise, Ending, Limits, Target};
 
 /// The cache folder whose locks guard the volume.
 pub const LABEL_DIR: &str = "org.zoo-runner.cache.dir";
@@ -51,42 +57,16 @@ pub const LABEL_SLOT: &str = "org.zoo-runner.cache.slot";
 /// When the volume was created, RFC 3339 (UTC).
 pub const LABEL_CREATED: &str = "org.zoo-runner.cache.created";
 
-/// How long the helper that gives a new volume to the image's user may take.
-pub const HELPER_TIMEOUT: Duration = Duration::from_secs(120);
-/// The helper's grace period: `chown` has nothing to save.
-const HELPER_GRACE: Duration = Duration::from_secs(2);
+/// The command of the helper container, which is never started: no program of the image runs.
+const NEVER_STARTED: &str = "/zoo-runner-helper-is-never-started";
 
-/// How the helper container that gives a new volume to the image's user runs: labelled (a
-/// sweep removes it after a killed run), and under the supervisor like a case's container
-/// (its deadline, the run's interruption, the same give-up).
+/// The helper container that gives a new volume to the image's user: labelled (a sweep removes
+/// it after a killed run), created and never started; each request to the daemon bounded.
 #[derive(Debug, Clone)]
 pub struct Helper {
     pub labels: HashMap<String, String>,
-    pub limits: Limits,
     /// How long the daemon gets to answer a request.
     pub request_timeout: Duration,
-}
-
-impl Helper {
-    /// [`HELPER_TIMEOUT`], a short grace period, and `slack` before the runner kills it and
-    /// again before it gives up on it.
-    pub fn new(
-        labels: HashMap<String, String>,
-        slack: Duration,
-        request_timeout: Duration,
-    ) -> Self {
-        Helper {
-            labels,
-            limits: Limits {
-                timeout: Some(HELPER_TIMEOUT),
-                grace: HELPER_GRACE,
-                slack,
-                slow: None,
-                drain: Target::Container.drain(),
-            },
-            request_timeout,
-        }
-    }
 }
 
 /// Why a Docker cache volume could not be made ready.
@@ -125,25 +105,27 @@ pub enum VolumeError {
     },
 }
 
-/// Why the helper container's `chown` did not do its work.
+/// Why a new volume could not be given to the image's user.
 #[derive(Debug, Error)]
 pub enum GiveError {
     #[error("the helper container could not be created")]
     Create(#[source] BollardError),
-    #[error("`chown` did not start in the image")]
-    Start(#[source] BollardError),
-    #[error("`chown` exited with {0} in the image")]
-    Exited(i64),
-    #[error("`chown` did not end within {}, and was stopped", show_duration(*.0))]
-    TimedOut(Duration),
-    #[error(
-        "the helper container could not be stopped: still running {} after its stop and a \
-         SIGKILL, so the runner gave up on it",
-        show_duration(*.0)
-    )]
-    Stuck(Duration),
-    #[error("lost the Docker daemon while `chown` ran")]
-    Lost(#[source] BollardError),
+    #[error("cannot read the owner of `{path}` in the image")]
+    Owner {
+        path: String,
+        #[source]
+        source: ArchiveError,
+    },
+    #[error("cannot read `{path}` in the image")]
+    Read {
+        path: String,
+        #[source]
+        source: ArchiveError,
+    },
+    #[error(transparent)]
+    User(UserError),
+    #[error("the archive upload that sets the folder's owner failed")]
+    Upload(#[source] ArchiveError),
 }
 
 /// The folder (under the cache folder) that holds the Docker volumes' lock files.
@@ -151,8 +133,15 @@ pub fn lock_dir(caches_dir: &std::path::Path) -> PathBuf {
     caches_dir.join("docker")
 }
 
-/// The Docker mounts of the held caches.
+/// The Docker mounts of the held caches, for a case's container. Docker would fill a volume
+/// that is empty with the image's content again, and give its top folder the image folder's
+/// owner again, at every container it is mounted in: a case's container mounts it with
+/// `nocopy`, so only the helper fills it, once, before the volume is given to the user.
 pub fn mounts(held: &Held) -> Vec<Mount> {
+    volume_mounts(held, false)
+}
+
+fn volume_mounts(held: &Held, copy: bool) -> Vec<Mount> {
     held.mounts
         .iter()
         .map(|(volume, path)| Mount {
@@ -160,14 +149,18 @@ pub fn mounts(held: &Held) -> Vec<Mount> {
             source: Some(volume.clone()),
             typ: Some(MountType::VOLUME),
             read_only: Some(false),
+            volume_options: Some(MountVolumeOptions {
+                no_copy: Some(!copy),
+                ..Default::default()
+            }),
             ..Default::default()
         })
         .collect()
 }
 
 /// Takes the caches of `image` (whose ID is `image_id`) for one case: a slot ([`super::slots`])
-/// of every path, locked; each volume of that slot created when missing and, once per run,
-/// given to the image's user with a `helper` container.
+/// of every path, locked; each volume of that slot created when missing, and filled and given
+/// to the image's user with a `helper` container unless that was done.
 pub async fn prepare(
     caches: &Caches,
     docker: &Docker,
@@ -199,29 +192,18 @@ pub async fn prepare(
     let (mut held, slot, waited) = Held::of(taken);
     for path in &paths {
         let name = volume(path, slot);
-        // Checked for every case (another runner may have pruned it since); given to the
-        // image's user when created, and once per run otherwise (a run killed between the two
-        // steps leaves a volume that still needs it).
+        // Checked for every case (another runner may have pruned it since); filled and given to
+        // the image's user when created, or when a run was killed before it was.
         let created = ensure_volume(docker, &name, &dir, image, image_id, path, slot)
             .await
             .map_err(|e| CacheError::Docker(Failure::new(e)))?;
-        let give = || give_to_user(docker, image_id, &name, path, helper, &caches.cancel);
-        if created {
-            give().await?;
-        }
-        let ready = caches.ready_cell(&name);
-        let ready = ready
-            .get_or_init(|| async {
-                if created {
-                    Ok(())
-                } else {
-                    give().await.map_err(Failure::new)
-                }
-            })
-            .await
-            .clone();
-        if let Err(failure) = ready {
-            return Err(shared(failure, &name));
+        let ready = ready_path(&caches.dir, &name);
+        if created || !ready.exists() {
+            fill_and_give(docker, image_id, &name, path, helper, &caches.cancel).await?;
+            std::fs::write(&ready, "").map_err(|source| CacheError::Record {
+                path: ready,
+                source,
+            })?;
         }
         caches.note_used(&name);
         held.mount(&name, path, waited);
@@ -230,20 +212,9 @@ pub async fn prepare(
     Ok(held)
 }
 
-/// The error of a volume's preparation that another case of this run made: its interruption
-/// is this case's too.
-fn shared(failure: Failure, volume: &str) -> CacheError {
-    let interrupted = failure
-        .error()
-        .downcast_ref::<CacheError>()
-        .is_some_and(CacheError::is_interrupted);
-    if interrupted {
-        CacheError::HelperInterrupted {
-            volume: volume.to_string(),
-        }
-    } else {
-        CacheError::Docker(failure)
-    }
+/// The file that says a volume was filled and given to the image's user.
+fn ready_path(caches_dir: &Path, volume: &str) -> PathBuf {
+    lock_dir(caches_dir).join(format!("{volume}.ready"))
 }
 
 /// Creates the volume unless it exists (true when it made it); an existing volume must be one
@@ -304,18 +275,13 @@ async fn ensure_volume(
         })
 }
 
-/// True for the users a container runs as root with.
-fn is_root(user: &str) -> bool {
-    let name = user.split(':').next().unwrap_or_default();
-    matches!(name, "" | "root" | "0")
-}
-
-/// Makes the volume's top folder belong to the image's user (when that is not root): a helper
-/// container from the image runs `chown USER PATH` as root with the volume mounted. Creating it
-/// also fills an empty volume with the image's content at the path. The helper runs under the
-/// supervisor: stopped at its deadline or on the run's interruption, given up on if it will not
-/// go, and removed by force whatever happened.
-async fn give_to_user(
+/// Fills a new volume with the image's content at the path and makes its top folder belong to
+/// the image's user, when that user is not root and the folder belongs to root (the path is not
+/// in the image, or the image's folder is root's). A helper container from the image, with the
+/// volume mounted at the path, is created (Docker fills an empty volume then) and never
+/// started; the Engine API's archive reads and sets the folder's owner. Removed by force
+/// whatever happened.
+async fn fill_and_give(
     docker: &Docker,
     image_id: &str,
     volume: &str,
@@ -330,9 +296,6 @@ async fn give_to_user(
         }))
     })?;
     let user = info.config.and_then(|c| c.user).unwrap_or_default();
-    if is_root(&user) {
-        return Ok(());
-    }
     let failed = |source: GiveError| {
         CacheError::Docker(Failure::new(VolumeError::Give {
             volume: volume.to_string(),
@@ -347,14 +310,13 @@ async fn give_to_user(
     };
     let body = ContainerCreateBody {
         image: Some(image_id.to_string()),
-        user: Some("0:0".to_string()),
         entrypoint: Some(vec![]),
-        cmd: Some(vec!["chown".into(), user.clone(), path.to_string()]),
+        cmd: Some(vec![NEVER_STARTED.into()]),
         labels: Some(helper.labels.clone()),
         network_disabled: Some(true),
         host_config: Some(HostConfig {
             network_mode: Some("none".into()),
-            mounts: Some(mounts(&held)),
+            mounts: Some(volume_mounts(&held, true)),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("none".into()),
                 config: None,
@@ -368,67 +330,77 @@ async fn give_to_user(
         .await
         .map_err(|e| failed(GiveError::Create(e)))?
         .id;
-    let outcome = run_helper(docker, &id, helper, cancel).await;
-    // Gone whatever happened (a helper given up on too).
+    let give = async {
+        if users::is_root(&user) {
+            return Ok(());
+        }
+        give_in(docker, &id, &user, path, helper.request_timeout).await
+    };
+    let outcome = tokio::select! {
+        outcome = give => Some(outcome),
+        () = cancel.reached(crate::cancel::Level::Stop) => None,
+    };
+    // Gone whatever happened.
     let _ = remove_container(docker, &id).await;
     match outcome {
-        Ok(()) => Ok(()),
-        Err(None) => Err(CacheError::HelperInterrupted {
+        Some(Ok(())) => Ok(()),
+        Some(Err(e)) => Err(failed(e)),
+        None => Err(CacheError::HelperInterrupted {
             volume: volume.to_string(),
         }),
-        Err(Some(e)) => Err(failed(e)),
     }
 }
 
-/// Starts the helper container and waits for it under the supervisor; `Err(None)` when the
-/// run was interrupted.
-async fn run_helper(
+/// In the created helper container `id`: gives the folder at `path` to `user` unless it belongs
+/// to someone other than root already.
+async fn give_in(
     docker: &Docker,
     id: &str,
-    helper: &Helper,
-    cancel: &Cancel,
-) -> Result<(), Option<GiveError>> {
-    docker
-        .start_container(id, None)
+    user: &str,
+    path: &str,
+    limit: Duration,
+) -> Result<(), GiveError> {
+    let top = archive::owner(docker, id, path, limit)
         .await
-        .map_err(|e| Some(GiveError::Start(e)))?;
-    let container = Container {
-        docker,
-        id,
-        request_timeout: helper.request_timeout,
+        .map_err(|source| GiveError::Owner {
+            path: path.to_string(),
+            source,
+        })?;
+    // Docker makes the mount point when it mounts the volume: `None` only from a daemon that
+    // does not.
+    let mode = match top {
+        Some(top) if top.uid != 0 => return Ok(()),
+        Some(top) => top.mode & 0o7777,
+        None => 0o755,
     };
-    let started = tokio::time::Instant::now();
-    let (ending, _notes) = supervise(
-        container.wait(),
-        &container,
-        &helper.limits,
-        cancel,
-        started,
-        |_| {},
-    )
-    .await;
-    match ending {
-        Ending::Exited(Some(0)) => Ok(()),
-        Ending::Exited(_) => {
-            let code = docker
-                .inspect_container(id, None)
-                .await
-                .ok()
-                .and_then(|i| i.state)
-                .and_then(|s| s.exit_code)
-                .unwrap_or(-1);
-            match code {
-                0 => Ok(()),
-                code => Err(Some(GiveError::Exited(code))),
-            }
-        }
-        Ending::TimedOut { .. } => Err(Some(GiveError::TimedOut(
-            helper.limits.timeout.unwrap_or(HELPER_TIMEOUT),
-        ))),
-        Ending::Stuck { waited, .. } => Err(Some(GiveError::Stuck(waited))),
-        Ending::Interrupted { .. } => Err(None),
-        Ending::Lost(e) => Err(Some(GiveError::Lost(e))),
+    let read = |file: &'static str| async move {
+        let text = archive::read_file(docker, id, file, limit)
+            .await
+            .map_err(|source| GiveError::Read {
+                path: file.to_string(),
+                source,
+            })?;
+        Ok::<_, GiveError>(text.map(|t| String::from_utf8_lossy(&t).into_owned()))
+    };
+    let (need_passwd, need_group) = users::needs(user);
+    let passwd = if need_passwd {
+        read("/etc/passwd").await?
+    } else {
+        None
+    };
+    let group = if need_group {
+        read("/etc/group").await?
+    } else {
+        None
+    };
+    let ids = users::resolve(user, passwd.as_deref(), group.as_deref()).map_err(GiveError::User)?;
+    if ids.uid == 0 {
+        return Ok(());
     }
+    // The user may write, whatever the folder's mode was.
+    archive::set_owner(docker, id, path, (ids.uid, ids.gid, mode | 0o700), limit)
+        .await
+        .map_err(GiveError::Upload)
 }
 
 /// One Docker cache, as `cache list` shows it.
@@ -510,6 +482,9 @@ pub async fn remove(docker: &Docker, dir: &std::path::Path, name: &str) -> Resul
     let result = docker
         .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
         .await;
+    if result.is_ok() {
+        let _ = std::fs::remove_file(ready_path(dir, name));
+    }
     drop(lock);
     match result {
         Ok(())
@@ -517,81 +492,5 @@ pub async fn remove(docker: &Docker, dir: &std::path::Path, name: &str) -> Resul
             status_code: 404, ..
         }) => Ok(()),
         Err(e) => Err(short(&e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use crate::engine::labels;
-    use crate::identity::Identity;
-
-    /// A container of the fixture image that runs `sleep 600`: a STAND-IN for a helper whose
-    /// `chown` never ends.
-    async fn hanging_helper(docker: &Docker, labels: &HashMap<String, String>) -> String {
-        let body = ContainerCreateBody {
-            image: Some("local/kipoi-fixture:py3".to_string()),
-            entrypoint: Some(vec![]),
-            cmd: Some(vec!["sleep".into(), "600".into()]),
-            labels: Some(labels.clone()),
-            host_config: Some(HostConfig {
-                network_mode: Some("none".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        docker
-            .create_container(None, body)
-            .await
-            .expect("a container of the fixture image (bash fixtures/build.sh makes it)")
-            .id
-    }
-
-    /// Against the real daemon: the helper container is waited for under the supervisor, so
-    /// the run's interruption ends the wait (its case then did not start), and so does its
-    /// deadline.
-    #[tokio::test]
-    async fn the_helper_container_ends_with_the_run_and_at_its_deadline() {
-        let docker = Docker::connect_with_defaults().unwrap();
-        let labels =
-            labels::for_container("unit-test", &Identity::of_this_process(), "cache helper");
-        let mut helper = Helper::new(labels, Duration::from_secs(5), Duration::from_secs(60));
-        helper.limits.grace = Duration::from_secs(1);
-
-        let cancel = Cancel::new();
-        let raiser = cancel.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            raiser.raise(libc::SIGINT);
-        });
-        let id = hanging_helper(&docker, &helper.labels).await;
-        let interrupted = run_helper(&docker, &id, &helper, &cancel).await;
-        let _ = remove_container(&docker, &id).await;
-        assert!(matches!(interrupted, Err(None)), "{interrupted:?}");
-
-        helper.limits.timeout = Some(Duration::from_secs(1));
-        let id = hanging_helper(&docker, &helper.labels).await;
-        let timed_out = run_helper(&docker, &id, &helper, &Cancel::new()).await;
-        let _ = remove_container(&docker, &id).await;
-        match timed_out {
-            Err(Some(e @ GiveError::TimedOut(_))) => {
-                assert_eq!(
-                    e.to_string(),
-                    "`chown` did not end within 1s, and was stopped"
-                )
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn root_users_need_no_helper() {
-        for user in ["", "root", "0", "0:0", "root:staff"] {
-            assert!(is_root(user), "{user}");
-        }
-        for user in ["antspyuser", "1000", "1000:1000", "modeluser:users"] {
-            assert!(!is_root(user), "{user}");
-        }
     }
 }

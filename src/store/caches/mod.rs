@@ -20,14 +20,14 @@ pub mod homes;
 pub mod lock;
 pub mod names;
 pub mod slots;
+pub mod users;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
-use tokio::sync::OnceCell;
 
 use crate::cancel::Cancel;
 use crate::config::units::show_duration;
@@ -61,7 +61,7 @@ pub enum CacheError {
     /// The run was interrupted while a helper container gave a new volume to the image's user.
     #[error("interrupted while the cache volume `{volume}` was given to the image's user")]
     HelperInterrupted { volume: String },
-    /// A Docker volume could not be made ready (shared by the cases that share the volume).
+    /// A Docker volume could not be made ready.
     #[error("{0}")]
     Docker(Failure),
     #[error("cannot write `{}`", .path.display())]
@@ -101,9 +101,6 @@ impl CacheError {
 /// Why `cache prune` keeps a cache a case holds; the caller says "kept".
 pub const IN_USE: &str = "in use by a running case";
 
-/// Whether a Docker volume was made ready in this run, or why it could not be.
-type ReadyCell = Arc<OnceCell<Result<(), Failure>>>;
-
 /// Everything a run knows about caches: where they live, which paths, and what it has set up.
 /// Shared by every case of the run.
 #[derive(Debug)]
@@ -115,8 +112,6 @@ pub struct Caches {
     /// How many slots (replicas) each cache has: as many as cases may run at once.
     pub slots: usize,
     cancel: Cancel,
-    /// Docker volume -> made ready (created, given to the image's user) during this run.
-    ready: Mutex<HashMap<String, ReadyCell>>,
     /// Names of the caches this run used, for its summary.
     used: Mutex<BTreeSet<String>>,
 }
@@ -139,7 +134,6 @@ impl Caches {
             paths,
             slots: slots.max(1),
             cancel,
-            ready: Mutex::default(),
             used: Mutex::default(),
         })
     }
@@ -159,15 +153,6 @@ impl Caches {
     /// How many caches the run used.
     pub fn used_count(&self) -> usize {
         self.used.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    fn ready_cell(&self, name: &str) -> ReadyCell {
-        self.ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name.to_string())
-            .or_default()
-            .clone()
     }
 }
 
