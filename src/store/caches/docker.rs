@@ -3,45 +3,33 @@
 //! - The volume is created with labels ([`LABEL_DIR`], [`LABEL_IMAGE`], [`LABEL_IMAGE_ID`],
 //!   [`LABEL_PATH`], [`LABEL_SLOT`], [`LABEL_CREATED`], and the runner's own), so `cache list`
 //!   and `cache prune` find it.
-//! - A new volume is filled with the image's content at its path, with its owners and modes,
-//!   by a helper container that mounts it and is created, never started (Docker fills an empty
-//!   volume when such a container is created). Cases mount it with `nocopy`, so that Docker
-//!   does not fill it again (nor give its top folder the image folder's owner again) while it
-//!   is still empty.
-//! - For an image whose user is not root, where the volume's top folder then belongs to root
-//!   (the path is not in the image, or the image's folder is root's, as ANTsPyNet's `~/.keras`
-//!   is), it is given to the user through the Engine API's archive upload into the helper
-//!   ([`crate::engine::archive`]), the user's numbers read from the image's `/etc/passwd` the
-//!   same way. No program of the image runs, so an image without a shell or `chown` (busybox
-//!   with a few applets, distroless, FROM scratch) has caches too.
-//! - A `NAME.ready` file beside the volume's lock says this was done (a run killed in between
-//!   leaves a volume the next one fills and gives).
+//! - A new volume is filled by Docker with the image's content at its path when the case's
+//!   container that mounts it is created, and given to the image's user where it needs to be,
+//!   in that container before it starts ([`super::owners`]). A `NAME.ready` file beside the
+//!   volume's lock says this was done (a run killed in between leaves a volume the next case
+//!   fills and gives); later cases mount it with `nocopy`, so that Docker never fills it again
+//!   (nor gives its top folder the image folder's owner again) while it is still empty.
 //! - All of this happens under the slot's lock, held by the case until its container ends.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use bollard::errors::Error as BollardError;
-use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions,
-    VolumeCreateRequest,
-};
+use bollard::models::{Mount, MountType, MountVolumeOptions, VolumeCreateRequest};
 use bollard::query_parameters::ListVolumesOptionsBuilder;
 use bollard::Docker;
 use thiserror::Error;
 
 use super::homes::Homes;
 use super::lock::{last_used, lock_path, try_acquire};
+use super::owners::{self, Fresh, Helper, Plan};
 use super::slots::{self, Want};
-use super::users::{self, UserError};
 use super::{
     describe, names, rfc3339, size_of, sorted_paths, CacheError, Caches, For, Held, IN_USE,
 };
-use crate::cancel::Cancel;
-use crate::engine::archive::{self, ArchiveError};
 use crate::engine::labels::{LABEL_RUNNER, RUNNER};
-use crate::engine::{remove_container, short};
+use crate::engine::short;
 use crate::record::Failure;
 
 /// The cache folder whose locks guard the volume.
@@ -56,18 +44,6 @@ pub const LABEL_PATH: &str = "org.zoo-runner.cache.path";
 pub const LABEL_SLOT: &str = "org.zoo-runner.cache.slot";
 /// When the volume was created, RFC 3339 (UTC).
 pub const LABEL_CREATED: &str = "org.zoo-runner.cache.created";
-
-/// The command of the helper container, which is never started: no program of the image runs.
-const NEVER_STARTED: &str = "/zoo-runner-helper-is-never-started";
-
-/// The helper container that gives a new volume to the image's user: labelled (a sweep removes
-/// it after a killed run), created and never started; each request to the daemon bounded.
-#[derive(Debug, Clone)]
-pub struct Helper {
-    pub labels: HashMap<String, String>,
-    /// How long the daemon gets to answer a request.
-    pub request_timeout: Duration,
-}
 
 /// Why a Docker cache volume could not be made ready.
 #[derive(Debug, Error)]
@@ -89,43 +65,6 @@ pub enum VolumeError {
         #[source]
         source: BollardError,
     },
-    #[error("cannot inspect image `{image_id}` for its user")]
-    InspectImage {
-        image_id: String,
-        #[source]
-        source: BollardError,
-    },
-    #[error("cannot give the cache volume `{volume}` at `{path}` to the image's user `{user}`")]
-    Give {
-        volume: String,
-        path: String,
-        user: String,
-        #[source]
-        source: GiveError,
-    },
-}
-
-/// Why a new volume could not be given to the image's user.
-#[derive(Debug, Error)]
-pub enum GiveError {
-    #[error("the helper container could not be created")]
-    Create(#[source] BollardError),
-    #[error("cannot read the owner of `{path}` in the image")]
-    Owner {
-        path: String,
-        #[source]
-        source: ArchiveError,
-    },
-    #[error("cannot read `{path}` in the image")]
-    Read {
-        path: String,
-        #[source]
-        source: ArchiveError,
-    },
-    #[error(transparent)]
-    User(UserError),
-    #[error("the archive upload that sets the folder's owner failed")]
-    Upload(#[source] ArchiveError),
 }
 
 /// The folder (under the cache folder) that holds the Docker volumes' lock files.
@@ -133,34 +72,34 @@ pub fn lock_dir(caches_dir: &std::path::Path) -> PathBuf {
     caches_dir.join("docker")
 }
 
-/// The Docker mounts of the held caches, for a case's container. Docker would fill a volume
-/// that is empty with the image's content again, and give its top folder the image folder's
-/// owner again, at every container it is mounted in: a case's container mounts it with
-/// `nocopy`, so only the helper fills it, once, before the volume is given to the user.
+/// The Docker mounts of the held caches, for a case's container. A fresh volume is mounted as
+/// Docker mounts any (filled with the image's content while it is empty); one that is ready
+/// with `nocopy`, since Docker would fill it again, and give its top folder the image folder's
+/// owner again, at every container it is mounted in while it is still empty.
 pub fn mounts(held: &Held) -> Vec<Mount> {
-    volume_mounts(held, false)
-}
-
-fn volume_mounts(held: &Held, copy: bool) -> Vec<Mount> {
     held.mounts
         .iter()
-        .map(|(volume, path)| Mount {
-            target: Some(path.clone()),
-            source: Some(volume.clone()),
-            typ: Some(MountType::VOLUME),
-            read_only: Some(false),
-            volume_options: Some(MountVolumeOptions {
-                no_copy: Some(!copy),
+        .map(|(volume, path)| {
+            let fresh = held.fresh.iter().any(|f| &f.volume == volume);
+            Mount {
+                target: Some(path.clone()),
+                source: Some(volume.clone()),
+                typ: Some(MountType::VOLUME),
+                read_only: Some(false),
+                volume_options: Some(MountVolumeOptions {
+                    no_copy: Some(!fresh),
+                    ..Default::default()
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
+            }
         })
         .collect()
 }
 
 /// Takes the caches of `image` (whose ID is `image_id`) for one case: a slot ([`super::slots`])
-/// of every path, locked; each volume of that slot created when missing, and filled and given
-/// to the image's user with a `helper` container unless that was done.
+/// of every path, locked; each volume of that slot created when missing. A volume not yet
+/// ready is held as fresh, with its plan ([`super::owners`]), for [`owners::settle`] once the
+/// case's container is created.
 pub async fn prepare(
     caches: &Caches,
     docker: &Docker,
@@ -192,18 +131,21 @@ pub async fn prepare(
     let (mut held, slot, waited) = Held::of(taken);
     for path in &paths {
         let name = volume(path, slot);
-        // Checked for every case (another runner may have pruned it since); filled and given to
-        // the image's user when created, or when a run was killed before it was.
+        // Checked for every case (another runner may have pruned it since); fresh when created,
+        // or when a run was killed before it was made ready.
         let created = ensure_volume(docker, &name, &dir, image, image_id, path, slot)
             .await
             .map_err(|e| CacheError::Docker(Failure::new(e)))?;
         let ready = ready_path(&caches.dir, &name);
         if created || !ready.exists() {
-            fill_and_give(docker, image_id, &name, path, helper, &caches.cancel).await?;
-            std::fs::write(&ready, "").map_err(|source| CacheError::Record {
-                path: ready,
-                source,
-            })?;
+            let plans = owners::plans(caches, docker, image_id, helper).await?;
+            held.fresh.push(Fresh {
+                volume: name.clone(),
+                path: path.clone(),
+                user: plans.user.clone(),
+                plan: plans.paths.get(path).copied().unwrap_or(Plan::Fill),
+                ready,
+            });
         }
         caches.note_used(&name);
         held.mount(&name, path, waited);
@@ -273,134 +215,6 @@ async fn ensure_volume(
             name: name.to_string(),
             source,
         })
-}
-
-/// Fills a new volume with the image's content at the path and makes its top folder belong to
-/// the image's user, when that user is not root and the folder belongs to root (the path is not
-/// in the image, or the image's folder is root's). A helper container from the image, with the
-/// volume mounted at the path, is created (Docker fills an empty volume then) and never
-/// started; the Engine API's archive reads and sets the folder's owner. Removed by force
-/// whatever happened.
-async fn fill_and_give(
-    docker: &Docker,
-    image_id: &str,
-    volume: &str,
-    path: &str,
-    helper: &Helper,
-    cancel: &Cancel,
-) -> Result<(), CacheError> {
-    let info = docker.inspect_image(image_id).await.map_err(|source| {
-        CacheError::Docker(Failure::new(VolumeError::InspectImage {
-            image_id: image_id.to_string(),
-            source,
-        }))
-    })?;
-    let user = info.config.and_then(|c| c.user).unwrap_or_default();
-    let failed = |source: GiveError| {
-        CacheError::Docker(Failure::new(VolumeError::Give {
-            volume: volume.to_string(),
-            path: path.to_string(),
-            user: user.clone(),
-            source,
-        }))
-    };
-    let held = Held {
-        mounts: vec![(volume.to_string(), path.to_string())],
-        ..Default::default()
-    };
-    let body = ContainerCreateBody {
-        image: Some(image_id.to_string()),
-        entrypoint: Some(vec![]),
-        cmd: Some(vec![NEVER_STARTED.into()]),
-        labels: Some(helper.labels.clone()),
-        network_disabled: Some(true),
-        host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            mounts: Some(volume_mounts(&held, true)),
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("none".into()),
-                config: None,
-            }),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let id = docker
-        .create_container(None, body)
-        .await
-        .map_err(|e| failed(GiveError::Create(e)))?
-        .id;
-    let give = async {
-        if users::is_root(&user) {
-            return Ok(());
-        }
-        give_in(docker, &id, &user, path, helper.request_timeout).await
-    };
-    let outcome = tokio::select! {
-        outcome = give => Some(outcome),
-        () = cancel.reached(crate::cancel::Level::Stop) => None,
-    };
-    // Gone whatever happened.
-    let _ = remove_container(docker, &id).await;
-    match outcome {
-        Some(Ok(())) => Ok(()),
-        Some(Err(e)) => Err(failed(e)),
-        None => Err(CacheError::HelperInterrupted {
-            volume: volume.to_string(),
-        }),
-    }
-}
-
-/// In the created helper container `id`: gives the folder at `path` to `user` unless it belongs
-/// to someone other than root already.
-async fn give_in(
-    docker: &Docker,
-    id: &str,
-    user: &str,
-    path: &str,
-    limit: Duration,
-) -> Result<(), GiveError> {
-    let top = archive::owner(docker, id, path, limit)
-        .await
-        .map_err(|source| GiveError::Owner {
-            path: path.to_string(),
-            source,
-        })?;
-    // Docker makes the mount point when it mounts the volume: `None` only from a daemon that
-    // does not.
-    let mode = match top {
-        Some(top) if top.uid != 0 => return Ok(()),
-        Some(top) => top.mode & 0o7777,
-        None => 0o755,
-    };
-    let read = |file: &'static str| async move {
-        let text = archive::read_file(docker, id, file, limit)
-            .await
-            .map_err(|source| GiveError::Read {
-                path: file.to_string(),
-                source,
-            })?;
-        Ok::<_, GiveError>(text.map(|t| String::from_utf8_lossy(&t).into_owned()))
-    };
-    let (need_passwd, need_group) = users::needs(user);
-    let passwd = if need_passwd {
-        read("/etc/passwd").await?
-    } else {
-        None
-    };
-    let group = if need_group {
-        read("/etc/group").await?
-    } else {
-        None
-    };
-    let ids = users::resolve(user, passwd.as_deref(), group.as_deref()).map_err(GiveError::User)?;
-    if ids.uid == 0 {
-        return Ok(());
-    }
-    // The user may write, whatever the folder's mode was.
-    archive::set_owner(docker, id, path, (ids.uid, ids.gid, mode | 0o700), limit)
-        .await
-        .map_err(GiveError::Upload)
 }
 
 /// One Docker cache, as `cache list` shows it.

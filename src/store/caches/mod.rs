@@ -19,12 +19,13 @@ pub mod docker;
 pub mod homes;
 pub mod lock;
 pub mod names;
+pub mod owners;
 pub mod slots;
 pub mod users;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -58,9 +59,9 @@ pub enum CacheError {
     Lock(#[from] crate::store::lock::LockError),
     #[error("interrupted while waiting for the lock of the cache {what}")]
     Interrupted { what: String },
-    /// The run was interrupted while a helper container gave a new volume to the image's user.
-    #[error("interrupted while the cache volume `{volume}` was given to the image's user")]
-    HelperInterrupted { volume: String },
+    /// The run was interrupted while the image's files were read to set its caches up.
+    #[error("interrupted while the caches of image `{image}` were set up for its user")]
+    SetupInterrupted { image: String },
     /// A Docker volume could not be made ready.
     #[error("{0}")]
     Docker(Failure),
@@ -93,7 +94,7 @@ impl CacheError {
     pub fn is_interrupted(&self) -> bool {
         matches!(
             self,
-            CacheError::Interrupted { .. } | CacheError::HelperInterrupted { .. }
+            CacheError::Interrupted { .. } | CacheError::SetupInterrupted { .. }
         )
     }
 }
@@ -114,7 +115,12 @@ pub struct Caches {
     cancel: Cancel,
     /// Names of the caches this run used, for its summary.
     used: Mutex<BTreeSet<String>>,
+    /// Docker: what each image's new volumes need, learnt once per image (by ID).
+    plans: Mutex<HashMap<String, PlansCell>>,
 }
+
+/// The plans of one image's new Docker volumes, once learnt ([`owners::plans`]).
+type PlansCell = Arc<tokio::sync::OnceCell<Arc<owners::Plans>>>;
 
 impl Caches {
     /// Creates the cache folder if needed and resolves it to an absolute path (it names the
@@ -135,6 +141,7 @@ impl Caches {
             slots: slots.max(1),
             cancel,
             used: Mutex::default(),
+            plans: Mutex::default(),
         })
     }
 
@@ -148,6 +155,15 @@ impl Caches {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string());
+    }
+
+    fn plans_cell(&self, image_id: &str) -> PlansCell {
+        self.plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(image_id.to_string())
+            .or_default()
+            .clone()
     }
 
     /// How many caches the run used.
@@ -164,6 +180,8 @@ pub struct Held {
     pub mounts: Vec<(String, String)>,
     /// The caches held, with how long the slot was waited for: the case's facts.
     pub uses: Vec<CacheUse>,
+    /// Docker: the volumes still to be made ready in the case's container.
+    fresh: Vec<owners::Fresh>,
     _locks: Vec<lock::CacheLock>,
 }
 
