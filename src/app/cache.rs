@@ -2,6 +2,7 @@
 //! one cache folder (`--cache-dir`), Docker volumes and Apptainer folders alike; prune also
 //! removes the quarantined SIFs (`NAME.sif.bad`) of the SIF folder (`--sif-dir`).
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -11,7 +12,7 @@ use clap::ValueEnum;
 
 use crate::config::units::show_size;
 use crate::runtime::docker::{docker_host, DockerError};
-use crate::store::caches::{apptainer, docker, names, rfc3339};
+use crate::store::caches::{apptainer, docker, homes, names, rfc3339};
 
 /// Exit code when the Docker daemon cannot be reached (as for a run).
 const EXIT_DOCKER: u8 = 3;
@@ -31,6 +32,7 @@ struct Row {
     runtime: &'static str,
     image: String,
     path: String,
+    slot: usize,
     size: Option<u64>,
     created: String,
     last_used: Option<std::time::SystemTime>,
@@ -104,6 +106,7 @@ pub fn list(dir: &Path, which: CacheRuntime) -> anyhow::Result<ExitCode> {
                         if gone { " [image gone]" } else { "" }
                     ),
                     path: v.path,
+                    slot: v.slot,
                     size: v.size,
                     created: v.created,
                     last_used: v.last_used,
@@ -129,6 +132,7 @@ pub fn list(dir: &Path, which: CacheRuntime) -> anyhow::Result<ExitCode> {
                         if known.is_empty() { " [SIF gone]" } else { "" }
                     ),
                     path: f.meta.path,
+                    slot: f.meta.slot,
                     size: f.size,
                     created: f.meta.created,
                     last_used: f.last_used,
@@ -146,13 +150,14 @@ fn print_rows(dir: &Path, rows: &[Row]) {
         println!("no caches in {}", dir.display());
         return;
     }
-    let table: Vec<[String; 7]> = rows
+    let table: Vec<[String; 8]> = rows
         .iter()
         .map(|r| {
             [
                 r.runtime.to_string(),
                 r.image.clone(),
                 r.path.clone(),
+                r.slot.to_string(),
                 r.size.map(show_size).unwrap_or_else(|| "?".into()),
                 r.created.clone(),
                 r.last_used.map(rfc3339).unwrap_or_else(|| "never".into()),
@@ -164,6 +169,7 @@ fn print_rows(dir: &Path, rows: &[Row]) {
         "RUNTIME",
         "IMAGE",
         "PATH",
+        "SLOT",
         "SIZE",
         "CREATED",
         "LAST USED",
@@ -175,7 +181,7 @@ fn print_rows(dir: &Path, rows: &[Row]) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: [&str; 7]| {
+    let line = |cells: [&str; 8]| {
         let mut out = String::new();
         for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
             if i + 1 == cells.len() {
@@ -190,7 +196,22 @@ fn print_rows(dir: &Path, rows: &[Row]) {
     for row in &table {
         println!("{}", line(row.each_ref().map(String::as_str)));
     }
-    println!("{} cache(s) in {}", rows.len(), dir.display());
+    println!("{}", total_line(dir, rows));
+}
+
+/// The last line of `cache list`: how many caches, and the disk they take (every slot of every
+/// cache counted).
+fn total_line(dir: &Path, rows: &[Row]) -> String {
+    let known: u64 = rows.iter().filter_map(|r| r.size).sum();
+    let unknown = rows.iter().filter(|r| r.size.is_none()).count();
+    let size = match unknown {
+        0 => format!("{} in all", show_size(known)),
+        n => format!(
+            "at least {} in all ({n} size(s) unreadable here)",
+            show_size(known)
+        ),
+    };
+    format!("{} cache(s) in {}: {size}", rows.len(), dir.display())
 }
 
 /// True when a cache last used at `last_used` has lain unused for longer than `unused_for`.
@@ -255,6 +276,11 @@ pub fn prune(
                 let what = format!("docker cache {} ({}, {}; {why})", v.name, v.image, v.path);
                 report(what, docker::remove(docker, dir, &v.name).await, v.size);
             }
+            // The slot records of images whose caches are all gone go too.
+            if let Ok(left) = docker::list(docker, dir).await {
+                let sets: HashSet<String> = left.into_iter().map(|v| v.set).collect();
+                homes::forget(&docker::lock_dir(dir), |set| sets.contains(set));
+            }
         }
         if which != CacheRuntime::Docker {
             for f in apptainer::list(dir).map_err(anyhow::Error::msg)? {
@@ -272,6 +298,13 @@ pub fn prune(
                     f.name, f.meta.image, f.meta.path
                 );
                 report(what, apptainer::remove(dir, &f.name), f.size);
+            }
+            if let Ok(left) = apptainer::list(dir) {
+                let sets: HashSet<String> = left
+                    .iter()
+                    .map(|f| names::folder_set(&f.meta.md5))
+                    .collect();
+                homes::forget(&apptainer::root(dir), |set| sets.contains(set));
             }
         }
         println!(
@@ -350,7 +383,7 @@ mod tests {
     use super::*;
     use crate::cancel::Cancel;
     use crate::store::caches::lock::{self, lock_path};
-    use crate::store::caches::{Caches, Held};
+    use crate::store::caches::{Caches, For, Held};
 
     /// "kept" once: the reason a held cache is kept does not repeat the word.
     fn says_kept_once(line: &str) {
@@ -379,12 +412,16 @@ mod tests {
     #[test]
     fn a_held_apptainer_cache_is_kept_with_one_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let caches = Caches::new(dir.path(), vec!["/data".into()], Cancel::new()).unwrap();
+        let caches = Caches::new(dir.path(), vec!["/data".into()], 1, Cancel::new()).unwrap();
         let held: Held = block_on(apptainer::prepare(
             &caches,
             "img:1",
             Path::new("/sifs/img.sif"),
             "0123456789abcdef0123456789abcdef",
+            For {
+                case: "c",
+                offline: false,
+            },
         ))
         .unwrap()
         .unwrap();

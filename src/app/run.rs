@@ -254,6 +254,7 @@ impl Run<'_> {
             Some(Arc::new(Caches::new(
                 &config.cache_dir,
                 self.spec.caches.clone(),
+                config.threads,
                 self.cancel.clone(),
             )?))
         };
@@ -291,7 +292,8 @@ impl Run<'_> {
             names.dedup();
             names
         };
-        let options = self.runtime_options(&facts.run_id, &kept);
+        let mut options = self.runtime_options(&facts.run_id, &kept);
+        options.caches = caches.clone();
         for name in needed {
             match rt.block_on(runtime::open(name, &options)) {
                 Ok(runtime) => {
@@ -483,6 +485,7 @@ impl Run<'_> {
                 .filter(|c| c.plan.skip.is_none() || config.run_skipped)
                 .map(crate::run::dispatcher::image_of)
                 .collect(),
+            caches: None,
         }
     }
 

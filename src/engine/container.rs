@@ -1,5 +1,5 @@
-//! A Docker container under the supervisor (`crate::supervise`), as a case's container and a
-//! cache's helper container both run: stopped with Docker's stop (SIGTERM, the grace period,
+//! A Docker container under the supervisor (`crate::supervise`), as a case's container runs:
+//! stopped with Docker's stop (SIGTERM, the grace period,
 //! then the daemon's own SIGKILL), killed with a kill request, waited for through the wait
 //! endpoint. A daemon that never answers a request holds up nothing: the supervisor runs each
 //! request beside the wait and its deadlines.

@@ -3,8 +3,10 @@
 //! under the supervisor ([`container`]), container removal that another runner may be doing
 //! too, and bollard's errors in a line.
 
+pub mod archive;
 pub mod container;
 pub mod labels;
+pub mod tar;
 
 use std::time::{Duration, Instant};
 

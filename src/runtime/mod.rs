@@ -55,6 +55,9 @@ pub struct Options {
     /// The images the selected cases of the runtime being opened need (a read-only SIF folder
     /// must hold all of theirs).
     pub images: Vec<Image>,
+    /// The run's caches: Docker learns what an image's new cache volumes need as it makes the
+    /// image ready.
+    pub caches: Option<Arc<Caches>>,
 }
 
 /// Opens the runtime called `name`: connects to it and checks it can be used. The one place
@@ -367,6 +370,7 @@ mod tests {
             tmp_dir: None,
             download_timeout: Duration::from_secs(1),
             images: Vec::new(),
+            caches: None,
         }
     }
 

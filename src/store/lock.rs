@@ -113,6 +113,16 @@ pub fn try_acquire(path: &Path) -> Result<Option<FileLock>, LockError> {
     })
 }
 
+/// Takes the lock at `path` when nobody holds it, else says who does (for a caller that tries
+/// several locks in turn and waits for whichever frees first).
+pub fn try_or_holder(path: &Path) -> Result<Result<FileLock, Holder>, LockError> {
+    let mut file = open(path)?;
+    Ok(match try_once(&mut file, path)? {
+        None => Ok(FileLock { _file: file }),
+        Some(holder) => Err(holder),
+    })
+}
+
 /// Takes the lock at `path`, waiting for its holder from a blocking thread: at most `limit`,
 /// and no longer once `stop()` is true. `waiting` is told whom it waits for, once, when it
 /// has to wait.
@@ -209,6 +219,10 @@ mod tests {
             panic!("free")
         };
         assert!(try_acquire(&path).unwrap().is_none());
+        assert!(matches!(
+            try_or_holder(&path).unwrap(),
+            Err(Holder::ThisRun)
+        ));
         let release = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
             drop(held);

@@ -1,5 +1,5 @@
 //! One supervisor for everything the runner starts and then waits on: a case's container or
-//! process, a SIF build, a version probe, a credential helper, a cache's helper container, git.
+//! process, a SIF build, a version probe, a credential helper, git.
 //! Whatever it watches, the same rules hold:
 //!
 //! - a deadline: past its timeout the target is asked to stop (SIGTERM), and killed after the

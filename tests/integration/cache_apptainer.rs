@@ -8,6 +8,23 @@ use std::path::Path;
 
 use crate::helpers::*;
 
+/// The fixture SIF and its md5.
+fn fixture_sif() -> (std::path::PathBuf, String) {
+    use md5::{Digest, Md5};
+    let sif = fixture_cache().join("kipoi-fixture.sif");
+    let bytes = std::fs::read(&sif).unwrap_or_else(|e| {
+        panic!(
+            "fixture SIF {} is missing ({e}); run `bash fixtures/build.sh`",
+            sif.display()
+        )
+    });
+    let md5 = Md5::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (sif, md5)
+}
+
 fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
 }
@@ -16,21 +33,7 @@ fn strs(args: &[String]) -> Vec<&str> {
 fn apptainer_cache_folders_are_bound_reused_listed_and_pruned() {
     let _daemon = daemon::shared();
     require_fixture_image();
-    let sif = fixture_cache().join("kipoi-fixture.sif");
-    let bytes = std::fs::read(&sif).unwrap_or_else(|e| {
-        panic!(
-            "fixture SIF {} is missing ({e}); run `bash fixtures/build.sh`",
-            sif.display()
-        )
-    });
-    let md5: String = {
-        use md5::{Digest, Md5};
-        Md5::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
-    drop(bytes);
+    let (sif, md5) = fixture_sif();
     let dir = tempfile::tempdir().unwrap();
     let entry = format!(
         r#"{{"url": "file://{}", "name": "kipoi-fixture", "md5": "{md5}"}}"#,
@@ -205,4 +208,104 @@ apptainer_home = "/root"
         prune.all()
     );
     assert!(folders.iter().all(|f| !Path::new(&root.join(f)).exists()));
+}
+
+/// What this test guards, under the real Apptainer: cases of one SIF run side by side with
+/// caches on, each in a slot (a host folder) of its own, and no two ever write one folder at
+/// the same moment. The model is the cache collision model (fixtures/minimal-image/collide.sh,
+/// run by the SIF's `sh`): it fails with git's words when its cache's `index.lock` is already
+/// there. The control run gives every case one shared host folder instead of caches (as the
+/// caches would be with the slots and their locks dropped): at two threads a case fails so.
+/// With caches, the same cases pass, in two slots.
+#[test]
+fn apptainer_cases_of_one_sif_run_side_by_side_with_caches() {
+    let _daemon = daemon::shared();
+    require_fixture_image();
+    let (sif, md5) = fixture_sif();
+    let dir = tempfile::tempdir().unwrap();
+    let models = ["a1", "a2", "a3", "a4"];
+    let entry = format!(
+        r#"{{"url": "file://{}", "name": "kipoi-fixture", "md5": "{md5}"}}"#,
+        sif.display()
+    );
+    let sifs: Vec<String> = models.iter().map(|m| format!("\"{m}\": {entry}")).collect();
+    let pairs: Vec<(&str, &str)> = models.iter().map(|m| (*m, FIXTURE_IMAGE)).collect();
+    write_catalog(
+        &dir.path().join("catalog"),
+        &pairs,
+        Some(&format!("{{{}}}", sifs.join(", "))),
+    );
+    let cache = "/data/cache";
+    let script = crate::helpers::minimal::collide_script();
+    let spec = |name: &str, extra: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "catalog = \"catalog\"\ncommand = [\"sh\", \"-c\", '''{script}''', \"collide\", \
+                 \"{cache}\", \"{{model}}\", \"1.5\", \"0\"]\nnetwork = \"none\"\n\
+                 timeout = \"2m\"\n{extra}\n"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let cache_dir = dir.path().join("caches");
+    let run = |spec: &str| {
+        let launcher = root().join("fixtures/apptainer/apptainer");
+        run_reported(
+            &[
+                "--spec",
+                spec,
+                "--runtime",
+                "singularity",
+                "--singularity-bin",
+                launcher.to_str().unwrap(),
+                "--sif-dir",
+                dir.path().join("sifs").to_str().unwrap(),
+                "--cache-dir",
+                cache_dir.to_str().unwrap(),
+                "--test-threads",
+                "2",
+            ],
+            &[],
+        )
+    };
+
+    let shared = tempfile::tempdir().unwrap();
+    let control = spec(
+        "control.toml",
+        &format!("volumes = [\"{}:{cache}\"]", shared.path().display()),
+    );
+    let (control_run, report) = run(&control);
+    assert_eq!(control_run.code, 101, "{}", control_run.all());
+    assert!(
+        report
+            .text()
+            .contains(&crate::helpers::minimal::git_collision(cache)),
+        "a case failed with git's words: {}",
+        report.text()
+    );
+
+    let with_caches = spec("caches.toml", &format!("caches = [\"{cache}\"]"));
+    let (cached, _) = run(&with_caches);
+    assert_eq!(cached.code, 0, "{}", cached.all());
+    for model in models {
+        assert_status(&cached, &format!("singularity::{model}"), "ok");
+    }
+    let root = cache_dir.join("apptainer");
+    let folders: Vec<String> = files_in(&root)
+        .into_iter()
+        .filter(|n| root.join(n).is_dir() && n != "homes")
+        .collect();
+    assert_eq!(folders.len(), 2, "one folder per slot: {folders:?}");
+    let pulls: usize = folders
+        .iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(root.join(f).join("models/pulls")).unwrap();
+            assert!(!text.is_empty(), "both slots were used: {f}");
+            text.lines().count()
+        })
+        .sum();
+    assert_eq!(pulls, 4, "every case wrote its folder once");
 }

@@ -18,6 +18,7 @@ mod apptainer_pipes_standin;
 mod apptainer_setup_standin;
 mod cache_apptainer;
 mod cache_e2e;
+mod cache_slots;
 mod changed_since_e2e;
 mod ci_examples;
 mod docker_e2e;

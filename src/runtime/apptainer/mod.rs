@@ -29,7 +29,7 @@ use crate::config::units::show_duration;
 use crate::events;
 use crate::record::facts::CaseFacts;
 use crate::record::{Failure, RuntimeName};
-use crate::store::caches::{self, CacheError, Caches, Held};
+use crate::store::caches::{self, CacheError, Caches, For, Held};
 use crate::store::sif::{check_tmp_dir, md5_file, InUse, SifCache};
 use crate::supervise::process::{self, exit_signal};
 use crate::supervise::{Ending, Limits, Target};
@@ -336,7 +336,7 @@ impl SingularityRuntime {
         };
         // The case's caches, locked until it ends.
         let held = match &req.caches {
-            Some(caches) => match self.take_caches(caches, ready, sif).await {
+            Some(caches) => match self.take_caches(caches, ready, sif, req).await {
                 Ok(held) => held,
                 Err(e) => return Execution::before_start(cache_ended(e), req),
             },
@@ -395,6 +395,7 @@ impl SingularityRuntime {
         caches: &Caches,
         ready: &Ready,
         sif: &Path,
+        req: &RunRequest,
     ) -> Result<Held, CacheError> {
         let md5 = match &ready.facts.id {
             Some(md5) => md5.clone(),
@@ -409,7 +410,11 @@ impl SingularityRuntime {
                 })?
             }
         };
-        caches::apptainer::prepare(caches, &ready.image.name, sif, &md5).await
+        let case = For {
+            case: &req.case_name,
+            offline: req.offline,
+        };
+        caches::apptainer::prepare(caches, &ready.image.name, sif, &md5, case).await
     }
 
     /// `BIN ARGS...` with nothing of the host's environment but what Apptainer itself needs to

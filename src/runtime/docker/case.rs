@@ -23,7 +23,7 @@ use crate::events;
 use crate::record::facts::CaseFacts;
 use crate::record::Failure;
 use crate::runtime::{cache_ended, tell, Ended, Execution, Ready, RunRequest};
-use crate::store::caches::{self, docker::Helper, Held};
+use crate::store::caches::{self, owners, For, Held};
 use crate::supervise::{supervise_reading, Ending, Limits, Target};
 
 /// Why a case's container did not run to its end.
@@ -72,12 +72,13 @@ impl DockerRuntime {
         // The case's caches, locked until it ends (`held` lives to the end of this function).
         let held = match &req.caches {
             Some(caches) => {
-                let helper = Helper::new(
-                    self.labels(&format!("cache helper for {image}")),
-                    self.waits.stop_slack,
-                    self.request_timeout,
-                );
-                match caches::docker::prepare(caches, &self.docker, image, &image_id, &helper).await
+                let helper = self.cache_helper(image);
+                let case = For {
+                    case: &req.case_name,
+                    offline: req.offline,
+                };
+                match caches::docker::prepare(caches, &self.docker, image, &image_id, case, &helper)
+                    .await
                 {
                     Ok(held) => held,
                     Err(e) => return Execution::before_start(cache_ended(e), req),
@@ -114,12 +115,28 @@ impl DockerRuntime {
             }
         };
         facts.container = Some(id.chars().take(12).collect());
+        // New volumes, filled as the container was created, are given to the image's user
+        // before it starts.
+        if let Err(e) = owners::settle(&self.docker, &id, &held, self.request_timeout).await {
+            let mut exec = Execution::before_start(cache_ended(e), req);
+            exec.facts = facts;
+            self.remove_later(id);
+            return exec;
+        }
         let mut exec = self.run_container(&id, req).await;
         exec.duration = started.elapsed();
         exec.facts = facts;
         drop(held);
         self.remove_later(id);
         exec
+    }
+
+    /// The helper container that reads an image's files for its caches.
+    pub(super) fn cache_helper(&self, image: &str) -> owners::Helper {
+        owners::Helper {
+            labels: self.labels(&format!("cache helper for {image}")),
+            request_timeout: self.request_timeout,
+        }
     }
 
     /// Why a request failed: a lost daemon says so, since no later case will run either.

@@ -18,6 +18,7 @@ use crate::events;
 use crate::record::facts::{Fetched, ImageFacts};
 use crate::record::Failure;
 use crate::runtime::{Image, PrepareError, Ready};
+use crate::store::caches::owners;
 use crate::store::registry::{
     credentials_for, describe_pull_failure, registry_host, AuthError, PullFailure,
 };
@@ -77,6 +78,12 @@ impl DockerRuntime {
                 what: format!("`{}` was being pulled", image.name),
             })?
             .map_err(|e| PrepareError::Failed(Failure::new(e)))?;
+        if let Some(caches) = &self.caches {
+            // What the image's new cache volumes need, learnt now (ahead of its cases with
+            // --pull-ahead); a failure is said by the first case that needs it.
+            let helper = self.cache_helper(&image.name);
+            let _ = owners::plans(caches, &self.docker, &id, &helper).await;
+        }
         Ok(Ready {
             key: image.name.clone(),
             image: image.clone(),

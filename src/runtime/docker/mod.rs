@@ -35,6 +35,7 @@ use crate::config::knobs::Waits;
 use crate::events;
 use crate::identity::Identity;
 use crate::record::{Failure, RuntimeName};
+use crate::store::caches::Caches;
 use crate::store::registry::HelperRun;
 
 #[derive(Debug, Error)]
@@ -90,6 +91,8 @@ pub struct DockerRuntime {
     before: OnceCell<Option<HashSet<String>>>,
     /// The images this run began to pull, and whether each pull finished.
     pulls: Mutex<HashMap<String, bool>>,
+    /// The run's caches, whose plans for an image are learnt as it is made ready.
+    caches: Option<Arc<Caches>>,
 }
 
 impl DockerRuntime {
@@ -143,6 +146,7 @@ impl DockerRuntime {
             prune: options.prune_images,
             before: OnceCell::new(),
             pulls: Mutex::default(),
+            caches: options.caches.clone(),
         })
     }
 

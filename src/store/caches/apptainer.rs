@@ -18,8 +18,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::homes::Homes;
 use super::lock::{self, last_used, lock_path};
-use super::{names, rfc3339, size_of, CacheError, Caches, Held, IN_USE};
+use super::slots::{self, Want};
+use super::{
+    describe, names, rfc3339, size_of, sorted_paths, CacheError, Caches, For, Held, IN_USE,
+};
 
 /// What `NAME.json` records about a cache folder.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,6 +33,9 @@ pub struct FolderMeta {
     pub sif: PathBuf,
     pub md5: String,
     pub path: String,
+    /// Which replica of the cache it is (0 for folders made before slots).
+    #[serde(default)]
+    pub slot: usize,
     pub created: String,
     /// Every SIF file that used it, as it was when it last did.
     #[serde(default)]
@@ -104,54 +111,78 @@ pub fn root(caches_dir: &Path) -> PathBuf {
     caches_dir.join("apptainer")
 }
 
-/// Takes the caches of the SIF `sif` (md5 `md5`, made for `image`) for one case: locks each and
-/// creates its folder when missing.
+/// Takes the caches of the SIF `sif` (md5 `md5`, made for `image`) for one case: a slot
+/// ([`super::slots`]) of every path, locked; each folder of that slot made when missing.
 pub async fn prepare(
     caches: &Caches,
     image: &str,
     sif: &Path,
     md5: &str,
+    case: For<'_>,
 ) -> Result<Held, CacheError> {
     let root = root(&caches.dir);
-    let mut held = Held::default();
-    let mut paths = caches.paths.clone();
-    paths.sort();
+    let paths = sorted_paths(caches);
+    let homes = Homes::of(&root, &names::folder_set(md5));
+    let want = Want {
+        home: homes.get(case.case),
+        count: caches.slots,
+        only_home: case.offline,
+    };
+    let folder = |path: &str, slot| names::slot_name(&names::folder_name(md5, path), slot);
+    let locks_of = |slot| {
+        paths
+            .iter()
+            .map(|p| lock_path(&root, &folder(p, slot)))
+            .collect()
+    };
+    let sif_name = sif.display().to_string();
+    let what = |slots: &[usize]| describe(&paths, &sif_name, slots);
+    let taken = slots::take(&want, &locks_of, &what, &caches.cancel).await?;
+    let (mut held, slot, waited) = Held::of(taken);
     for path in &paths {
-        let name = names::folder_name(md5, path);
-        let what = format!("`{path}` of `{}` ({name})", sif.display());
-        let (lock, waited) = lock::acquire(&lock_path(&root, &name), &what, &caches.cancel).await?;
-        let folder = root.join(&name);
-        if !folder.is_dir() {
-            create(&root, &name, image, sif, md5, path)?;
+        let name = folder(path, slot);
+        if !root.join(&name).is_dir() {
+            let at = Key {
+                image,
+                sif,
+                md5,
+                path,
+                slot,
+            };
+            create(&root, &name, &at)?;
         } else {
             record_use(&root, &name, sif)?;
         }
         caches.note_used(&name);
-        held.take(lock, waited, &folder.display().to_string(), path);
+        held.mount(&root.join(&name).display().to_string(), path, waited);
     }
+    homes.set(case.case, slot, &caches.cancel).await?;
     Ok(held)
 }
 
-fn create(
-    root: &Path,
-    name: &str,
-    image: &str,
-    sif: &Path,
-    md5: &str,
-    path: &str,
-) -> Result<(), CacheError> {
+/// What a cache folder is for.
+struct Key<'a> {
+    image: &'a str,
+    sif: &'a Path,
+    md5: &'a str,
+    path: &'a str,
+    slot: usize,
+}
+
+fn create(root: &Path, name: &str, at: &Key) -> Result<(), CacheError> {
     let folder = root.join(name);
     let io = |source| CacheError::Folder {
         path: folder.clone(),
         source,
     };
     let meta = FolderMeta {
-        image: image.to_string(),
-        sif: sif.to_path_buf(),
-        md5: md5.to_string(),
-        path: path.to_string(),
+        image: at.image.to_string(),
+        sif: at.sif.to_path_buf(),
+        md5: at.md5.to_string(),
+        path: at.path.to_string(),
+        slot: at.slot,
         created: rfc3339(SystemTime::now()),
-        sifs: SifSeen::of(sif).into_iter().collect(),
+        sifs: SifSeen::of(at.sif).into_iter().collect(),
     };
     write_meta(root, name, &meta).map_err(io)?;
     std::fs::create_dir_all(&folder).map_err(io)
@@ -241,7 +272,9 @@ pub fn list(dir: &Path) -> Result<Vec<FolderCache>, String> {
             meta,
         });
     }
-    found.sort_by(|a, b| (&a.meta.image, &a.meta.path).cmp(&(&b.meta.image, &b.meta.path)));
+    found.sort_by(|a, b| {
+        (&a.meta.image, &a.meta.path, a.meta.slot).cmp(&(&b.meta.image, &b.meta.path, b.meta.slot))
+    });
     Ok(found)
 }
 
@@ -266,7 +299,7 @@ mod tests {
     use super::*;
     use crate::cancel::Cancel;
 
-    fn held(caches: &Caches) -> Held {
+    fn held(caches: &Caches, case: &str) -> Held {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -276,6 +309,10 @@ mod tests {
             "img:1",
             Path::new("/sifs/img.sif"),
             "0123456789abcdef0123456789abcdef",
+            For {
+                case,
+                offline: false,
+            },
         ))
         .unwrap()
     }
@@ -284,8 +321,8 @@ mod tests {
     fn a_folder_per_md5_and_path_is_made_recorded_listed_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let paths = vec!["/root/.keras".to_string(), "/data".to_string()];
-        let caches = Caches::new(dir.path(), paths, Cancel::new()).unwrap();
-        let first = held(&caches);
+        let caches = Caches::new(dir.path(), paths, 1, Cancel::new()).unwrap();
+        let first = held(&caches, "a");
         assert_eq!(first.mounts.len(), 2);
         for (folder, _) in &first.mounts {
             assert!(Path::new(folder).is_dir(), "{folder}");
@@ -306,11 +343,35 @@ mod tests {
         assert!(err.contains("in use"), "{err}");
         drop(first);
         // Reused: the same folders, the file still there.
-        let again = held(&caches);
+        let again = held(&caches, "a");
         assert!(Path::new(&again.mounts[0].0).join("weights").exists());
         drop(again);
         remove(&caches.dir, &data.name).unwrap();
         assert_eq!(list(&caches.dir).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn cases_at_once_take_a_slot_each_and_come_back_to_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = vec!["/root/.keras".to_string(), "/data".to_string()];
+        let caches = Caches::new(dir.path(), paths, 2, Cancel::new()).unwrap();
+        let a = held(&caches, "a");
+        let b = held(&caches, "b");
+        let folders = |h: &Held| h.mounts.iter().map(|m| m.0.clone()).collect::<Vec<_>>();
+        let (slot0, slot1) = (folders(&a), folders(&b));
+        assert!(
+            slot0.iter().all(|f| !slot1.contains(f)),
+            "{slot0:?} {slot1:?}"
+        );
+        assert!(slot1.iter().all(|f| f.ends_with("-s1")), "{slot1:?}");
+        drop((a, b));
+        // Taken the other way round, each case gets its own slot (home) back.
+        let b = held(&caches, "b");
+        let a = held(&caches, "a");
+        assert_eq!((folders(&a), folders(&b)), (slot0, slot1));
+        let listed = list(&caches.dir).unwrap();
+        let slots: Vec<usize> = listed.iter().map(|c| c.meta.slot).collect();
+        assert_eq!(slots, [0, 1, 0, 1], "by image, path and slot");
     }
 
     #[test]

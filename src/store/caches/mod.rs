@@ -7,14 +7,21 @@
 //!   the image's user, and labelled (runner, cache folder, image, image ID, path, created).
 //! - Apptainer ([`apptainer`]): one host folder per (SIF md5, path) under the cache folder,
 //!   bound at the path.
-//! - A case holds its caches' locks ([`lock`]) from before its container starts until it ends,
-//!   so parallel cases of an image and other runners sharing the cache folder take turns.
+//! - Each cache is kept in up to `--test-threads` replicas, its slots ([`slots`]): a case
+//!   takes one slot of its image's caches, its home ([`homes`], where its data is) when free,
+//!   and holds the slot's locks ([`lock`]) from before its container starts until it ends. So
+//!   cases of one image run side by side, each in a replica of its own, and other runners
+//!   sharing the cache folder take the free slots or wait.
 //! - [`command`] is `zoo-runner cache list|prune`.
 
 pub mod apptainer;
 pub mod docker;
+pub mod homes;
 pub mod lock;
 pub mod names;
+pub mod owners;
+pub mod slots;
+pub mod users;
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -22,9 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
-use tokio::sync::OnceCell;
 
 use crate::cancel::Cancel;
+use crate::config::units::show_duration;
 use crate::record::facts::CacheUse;
 use crate::record::Failure;
 
@@ -52,10 +59,10 @@ pub enum CacheError {
     Lock(#[from] crate::store::lock::LockError),
     #[error("interrupted while waiting for the lock of the cache {what}")]
     Interrupted { what: String },
-    /// The run was interrupted while a helper container gave a new volume to the image's user.
-    #[error("interrupted while the cache volume `{volume}` was given to the image's user")]
-    HelperInterrupted { volume: String },
-    /// A Docker volume could not be made ready (shared by the cases that share the volume).
+    /// The run was interrupted while the image's files were read to set its caches up.
+    #[error("interrupted while the caches of image `{image}` were set up for its user")]
+    SetupInterrupted { image: String },
+    /// A Docker volume could not be made ready.
     #[error("{0}")]
     Docker(Failure),
     #[error("cannot write `{}`", .path.display())]
@@ -63,6 +70,16 @@ pub enum CacheError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error(
+        "the record of the caches' slots is locked by {holder} for over {}: `{}`",
+        show_duration(*.limit),
+        .path.display()
+    )]
+    HomesLocked {
+        path: PathBuf,
+        holder: String,
+        limit: Duration,
     },
     #[error("cannot read `{}` to key its caches", .path.display())]
     ReadSif {
@@ -77,16 +94,13 @@ impl CacheError {
     pub fn is_interrupted(&self) -> bool {
         matches!(
             self,
-            CacheError::Interrupted { .. } | CacheError::HelperInterrupted { .. }
+            CacheError::Interrupted { .. } | CacheError::SetupInterrupted { .. }
         )
     }
 }
 
 /// Why `cache prune` keeps a cache a case holds; the caller says "kept".
 pub const IN_USE: &str = "in use by a running case";
-
-/// Whether a Docker volume was made ready in this run, or why it could not be.
-type ReadySlot = Arc<OnceCell<Result<(), Failure>>>;
 
 /// Everything a run knows about caches: where they live, which paths, and what it has set up.
 /// Shared by every case of the run.
@@ -96,26 +110,38 @@ pub struct Caches {
     pub dir: PathBuf,
     /// Container paths, from the spec.
     pub paths: Vec<String>,
+    /// How many slots (replicas) each cache has: as many as cases may run at once.
+    pub slots: usize,
     cancel: Cancel,
-    /// Docker volume -> made ready (created, given to the image's user) during this run.
-    ready: Mutex<HashMap<String, ReadySlot>>,
     /// Names of the caches this run used, for its summary.
     used: Mutex<BTreeSet<String>>,
+    /// Docker: what each image's new volumes need, learnt once per image (by ID).
+    plans: Mutex<HashMap<String, PlansCell>>,
 }
+
+/// The plans of one image's new Docker volumes, once learnt ([`owners::plans`]).
+type PlansCell = Arc<tokio::sync::OnceCell<Arc<owners::Plans>>>;
 
 impl Caches {
     /// Creates the cache folder if needed and resolves it to an absolute path (it names the
     /// Docker volumes, so `./c` and `/abs/c` must agree), and checks that cases can write where
-    /// they will (before any case runs, rather than failing each).
-    pub fn new(dir: &Path, paths: Vec<String>, cancel: Cancel) -> Result<Caches, CacheError> {
+    /// they will (before any case runs, rather than failing each). `slots`: how many cases may
+    /// run at once (at least one).
+    pub fn new(
+        dir: &Path,
+        paths: Vec<String>,
+        slots: usize,
+        cancel: Cancel,
+    ) -> Result<Caches, CacheError> {
         let dir = prepare_dir(dir)?;
         check_writable(&dir)?;
         Ok(Caches {
             dir,
             paths,
+            slots: slots.max(1),
             cancel,
-            ready: Mutex::default(),
             used: Mutex::default(),
+            plans: Mutex::default(),
         })
     }
 
@@ -131,35 +157,45 @@ impl Caches {
             .insert(name.to_string());
     }
 
+    fn plans_cell(&self, image_id: &str) -> PlansCell {
+        self.plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(image_id.to_string())
+            .or_default()
+            .clone()
+    }
+
     /// How many caches the run used.
     pub fn used_count(&self) -> usize {
         self.used.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
-
-    fn ready_slot(&self, name: &str) -> ReadySlot {
-        self.ready
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(name.to_string())
-            .or_default()
-            .clone()
-    }
 }
 
-/// What a case holds while it runs: its mounts (source, container path) and the locks that keep
-/// other cases out of those caches until it is dropped.
+/// What a case holds while it runs: its mounts (source, container path) and the locks of its
+/// slot, that keep other cases out of those replicas until it is dropped.
 #[derive(Debug, Default)]
 pub struct Held {
     /// (Docker volume name or host folder, container path).
     pub mounts: Vec<(String, String)>,
-    /// The caches held, with how long each lock was waited for: the case's facts.
+    /// The caches held, with how long the slot was waited for: the case's facts.
     pub uses: Vec<CacheUse>,
+    /// Docker: the volumes still to be made ready in the case's container.
+    fresh: Vec<owners::Fresh>,
     _locks: Vec<lock::CacheLock>,
 }
 
 impl Held {
-    fn take(&mut self, lock: lock::CacheLock, waited: Duration, source: &str, path: &str) {
-        self._locks.push(lock);
+    /// Holds a taken slot; its replicas are added with [`Held::mount`].
+    fn of(taken: slots::Taken) -> (Held, usize, Duration) {
+        let held = Held {
+            _locks: taken.locks,
+            ..Held::default()
+        };
+        (held, taken.slot, taken.waited)
+    }
+
+    fn mount(&mut self, source: &str, path: &str, waited: Duration) {
         self.mounts.push((source.to_string(), path.to_string()));
         self.uses.push(CacheUse {
             source: source.to_string(),
@@ -167,6 +203,33 @@ impl Held {
             waited,
         });
     }
+}
+
+/// Who a case is, as its caches need to know: its name (the key of its home slot) and whether
+/// the run is offline (then only its home will do).
+#[derive(Debug, Clone, Copy)]
+pub struct For<'a> {
+    pub case: &'a str,
+    pub offline: bool,
+}
+
+/// The paths of the spec's caches, sorted (every case takes a slot's locks in this order), and
+/// how they are named in messages (`/a`, `/b` of IMAGE).
+fn sorted_paths(caches: &Caches) -> Vec<String> {
+    let mut paths = caches.paths.clone();
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Names the caches of `image` at `paths` in the slots `slots`, for a waiting message.
+fn describe(paths: &[String], image: &str, slots: &[usize]) -> String {
+    let paths: Vec<String> = paths.iter().map(|p| format!("`{p}`")).collect();
+    let slots = match slots {
+        [one] => format!("slot {one}"),
+        all => format!("all {} slots in use", all.len()),
+    };
+    format!("{} of `{image}` ({slots})", paths.join(", "))
 }
 
 /// `$XDG_CACHE_HOME/zoo-runner/caches`, else `$HOME/.cache/zoo-runner/caches`.

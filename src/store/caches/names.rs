@@ -65,6 +65,30 @@ pub fn volume_name(dir: &str, image_id: &str, path: &str) -> String {
     )
 }
 
+/// The replica `slot` of the cache named `name`: slot 0 is the name itself (the one replica a
+/// cache had before it had slots, so older caches are slot 0), slot N is `NAME-sN`.
+pub fn slot_name(name: &str, slot: usize) -> String {
+    match slot {
+        0 => name.to_string(),
+        n => format!("{name}-s{n}"),
+    }
+}
+
+/// The caches of one image in the cache folder `dir`, all paths and slots together: names the
+/// record of which slot each model last used.
+pub fn volume_set(dir: &str, image_id: &str) -> String {
+    let hash = digest(&[dir, image_id]);
+    format!("{VOLUME_PREFIX}{}-{}", short_id(image_id), &hash[..8])
+}
+
+/// The caches of one SIF (by its md5), all paths and slots together.
+pub fn folder_set(md5: &str) -> String {
+    md5.chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
 /// The Apptainer folder of `path` for the SIF whose md5 is `md5` (a name inside the folder of
 /// Apptainer caches).
 pub fn folder_name(md5: &str, path: &str) -> String {
@@ -118,6 +142,19 @@ mod tests {
             assert!(is_docker_volume_name(&folder), "{path}: {folder}");
         }
         assert_eq!(slug("/home/antspyuser/.keras"), "home_antspyuser_.keras");
+    }
+
+    #[test]
+    fn slots_add_a_suffix_after_the_first_and_sets_are_keyed_by_image() {
+        let name = volume_name("/c", "sha256:abc", "/root/.keras");
+        assert_eq!(slot_name(&name, 0), name);
+        assert_eq!(slot_name(&name, 3), format!("{name}-s3"));
+        assert!(is_docker_volume_name(&slot_name(&name, 12)));
+        let set = volume_set("/c", "sha256:abc");
+        assert!(set.starts_with("zoo-cache-abc-"), "{set}");
+        assert_ne!(set, volume_set("/d", "sha256:abc"));
+        assert_ne!(set, volume_set("/c", "sha256:abd"));
+        assert_eq!(folder_set("ABC-def"), "abcdef");
     }
 
     #[test]

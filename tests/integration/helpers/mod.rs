@@ -5,6 +5,7 @@ pub mod daemon;
 pub mod daemon_proxy;
 pub mod http;
 pub mod keras;
+pub mod minimal;
 pub mod mounts;
 pub mod normalise;
 pub mod registry;
