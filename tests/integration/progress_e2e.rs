@@ -5,6 +5,8 @@
 use crate::helpers::*;
 
 const SPEC: &str = "fixtures/spec.toml";
+/// The fixture image whose 3 cases the durations below give times to.
+const PY3: &str = "local/kipoi-fixture:py3";
 
 /// Earlier times of the fixture zoo: tiny_fail_raise slowest, tiny_linear fastest.
 fn durations(dir: &std::path::Path) -> String {
@@ -34,7 +36,10 @@ fn a_ci_log_gets_progress_lines_and_durations_order_the_slowest_first() {
     let dir = tempfile::tempdir().unwrap();
     let durations = durations(dir.path());
     let every = [("ZOO_RUNNER_PROGRESS_EVERY", "1ms")];
-    let (run, _) = run_reported(&["--spec", SPEC, "--durations", &durations], &every);
+    let (run, _) = run_reported(
+        &["--spec", SPEC, "--image", PY3, "--durations", &durations],
+        &every,
+    );
     assert_eq!(run.code, 101, "{}", run.all());
     let order: Vec<&str> = run
         .stdout
@@ -68,7 +73,10 @@ fn a_ci_log_gets_progress_lines_and_durations_order_the_slowest_first() {
     assert!(!run.stdout.contains("progress"), "{}", run.stdout);
 
     // Plain output asked for: no progress lines.
-    let (run, _) = run_reported(&["--spec", SPEC, "--format", "json"], &every);
+    let (run, _) = run_reported(
+        &["--spec", SPEC, "--image", PY3, "--format", "json"],
+        &every,
+    );
     assert_eq!(run.code, 101, "{}", run.all());
     assert!(!run.stderr.contains("progress"), "{}", run.all());
 }

@@ -8,6 +8,8 @@ use std::path::Path;
 use crate::helpers::*;
 
 const SPEC: &str = "fixtures/spec.toml";
+/// The fixture image of the reports below: 3 cases, one passes, two fail.
+const PY3: &str = "local/kipoi-fixture:py3";
 
 /// A report as the runner writes one: `(model, junit status element or "")` in one suite of
 /// the fixture image.
@@ -40,7 +42,10 @@ fn listed(run: &Run) -> Vec<String> {
 fn what_failed_runs_again_with_retries_and_partitions() {
     let _daemon = daemon::shared();
     require_fixture_image();
-    let (first, report) = run_reported(&["--spec", SPEC, "--test-threads", "3"], &[]);
+    let (first, report) = run_reported(
+        &["--spec", SPEC, "--image", PY3, "--test-threads", "3"],
+        &[],
+    );
     assert_eq!(first.code, 101, "{}", first.all());
     let dir = tempfile::tempdir().unwrap();
     // A folder, as a CI artifact download gives it.
@@ -49,7 +54,15 @@ fn what_failed_runs_again_with_retries_and_partitions() {
     std::fs::copy(report.path(), artifact.join("junit.xml")).unwrap();
     let folder = dir.path().join("artifact").display().to_string();
 
-    let list = runner(&["--spec", SPEC, "--rerun-failed", &folder, "--list"]);
+    let list = runner(&[
+        "--spec",
+        SPEC,
+        "--image",
+        PY3,
+        "--rerun-failed",
+        &folder,
+        "--list",
+    ]);
     assert_eq!(list.code, 0, "{}", list.all());
     assert_eq!(
         listed(&list),
@@ -70,6 +83,8 @@ fn what_failed_runs_again_with_retries_and_partitions() {
         let run = runner(&[
             "--spec",
             SPEC,
+            "--image",
+            PY3,
             "--rerun-failed",
             &folder,
             "--partition",
@@ -85,7 +100,16 @@ fn what_failed_runs_again_with_retries_and_partitions() {
 
     // For real, with --retries: only the two failures run, twice each.
     let (again, second) = run_reported(
-        &["--spec", SPEC, "--rerun-failed", &folder, "--retries", "1"],
+        &[
+            "--spec",
+            SPEC,
+            "--image",
+            PY3,
+            "--rerun-failed",
+            &folder,
+            "--retries",
+            "1",
+        ],
         &[],
     );
     assert_eq!(again.code, 101, "{}", again.all());
@@ -197,6 +221,8 @@ fn a_shard_the_partition_left_empty_passes_with_require_tests() {
     let args = [
         "--spec",
         SPEC,
+        "--image",
+        PY3,
         "--partition",
         "count:auto",
         "--require-tests",
@@ -217,6 +243,8 @@ fn a_shard_the_partition_left_empty_passes_with_require_tests() {
         &[
             "--spec",
             SPEC,
+            "--image",
+            PY3,
             "--model",
             "tiny_linear",
             "--skip",

@@ -22,6 +22,9 @@ use crate::helpers::*;
 /// Upper bound for the jobs to end, so that a broken cluster fails the test instead of hanging
 /// it. Not a speed check: they take a minute or so.
 const PATIENCE: Duration = Duration::from_secs(900);
+/// The fixture image whose 3 cases the array runs (one passes, two fail).
+const PY3: &str = "local/kipoi-fixture:py3";
+
 /// fixtures/slurm.sh's exit code for "Slurm cannot start on this machine".
 const CANNOT_START: i32 = 77;
 
@@ -201,6 +204,8 @@ fn array_script(dir: &Path, shards: u64) -> PathBuf {
         &shards,
         "--spec",
         "fixtures/spec.toml",
+        "--image",
+        PY3,
         "--runtime",
         "singularity",
         "--",
@@ -277,6 +282,8 @@ fn the_fixture_zoo_as_a_slurm_array_merges_into_one_plain_run_even_when_tasks_fa
         &[
             "--spec",
             "fixtures/spec.toml",
+            "--image",
+            PY3,
             "--runtime",
             "singularity",
             "--singularity-bin",
