@@ -127,7 +127,28 @@ fn busy(dir: &Path, label: &str, kind: Kind) -> Busy {
     if !lock_path.exists() {
         return Busy::Idle;
     }
-    let _held = match lock::try_acquire(&lock_path) {
+    // A lock held for a moment is not a fetch: another `sif list` probing the same name, or a
+    // child process of a runner between its fork and its exec (it shares the parent's open
+    // files until exec closes them). So a name counts as busy only when it stays held.
+    let mut busy = Busy::Idle;
+    for attempt in 0..PROBES {
+        if attempt > 0 {
+            std::thread::sleep(PROBE_PAUSE);
+        }
+        busy = probe(dir, label, kind, &lock_path);
+        if busy == Busy::Idle {
+            break;
+        }
+    }
+    busy
+}
+
+/// How many times a held name is looked at, and the pause between looks.
+const PROBES: u32 = 3;
+const PROBE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+fn probe(dir: &Path, label: &str, kind: Kind, lock_path: &Path) -> Busy {
+    let _held = match lock::try_acquire(lock_path) {
         Ok(Some(held)) => held,
         Ok(None) => return Busy::Fetching,
         Err(_) => return Busy::Idle,
@@ -141,6 +162,21 @@ fn busy(dir: &Path, label: &str, kind: Kind) -> Busy {
 /// Removes an entry unless a runner is fetching its name or using it: `Ok(Some(why))` says
 /// why it was kept.
 pub fn remove(dir: &Path, entry: &Entry) -> Result<Option<&'static str>, SifError> {
+    // As in `busy`: kept only when it stays held.
+    let mut kept = None;
+    for attempt in 0..PROBES {
+        if attempt > 0 {
+            std::thread::sleep(PROBE_PAUSE);
+        }
+        kept = remove_once(dir, entry)?;
+        if kept.is_none() {
+            break;
+        }
+    }
+    Ok(kept)
+}
+
+fn remove_once(dir: &Path, entry: &Entry) -> Result<Option<&'static str>, SifError> {
     // A name no runner ever locked gets no lock file just for this, but for a SIF, whose
     // removal must not cross a fetch that starts meanwhile.
     let lock_path = dir.join(format!("{}.lock", entry.label));
@@ -237,7 +273,14 @@ mod tests {
             ]
         );
         let entries = list(d).unwrap();
-        assert!(entries.iter().all(|e| e.busy == Busy::Idle));
+        assert!(
+            entries.iter().all(|e| e.busy == Busy::Idle),
+            "{:?}",
+            entries
+                .iter()
+                .map(|e| (&e.file, e.busy))
+                .collect::<Vec<_>>()
+        );
         for entry in &entries {
             assert_eq!(remove(d, entry).unwrap(), None, "{}", entry.file);
         }
