@@ -9,8 +9,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::helpers::standin::{pid_in, still_running, KillOnDrop};
 use crate::helpers::*;
-use md5::{Digest, Md5};
 
 /// Bound for the run, so a hang fails the test instead of blocking it. Not a speed check.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -32,45 +32,6 @@ fn standin(dir: &Path, pidfile: &Path) -> PathBuf {
     script
 }
 
-/// The stand-in's pid, once it has left its group.
-fn pid_in(pidfile: &Path) -> Option<i32> {
-    std::fs::read_to_string(pidfile)
-        .ok()
-        .and_then(|t| t.trim().parse().ok())
-}
-
-/// Kills the stand-in when the test ends, whatever happened.
-struct KillOnDrop<'a>(&'a Path);
-
-impl Drop for KillOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(pid) = pid_in(self.0) {
-            // SAFETY: kill(2) on the pid the stand-in wrote: the perl this test started.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// Whether `pid` still runs (a zombie does not), once a SIGKILL sent to it has had up to 10 s
-/// to land (a bound for a signal on a loaded machine, not a speed check).
-fn still_running(pid: i32) -> bool {
-    let runs = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-    };
-    let asked = Instant::now();
-    while runs() {
-        if asked.elapsed() > Duration::from_secs(10) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 #[test]
 fn a_process_out_of_reach_of_sigkill_is_given_up_on_and_the_run_ends() {
     let _daemon = daemon::shared();
@@ -78,20 +39,7 @@ fn a_process_out_of_reach_of_sigkill_is_given_up_on_and_the_run_ends() {
     let pidfile = dir.path().join("standin.pid");
     let _cleanup = KillOnDrop(&pidfile);
     let script = standin(dir.path(), &pidfile);
-    let image = dir.path().join("tiny.sif");
-    std::fs::write(&image, b"not a real image: the stand-in never reads it").unwrap();
-    let md5: String = Md5::digest(std::fs::read(&image).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let cat = dir.path().join("catalog");
-    write_catalog(
-        &cat,
-        &[("tiny_linear", FIXTURE_IMAGE)],
-        Some(&format!(
-            r#"{{"tiny_linear": {{"url": "file:../tiny.sif", "name": "tiny", "md5": "{md5}"}}}}"#
-        )),
-    );
+    let cat = standin::catalog_with_fake_sif(dir.path(), &["tiny_linear"]);
     let (mut process, report) = spawn_reported(
         &[
             "--spec",

@@ -9,8 +9,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use crate::helpers::standin::KillOnDrop;
 use crate::helpers::*;
-use md5::{Digest, Md5};
 
 /// Bound for the run, so a hang fails the test instead of blocking it. Not a speed check.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -32,23 +32,6 @@ fn standin(dir: &Path, pidfile: &Path) -> std::path::PathBuf {
     script
 }
 
-/// Kills the grandchild when the test ends, whatever happened.
-struct KillOnDrop<'a>(&'a Path);
-
-impl Drop for KillOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(self.0)
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-        {
-            // SAFETY: kill(2) on the pid the stand-in wrote: the sleep this test started.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
 #[test]
 fn a_grandchild_holding_the_pipes_does_not_hang_the_case() {
     let _daemon = daemon::shared();
@@ -56,20 +39,7 @@ fn a_grandchild_holding_the_pipes_does_not_hang_the_case() {
     let pidfile = dir.path().join("grandchild.pid");
     let _cleanup = KillOnDrop(&pidfile);
     let script = standin(dir.path(), &pidfile);
-    let image = dir.path().join("tiny.sif");
-    std::fs::write(&image, b"not a real image: the stand-in never reads it").unwrap();
-    let md5: String = Md5::digest(std::fs::read(&image).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let cat = dir.path().join("catalog");
-    write_catalog(
-        &cat,
-        &[("tiny_linear", FIXTURE_IMAGE)],
-        Some(&format!(
-            r#"{{"tiny_linear": {{"url": "file:../tiny.sif", "name": "tiny", "md5": "{md5}"}}}}"#
-        )),
-    );
+    let cat = standin::catalog_with_fake_sif(dir.path(), &["tiny_linear"]);
     let (mut process, report) = spawn_reported(
         &[
             "--spec",

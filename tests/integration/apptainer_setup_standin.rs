@@ -10,7 +10,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
-use md5::{Digest, Md5};
 
 /// Bound for a run, so a hang fails the test instead of blocking it. Not a speed check.
 const PATIENCE: Duration = Duration::from_secs(120);
@@ -39,25 +38,7 @@ fn standin(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 /// A catalog of two fixture models whose SIF is a small local file.
 fn catalog(dir: &Path) -> PathBuf {
-    let image = dir.join("tiny.sif");
-    std::fs::write(&image, b"not a real image: no stand-in reads it").unwrap();
-    let md5: String = Md5::digest(std::fs::read(&image).unwrap())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let cat = dir.join("catalog");
-    let entry = format!(r#"{{"url": "file:../tiny.sif", "name": "tiny", "md5": "{md5}"}}"#);
-    write_catalog(
-        &cat,
-        &[
-            ("tiny_linear", FIXTURE_IMAGE),
-            ("tiny_fail_raise", FIXTURE_IMAGE),
-        ],
-        Some(&format!(
-            r#"{{"tiny_linear": {entry}, "tiny_fail_raise": {entry}}}"#
-        )),
-    );
-    cat
+    standin::catalog_with_fake_sif(dir, &["tiny_linear", "tiny_fail_raise"])
 }
 
 fn args(cat: &Path, sif_dir: &Path, bin: Option<&Path>) -> Vec<String> {
@@ -82,25 +63,6 @@ fn args(cat: &Path, sif_dir: &Path, bin: Option<&Path>) -> Vec<String> {
 
 fn strs(args: &[String]) -> Vec<&str> {
     args.iter().map(String::as_str).collect()
-}
-
-/// True while the process runs (gone, or a zombie nobody reaped yet, does not), once a SIGKILL
-/// sent to it has had up to 10 s to land: a bound for a signal on a loaded machine, not a speed
-/// check.
-fn running(pid: &str) -> bool {
-    let runs = || {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-    };
-    let asked = Instant::now();
-    while runs() {
-        if asked.elapsed() > Duration::from_secs(10) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 #[test]
@@ -212,11 +174,10 @@ fn a_version_probe_that_hangs_ends_with_the_run_on_sigterm() {
     }
     let run = finish(process);
     assert_eq!(run.code, 143, "{}", run.all());
-    let pid = std::fs::read_to_string(&pidfile).unwrap();
+    let pid = standin::pid_in(&pidfile).expect("the probe's child wrote its pid");
     assert!(
-        !running(pid.trim()),
-        "the probe's child {} was stopped with its group",
-        pid.trim()
+        !standin::still_running(pid),
+        "the probe's child {pid} was stopped with its group"
     );
     let doc = report.doc();
     let skipped = elements(&doc, "skipped");

@@ -499,10 +499,7 @@ fn hanging_helper() -> tempfile::TempDir {
 
 /// True while the process whose pid is in `file` runs (a zombie does not).
 fn still_running(file: &Path) -> bool {
-    let pid = std::fs::read_to_string(file).unwrap_or_default();
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    stat.rsplit_once(") ")
-        .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    standin::pid_in(file).is_some_and(standin::still_running)
 }
 
 #[test]

@@ -9,6 +9,7 @@ pub mod minimal;
 pub mod mounts;
 pub mod normalise;
 pub mod registry;
+pub mod standin;
 pub mod zoo;
 
 use std::cell::OnceCell;
