@@ -22,6 +22,7 @@ use crate::report::junit::{names, Flavor, ReportTarget};
 use crate::report::{summary, Reporter};
 use crate::run::dispatcher::{Available, Dispatcher, Settings};
 use crate::run::predictions;
+use crate::run::verdict::signal_name;
 use crate::run::versions::Versions;
 use crate::runtime::{self, SetupError};
 use crate::select::changed_since::{self, GitRun};
@@ -352,7 +353,7 @@ impl Run<'_> {
             rt.block_on(runtime.finish());
             lost = lost.or(runtime.lost());
         }
-        notes.interrupted = self.cancel.signal().map(signal_name);
+        notes.interrupted = self.cancel.signal().map(|s| signal_name(i64::from(s)));
         let failed = records.iter().any(|r| r.outcome().is_bad())
             || self.reporter.display().tally().failed > 0;
         let verdict = if let Some(signal) = self.cancel.signal() {
@@ -632,16 +633,6 @@ fn why_nothing(config: &RunConfig, cases: &[Case]) -> String {
             "the filter `{filter}` matched none of the {} planned cases (`--list` shows them)",
             cases.len()
         )
-    }
-}
-
-/// `SIGINT`, for the summary.
-fn signal_name(signal: i32) -> String {
-    match signal {
-        libc::SIGINT => "SIGINT".to_string(),
-        libc::SIGTERM => "SIGTERM".to_string(),
-        libc::SIGHUP => "SIGHUP".to_string(),
-        other => format!("signal {other}"),
     }
 }
 

@@ -106,26 +106,6 @@ fn tell(case: &str, timeout: Duration) -> impl FnMut(Notice) + '_ {
     }
 }
 
-/// The name of a signal number, for messages.
-pub fn signal_name(signal: i64) -> String {
-    let name = match signal {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        11 => "SIGSEGV",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        _ => return format!("signal {signal}"),
-    };
-    name.to_string()
-}
-
 // ---------------------------------------------------------------------------------------------
 // The interface every runtime implements.
 
