@@ -133,22 +133,13 @@ pub fn acquire_blocking(
     waiting: impl FnOnce(Holder),
 ) -> Result<Waited, LockError> {
     let mut file = open(path)?;
-    let started = Instant::now();
-    let mut waiting = Some(waiting);
+    let mut tries = Tries::new(path, limit, waiting);
     loop {
-        let Some(holder) = try_once(&mut file, path)? else {
-            return Ok(Waited::Taken(FileLock { _file: file }, started.elapsed()));
-        };
-        if stop() {
-            return Ok(Waited::Stopped);
+        match tries.once(&mut file, stop)? {
+            Try::Taken => return Ok(Waited::Taken(FileLock { _file: file }, tries.waited())),
+            Try::Ended(waited) => return Ok(waited),
+            Try::Again => std::thread::sleep(POLL),
         }
-        if limit.is_some_and(|limit| started.elapsed() >= limit) {
-            return Ok(Waited::TimedOut(holder));
-        }
-        if let Some(tell) = waiting.take() {
-            tell(holder);
-        }
-        std::thread::sleep(POLL);
     }
 }
 
@@ -160,22 +151,61 @@ pub async fn acquire(
     waiting: impl FnOnce(Holder),
 ) -> Result<Waited, LockError> {
     let mut file = open(path)?;
-    let started = Instant::now();
-    let mut waiting = Some(waiting);
+    let mut tries = Tries::new(path, limit, waiting);
     loop {
-        let Some(holder) = try_once(&mut file, path)? else {
-            return Ok(Waited::Taken(FileLock { _file: file }, started.elapsed()));
+        match tries.once(&mut file, stop)? {
+            Try::Taken => return Ok(Waited::Taken(FileLock { _file: file }, tries.waited())),
+            Try::Ended(waited) => return Ok(waited),
+            Try::Again => tokio::time::sleep(POLL).await,
+        }
+    }
+}
+
+/// How one try of a wait went.
+enum Try {
+    Taken,
+    /// Stopped or timed out.
+    Ended(Waited),
+    /// Held: try again after a pause.
+    Again,
+}
+
+/// The tries of one wait for a lock, apart from how the caller pauses between them.
+struct Tries<'a, W: FnOnce(Holder)> {
+    path: &'a Path,
+    started: Instant,
+    limit: Option<Duration>,
+    waiting: Option<W>,
+}
+
+impl<'a, W: FnOnce(Holder)> Tries<'a, W> {
+    fn new(path: &'a Path, limit: Option<Duration>, waiting: W) -> Self {
+        Tries {
+            path,
+            started: Instant::now(),
+            limit,
+            waiting: Some(waiting),
+        }
+    }
+
+    fn waited(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn once(&mut self, file: &mut File, stop: &dyn Fn() -> bool) -> Result<Try, LockError> {
+        let Some(holder) = try_once(file, self.path)? else {
+            return Ok(Try::Taken);
         };
         if stop() {
-            return Ok(Waited::Stopped);
+            return Ok(Try::Ended(Waited::Stopped));
         }
-        if limit.is_some_and(|limit| started.elapsed() >= limit) {
-            return Ok(Waited::TimedOut(holder));
+        if self.limit.is_some_and(|limit| self.waited() >= limit) {
+            return Ok(Try::Ended(Waited::TimedOut(holder)));
         }
-        if let Some(tell) = waiting.take() {
+        if let Some(tell) = self.waiting.take() {
             tell(holder);
         }
-        tokio::time::sleep(POLL).await;
+        Ok(Try::Again)
     }
 }
 
