@@ -14,6 +14,8 @@ use crate::config::units::show_size;
 use crate::runtime::docker::{docker_host, DockerError};
 use crate::store::caches::{apptainer, docker, homes, names, rfc3339};
 
+use super::table;
+
 /// Exit code when the Docker daemon cannot be reached (as for a run).
 const EXIT_DOCKER: u8 = 3;
 
@@ -175,26 +177,8 @@ fn print_rows(dir: &Path, rows: &[Row]) {
         "LAST USED",
         "CACHE",
     ];
-    let mut widths = head.map(str::len);
-    for row in &table {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; 8]| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out
-    };
-    println!("{}", line(head));
-    for row in &table {
-        println!("{}", line(row.each_ref().map(String::as_str)));
+    for line in table::aligned(head, &table) {
+        println!("{line}");
     }
     println!("{}", total_line(dir, rows));
 }

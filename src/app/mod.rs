@@ -8,6 +8,7 @@ pub mod merge;
 pub mod run;
 pub mod sbatch;
 pub mod sifs;
+mod table;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -18,6 +18,8 @@ use crate::store::caches::rfc3339;
 use crate::store::sif::listing::{self, Busy, Entry, Kind};
 use crate::store::sif::SifCache;
 
+use super::table;
+
 fn kind_words(kind: Kind) -> &'static str {
     match kind {
         Kind::Sif { built: false } => "SIF from the catalog",
@@ -45,7 +47,6 @@ pub fn list(dir: &Path) -> anyhow::Result<ExitCode> {
         println!("no SIFs in {}", dir.display());
         return Ok(ExitCode::SUCCESS);
     }
-    let head = ["FILE", "KIND", "SIZE", "LAST USED", "STATE"].map(String::from);
     let rows: Vec<[String; 5]> = entries
         .iter()
         .map(|e| {
@@ -58,26 +59,8 @@ pub fn list(dir: &Path) -> anyhow::Result<ExitCode> {
             ]
         })
         .collect();
-    let mut widths = head.clone().map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[String; 5]| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        out
-    };
-    println!("{}", line(&head));
-    for row in &rows {
-        println!("{}", line(row));
+    for line in table::aligned(["FILE", "KIND", "SIZE", "LAST USED", "STATE"], &rows) {
+        println!("{line}");
     }
     let sifs: Vec<&Entry> = entries
         .iter()
