@@ -606,22 +606,10 @@ mod tests {
     }
 
     fn case(model: &str, image: &str, command: &[&str]) -> Case {
-        Case {
-            name: format!("docker::{model}"),
-            model: model.into(),
-            runtime: DOCKER,
-            image: image.into(),
-            sif: None,
-            plan: crate::config::spec::CasePlan {
-                command: command.iter().map(|w| w.to_string()).collect(),
-                workdir: None,
-                timeout: Duration::from_secs(60),
-                memory: None,
-                skip: None,
-                expect_failure: None,
-                predictions: None,
-            },
-        }
+        let mut case = Case::for_test(model, image);
+        case.plan.command = command.iter().map(|w| w.to_string()).collect();
+        case.plan.timeout = Duration::from_secs(60);
+        case
     }
 
     fn settings() -> Settings {

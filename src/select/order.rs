@@ -36,25 +36,9 @@ pub fn slowest_first(cases: &mut [Case], durations: &Durations) {
 mod tests {
     use super::*;
     use std::path::PathBuf;
-    use std::time::Duration;
 
     fn case(model: &str, image: &str) -> Case {
-        Case {
-            name: format!("docker::{model}"),
-            model: model.into(),
-            runtime: crate::record::RuntimeName::new("docker"),
-            image: image.into(),
-            sif: None,
-            plan: crate::config::spec::CasePlan {
-                command: vec!["x".into()],
-                workdir: None,
-                timeout: Duration::from_secs(1),
-                memory: None,
-                skip: None,
-                expect_failure: None,
-                predictions: None,
-            },
-        }
+        Case::for_test(model, image)
     }
 
     #[test]

@@ -49,6 +49,29 @@ pub struct Case {
     pub plan: CasePlan,
 }
 
+#[cfg(test)]
+impl Case {
+    /// A Docker case of `model` on `image` for unit tests: command `x`, a 1 s timeout.
+    pub fn for_test(model: &str, image: &str) -> Case {
+        Case {
+            name: format!("docker::{model}"),
+            model: model.into(),
+            runtime: RuntimeName::new("docker"),
+            image: image.into(),
+            sif: None,
+            plan: CasePlan {
+                command: vec!["x".into()],
+                workdir: None,
+                timeout: std::time::Duration::from_secs(1),
+                memory: None,
+                skip: None,
+                expect_failure: None,
+                predictions: None,
+            },
+        }
+    }
+}
+
 /// A selection the catalog cannot satisfy, found before anything runs.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PlanError {

@@ -143,25 +143,9 @@ impl Rerun {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn case(model: &str) -> Case {
-        Case {
-            name: format!("docker::{model}"),
-            model: model.into(),
-            runtime: crate::record::RuntimeName::new("docker"),
-            image: "img:1".into(),
-            sif: None,
-            plan: crate::config::spec::CasePlan {
-                command: vec!["x".into()],
-                workdir: None,
-                timeout: Duration::from_secs(1),
-                memory: None,
-                skip: None,
-                expect_failure: None,
-                predictions: None,
-            },
-        }
+        Case::for_test(model, "img:1")
     }
 
     fn names(cases: &[Case]) -> Vec<&str> {
