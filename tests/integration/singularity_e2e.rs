@@ -131,7 +131,7 @@ fn real_apptainer_runs_the_fixture_models_from_a_verified_download() {
     assert_eq!(run.code, 101, "{}", run.all());
     let text = std::fs::read_to_string(&summary).unwrap();
     assert!(
-        text.contains("pulls took") && text.contains("not counted in the case times"),
+        text.contains("\nSIF downloads took") && text.contains("not counted in the case times"),
         "the summary's pull column counts the SIF download:\n{text}"
     );
     assert_status(run, "singularity::tiny_linear", "ok");

@@ -258,7 +258,8 @@ pub fn render(suites: &[Suite], notes: &Notes) -> String {
     if total.pull_ms > 0 || total.pulled_bytes > 0 {
         let _ = writeln!(
             head,
-            "Image pulls took {} ({}), not counted in the case times.\n",
+            "{} took {} ({}), not counted in the case times.\n",
+            fetches_words(&groups),
             show_ms(total.pull_ms),
             crate::config::units::show_size(total.pulled_bytes)
         );
@@ -403,6 +404,20 @@ fn could_not_fetch(all: &[(&str, &Case)]) -> String {
         if n == 1 { "it is" } else { "they are" },
         if n == 1 { "it" } else { "them" },
     )
+}
+
+/// What the pull time was spent on: Docker images pulled, SIF files downloaded, or both. A
+/// suite's name starts with its runtime (`singularity:…`).
+fn fetches_words(groups: &[Group]) -> &'static str {
+    let fetched = |g: &&Group| g.counts.pull_ms > 0 || g.counts.pulled_bytes > 0;
+    let sif = |g: &&Group| g.name.starts_with("singularity:");
+    let sifs = groups.iter().filter(fetched).any(|g| sif(&g));
+    let images = groups.iter().filter(fetched).any(|g| !sif(&g));
+    match (images, sifs) {
+        (false, true) => "SIF downloads",
+        (true, true) => "Image pulls and SIF downloads",
+        _ => "Image pulls",
+    }
 }
 
 fn table_row(name: &str, c: &Counts) -> String {
@@ -639,6 +654,28 @@ mod tests {
             vec![case("c", Outcome::Passed, false, 10, "")],
         )]));
         assert!(!none.contains("Image pulls took"), "{none}");
+    }
+
+    #[test]
+    fn the_pull_line_names_what_was_fetched_images_sifs_or_both() {
+        let fetched = |name: &str| {
+            let mut suite = report(vec![(
+                name,
+                vec![case("a", Outcome::Passed, false, 10, "")],
+            )]);
+            suite[0].properties = vec![
+                ("pull-seconds".into(), "2.0".into()),
+                ("pulled-bytes".into(), "1024".into()),
+            ];
+            suite.remove(0)
+        };
+        let sif = md(&[fetched("singularity:kipoi-fixture.sif")]);
+        assert!(sif.contains("\nSIF downloads took 2s (1.0 KiB)"), "{sif}");
+        let both = md(&[fetched("docker:img:1"), fetched("singularity:x.sif")]);
+        assert!(
+            both.contains("\nImage pulls and SIF downloads took 4s (2.0 KiB)"),
+            "{both}"
+        );
     }
 
     #[test]
