@@ -14,6 +14,7 @@ fn a_cache_is_kept_across_runs_and_across_repulls_of_one_image_id() {
     let zoo = KerasZoo::new();
     let tag = format!("local/keras-fixture:repull-{}", std::process::id());
     derived_image(KERAS_V1, &tag);
+    let _image = RemoveOnDrop(tag.clone());
     let path = zoo.serve(1, "brain");
     let spec = zoo.spec("s", &[("brain", &tag)], "");
 
@@ -62,7 +63,6 @@ fn a_cache_is_kept_across_runs_and_across_repulls_of_one_image_id() {
     settings.add_filter(r"\b\d+(?:\.\d+)? KiB\b", "[N] KiB");
     settings.add_filter(r" {2,}", "  ");
     settings.bind(|| insta::assert_snapshot!("cache_list", list.stdout));
-    remove_image(&tag);
 }
 
 /// Runs the docker CLI, failing the test when it fails.
@@ -273,6 +273,7 @@ fn prune_removes_the_caches_of_images_the_daemon_no_longer_has() {
     zoo.serve(1, "brain");
     let gone = format!("local/keras-fixture:gone-{}", std::process::id());
     derived_image(KERAS_V1, &gone);
+    let _image = RemoveOnDrop(gone.clone());
     let kept = zoo.spec("kept", &[("brain", KERAS_V1)], "");
     let removed = zoo.spec("gone", &[("brain", &gone)], "");
     for spec in [&kept, &removed] {

@@ -242,6 +242,15 @@ pub fn remove_image(tag: &str) {
         .output();
 }
 
+/// Removes an image tag when the test ends, whatever happened (a failed assertion included).
+pub struct RemoveOnDrop(pub String);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        remove_image(&self.0);
+    }
+}
+
 /// The `docker image inspect` id of an image.
 pub fn image_id(image: &str) -> String {
     let out = Command::new("docker")
