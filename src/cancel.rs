@@ -26,6 +26,8 @@ struct Inner {
     level: AtomicU8,
     signal: AtomicI32,
     tx: watch::Sender<Level>,
+    /// A child is cancelled with its parent too ([`Cancel::child`]).
+    parent: Option<Cancel>,
 }
 
 impl Default for Cancel {
@@ -36,17 +38,36 @@ impl Default for Cancel {
 
 impl Cancel {
     pub fn new() -> Self {
+        Self::with_parent(None)
+    }
+
+    /// A cancel raised with this one, or on its own ([`Cancel::kill_now`]): for work that may
+    /// have to stop while the run goes on.
+    pub fn child(&self) -> Self {
+        Self::with_parent(Some(self.clone()))
+    }
+
+    fn with_parent(parent: Option<Cancel>) -> Self {
         let (tx, _rx) = watch::channel(Level::Running);
         Self {
             inner: Arc::new(Inner {
                 level: AtomicU8::new(0),
                 signal: AtomicI32::new(0),
                 tx,
+                parent,
             }),
         }
     }
 
     pub fn level(&self) -> Level {
+        let own = self.own_level();
+        match &self.inner.parent {
+            Some(parent) => own.max(parent.level()),
+            None => own,
+        }
+    }
+
+    fn own_level(&self) -> Level {
         match self.inner.level.load(Ordering::SeqCst) {
             0 => Level::Running,
             1 => Level::Stop,
@@ -61,7 +82,7 @@ impl Cancel {
     /// The first signal received, if any (2 for SIGINT, 15 for SIGTERM, 1 for SIGHUP).
     pub fn signal(&self) -> Option<i32> {
         match self.inner.signal.load(Ordering::SeqCst) {
-            0 => None,
+            0 => self.inner.parent.as_ref().and_then(Cancel::signal),
             s => Some(s),
         }
     }
@@ -78,13 +99,31 @@ impl Cancel {
             Level::Kill
         };
         self.inner.level.fetch_max(next as u8, Ordering::SeqCst);
-        self.inner.tx.send_replace(self.level());
+        self.inner.tx.send_replace(self.own_level());
+    }
+
+    /// Asks for an immediate kill, with no signal: what runs under this cancel (a child's)
+    /// stops at once, and a parent goes on.
+    pub fn kill_now(&self) {
+        self.inner.level.fetch_max(Level::Kill as u8, Ordering::SeqCst);
+        self.inner.tx.send_replace(self.own_level());
     }
 
     /// Resolves once the level reaches at least `at_least`.
     pub async fn reached(&self, at_least: Level) {
         let mut rx = self.inner.tx.subscribe();
-        let _ = rx.wait_for(|l| *l >= at_least).await;
+        let own = async move {
+            let _ = rx.wait_for(|l| *l >= at_least).await;
+        };
+        match &self.inner.parent {
+            Some(parent) => {
+                tokio::select! {
+                    _ = own => {}
+                    _ = Box::pin(parent.reached(at_least)) => {}
+                }
+            }
+            None => own.await,
+        }
     }
 
     /// Listens for SIGINT, SIGTERM and SIGHUP on the current tokio runtime for the rest of the
@@ -171,6 +210,38 @@ mod tests {
                 .await
                 .expect("waiter woke")
                 .unwrap();
+        });
+    }
+
+    #[test]
+    fn a_child_stops_with_its_parent_or_alone_and_the_parent_goes_on() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let wait = std::time::Duration::from_secs(5);
+        rt.block_on(async move {
+            // Alone: killed at once, with no signal, and the parent still runs.
+            let parent = Cancel::new();
+            let child = parent.child();
+            let waiting = child.clone();
+            let waiter = tokio::spawn(async move { waiting.reached(Level::Kill).await });
+            tokio::task::yield_now().await;
+            child.kill_now();
+            tokio::time::timeout(wait, waiter).await.unwrap().unwrap();
+            assert_eq!((child.level(), child.signal()), (Level::Kill, None));
+            assert_eq!(parent.level(), Level::Running);
+
+            // With its parent: the parent's level and signal.
+            let parent = Cancel::new();
+            let child = parent.child();
+            let waiting = child.clone();
+            let waiter = tokio::spawn(async move { waiting.reached(Level::Stop).await });
+            tokio::task::yield_now().await;
+            parent.raise(libc::SIGTERM);
+            tokio::time::timeout(wait, waiter).await.unwrap().unwrap();
+            assert_eq!(child.level(), Level::Stop);
+            assert_eq!(child.signal(), Some(libc::SIGTERM));
         });
     }
 }
