@@ -105,7 +105,9 @@ impl Cancel {
     /// Asks for an immediate kill, with no signal: what runs under this cancel (a child's)
     /// stops at once, and a parent goes on.
     pub fn kill_now(&self) {
-        self.inner.level.fetch_max(Level::Kill as u8, Ordering::SeqCst);
+        self.inner
+            .level
+            .fetch_max(Level::Kill as u8, Ordering::SeqCst);
         self.inner.tx.send_replace(self.own_level());
     }
 
