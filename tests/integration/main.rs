@@ -13,6 +13,7 @@
 
 mod helpers;
 
+mod apptainer_ahead_standin;
 mod apptainer_giveup_standin;
 mod apptainer_pipes_standin;
 mod apptainer_setup_standin;

@@ -81,6 +81,12 @@ pub struct SingularityRuntime {
     /// The SIFs this run has ready, each held ([`InUse`]) so that no other runner's prune
     /// removes it while its cases run; let go by [`Runtime::remove`] or at the end.
     held: std::sync::Mutex<std::collections::HashMap<PathBuf, InUse>>,
+    /// The cancel of the fetches (downloads, builds), which run on blocking threads: raised
+    /// with the run's, and by [`Runtime::finish`] for a fetch the run no longer waits for
+    /// (made ready ahead for cases that did not run, `--fail-fast`).
+    fetches: Cancel,
+    /// Held (read) by each fetch until its thread ends; `finish` waits for them all (write).
+    fetching: Arc<tokio::sync::RwLock<()>>,
 }
 
 /// What the process of a request could not do.
@@ -318,12 +324,14 @@ impl SingularityRuntime {
         Ok(Self {
             bin,
             version,
-            cancel,
             cache: Arc::new(cache),
             sif_from_docker,
             slack: crate::config::knobs::STOP_SLACK,
             prune: false,
             held: std::sync::Mutex::default(),
+            fetches: cancel.child(),
+            fetching: Arc::default(),
+            cancel,
         })
     }
 
@@ -542,8 +550,21 @@ impl Runtime for SingularityRuntime {
         self.remove_sif(ready).await.map_err(Failure::new)
     }
 
-    /// Nothing runs in the background.
-    async fn finish(&self) {}
+    /// Stops the fetches still running (the stage gave up on them: their cases will not run),
+    /// their processes' groups killed at once, and waits until their threads have ended, so
+    /// that no `apptainer build` outlives the run.
+    async fn finish(&self) {
+        self.fetches.kill_now();
+        if tokio::time::timeout(crate::store::sif::pull::STOP_TIME, self.fetching.write())
+            .await
+            .is_err()
+        {
+            events::note(format!(
+                "a SIF fetch did not stop within {} of being asked to; the run ends without it",
+                show_duration(crate::store::sif::pull::STOP_TIME)
+            ));
+        }
+    }
 
     fn words(&self) -> Words {
         Words {

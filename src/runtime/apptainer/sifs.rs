@@ -199,11 +199,14 @@ impl SingularityRuntime {
         image: &Image,
     ) -> Result<Result<crate::store::sif::Fetched, SifError>, tokio::task::JoinError> {
         let cache = Arc::clone(&self.cache);
-        let cancel = self.cancel.clone();
+        let cancel = self.fetches.clone();
+        // Held until the thread ends, even when this future is dropped (a stage that gave up).
+        let running = Arc::clone(&self.fetching).read_owned().await;
         match &image.sif {
             Some(source) => {
                 let source = source.clone();
                 tokio::task::spawn_blocking(move || {
+                    let _running = running;
                     cache.fetch_until(&source, &|| cancel.is_cancelled())
                 })
                 .await
@@ -213,6 +216,7 @@ impl SingularityRuntime {
                 let image = image.name.clone();
                 let handle = tokio::runtime::Handle::current();
                 tokio::task::spawn_blocking(move || {
+                    let _running = running;
                     let budget = cache.download_timeout();
                     cache.build(
                         &pull::sif_name(&image),
