@@ -4,7 +4,8 @@
 //! registries; byte progress off a terminal; pull time kept out of case time; pull-ahead;
 //! `--prune-images`, also when `--fail-fast` stops the run. One test puts a proxy in front of
 //! the daemon that withholds the answer to one pull (`helpers::daemon_proxy`); one runs a
-//! stand-in credential helper that never answers (a shell script, named so where it is made).
+//! stand-in credential helper that never answers (a shell script, named so where it is made),
+//! also for a pull ahead that `--fail-fast` gave up on.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -543,6 +544,89 @@ fn a_credential_helper_that_never_answers_has_a_deadline_and_ends_with_the_run()
     signal(child.id(), libc::SIGINT);
     let run = finish(child);
     assert_eq!(run.code, 130, "{}", run.all());
+    assert!(!still_running(&sleep_pid), "the helper's sleep is gone");
+}
+
+#[test]
+fn a_credential_helper_of_a_pull_ahead_that_fail_fast_gave_up_on_ends_with_the_run() {
+    let _daemon = daemon::shared();
+    require_fixture_image();
+    let registry = open_registry();
+    let pushed = push_fixture(FIXTURE_IMAGE, &registry, "helper-ahead");
+    // Cases run image by image in the order of the images' names: the local image (no pull, no
+    // helper) sorts before the registry's `127.0.0.1:…`, so its failing case runs while the
+    // pushed image is pulled ahead, its helper hanging.
+    let local = format!("0zoo-runner-test/helper-ahead:{}", std::process::id());
+    let tagged = Command::new("docker")
+        .args(["tag", FIXTURE_IMAGE, &local])
+        .status()
+        .unwrap();
+    assert!(tagged.success());
+    let _local = crate::helpers::keras::RemoveOnDrop(local.clone());
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    std::fs::create_dir(&gate).unwrap();
+    write_catalog(
+        &dir.path().join("catalog"),
+        &[("a/fails", &local), ("b/never", &pushed.image)],
+        None,
+    );
+    // `a/fails` fails once the test opens its gate: when the helper hangs.
+    let spec = dir.path().join("spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "catalog = \"catalog\"\ncommand = \"true\"\nnetwork = \"none\"\ntimeout = \"2m\"\n\
+             volumes = [\"{}:/gate:ro\"]\n\
+             [models.\"a/fails\"]\n\
+             command = \"sh -c 'while [ ! -e /gate/open ]; do sleep 0.1; done; exit 1'\"\n",
+            gate.display()
+        ),
+    )
+    .unwrap();
+    let helper = hanging_helper();
+    let config = DockerConfig::with_json(r#"{"credsStore": "hang"}"#);
+    let path = format!("{}:/usr/bin:/bin", helper.path().display());
+    let sleep_pid = helper.path().join("sleep-pid");
+    // A deadline far beyond the test's patience: only being stopped ends the helper in time.
+    let env = [
+        ("DOCKER_CONFIG", config.env_value()),
+        ("PATH", path.as_str()),
+        ("ZOO_RUNNER_HELPER_TIMEOUT", "30m"),
+    ];
+    let (mut process, report) = spawn_reported(
+        &[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--fail-fast",
+            "--pull-ahead",
+            "1",
+        ],
+        &env,
+    );
+    wait_for(&mut process, "the helper to start", || sleep_pid.exists());
+    std::fs::write(gate.join("open"), b"").unwrap();
+    // Bound for the run, so a hang fails the test instead of blocking it. Not a speed check.
+    let opened = std::time::Instant::now();
+    while process.try_wait().unwrap().is_none() {
+        if opened.elapsed() > std::time::Duration::from_secs(120) {
+            signal(process.id(), libc::SIGINT);
+            panic!(
+                "the run waited on the helper of a pull nobody needed: {}",
+                finish(process).all()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let run = finish(process);
+    assert_eq!(run.code, 101, "{}", run.all());
+    let doc = report.doc();
+    assert_eq!(
+        child(testcase(&doc, "b/never"), "skipped").and_then(|n| n.attribute("message")),
+        Some("--fail-fast: an earlier case failed"),
+        "{}",
+        report.text()
+    );
     assert!(!still_running(&sleep_pid), "the helper's sleep is gone");
 }
 

@@ -79,7 +79,7 @@ pub struct DockerRuntime {
     removals: Mutex<Vec<Removal>>,
     /// Set when the daemon stopped answering mid-run: later cases error at once.
     lost: AtomicBool,
-    /// How credential helpers run (deadline, the run's cancel).
+    /// How credential helpers run (deadline, a child of the run's cancel).
     helpers: HelperRun,
     /// Held (shared) by each credential lookup in flight, which runs on a blocking thread and
     /// outlives a `prepare` given up on: `finish` takes it whole, so no helper outlives the run.
@@ -140,7 +140,8 @@ impl DockerRuntime {
             lost: AtomicBool::new(false),
             helpers: HelperRun {
                 timeout: options.helper_timeout,
-                cancel: options.cancel.clone(),
+                // Raised with the run's, and by `finish` for a lookup nobody waits for any more.
+                cancel: options.cancel.child(),
             },
             lookups: Arc::default(),
             prune: options.prune_images,
@@ -210,8 +211,10 @@ impl Runtime for DockerRuntime {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        // A credential helper still running (its case gave up on it when the run was
-        // interrupted) is stopped by then; its end is waited for.
+        // A credential helper still running was given up on: its case was interrupted (the
+        // run's cancel stopped it), or its image was pulled ahead for cases that did not run
+        // (`--fail-fast`), which is killed here. Its end is waited for.
+        self.helpers.cancel.kill_now();
         let _no_lookups = self.lookups.write().await;
         if self.prune {
             self.clean_stopped_pulls().await;
