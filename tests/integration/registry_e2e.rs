@@ -14,6 +14,7 @@ use crate::helpers::daemon_proxy;
 use crate::helpers::registry::{
     auth_registry, is_local, open_registry, push_fixture, push_fixture_with, DockerConfig,
 };
+use crate::helpers::throttle::ThrottlingProxy;
 use crate::helpers::*;
 
 /// A spec whose cases run `true`, except `slow/*` models, which sleep 3 s.
@@ -472,6 +473,60 @@ fn prune_images_with_fail_fast_leaves_the_disk_as_it_was() {
         "an image there before the run is kept"
     );
     report.text();
+}
+
+#[test]
+fn a_throttled_pull_is_tried_again_after_a_pause_and_its_case_runs() {
+    let _daemon = daemon::shared();
+    require_fixture_image();
+    let registry = open_registry();
+    let pushed = push_fixture(FIXTURE_IMAGE, &registry, "throttled");
+    // The registry's first manifest answer is a rate limit (HTTP 429, TOOMANYREQUESTS).
+    let proxy = ThrottlingProxy::start(&registry.address, 1);
+    let image = pushed.image.replacen(&registry.address, &proxy.address, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_zoo(dir.path(), &[("throttled", &image)]);
+    let config = DockerConfig::empty();
+    let (run, report) = run_reported(
+        &["--spec", &spec, "--prune-images"],
+        &[("DOCKER_CONFIG", config.env_value())],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(proxy.throttled(), 1, "{}", run.all());
+    // The pull's line says why it failed, the next one that it is tried again.
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains(&format!("pull of {image}: trying again in ")))
+        .unwrap_or_else(|| panic!("no retry said: {}", run.all()));
+    assert!(lines[at].ends_with("(1 of 3)"), "{}", lines[at]);
+    assert!(
+        at > 0 && lines[at - 1].contains(&format!("pull of {image} failed: toomanyrequests: ")),
+        "{}",
+        run.all()
+    );
+    let doc = report.doc();
+    let bytes = suite_property(&doc, &image, "pulled-bytes");
+    assert!(
+        bytes.parse::<u64>().is_ok_and(|b| b > 0),
+        "the second try pulled the image: {}",
+        report.text()
+    );
+    // The pull's time holds the pause (`trying again in 3.4s`): it is not case time either.
+    let pause: f64 = lines[at]
+        .split("trying again in ")
+        .nth(1)
+        .and_then(|rest| rest.split("s (").next())
+        .and_then(|secs| secs.parse().ok())
+        .unwrap_or_else(|| panic!("a pause in seconds: {}", lines[at]));
+    let pull: f64 = suite_property(&doc, &image, "pull-seconds")
+        .parse()
+        .unwrap();
+    assert!(
+        pull >= pause - 0.05,
+        "pull-seconds {pull} < the pause {pause}"
+    );
+    assert!(!is_local(&image), "--prune-images removed it");
 }
 
 /// A folder holding a stand-in `docker-credential-hang` (a stand-in for a third-party

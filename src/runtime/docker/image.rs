@@ -133,6 +133,8 @@ impl DockerRuntime {
         // A rate limit, a server error or a timeout is tried again after a pause (an
         // interruption drops this future, pause included).
         let mut retry = 0;
+        // The pull's time is that of every try and pause: none of it is case time.
+        let started = std::time::Instant::now();
         let stats = loop {
             let failure = match pull::pull(&self.docker, image, credentials.clone()).await {
                 Ok(stats) => break stats,
@@ -143,9 +145,9 @@ impl DockerRuntime {
             }
             let pause = PULL_BACKOFF.pause(retry);
             retry += 1;
+            // The pull's own line has just said why it failed.
             events::note(format!(
-                "pull of {image} failed ({}); trying again in {} ({retry} of {PULL_RETRIES})",
-                failure.daemon_message,
+                "pull of {image}: trying again in {} ({retry} of {PULL_RETRIES})",
                 crate::config::units::show_duration(pause)
             ));
             tokio::time::sleep(pause).await;
@@ -163,7 +165,7 @@ impl DockerRuntime {
         Ok((
             id,
             Some(Fetched {
-                elapsed: stats.elapsed,
+                elapsed: started.elapsed().max(stats.elapsed),
                 bytes: stats.bytes,
             }),
         ))

@@ -10,6 +10,7 @@ pub mod mounts;
 pub mod normalise;
 pub mod registry;
 pub mod standin;
+pub mod throttle;
 pub mod zoo;
 
 use std::cell::OnceCell;
