@@ -2,9 +2,10 @@
 //! the run: no `apptainer build` outlives the runner. A build that takes minutes cannot be made
 //! on demand with the fixture launcher, so this file uses a STAND-IN script for the Apptainer
 //! binary: `--version` prints a version; `pull TARGET docker://local/ahead-fast:1` writes a
-//! small file at TARGET at once; `pull … docker://local/ahead-slow:1` starts `sleep 600`, writes
-//! its pid and waits; anything else (`exec`) fails, so the first case fails and `--fail-fast`
-//! stops the run while the second image's SIF is being built ahead. The images are names only:
+//! small file with a SIF header at TARGET at once; `pull … docker://local/ahead-slow:1` starts
+//! `sleep 600`, writes its pid and waits; anything else (`exec`) waits for that pid (so the
+//! build ahead has started) and fails, so the first case fails and `--fail-fast` stops the run
+//! while the second image's SIF is being built ahead. The images are names only:
 //! the daemon has neither, so the runner hands the stand-in a `docker://` source.
 
 use std::path::{Path, PathBuf};
@@ -25,12 +26,13 @@ fn standin(dir: &Path, pidfile: &Path) -> PathBuf {
              case \"$1\" in\n\
              --version) echo 'apptainer version 0.0-standin'; exit 0;;\n\
              pull) case \"$3\" in\n\
-               *ahead-slow*) sleep 600 & echo $! > '{}'; wait;;\n\
-               *) echo 'not a SIF' > \"$2\"; exit 0;;\n\
+               *ahead-slow*) sleep 600 & echo $! > '{pid}'; wait;;\n\
+               *) printf '%-32sSIF_MAGIC\\000' stand-in > \"$2\"; exit 0;;\n\
              esac;;\n\
-             *) echo \"stand-in: $1 fails\"; exit 1;;\n\
+             *) i=0; while [ ! -s '{pid}' ] && [ $i -lt 600 ]; do sleep 0.1; i=$((i+1)); done\n\
+                echo \"stand-in: $1 fails\"; exit 1;;\n\
              esac\n",
-            pidfile.display()
+            pid = pidfile.display()
         ),
     );
     script
@@ -106,11 +108,19 @@ fn a_sif_built_ahead_for_cases_fail_fast_stopped_is_stopped_with_the_run() {
         "the build ahead ({pid}) outlived the run: {}",
         run.all()
     );
-    // Nothing half-made is left in the SIF folder: its lock files only.
-    let left: Vec<String> = std::fs::read_dir(&sif_dir)
+    // The first image's SIF is built and kept; of the second, nothing half-made is left (no
+    // `.part` file, no build folder): its lock file only.
+    let files: Vec<String> = std::fs::read_dir(&sif_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|name| !name.ends_with(".lock"))
         .collect();
-    assert!(left.is_empty(), "{left:?}");
+    assert!(
+        files.contains(&"local_ahead-fast_1.sif".to_string()),
+        "{files:?}"
+    );
+    let slow: Vec<&String> = files
+        .iter()
+        .filter(|name| name.contains("ahead-slow") && !name.ends_with(".lock"))
+        .collect();
+    assert!(slow.is_empty(), "{slow:?}");
 }
