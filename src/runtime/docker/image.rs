@@ -165,7 +165,7 @@ impl DockerRuntime {
         Ok((
             id,
             Some(Fetched {
-                elapsed: started.elapsed().max(stats.elapsed),
+                elapsed: started.elapsed(),
                 bytes: stats.bytes,
             }),
         ))

@@ -6,7 +6,7 @@
 //! what a person wants to see, and what the report keeps as `pulled-bytes`.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bollard::auth::DockerCredentials;
 use bollard::models::CreateImageInfo;
@@ -18,12 +18,11 @@ use crate::config::units::{show_duration, show_size};
 use crate::engine::short;
 use crate::events::TransferHandle;
 
-/// What a finished pull moved.
+/// What a finished pull moved (its time is the caller's to measure: it may try several times).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PullStats {
     /// Compressed bytes downloaded (layers the daemon already had count nothing).
     pub bytes: u64,
-    pub elapsed: Duration,
 }
 
 /// Per-layer byte counts of one pull.
@@ -128,7 +127,6 @@ pub async fn pull(
     transfer.end(summary);
     result.map(|()| PullStats {
         bytes: bytes.done(),
-        elapsed,
     })
 }
 
