@@ -127,25 +127,29 @@ fn busy(dir: &Path, label: &str, kind: Kind) -> Busy {
     if !lock_path.exists() {
         return Busy::Idle;
     }
-    // A lock held for a moment is not a fetch: another `sif list` probing the same name, or a
-    // child process of a runner between its fork and its exec (it shares the parent's open
-    // files until exec closes them). So a name counts as busy only when it stays held.
-    let mut busy = Busy::Idle;
-    for attempt in 0..PROBES {
-        if attempt > 0 {
-            std::thread::sleep(PROBE_PAUSE);
-        }
-        busy = probe(dir, label, kind, &lock_path);
-        if busy == Busy::Idle {
-            break;
-        }
-    }
-    busy
+    settled(
+        || probe(dir, label, kind, &lock_path),
+        |busy| *busy == Busy::Idle,
+    )
 }
 
-/// How many times a held name is looked at, and the pause between looks.
-const PROBES: u32 = 3;
-const PROBE_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+/// Looks (`look`) up to three times, a moment apart, until it finds the name free: a lock held
+/// for a moment is not a fetch (another `sif list` probing the same name, or a child process
+/// of a runner between its fork and its exec, which shares the parent's open files until exec
+/// closes them). So a name counts as held only when it stays held.
+fn settled<T>(mut look: impl FnMut() -> T, free: impl Fn(&T) -> bool) -> T {
+    const LOOKS: u32 = 3;
+    const PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+    let mut seen = look();
+    for _ in 1..LOOKS {
+        if free(&seen) {
+            break;
+        }
+        std::thread::sleep(PAUSE);
+        seen = look();
+    }
+    seen
+}
 
 fn probe(dir: &Path, label: &str, kind: Kind, lock_path: &Path) -> Busy {
     let _held = match lock::try_acquire(lock_path) {
@@ -163,17 +167,10 @@ fn probe(dir: &Path, label: &str, kind: Kind, lock_path: &Path) -> Busy {
 /// why it was kept.
 pub fn remove(dir: &Path, entry: &Entry) -> Result<Option<&'static str>, SifError> {
     // As in `busy`: kept only when it stays held.
-    let mut kept = None;
-    for attempt in 0..PROBES {
-        if attempt > 0 {
-            std::thread::sleep(PROBE_PAUSE);
-        }
-        kept = remove_once(dir, entry)?;
-        if kept.is_none() {
-            break;
-        }
-    }
-    Ok(kept)
+    settled(
+        || remove_once(dir, entry),
+        |removed| !matches!(removed, Ok(Some(_))),
+    )
 }
 
 fn remove_once(dir: &Path, entry: &Entry) -> Result<Option<&'static str>, SifError> {
