@@ -15,6 +15,7 @@
 //! child process in a process group of its own, `crate::engine::container` the one for a
 //! Docker container.
 
+pub mod detached;
 pub mod process;
 
 use std::future::Future;

@@ -30,7 +30,8 @@ use crate::events;
 use crate::record::facts::CaseFacts;
 use crate::record::{Failure, RuntimeName};
 use crate::store::caches::{self, CacheError, Caches, For, Held};
-use crate::store::sif::{check_tmp_dir, md5_file, InUse, SifCache};
+use crate::store::sif::{check_tmp_dir, md5_file, pull, InUse, SifCache};
+use crate::supervise::detached::Detached;
 use crate::supervise::process::{self, exit_signal};
 use crate::supervise::{Ending, Limits, Target};
 
@@ -81,12 +82,10 @@ pub struct SingularityRuntime {
     /// The SIFs this run has ready, each held ([`InUse`]) so that no other runner's prune
     /// removes it while its cases run; let go by [`Runtime::remove`] or at the end.
     held: std::sync::Mutex<std::collections::HashMap<PathBuf, InUse>>,
-    /// The cancel of the fetches (downloads, builds), which run on blocking threads: raised
-    /// with the run's, and by [`Runtime::finish`] for a fetch the run no longer waits for
-    /// (made ready ahead for cases that did not run, `--fail-fast`).
-    fetches: Cancel,
-    /// Held (read) by each fetch until its thread ends; `finish` waits for them all (write).
-    fetching: Arc<tokio::sync::RwLock<()>>,
+    /// The fetches (downloads, builds), which run on blocking threads: stopped by an
+    /// interruption, and by [`Runtime::finish`] for one the run no longer waits for (made ready
+    /// ahead for cases that did not run, `--fail-fast`).
+    fetches: Detached,
 }
 
 /// What the process of a request could not do.
@@ -329,8 +328,7 @@ impl SingularityRuntime {
             slack: crate::config::knobs::STOP_SLACK,
             prune: false,
             held: std::sync::Mutex::default(),
-            fetches: cancel.child(),
-            fetching: Arc::default(),
+            fetches: Detached::new(&cancel),
             cancel,
         })
     }
@@ -554,14 +552,10 @@ impl Runtime for SingularityRuntime {
     /// their processes' groups killed at once, and waits until their threads have ended, so
     /// that no `apptainer build` outlives the run.
     async fn finish(&self) {
-        self.fetches.kill_now();
-        if tokio::time::timeout(crate::store::sif::pull::STOP_TIME, self.fetching.write())
-            .await
-            .is_err()
-        {
+        if !self.fetches.stop_all(Some(pull::STOP_TIME)).await {
             events::note(format!(
                 "a SIF fetch did not stop within {} of being asked to; the run ends without it",
-                show_duration(crate::store::sif::pull::STOP_TIME)
+                show_duration(pull::STOP_TIME)
             ));
         }
     }

@@ -199,9 +199,9 @@ impl SingularityRuntime {
         image: &Image,
     ) -> Result<Result<crate::store::sif::Fetched, SifError>, tokio::task::JoinError> {
         let cache = Arc::clone(&self.cache);
-        let cancel = self.fetches.clone();
+        let cancel = self.fetches.cancel().clone();
         // Held until the thread ends, even when this future is dropped (a stage that gave up).
-        let running = Arc::clone(&self.fetching).read_owned().await;
+        let running = self.fetches.ticket().await;
         match &image.sif {
             Some(source) => {
                 let source = source.clone();

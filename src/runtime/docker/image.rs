@@ -3,7 +3,6 @@
 //! (`--prune-images`), and what a pull this run stopped left behind cleaned up.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
@@ -106,7 +105,7 @@ impl DockerRuntime {
         // Read the way the docker CLI reads them; a credential helper may take its time.
         let owned = image.to_string();
         let helpers = self.helpers.clone();
-        let lookup = Arc::clone(&self.lookups).read_owned().await;
+        let lookup = self.lookups.ticket().await;
         let credentials = tokio::task::spawn_blocking(move || {
             let _lookup = lookup;
             credentials_for(&owned, &helpers)

@@ -37,6 +37,7 @@ use crate::identity::Identity;
 use crate::record::{Failure, RuntimeName};
 use crate::store::caches::Caches;
 use crate::store::registry::HelperRun;
+use crate::supervise::detached::Detached;
 
 #[derive(Debug, Error)]
 pub enum DockerError {
@@ -79,11 +80,11 @@ pub struct DockerRuntime {
     removals: Mutex<Vec<Removal>>,
     /// Set when the daemon stopped answering mid-run: later cases error at once.
     lost: AtomicBool,
-    /// How credential helpers run (deadline, a child of the run's cancel).
+    /// How credential helpers run (deadline, the lookups' cancel).
     helpers: HelperRun,
-    /// Held (shared) by each credential lookup in flight, which runs on a blocking thread and
-    /// outlives a `prepare` given up on: `finish` takes it whole, so no helper outlives the run.
-    lookups: Arc<tokio::sync::RwLock<()>>,
+    /// The credential lookups, which run on blocking threads and outlive a `prepare` given up
+    /// on: `finish` stops and waits for them, so no helper outlives the run.
+    lookups: Detached,
     /// `--prune-images`: what a pull this run stopped left behind is removed by `finish`.
     prune: bool,
     /// With `prune`: the ids of the images the daemon had before this run's first pull (`None`
@@ -127,6 +128,7 @@ impl DockerRuntime {
             .with_timeout(request_timeout);
         let docker = docker.negotiate_version().await.map_err(unreachable)?;
         let version = docker.version().await.map_err(unreachable)?;
+        let lookups = Detached::new(&options.cancel);
         Ok(Self {
             docker,
             run_id: options.run_id.clone(),
@@ -140,10 +142,9 @@ impl DockerRuntime {
             lost: AtomicBool::new(false),
             helpers: HelperRun {
                 timeout: options.helper_timeout,
-                // Raised with the run's, and by `finish` for a lookup nobody waits for any more.
-                cancel: options.cancel.child(),
+                cancel: lookups.cancel().clone(),
             },
-            lookups: Arc::default(),
+            lookups,
             prune: options.prune_images,
             before: OnceCell::new(),
             pulls: Mutex::default(),
@@ -214,8 +215,7 @@ impl Runtime for DockerRuntime {
         // A credential helper still running was given up on: its case was interrupted (the
         // run's cancel stopped it), or its image was pulled ahead for cases that did not run
         // (`--fail-fast`), which is killed here. Its end is waited for.
-        self.helpers.cancel.kill_now();
-        let _no_lookups = self.lookups.write().await;
+        self.lookups.stop_all(None).await;
         if self.prune {
             self.clean_stopped_pulls().await;
         }
