@@ -9,7 +9,7 @@
 //! the daemon has neither, so the runner hands the stand-in a `docker://` source.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::helpers::standin::{pid_in, still_running, KillOnDrop};
 use crate::helpers::*;
@@ -55,7 +55,7 @@ fn a_sif_built_ahead_for_cases_fail_fast_stopped_is_stopped_with_the_run() {
         None,
     );
     let sif_dir = dir.path().join("sifs");
-    let (mut process, report) = spawn_reported(
+    let (process, report) = spawn_reported(
         &[
             "--spec",
             "fixtures/spec.toml",
@@ -76,15 +76,11 @@ fn a_sif_built_ahead_for_cases_fail_fast_stopped_is_stopped_with_the_run() {
         ],
         &[],
     );
-    let started = Instant::now();
-    while process.try_wait().unwrap().is_none() {
-        if started.elapsed() > PATIENCE {
-            let _ = process.kill();
-            panic!("the run waited on the build ahead without a bound");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let run = finish(process);
+    let run = finish_within(
+        process,
+        PATIENCE,
+        "the run waited on the build ahead without a bound",
+    );
 
     assert_eq!(run.code, 101, "{}", run.all());
     assert_status(&run, "singularity::tiny_linear", "FAILED");

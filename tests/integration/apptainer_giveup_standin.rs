@@ -73,15 +73,11 @@ fn a_process_out_of_reach_of_sigkill_is_given_up_on_and_the_run_ends() {
         std::thread::sleep(Duration::from_millis(50));
     };
     signal(process.id(), libc::SIGINT);
-    let interrupted = Instant::now();
-    while process.try_wait().unwrap().is_none() {
-        if interrupted.elapsed() > PATIENCE {
-            let _ = process.kill();
-            panic!("the runner waited on the stand-in without a bound");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let run = finish(process);
+    let run = finish_within(
+        process,
+        PATIENCE,
+        "the runner waited on the stand-in without a bound",
+    );
 
     assert_eq!(run.code, 130, "{}", run.all());
     assert!(

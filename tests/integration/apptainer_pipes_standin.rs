@@ -7,7 +7,7 @@
 //! The SIF is a small file served from a `file:` URL with its md5; the stand-in never reads it.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::helpers::standin::KillOnDrop;
 use crate::helpers::*;
@@ -40,7 +40,7 @@ fn a_grandchild_holding_the_pipes_does_not_hang_the_case() {
     let _cleanup = KillOnDrop(&pidfile);
     let script = standin(dir.path(), &pidfile);
     let cat = standin::catalog_with_fake_sif(dir.path(), &["tiny_linear"]);
-    let (mut process, report) = spawn_reported(
+    let (process, report) = spawn_reported(
         &[
             "--spec",
             "fixtures/spec.toml",
@@ -55,15 +55,11 @@ fn a_grandchild_holding_the_pipes_does_not_hang_the_case() {
         ],
         &[],
     );
-    let started = Instant::now();
-    while process.try_wait().unwrap().is_none() {
-        if started.elapsed() > PATIENCE {
-            let _ = process.kill();
-            panic!("the case hung on the grandchild's open pipes");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let run = finish(process);
+    let run = finish_within(
+        process,
+        PATIENCE,
+        "the case hung on the grandchild's open pipes",
+    );
     assert_eq!(run.code, 101, "{}", run.all());
     assert_status(&run, "singularity::tiny_linear", "FAILED");
     let doc = report.doc();

@@ -164,15 +164,7 @@ fn a_version_probe_that_hangs_ends_with_the_run_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
     signal(process.id(), libc::SIGTERM);
-    let signalled = Instant::now();
-    while process.try_wait().unwrap().is_none() {
-        if signalled.elapsed() > PATIENCE {
-            let _ = process.kill();
-            panic!("the runner did not end after SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let run = finish(process);
+    let run = finish_within(process, PATIENCE, "the runner did not end after SIGTERM");
     assert_eq!(run.code, 143, "{}", run.all());
     let pid = standin::pid_in(&pidfile).expect("the probe's child wrote its pid");
     assert!(

@@ -377,29 +377,13 @@ fn wait_for(child: &mut std::process::Child, what: &str, mut done: impl FnMut() 
     }
 }
 
-#[test]
-fn prune_images_with_fail_fast_leaves_the_disk_as_it_was() {
-    let _daemon = daemon::shared();
-    require_fixture_image();
-    let registry = open_registry();
-    // Cases run image by image, in the order of the images' names: `failing`'s two cases
-    // first, then `ahead`'s one, whose image is pulled while `failing`'s first case runs.
-    let failing = push_fixture(FIXTURE_IMAGE, &registry, "prune-failfast-a");
-    let ahead = push_fixture(FIXTURE_IMAGE, &registry, WITHHELD_REPOSITORY);
-    let dir = tempfile::tempdir().unwrap();
-    let gate = dir.path().join("gate");
+/// A spec in `dir` for the catalog in `dir/catalog` whose cases run `true`, but `a/fails`,
+/// which fails once the test opens its gate: writes the file `open` in the returned folder
+/// (mounted read-only at /gate).
+fn gated_spec(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let gate = dir.join("gate");
     std::fs::create_dir(&gate).unwrap();
-    write_catalog(
-        &dir.path().join("catalog"),
-        &[
-            ("a/fails", &failing.image),
-            ("a/next", &failing.image),
-            ("b/never", &ahead.image),
-        ],
-        None,
-    );
-    // `a/fails` fails once the test opens its gate (a file in a mounted folder).
-    let spec = dir.path().join("spec.toml");
+    let spec = dir.join("spec.toml");
     std::fs::write(
         &spec,
         format!(
@@ -411,6 +395,30 @@ fn prune_images_with_fail_fast_leaves_the_disk_as_it_was() {
         ),
     )
     .unwrap();
+    (spec, gate)
+}
+
+#[test]
+fn prune_images_with_fail_fast_leaves_the_disk_as_it_was() {
+    let _daemon = daemon::shared();
+    require_fixture_image();
+    let registry = open_registry();
+    // Cases run image by image, in the order of the images' names: `failing`'s two cases
+    // first, then `ahead`'s one, whose image is pulled while `failing`'s first case runs.
+    let failing = push_fixture(FIXTURE_IMAGE, &registry, "prune-failfast-a");
+    let ahead = push_fixture(FIXTURE_IMAGE, &registry, WITHHELD_REPOSITORY);
+    let dir = tempfile::tempdir().unwrap();
+    write_catalog(
+        &dir.path().join("catalog"),
+        &[
+            ("a/fails", &failing.image),
+            ("a/next", &failing.image),
+            ("b/never", &ahead.image),
+        ],
+        None,
+    );
+    // `a/fails` fails once the test opens its gate (a file in a mounted folder).
+    let (spec, gate) = gated_spec(dir.path());
     // The daemon pulls `ahead` to its end, but the runner never hears back: the pull is still
     // going for the runner when --fail-fast ends the run.
     let proxy = daemon_proxy::SwallowingProxy::withholding_answers(dir.path(), the_ahead_pull);
@@ -619,26 +627,13 @@ fn a_credential_helper_of_a_pull_ahead_that_fail_fast_gave_up_on_ends_with_the_r
     assert!(tagged.success());
     let _local = crate::helpers::keras::RemoveOnDrop(local.clone());
     let dir = tempfile::tempdir().unwrap();
-    let gate = dir.path().join("gate");
-    std::fs::create_dir(&gate).unwrap();
     write_catalog(
         &dir.path().join("catalog"),
         &[("a/fails", &local), ("b/never", &pushed.image)],
         None,
     );
     // `a/fails` fails once the test opens its gate: when the helper hangs.
-    let spec = dir.path().join("spec.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            "catalog = \"catalog\"\ncommand = \"true\"\nnetwork = \"none\"\ntimeout = \"2m\"\n\
-             volumes = [\"{}:/gate:ro\"]\n\
-             [models.\"a/fails\"]\n\
-             command = \"sh -c 'while [ ! -e /gate/open ]; do sleep 0.1; done; exit 1'\"\n",
-            gate.display()
-        ),
-    )
-    .unwrap();
+    let (spec, gate) = gated_spec(dir.path());
     let helper = hanging_helper();
     let config = DockerConfig::with_json(r#"{"credsStore": "hang"}"#);
     let path = format!("{}:/usr/bin:/bin", helper.path().display());
@@ -661,19 +656,11 @@ fn a_credential_helper_of_a_pull_ahead_that_fail_fast_gave_up_on_ends_with_the_r
     );
     wait_for(&mut process, "the helper to start", || sleep_pid.exists());
     std::fs::write(gate.join("open"), b"").unwrap();
-    // Bound for the run, so a hang fails the test instead of blocking it. Not a speed check.
-    let opened = std::time::Instant::now();
-    while process.try_wait().unwrap().is_none() {
-        if opened.elapsed() > std::time::Duration::from_secs(120) {
-            signal(process.id(), libc::SIGINT);
-            panic!(
-                "the run waited on the helper of a pull nobody needed: {}",
-                finish(process).all()
-            );
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let run = finish(process);
+    let run = finish_within(
+        process,
+        std::time::Duration::from_secs(120),
+        "the run waited on the helper of a pull nobody needed",
+    );
     assert_eq!(run.code, 101, "{}", run.all());
     let doc = report.doc();
     assert_eq!(

@@ -153,15 +153,7 @@ fn ctrl_c_during_a_build_stops_apptainer_and_leaves_nothing() {
         std::thread::sleep(Duration::from_millis(100));
     }
     signal(process.id(), libc::SIGINT);
-    let started = Instant::now();
-    while process.try_wait().unwrap().is_none() {
-        if started.elapsed() > patience {
-            let _ = process.kill();
-            panic!("the runner did not end after Ctrl-C");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let run = finish(process);
+    let run = finish_within(process, patience, "the runner did not end after Ctrl-C");
     assert_eq!(run.code, 130, "{}", run.all());
     assert_eq!(
         containers_mounting(&sif_dir),

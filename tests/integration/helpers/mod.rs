@@ -369,6 +369,25 @@ pub fn spawn_reported(args: &[&str], env: &[(&str, &str)]) -> (Child, Report) {
     with_report(args, |all| spawn_runner(all, env))
 }
 
+/// Waits for a spawned runner to end by itself, then collects it like [`finish`]. `patience`
+/// bounds the wait so that a hang fails the test instead of blocking it (not a speed check):
+/// past it the runner is killed and the test fails with `hang` and the runner's output.
+pub fn finish_within(mut child: Child, patience: std::time::Duration, hang: &str) -> Run {
+    let started = std::time::Instant::now();
+    while child
+        .try_wait()
+        .expect("the runner can be waited on")
+        .is_none()
+    {
+        if started.elapsed() > patience {
+            let _ = child.kill();
+            panic!("{hang}:\n{}", finish(child).all());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    finish(child)
+}
+
 /// Collects a spawned runner's exit code and output.
 pub fn finish(mut child: Child) -> Run {
     let mut stdout = String::new();
